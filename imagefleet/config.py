@@ -1,0 +1,64 @@
+"""One settings object for every process, read from `IMAGEFLEET_*` environment variables.
+
+Defaults make the one-machine setup work with no configuration at all: SQLite and artifacts
+live in a data directory under the current working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Orchestrator settings. Every field can be set as `IMAGEFLEET_<FIELD>` (upper case)."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGEFLEET_", extra="ignore")
+
+    data_dir: Path = Field(
+        Path(".imagefleet"), description="Where SQLite, artifacts and models live."
+    )
+    database_url: str = Field("", description="SQLAlchemy URL; empty means SQLite in data_dir.")
+    artifacts_dir: Path | None = Field(
+        None, description="Local artifact store; default data_dir/artifacts."
+    )
+
+    lease_seconds: float = Field(
+        30.0, gt=0, description="How long a claim lasts without heartbeat."
+    )
+    claim_wait_max_seconds: float = Field(
+        30.0, ge=0, description="Longest long-poll a claim may ask."
+    )
+    reaper_interval_seconds: float = Field(
+        2.0, gt=0, description="How often expired leases are reaped."
+    )
+    max_attempts: int = Field(3, ge=1, description="Failed attempts before a job fails for good.")
+    tier_priority: dict[str, int] = Field(
+        default_factory=lambda: {"free": 0, "paid": 10},
+        description='Queue priority per client tier, as JSON: {"free": 0, "paid": 10}.',
+    )
+
+    min_side: int = Field(64, ge=8, description="Smallest width or height accepted.")
+    max_side: int = Field(2048, ge=8, description="Largest width or height accepted.")
+    max_pixels: int = Field(1536 * 1536, gt=0, description="Largest width*height accepted.")
+
+    max_body_bytes: int = Field(1 << 20, gt=0, description="Largest JSON request body.")
+    max_upload_bytes: int = Field(
+        64 << 20, gt=0, description="Largest artifact a worker may upload."
+    )
+
+    @model_validator(mode="after")
+    def _fill_derived_paths(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{(self.data_dir / 'imagefleet.db').resolve()}"
+        if self.artifacts_dir is None:
+            self.artifacts_dir = self.data_dir / "artifacts"
+        return self
+
+    @property
+    def artifacts_path(self) -> Path:
+        """The artifact directory, always set after validation."""
+        assert self.artifacts_dir is not None
+        return self.artifacts_dir

@@ -1,0 +1,174 @@
+"""The orchestrator's FastAPI application: wiring, error mapping, limits and background duties."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagefleet import __version__
+from imagefleet.artifacts.local import LocalArtifactStore
+from imagefleet.config import Settings
+from imagefleet.orchestrator import routes_client, routes_worker
+from imagefleet.orchestrator.errors import Conflict, InvalidField, NotFound, StaleAttempt
+from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.store.database import Database, DatabaseUnavailable
+
+log = logging.getLogger("imagefleet.orchestrator")
+
+
+class WorkSignal:
+    """Wakes long-polling claims in this process when work may have arrived.
+
+    A claimer takes `waiter()` *before* looking at the queue, so a submit that lands between its
+    look and its wait still wakes it.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def waiter(self) -> asyncio.Event:
+        return self._event
+
+    def notify(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+
+class BodySizeLimit:
+    """Refuses JSON bodies over the limit with 413 before they are read into memory. Upload
+    routes enforce their own, larger limit while streaming to the artifact store."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int, exempt_method: str = "PUT") -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.exempt_method = exempt_method
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] == self.exempt_method:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _error(status: int, detail: Any) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> FastAPI:
+    settings = settings or Settings()
+    db = Database(settings.database_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(db.upgrade)
+        app.state.work_signal = WorkSignal()
+        reaper = asyncio.create_task(_reap_forever(app)) if run_duties else None
+        try:
+            yield
+        finally:
+            if reaper:
+                reaper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reaper
+            db.dispose()
+
+    app = FastAPI(
+        title="imagefleet",
+        version=__version__,
+        summary="Generative image jobs on a pull-based fleet of GPU workers.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.lifecycle = JobLifecycle(db, settings)
+    app.state.artifacts = LocalArtifactStore(settings.artifacts_path)
+    app.state.work_signal = WorkSignal()
+    app.include_router(routes_client.router)
+    app.include_router(routes_worker.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+
+    @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")
+    def healthz() -> dict[str, str]:
+        db.check()
+        return {"status": "ok"}
+
+    @app.exception_handler(InvalidField)
+    async def _invalid(_: Request, exc: InvalidField) -> JSONResponse:
+        return _error(422, [{"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}])
+
+    @app.exception_handler(NotFound)
+    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
+        return _error(404, str(exc))
+
+    @app.exception_handler(StaleAttempt)
+    async def _stale(_: Request, exc: StaleAttempt) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
+        return _error(409, str(exc))
+
+    @app.exception_handler(DatabaseUnavailable)
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "the database is unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "2"},
+        )
+
+    return app
+
+
+async def _reap_forever(app: FastAPI) -> None:
+    """Requeues jobs of workers that stopped heartbeating. Every replica may run this at once:
+    each requeue is conditional, so a job is requeued exactly once."""
+    lifecycle: JobLifecycle = app.state.lifecycle
+    while True:
+        await asyncio.sleep(lifecycle.settings.reaper_interval_seconds)
+        try:
+            if await run_in_threadpool(lifecycle.reap_expired):
+                app.state.work_signal.notify()
+        except Exception:
+            log.exception("lease reaper failed; retrying")

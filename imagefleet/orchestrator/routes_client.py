@@ -1,0 +1,104 @@
+"""Client endpoints: submit, read, list and cancel jobs; download outputs; list models."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from imagefleet.orchestrator.auth import client_key
+from imagefleet.orchestrator.errors import NotFound
+from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.orchestrator.views import job_view
+from imagefleet.protocol import JobCreate, JobPage, JobStatus, JobView, ModelView
+from imagefleet.store.jobs import JobRow
+from imagefleet.store.keys import ApiKey
+from imagefleet.store.models import list_models
+
+router = APIRouter(prefix="/v1", tags=["client"])
+Key = Annotated[ApiKey, Depends(client_key)]
+
+
+def _lifecycle(request: Request) -> JobLifecycle:
+    lifecycle: JobLifecycle = request.app.state.lifecycle
+    return lifecycle
+
+
+def _views(request: Request, rows: list[JobRow]) -> list[JobView]:
+    lifecycle = _lifecycle(request)
+    with lifecycle.db.read() as conn:
+        outputs = lifecycle.outputs(conn, [row.id for row in rows])
+
+    def url(job_id: str, index: int) -> str:
+        return str(request.url_for("download_output", job_id=job_id, index=index))
+
+    return [job_view(row, outputs[row.id], url) for row in rows]
+
+
+@router.post("/jobs", status_code=201, response_model=JobView, summary="Submit a job")
+async def submit_job(request: Request, key: Key, job: Annotated[JobCreate, Body()]) -> JobView:
+    row = await run_in_threadpool(_lifecycle(request).submit, key, job)
+    request.app.state.work_signal.notify()
+    return (await run_in_threadpool(_views, request, [row]))[0]
+
+
+@router.get("/jobs", response_model=JobPage, summary="List your jobs, newest first")
+def list_jobs(
+    request: Request,
+    key: Key,
+    status: JobStatus | None = None,
+    cursor: str | None = Query(None, max_length=200),
+    limit: int = Query(50, ge=1, le=200),
+) -> JobPage:
+    rows, next_cursor = _lifecycle(request).list(key, status=status, cursor=cursor, limit=limit)
+    return JobPage(jobs=_views(request, rows), next_cursor=next_cursor)
+
+
+@router.get("/jobs/{job_id}", response_model=JobView, summary="Get one job")
+def get_job(request: Request, key: Key, job_id: str) -> JobView:
+    return _views(request, [_lifecycle(request).get(key, job_id)])[0]
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobView, summary="Cancel a job")
+def cancel_job(request: Request, key: Key, job_id: str) -> JobView:
+    return _views(request, [_lifecycle(request).cancel(key, job_id)])[0]
+
+
+@router.get(
+    "/jobs/{job_id}/outputs/{index}",
+    name="download_output",
+    summary="Download one output file",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def download_output(request: Request, key: Key, job_id: str, index: int) -> Response:
+    lifecycle = _lifecycle(request)
+    row = lifecycle.get(key, job_id)
+    with lifecycle.db.read() as conn:
+        outputs = lifecycle.outputs(conn, [row.id])[row.id]
+    artifact = next((a for a in outputs if a.idx == index), None)
+    if artifact is None:
+        raise NotFound(f"job {job_id} has no output {index}")
+    data = request.app.state.artifacts.read(artifact.key)
+    return Response(
+        data,
+        media_type=artifact.content_type,
+        headers={"Content-Disposition": f'inline; filename="{job_id}-{index}.png"'},
+    )
+
+
+@router.get("/models", response_model=list[ModelView], summary="List registered models")
+def get_models(request: Request, key: Key) -> list[ModelView]:
+    with _lifecycle(request).db.read() as conn:
+        found = list_models(conn)
+    return [
+        ModelView(
+            name=m.name,
+            version=m.version,
+            kind="checkpoint",
+            sha256=m.sha256,
+            size_bytes=m.size_bytes,
+        )
+        for m in found
+    ]

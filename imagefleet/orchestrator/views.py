@@ -1,0 +1,61 @@
+"""Turns store rows into wire models (the only place that knows both)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from imagefleet.orchestrator.lifecycle import to_datetime
+from imagefleet.protocol import (
+    JobError,
+    JobView,
+    OutputView,
+    Progress,
+    Timings,
+    Txt2ImgParams,
+)
+from imagefleet.store.jobs import ArtifactRow, JobRow
+
+OutputUrl = Callable[[str, int], str]
+
+
+def job_view(row: JobRow, outputs: list[ArtifactRow], output_url: OutputUrl) -> JobView:
+    total = row.progress_total
+    fraction = (
+        1.0 if row.status.value == "succeeded" else (row.progress_step / total if total else 0.0)
+    )
+    stage = row.stage_timings
+    error = None
+    if row.status.is_final and row.error_code:
+        error = JobError(code=row.error_code, message=row.error_message or "")
+    return JobView(
+        id=row.id,
+        kind="txt2img",
+        status=row.status,
+        tier=row.tier,
+        params=Txt2ImgParams(**row.params),
+        progress=Progress(fraction=min(1.0, fraction), step=row.progress_step, total_steps=total),
+        timings=Timings(
+            queued_at=to_datetime(row.created_at),
+            started_at=to_datetime(row.started_at) if row.started_at else None,
+            finished_at=to_datetime(row.finished_at) if row.finished_at else None,
+            queue_seconds=(row.started_at - row.created_at) if row.started_at else None,
+            model_load_seconds=stage.get("model_load_seconds"),
+            inference_seconds=stage.get("inference_seconds"),
+            upload_seconds=stage.get("upload_seconds"),
+            total_seconds=(row.finished_at - row.created_at) if row.finished_at else None,
+        ),
+        outputs=[
+            OutputView(
+                index=a.idx,
+                url=output_url(row.id, a.idx),
+                content_type=a.content_type,
+                size_bytes=a.size_bytes,
+                width=a.width or 0,
+                height=a.height or 0,
+                seed=a.seed or 0,
+            )
+            for a in outputs
+        ],
+        error=error,
+        attempts=row.attempts,
+    )

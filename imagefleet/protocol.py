@@ -1,0 +1,241 @@
+"""The wire format: pydantic models shared by the API, the worker and the Python client.
+
+This module is the single source of truth for what crosses HTTP; the OpenAPI document is
+generated from it. It imports nothing from the orchestrator or the worker.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_SEED = 2**32 - 1
+SCHEDULER_NAMES = (
+    "ddim",
+    "euler",
+    "euler_ancestral",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+    "lms",
+    "pndm",
+)
+SchedulerName = Literal[
+    "ddim", "euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras", "lms", "pndm"
+]
+JobKind = Literal["txt2img"]
+JOB_KINDS: tuple[JobKind, ...] = ("txt2img",)
+ModelKind = Literal["checkpoint"]
+
+
+class Strict(BaseModel):
+    """Refuses unknown fields so that a typo is a 422, not a silently ignored option."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Txt2ImgParams(Strict):
+    """What a client may ask of a txt2img job. Size bounds beyond these are server settings."""
+
+    prompt: str = Field(min_length=1, max_length=4000)
+    negative_prompt: str | None = Field(None, max_length=4000)
+    model: str = Field(min_length=1, max_length=200, description="A registered model name.")
+    width: int = Field(512, ge=8, le=16384, description="Pixels, a multiple of 8.")
+    height: int = Field(512, ge=8, le=16384, description="Pixels, a multiple of 8.")
+    steps: int = Field(30, ge=1, le=150)
+    guidance_scale: float = Field(7.0, ge=0.0, le=50.0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random when absent.")
+    num_images: int = Field(1, ge=1, le=8)
+    scheduler: SchedulerName = "dpmpp_2m"
+
+    @field_validator("width", "height")
+    @classmethod
+    def _multiple_of_eight(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError(f"must be a multiple of 8, got {value}")
+        return value
+
+
+class Txt2ImgJob(Strict):
+    kind: Literal["txt2img"] = "txt2img"
+    params: Txt2ImgParams
+
+
+JobCreate = Annotated[Txt2ImgJob, Field(discriminator="kind")]
+
+
+class Progress(BaseModel):
+    fraction: float = Field(ge=0.0, le=1.0)
+    step: int
+    total_steps: int
+
+
+class Timings(BaseModel):
+    """Wall-clock points and per-stage seconds; a stage not reached yet is null."""
+
+    queued_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    queue_seconds: float | None = None
+    model_load_seconds: float | None = None
+    inference_seconds: float | None = None
+    upload_seconds: float | None = None
+    total_seconds: float | None = None
+
+
+class OutputView(BaseModel):
+    index: int
+    url: str
+    content_type: str
+    size_bytes: int
+    width: int
+    height: int
+    seed: int
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobView(BaseModel):
+    id: str
+    kind: JobKind
+    status: JobStatus
+    tier: str
+    params: Txt2ImgParams
+    progress: Progress
+    timings: Timings
+    outputs: list[OutputView]
+    error: JobError | None = None
+    attempts: int
+
+
+class JobPage(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` to get the next page.")
+
+
+class ModelView(BaseModel):
+    name: str
+    version: int
+    kind: ModelKind
+    sha256: str
+    size_bytes: int
+
+
+# --- worker protocol ---------------------------------------------------------------------------
+
+
+class WorkerCapabilities(Strict):
+    gpu_name: str = Field("cpu", max_length=200)
+    vram_mb: int = Field(0, ge=0)
+    max_pixels: int = Field(
+        1536 * 1536, gt=0, description="Largest width*height*num_images/1 it takes."
+    )
+    kinds: list[JobKind] = Field(default_factory=lambda: list(JOB_KINDS))
+
+
+class ClaimRequest(Strict):
+    worker_id: str = Field(min_length=1, max_length=200)
+    node_id: str = Field(min_length=1, max_length=200)
+    capabilities: WorkerCapabilities = Field(default_factory=WorkerCapabilities)
+    resident_models: list[str] = Field(
+        default_factory=list, max_length=64, description="sha256s on GPU"
+    )
+    cached_models: list[str] = Field(
+        default_factory=list, max_length=4096, description="sha256s on disk"
+    )
+    wait_seconds: float = Field(
+        0.0, ge=0.0, le=300.0, description="Long-poll bound (server caps it)."
+    )
+
+
+class ModelRef(BaseModel):
+    """Everything a worker needs to fetch and verify one model."""
+
+    name: str
+    version: int
+    kind: ModelKind
+    source: str
+    sha256: str
+    size_bytes: int
+    config_source: str | None = None
+
+
+class Assignment(BaseModel):
+    job_id: str
+    attempt_id: str
+    fencing_token: int = Field(description="Attempt number for this job; grows with every claim.")
+    lease_seconds: float
+    lease_expires_at: datetime
+    kind: JobKind
+    params: Txt2ImgParams
+    models: list[ModelRef]
+
+
+class ClaimResponse(BaseModel):
+    assignment: Assignment | None = None
+    retry_after_seconds: float = Field(
+        0.0, description="When nothing was handed out: wait this long."
+    )
+
+
+class HeartbeatRequest(Strict):
+    step: int = Field(0, ge=0)
+    total_steps: int = Field(0, ge=0)
+
+
+class HeartbeatResponse(BaseModel):
+    action: Literal["continue", "cancel"]
+    lease_expires_at: datetime | None = None
+    reason: str | None = None
+
+
+class UploadedArtifact(BaseModel):
+    key: str
+    size_bytes: int
+    sha256: str
+
+
+class CompletedOutput(Strict):
+    index: int = Field(ge=0, le=63)
+    seed: int = Field(ge=0, le=MAX_SEED + 64)
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+
+
+class StageTimings(Strict):
+    model_load_seconds: float = Field(0.0, ge=0)
+    inference_seconds: float = Field(0.0, ge=0)
+    upload_seconds: float = Field(0.0, ge=0)
+
+
+class CompleteRequest(Strict):
+    outputs: list[CompletedOutput] = Field(min_length=1, max_length=64)
+    timings: StageTimings = Field(default_factory=StageTimings)
+
+
+class FailRequest(Strict):
+    code: str = Field(min_length=1, max_length=100)
+    message: str = Field("", max_length=4000)
+    retryable: bool = True
+
+
+class AttemptOutcome(BaseModel):
+    job_id: str
+    job_status: JobStatus

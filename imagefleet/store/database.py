@@ -1,0 +1,101 @@
+"""Connections, transactions and migrations: the only place that knows which SQL dialect runs.
+
+SQLite gets WAL mode, a busy timeout and `BEGIN IMMEDIATE` for write transactions, so that two
+claimers never both read a job as queued and then race to upgrade their locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached; the message names the URL with its password hidden."""
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may appear in logs and error messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Database:
+    """An engine plus the two kinds of transaction the rest of the code needs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
+        self.engine = _create_engine(url, self.is_sqlite)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A transaction for queries that change nothing."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that takes the write lock up front on SQLite (no lock upgrades)."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(imagefleet_write=True)
+            with conn.begin():
+                yield conn
+
+    def check(self) -> None:
+        """Raises DatabaseUnavailable when a connection cannot be opened."""
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except OperationalError as exc:
+            raise DatabaseUnavailable(
+                f"cannot reach the database at {safe_url(self.url)}: {exc.orig}"
+            ) from exc
+
+    def upgrade(self) -> None:
+        """Brings the schema to the newest migration (idempotent)."""
+        self.check()
+        with self.engine.begin() as conn:
+            config = Config()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _create_engine(url: str, is_sqlite: bool) -> Engine:
+    if not is_sqlite:
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    database = make_url(url).database
+    if database and database != ":memory:":
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event decide how transactions start, not the sqlite3 module.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("imagefleet_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine

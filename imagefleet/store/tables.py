@@ -1,0 +1,125 @@
+"""The schema, as SQLAlchemy Core tables. Migrations in `migrations/versions` create exactly this.
+
+Times are stored as float seconds since the epoch: portable across SQLite and PostgreSQL,
+cheap to compare in lease checks, and converted to datetimes only at the API edge.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("tier", String(64), nullable=False),
+    Column("secret_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+models = Table(
+    "models",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("config_source", Text),
+    Column("sha256", String(64), nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("name", "version", name="uq_models_name_version"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner_key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("tier", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("params", Text, nullable=False),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("pixels", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("progress_step", Integer, nullable=False, default=0),
+    Column("progress_total", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("current_attempt_id", String(32)),
+    Column("lease_expires_at", Float),
+    Column("result_attempt_id", String(32)),
+    Column("error_code", String(100)),
+    Column("error_message", Text),
+    Column("stage_timings", Text),
+)
+Index("ix_jobs_queue", jobs.c.status, jobs.c.priority.desc(), jobs.c.created_at)
+Index("ix_jobs_owner", jobs.c.owner_key_id, jobs.c.created_at, jobs.c.id)
+Index("ix_jobs_lease", jobs.c.status, jobs.c.lease_expires_at)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("worker_id", String(200), nullable=False),
+    Column("node_id", String(200), nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("outcome", String(32), nullable=False),
+    Column("error_code", String(100)),
+    Column("error_message", Text),
+    UniqueConstraint("job_id", "seq", name="uq_attempts_job_seq"),
+)
+Index("ix_attempts_job", attempts.c.job_id)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("key", String(300), primary_key=True),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("attempt_id", String(32), nullable=False),
+    Column("idx", Integer, nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("size_bytes", Integer, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("seed", Integer),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("accepted", Boolean, nullable=False, default=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_artifacts_job", artifacts.c.job_id, artifacts.c.attempt_id)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("node_id", String(200), nullable=False),
+    Column("capabilities", Text, nullable=False),
+    Column("first_seen_at", Float, nullable=False),
+    Column("last_seen_at", Float, nullable=False),
+)
