@@ -174,7 +174,10 @@ class ModelRef(BaseModel):
     source: str
     sha256: str
     size_bytes: int
-    config_source: str | None = None
+    config_source: str | None = Field(
+        None, description="For a single-file checkpoint: a diffusers folder with its configs."
+    )
+    config_sha256: str | None = None
 
 
 class Assignment(BaseModel):

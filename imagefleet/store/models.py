@@ -18,6 +18,7 @@ class Model:
     kind: str
     source: str
     config_source: str | None
+    config_sha256: str | None
     sha256: str
     size_bytes: int
 
@@ -30,6 +31,7 @@ class Model:
             sha256=self.sha256,
             size_bytes=self.size_bytes,
             config_source=self.config_source,
+            config_sha256=self.config_sha256,
         )
 
 
@@ -43,6 +45,7 @@ def register_model(
     size_bytes: int,
     now: float,
     config_source: str | None = None,
+    config_sha256: str | None = None,
 ) -> Model:
     """Adds a version of `name`. Re-adding identical content returns the existing version."""
     latest = latest_model(conn, name)
@@ -56,6 +59,7 @@ def register_model(
             kind=kind,
             source=source,
             config_source=config_source,
+            config_sha256=config_sha256,
             sha256=sha256,
             size_bytes=size_bytes,
             created_at=now,
@@ -63,7 +67,9 @@ def register_model(
     )
     model_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
     assert model_id is not None
-    return Model(model_id, name, version, kind, source, config_source, sha256, size_bytes)
+    return Model(
+        model_id, name, version, kind, source, config_source, config_sha256, sha256, size_bytes
+    )
 
 
 def latest_model(conn: Connection, name: str) -> Model | None:
@@ -104,6 +110,7 @@ def _to_model(row: object) -> Model:
         r["kind"],
         r["source"],
         r["config_source"],
+        r["config_sha256"],
         r["sha256"],
         r["size_bytes"],
     )

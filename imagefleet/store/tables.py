@@ -43,6 +43,7 @@ models = Table(
     Column("kind", String(32), nullable=False),
     Column("source", Text, nullable=False),
     Column("config_source", Text),
+    Column("config_sha256", String(64)),
     Column("sha256", String(64), nullable=False),
     Column("size_bytes", Integer, nullable=False),
     Column("created_at", Float, nullable=False),

@@ -32,6 +32,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("source", sa.Text, nullable=False),
         sa.Column("config_source", sa.Text),
+        sa.Column("config_sha256", sa.String(64)),
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("size_bytes", sa.Integer, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),

@@ -1,0 +1,3 @@
+from imagefleet.cli import main
+
+main()

@@ -1,0 +1,196 @@
+"""Operator commands that act on the database directly: keys, models, migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from imagefleet.cli.common import DataDirOption, fail, now, open_database, settings_for
+from imagefleet.hashing import path_sha256
+from imagefleet.store.keys import SCOPES, create_key, list_keys, revoke_key
+from imagefleet.store.models import Model, list_models, register_model
+
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+models_app = typer.Typer(help="Register models in the registry.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
+DEMO_NAME = "demo"
+
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option(..., "--name", help="A label for the key, e.g. the team using it."),
+    scope: str = typer.Option("client", "--scope", help=f"One of: {', '.join(SCOPES)}."),
+    tier: str = typer.Option("free", "--tier", help="Client priority tier (e.g. free, paid)."),
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    if scope not in SCOPES:
+        raise fail(f"--scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    db = open_database(settings_for(data_dir))
+    with db.write() as conn:
+        key, token = create_key(conn, name=name, scope=scope, tier=tier, now=now())  # type: ignore[arg-type]
+    typer.echo(f"created {key.scope} key {key.id} ({key.name}, tier {key.tier}); store it now:")
+    typer.echo(token)
+
+
+@keys_app.command("list")
+def keys_list(data_dir: Path | None = DataDirOption) -> None:
+    """List keys (ids, names, scopes; never secrets)."""
+    db = open_database(settings_for(data_dir))
+    with db.read() as conn:
+        for key in list_keys(conn):
+            state = "revoked" if key.revoked_at else "active"
+            typer.echo(f"{key.id}  {key.scope:<7} {key.tier:<8} {state:<8} {key.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: str = typer.Argument(..., help="The key id shown by `keys list`."),
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Revoke a key: it stops working at once."""
+    db = open_database(settings_for(data_dir))
+    with db.write() as conn:
+        if not revoke_key(conn, key_id, now()):
+            raise fail(f"no active key with id {key_id!r}")
+    typer.echo(f"revoked {key_id}")
+
+
+@models_app.command("add")
+def models_add(
+    name: str = typer.Argument(..., help="Model name clients will use."),
+    source: str = typer.Argument(
+        ...,
+        help="A local diffusers folder, a single-file .safetensors, an https:// URL, or hf:org/name.",
+    ),
+    kind: str = typer.Option("checkpoint", "--kind", help="Model kind (checkpoint)."),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        help="For a single-file checkpoint: a local diffusers folder with its configs.",
+    ),
+    sha256: str | None = typer.Option(None, "--sha256", help="Expected hash, for remote sources."),
+    size_bytes: int | None = typer.Option(None, "--size-bytes", help="Size, for remote sources."),
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Register a model (a new version if the name exists and the content changed)."""
+    if kind != "checkpoint":
+        raise fail(f"--kind must be 'checkpoint' for now, got {kind!r}")
+    model = add_model(
+        name, source, config=config, sha256=sha256, size_bytes=size_bytes, data_dir=data_dir
+    )
+    typer.echo(
+        f"registered {model.name} v{model.version} sha256 {model.sha256} ({model.size_bytes} bytes)"
+    )
+
+
+def add_model(
+    name: str,
+    source: str,
+    *,
+    config: str | None,
+    sha256: str | None,
+    size_bytes: int | None,
+    data_dir: Path | None,
+) -> Model:
+    remote = source.startswith(("hf:", "http://", "https://"))
+    if remote:
+        if not (sha256 and size_bytes):
+            raise fail(
+                "remote sources need --sha256 and --size-bytes (the worker verifies downloads "
+                "against them); compute them on a machine that has the file"
+            )
+    else:
+        path = Path(source).expanduser().resolve()
+        if not path.exists():
+            raise fail(f"no file or folder at {path}")
+        if path.is_file() and path.suffix != ".safetensors":
+            raise fail(f"only .safetensors files are accepted (no pickles), got {path.name}")
+        sha256, size_bytes = path_sha256(path)
+        source = str(path)
+    config_sha = None
+    if config:
+        config_path = Path(config).expanduser().resolve()
+        if not config_path.is_dir():
+            raise fail(f"--config must be a folder, got {config_path}")
+        config_sha, _ = path_sha256(config_path)
+        config = str(config_path)
+    db = open_database(settings_for(data_dir))
+    with db.write() as conn:
+        return register_model(
+            conn,
+            name=name,
+            kind="checkpoint",
+            source=source,
+            sha256=sha256 or "",
+            size_bytes=size_bytes or 0,
+            now=now(),
+            config_source=config,
+            config_sha256=config_sha,
+        )
+
+
+@models_app.command("list")
+def models_list(data_dir: Path | None = DataDirOption) -> None:
+    """List the newest version of every model."""
+    db = open_database(settings_for(data_dir))
+    with db.read() as conn:
+        for model in list_models(conn):
+            typer.echo(
+                f"{model.name}  v{model.version}  {model.sha256[:12]}  {model.size_bytes:>12}  {model.source}"
+            )
+
+
+@models_app.command("create-demo")
+def models_create_demo(
+    data_dir: Path | None = DataDirOption,
+    single_file: bool = typer.Option(
+        False,
+        "--single-file",
+        help="Also register `demo-single`, the same weights as one .safetensors.",
+    ),
+) -> None:
+    """Build the tiny random-weight SD 1.5-architecture model and register it as `demo`.
+
+    Its images are noise-like (random weights) but it runs the real diffusers pipeline in about a
+    second on a CPU, through the same registry, download and verification path as any model.
+    """
+    model = create_demo(settings_for(data_dir).data_dir, data_dir, single_file=single_file)
+    typer.echo(f"registered {model.name} v{model.version} from {model.source}")
+
+
+def create_demo(root: Path, data_dir: Path | None, *, single_file: bool = False) -> Model:
+    try:
+        from imagefleet.demo_model import export_single_file, save_demo_model
+    except ImportError as exc:
+        raise fail(
+            "the demo model needs the worker extra: pip install 'imagefleet[worker]'"
+        ) from exc
+    folder = (root / "models" / DEMO_NAME).resolve()
+    if not (folder / "model_index.json").exists():
+        save_demo_model(folder)
+    model = add_model(
+        DEMO_NAME, str(folder), config=None, sha256=None, size_bytes=None, data_dir=data_dir
+    )
+    if single_file:
+        file = folder.parent / "demo-single.safetensors"
+        if not file.exists():
+            export_single_file(folder, file)
+        add_model(
+            "demo-single",
+            str(file),
+            config=str(folder),
+            sha256=None,
+            size_bytes=None,
+            data_dir=data_dir,
+        )
+    return model
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: Path | None = DataDirOption) -> None:
+    """Apply all migrations (safe to run repeatedly)."""
+    settings = settings_for(data_dir)
+    open_database(settings)
+    typer.echo("database schema is up to date")

@@ -1,0 +1,225 @@
+"""Running things: the orchestrator (`serve`), a worker (`worker`), and everything (`up`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import typer
+
+from imagefleet.cli.admin import DEMO_NAME, create_demo
+from imagefleet.cli.common import (
+    CLIENT_KEY_FILE,
+    WORKER_KEY_FILE,
+    DataDirOption,
+    fail,
+    now,
+    open_database,
+    settings_for,
+)
+from imagefleet.store.database import Database
+from imagefleet.store.keys import Scope, create_key
+from imagefleet.store.models import latest_model
+
+STOP_GRACE_SECONDS = 15.0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("worker")(worker)
+    app.command("up")(up)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    processes: int = typer.Option(
+        1, "--processes", min=1, help="Server processes (uvicorn workers)."
+    ),
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Run the orchestrator API (settings from IMAGEFLEET_* variables; see docs/operations.md)."""
+    import uvicorn
+
+    settings = settings_for(data_dir)
+    open_database(settings).dispose()  # migrate once, before several processes start
+    uvicorn.run(
+        "imagefleet.orchestrator.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=processes,
+        log_level="info",
+    )
+
+
+def worker(
+    orchestrator: str = typer.Option(
+        "http://127.0.0.1:8000",
+        "--orchestrator",
+        envvar="IMAGEFLEET_URL",
+        help="Orchestrator base URL.",
+    ),
+    key: str = typer.Option(
+        ..., "--key", envvar="IMAGEFLEET_WORKER_KEY", help="A worker-scope API key."
+    ),
+    cache_dir: Path = typer.Option(
+        Path.home() / ".cache" / "imagefleet" / "models",
+        "--cache-dir",
+        help="Where models are cached on disk.",
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="torch device; default cuda if present, else cpu."
+    ),
+    max_pixels: int = typer.Option(
+        1536 * 1536, "--max-pixels", help="Largest width*height this worker takes."
+    ),
+    node_id: str | None = typer.Option(
+        None, "--node-id", envvar="IMAGEFLEET_NODE_ID", help="Machine id."
+    ),
+    allow_private_urls: bool = typer.Option(
+        False,
+        "--allow-private-urls",
+        envvar="IMAGEFLEET_WORKER_ALLOW_PRIVATE_URLS",
+        help="Allow model URLs that resolve to private or loopback addresses.",
+    ),
+    max_jobs: int | None = typer.Option(None, "--max-jobs", help="Exit after this many jobs."),
+    claim_wait: float = typer.Option(20.0, "--claim-wait", help="Long-poll seconds per claim."),
+) -> None:
+    """Pull jobs from an orchestrator and run them on this machine's GPU (or CPU)."""
+    from imagefleet.worker.loop import Worker, WorkerConfig
+    from imagefleet.worker.orchestrator_client import Unauthorized
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    config = WorkerConfig(
+        orchestrator_url=orchestrator,
+        key=key,
+        cache_dir=cache_dir,
+        device=device,
+        max_pixels=max_pixels,
+        claim_wait_seconds=claim_wait,
+        allow_private_urls=allow_private_urls,
+    )
+    if node_id:
+        config.node_id = node_id
+    try:
+        runner = Worker(config)
+    except ImportError as exc:
+        raise fail(
+            f"a worker needs the worker extra (pip install 'imagefleet[worker]'): {exc}"
+        ) from exc
+    runner.install_signal_handlers()
+    try:
+        runner.run(max_jobs=max_jobs)
+    except Unauthorized as exc:
+        raise fail(str(exc), code=3) from exc
+
+
+def up(
+    workers: int = typer.Option(1, "--workers", min=0, help="Local worker processes to start."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address the orchestrator binds."),
+    port: int = typer.Option(8000, "--port", help="Orchestrator TCP port."),
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Run the whole fleet on this machine: orchestrator + N workers on SQLite and local disk.
+
+    On first start it creates the demo model and a client key. Ctrl-C stops everything.
+    """
+    settings = settings_for(data_dir)
+    root = settings.data_dir.resolve()
+    db = open_database(settings)
+    with db.read() as conn:
+        has_demo = latest_model(conn, DEMO_NAME) is not None
+    if not has_demo:
+        typer.echo("first start: building the demo model ...")
+        create_demo(root, data_dir)
+    client_key = _stored_key(db, root / CLIENT_KEY_FILE, "client", "local client")
+    worker_key = _stored_key(db, root / WORKER_KEY_FILE, "worker", "local workers")
+    db.dispose()
+
+    url = f"http://{host}:{port}"
+    env = {**os.environ, "IMAGEFLEET_DATA_DIR": str(root)}
+    command = [sys.executable, "-m", "imagefleet"]
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        children.append(
+            subprocess.Popen([*command, "serve", "--host", host, "--port", str(port)], env=env)
+        )
+        _wait_healthy(url, children[0])
+        for _ in range(workers):
+            children.append(
+                subprocess.Popen(
+                    [
+                        *command,
+                        "worker",
+                        "--orchestrator",
+                        url,
+                        "--key",
+                        worker_key,
+                        "--cache-dir",
+                        str(root / "cache"),
+                    ],
+                    env=env,
+                )
+            )
+        typer.secho(f"\nimagefleet is up at {url} (API docs: {url}/docs)", fg="green")
+        typer.echo(f"client key: {client_key}   (also in {root / CLIENT_KEY_FILE})")
+        typer.echo(
+            f'try:  imagefleet submit "a lighthouse at dawn" --model {DEMO_NAME} --wait -o out/'
+        )
+        typer.echo("Ctrl-C stops everything.\n")
+        while all(child.poll() is None for child in children):
+            time.sleep(0.5)
+        raise fail("a fleet process exited unexpectedly; stopping the rest")
+    except KeyboardInterrupt:
+        typer.echo("\nstopping ...")
+    finally:
+        _stop_all(children)
+
+
+def _stored_key(db: Database, path: Path, scope: Scope, name: str) -> str:
+    """The key kept in the data directory for `up`, created on first start (mode 0600)."""
+    if path.exists():
+        return path.read_text().strip()
+    with db.write() as conn:
+        _, token = create_key(conn, name=name, scope=scope, tier="free", now=now())
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise fail(
+                f"the orchestrator exited with code {process.returncode} (is the port in use?)"
+            )
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise fail(f"the orchestrator did not answer on {url} within {timeout:.0f}s")
+
+
+def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
+    """Workers first (they hand their jobs back), then the orchestrator; SIGKILL stragglers."""
+    for child in reversed(children):
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for child in reversed(children):
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

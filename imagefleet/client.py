@@ -1,0 +1,103 @@
+"""A small typed Python client for the client API (used by the CLI, the tests and benchmarks)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from imagefleet.protocol import JobPage, JobStatus, JobView, ModelView, Txt2ImgParams
+
+
+class ApiError(RuntimeError):
+    """The API refused a request; `status` is the HTTP status and `detail` its explanation."""
+
+    def __init__(self, status: int, detail: Any) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+class ImageFleetClient:
+    def __init__(self, base_url: str, key: str, timeout: float = 30.0) -> None:
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout,
+        )
+
+    def __enter__(self) -> ImageFleetClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def submit_txt2img(self, params: Txt2ImgParams | dict[str, Any]) -> JobView:
+        body = params.model_dump(exclude_none=True) if isinstance(params, Txt2ImgParams) else params
+        return JobView.model_validate(
+            self._json("POST", "/v1/jobs", json={"kind": "txt2img", "params": body})
+        )
+
+    def get(self, job_id: str) -> JobView:
+        return JobView.model_validate(self._json("GET", f"/v1/jobs/{job_id}"))
+
+    def list(
+        self, status: JobStatus | None = None, cursor: str | None = None, limit: int = 50
+    ) -> JobPage:
+        query: dict[str, Any] = {"limit": limit}
+        if status:
+            query["status"] = status.value
+        if cursor:
+            query["cursor"] = cursor
+        return JobPage.model_validate(self._json("GET", "/v1/jobs", params=query))
+
+    def cancel(self, job_id: str) -> JobView:
+        return JobView.model_validate(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def models(self) -> list[ModelView]:
+        return [ModelView.model_validate(m) for m in self._json("GET", "/v1/models")]
+
+    def download(self, job_id: str, index: int) -> bytes:
+        response = self.http.get(f"/v1/jobs/{job_id}/outputs/{index}")
+        _raise_for(response)
+        return response.content
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 600.0,
+        poll_seconds: float = 0.25,
+        on_update: Callable[[JobView], None] | None = None,
+    ) -> JobView:
+        """Polls until the job is final; calls `on_update` with every state seen."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if on_update:
+                on_update(job)
+            if job.status.is_final:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status.value} after {timeout}s")
+            time.sleep(poll_seconds)
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        _raise_for(response)
+        return response.json()
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    raise ApiError(response.status_code, detail)

@@ -1,0 +1,83 @@
+"""A background thread that renews the lease and reports progress while a job runs.
+
+It beats at least every `interval` seconds (a third of the lease) and sooner when progress
+moved, at most every `progress_interval` seconds, so clients see steps advance without a
+request per denoising step.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from imagefleet.worker.orchestrator_client import LeaseLost, OrchestratorClient
+
+log = logging.getLogger("imagefleet.worker.heartbeat")
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        client: OrchestratorClient,
+        attempt_id: str,
+        *,
+        interval: float,
+        progress_interval: float = 0.5,
+    ) -> None:
+        self.client = client
+        self.attempt_id = attempt_id
+        self.interval = interval
+        self.progress_interval = min(progress_interval, interval)
+        self.cancel_reason: str | None = None
+        self._step = 0
+        self._total = 0
+        self._sent_step = -1
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the orchestrator said stop: the client cancelled or the lease was lost."""
+        return self.cancel_reason is not None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def progress(self, step: int, total: int) -> None:
+        self._step, self._total = step, total
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=35)
+
+    def _run(self) -> None:
+        last_beat = time.monotonic()
+        while not self._stop.is_set():
+            self._wake.wait(timeout=self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            since = time.monotonic() - last_beat
+            if self._step == self._sent_step and since < self.interval:
+                continue
+            if since < self.progress_interval:
+                time.sleep(self.progress_interval - since)
+            step, total = self._step, self._total
+            try:
+                answer = self.client.heartbeat(self.attempt_id, step, total)
+            except LeaseLost as exc:
+                self.cancel_reason = f"lease lost: {exc}"
+                return
+            except Exception as exc:  # keep beating: the lease may survive a short network cut
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            last_beat = time.monotonic()
+            self._sent_step = step
+            if answer.action == "cancel":
+                self.cancel_reason = answer.reason or "cancelled"
+                return

@@ -1,0 +1,225 @@
+"""The worker: claim a job, fetch and load its model, generate, upload, complete; repeat.
+
+One process serves one GPU. It can be killed at any instant without losing a job: the lease
+then expires and the orchestrator hands the job to someone else. A first SIGINT/SIGTERM stops
+claiming and hands the running job back at the next denoising step; a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from imagefleet.protocol import (
+    Assignment,
+    ClaimRequest,
+    CompletedOutput,
+    CompleteRequest,
+    FailRequest,
+    StageTimings,
+    WorkerCapabilities,
+)
+from imagefleet.worker.heartbeat import Heartbeat
+from imagefleet.worker.model_cache import ModelCache, SourceError, VerificationError
+from imagefleet.worker.orchestrator_client import LeaseLost, OrchestratorClient, Unauthorized
+from imagefleet.worker.png import encode_png
+
+if TYPE_CHECKING:
+    from imagefleet.worker.engines.diffusers_engine import DiffusersEngine
+
+log = logging.getLogger("imagefleet.worker")
+SHUTDOWN_CODE = "worker_shutdown"
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+@dataclass
+class WorkerConfig:
+    orchestrator_url: str
+    key: str
+    cache_dir: Path
+    node_id: str = field(
+        default_factory=lambda: os.environ.get("IMAGEFLEET_NODE_ID") or socket.gethostname()
+    )
+    worker_id: str = field(default_factory=default_worker_id)
+    device: str | None = None
+    max_pixels: int = 1536 * 1536
+    claim_wait_seconds: float = 20.0
+    allow_private_urls: bool = False
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, engine: DiffusersEngine | None = None) -> None:
+        self.config = config
+        self._stopping = False
+        self.client = OrchestratorClient(
+            config.orchestrator_url, config.key, should_give_up=lambda: self._stopping
+        )
+        self.cache = ModelCache(config.cache_dir, allow_private_urls=config.allow_private_urls)
+        if engine is None:
+            from imagefleet.worker.engines.diffusers_engine import DiffusersEngine
+
+            engine = DiffusersEngine(config.device)
+        self.engine = engine
+        self.jobs_done = 0
+
+    def request_stop(self) -> None:
+        """Stop claiming; the running job (if any) is handed back at its next step."""
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        def first(signum: int, _frame: FrameType | None) -> None:
+            log.warning(
+                "signal %s: handing back the current job and stopping (again to force)", signum
+            )
+            self.request_stop()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+        signal.signal(signal.SIGINT, first)
+        signal.signal(signal.SIGTERM, first)
+
+    def run(self, max_jobs: int | None = None) -> None:
+        log.info(
+            "worker %s on node %s pulling from %s",
+            self.config.worker_id,
+            self.config.node_id,
+            self.config.orchestrator_url,
+        )
+        try:
+            while not self._stopping and (max_jobs is None or self.jobs_done < max_jobs):
+                try:
+                    assignment = self.client.claim(self._claim_request())
+                except Unauthorized:
+                    raise
+                except Exception as exc:
+                    if self._stopping:
+                        break
+                    log.warning("claim failed: %s; retrying", exc)
+                    time.sleep(2.0)
+                    continue
+                if assignment is not None:
+                    self.process(assignment)
+                    self.jobs_done += 1
+        finally:
+            self.client.close()
+        log.info("worker %s stopped after %d jobs", self.config.worker_id, self.jobs_done)
+
+    def _claim_request(self) -> ClaimRequest:
+        resident = self.engine.resident_model
+        return ClaimRequest(
+            worker_id=self.config.worker_id,
+            node_id=self.config.node_id,
+            capabilities=WorkerCapabilities(
+                gpu_name=_gpu_name(self.engine), max_pixels=self.config.max_pixels
+            ),
+            resident_models=[resident] if resident else [],
+            cached_models=self.cache.cached(),
+            wait_seconds=self.config.claim_wait_seconds,
+        )
+
+    def process(self, assignment: Assignment) -> None:
+        """Runs one attempt to its end: completed, failed, handed back, or dropped (lease lost)."""
+        from imagefleet.worker.engines.diffusers_engine import GenerationCancelled, Txt2ImgRequest
+
+        attempt = assignment.attempt_id
+        log.info("attempt %s: job %s (%s)", attempt, assignment.job_id, assignment.kind)
+        beat = Heartbeat(self.client, attempt, interval=assignment.lease_seconds / 3)
+        beat.start()
+        try:
+            model = assignment.models[0]
+            path, fetch_seconds = self.cache.ensure(model.source, model.sha256, model.size_bytes)
+            config_dir = None
+            if model.config_source and model.config_sha256:
+                config_dir, _ = self.cache.ensure(model.config_source, model.config_sha256, 1 << 30)
+            load_seconds = fetch_seconds + self.engine.load(model.sha256, path, config_dir)
+            params = assignment.params
+            assert params.seed is not None
+            started = time.perf_counter()
+            images = self.engine.txt2img(
+                Txt2ImgRequest(
+                    prompt=params.prompt,
+                    negative_prompt=params.negative_prompt,
+                    width=params.width,
+                    height=params.height,
+                    steps=params.steps,
+                    guidance_scale=params.guidance_scale,
+                    seed=params.seed,
+                    num_images=params.num_images,
+                    scheduler=params.scheduler,
+                ),
+                on_step=beat.progress,
+                should_stop=lambda: beat.cancelled or self._stopping,
+            )
+            inference_seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            outputs = []
+            for index, generated in enumerate(images):
+                data = encode_png(
+                    generated.image, params.model_dump(), generated.seed, model.sha256
+                )
+                self.client.upload(attempt, index, data)
+                outputs.append(
+                    CompletedOutput(
+                        index=index,
+                        seed=generated.seed,
+                        width=generated.image.width,
+                        height=generated.image.height,
+                    )
+                )
+            upload_seconds = time.perf_counter() - started
+            beat.stop()
+            self.client.complete(
+                attempt,
+                CompleteRequest(
+                    outputs=outputs,
+                    timings=StageTimings(
+                        model_load_seconds=load_seconds,
+                        inference_seconds=inference_seconds,
+                        upload_seconds=upload_seconds,
+                    ),
+                ),
+            )
+            log.info("attempt %s: completed in %.2fs", attempt, inference_seconds)
+        except GenerationCancelled:
+            if beat.cancelled:
+                log.info("attempt %s: stopped (%s)", attempt, beat.cancel_reason)
+            else:
+                self._report(attempt, SHUTDOWN_CODE, "the worker is shutting down", True)
+        except LeaseLost as exc:
+            log.warning("attempt %s: lease lost, result dropped: %s", attempt, exc)
+        except (SourceError, VerificationError) as exc:
+            self._report(attempt, "model_unavailable", str(exc), True)
+        except ValueError as exc:
+            self._report(attempt, "invalid_input", str(exc), False)
+        except Exception as exc:
+            code = "out_of_memory" if "out of memory" in str(exc).lower() else "worker_error"
+            log.exception("attempt %s failed", attempt)
+            self._report(attempt, code, f"{type(exc).__name__}: {exc}", True)
+        finally:
+            beat.stop()
+
+    def _report(self, attempt_id: str, code: str, message: str, retryable: bool) -> None:
+        log.warning("attempt %s: %s: %s", attempt_id, code, message)
+        try:
+            self.client.fail(
+                attempt_id, FailRequest(code=code, message=message[:4000], retryable=retryable)
+            )
+        except LeaseLost:
+            pass
+        except Exception as exc:  # the lease will expire and the job be requeued anyway
+            log.warning("could not report failure of %s: %s", attempt_id, exc)
+
+
+def _gpu_name(engine: DiffusersEngine) -> str:
+    return str(getattr(engine, "device_name", None) or getattr(engine, "device", "cpu"))

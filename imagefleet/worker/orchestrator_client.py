@@ -1,0 +1,132 @@
+"""The worker's side of the worker protocol: plain HTTP calls, retried across network cuts.
+
+The worker only ever calls out, so it runs behind NAT. Calls that change state are safe to
+retry: claim hands out a new lease only for a queued job, heartbeat renews, complete is
+idempotent for the same attempt and refused (409) for a stale one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import httpx
+
+from imagefleet.protocol import (
+    Assignment,
+    AttemptOutcome,
+    ClaimRequest,
+    ClaimResponse,
+    CompleteRequest,
+    FailRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    UploadedArtifact,
+)
+
+log = logging.getLogger("imagefleet.worker.client")
+T = TypeVar("T")
+
+
+class LeaseLost(RuntimeError):
+    """409: this attempt no longer owns its job; drop the work without reporting a result."""
+
+
+class Unauthorized(RuntimeError):
+    """401/403: the worker key is wrong, revoked or not a worker key; retrying will not help."""
+
+
+class OrchestratorClient:
+    def __init__(
+        self,
+        base_url: str,
+        key: str,
+        *,
+        retry_for_seconds: float = 120.0,
+        should_give_up: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=httpx.Timeout(30.0, read=330.0),
+        )
+        self.retry_for_seconds = retry_for_seconds
+        self.should_give_up = should_give_up
+
+    def close(self) -> None:
+        self.http.close()
+
+    def claim(self, request: ClaimRequest) -> Assignment | None:
+        response = self._call(lambda: self.http.post("/v1/worker/claim", json=request.model_dump()))
+        return ClaimResponse.model_validate(response.json()).assignment
+
+    def heartbeat(self, attempt_id: str, step: int, total: int) -> HeartbeatResponse:
+        body = HeartbeatRequest(step=step, total_steps=total).model_dump()
+        response = self._call(
+            lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/heartbeat", json=body)
+        )
+        return HeartbeatResponse.model_validate(response.json())
+
+    def upload(self, attempt_id: str, index: int, data: bytes) -> UploadedArtifact:
+        response = self._call(
+            lambda: self.http.put(
+                f"/v1/worker/attempts/{attempt_id}/outputs/{index}",
+                content=data,
+                headers={"Content-Type": "image/png"},
+            )
+        )
+        return UploadedArtifact.model_validate(response.json())
+
+    def complete(self, attempt_id: str, request: CompleteRequest) -> AttemptOutcome:
+        body = request.model_dump()
+        response = self._call(
+            lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/complete", json=body)
+        )
+        return AttemptOutcome.model_validate(response.json())
+
+    def fail(self, attempt_id: str, request: FailRequest) -> AttemptOutcome:
+        body = request.model_dump()
+        response = self._call(
+            lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/fail", json=body)
+        )
+        return AttemptOutcome.model_validate(response.json())
+
+    def _call(self, send: Callable[[], httpx.Response]) -> httpx.Response:
+        """Sends, retrying transport errors and 502/503/504 with backoff for a bounded time."""
+        deadline = time.monotonic() + self.retry_for_seconds
+        delay = 0.5
+        while True:
+            try:
+                response = send()
+                if response.status_code not in (502, 503, 504):
+                    return _checked(response)
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + delay > deadline or self.should_give_up():
+                raise ConnectionError(f"orchestrator unreachable ({problem})")
+            log.warning("orchestrator call failed (%s); retrying in %.1fs", problem, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    if response.status_code == 409:
+        raise LeaseLost(_detail(response))
+    if response.status_code in (401, 403):
+        raise Unauthorized(f"orchestrator refused the worker key: {_detail(response)}")
+    if response.is_error:
+        raise RuntimeError(
+            f"{response.request.method} {response.request.url.path} answered "
+            f"{response.status_code}: {_detail(response)}"
+        )
+    return response
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except ValueError:
+        return response.text
