@@ -1,0 +1,238 @@
+"""Job state transitions on a real SQLite store, with a hand-driven clock for leases."""
+
+from __future__ import annotations
+
+import pytest
+
+from imagefleet.orchestrator.errors import InvalidField, NotFound, StaleAttempt
+from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.protocol import (
+    Assignment,
+    ClaimRequest,
+    CompletedOutput,
+    CompleteRequest,
+    FailRequest,
+    HeartbeatRequest,
+    JobStatus,
+    Txt2ImgJob,
+    Txt2ImgParams,
+)
+from imagefleet.store.models import Model
+from tests.conftest import Clock, Keys
+
+
+def submit(lifecycle: JobLifecycle, keys: Keys, **params: object) -> str:
+    fields: dict[str, object] = {"prompt": "a cat", "model": "demo", "width": 64, "height": 64}
+    job = Txt2ImgJob(params=Txt2ImgParams.model_validate({**fields, **params}))
+    return lifecycle.submit(keys.alice, job).id
+
+
+def claim(lifecycle: JobLifecycle, node: str = "node-a", worker: str = "w1") -> Assignment | None:
+    return lifecycle.claim(ClaimRequest(worker_id=worker, node_id=node))
+
+
+def upload_and_complete(lifecycle: JobLifecycle, assignment: Assignment) -> JobStatus:
+    lifecycle.record_upload(
+        assignment.attempt_id,
+        index=0,
+        key=f"jobs/{assignment.job_id}/{assignment.attempt_id}/0.png",
+        size=10,
+        sha256="0" * 64,
+        content_type="image/png",
+    )
+    outcome = lifecycle.complete(
+        assignment.attempt_id,
+        CompleteRequest(outputs=[CompletedOutput(index=0, seed=1, width=64, height=64)]),
+    )
+    return outcome.job_status
+
+
+@pytest.fixture(autouse=True)
+def _model(model: Model) -> None:
+    """Every test here needs the `demo` model registered."""
+
+
+def test_submit_queues_the_job_and_fixes_a_random_seed(lifecycle: JobLifecycle, keys: Keys) -> None:
+    row = lifecycle.get(keys.alice, submit(lifecycle, keys))
+    assert row.status is JobStatus.queued
+    assert 0 <= row.params["seed"] < 2**32
+
+
+def test_submit_refuses_an_unknown_model_at_once(lifecycle: JobLifecycle, keys: Keys) -> None:
+    job = Txt2ImgJob(params=Txt2ImgParams(prompt="x", model="nope", width=64, height=64))
+    with pytest.raises(NotFound, match="no model named 'nope'"):
+        lifecycle.submit(keys.alice, job)
+
+
+def test_submit_enforces_configured_size_limits_naming_the_field(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    with pytest.raises(InvalidField) as info:
+        submit(lifecycle, keys, width=2048)
+    assert info.value.loc[-1] == "width" and "between 64 and 1024" in info.value.message
+    with pytest.raises(InvalidField, match="at most 262144 pixels"):
+        submit(lifecycle, keys, width=1024, height=512)
+
+
+def test_claim_hands_a_job_to_exactly_one_worker(lifecycle: JobLifecycle, keys: Keys) -> None:
+    job_id = submit(lifecycle, keys)
+    first = claim(lifecycle)
+    assert first is not None and first.job_id == job_id and first.fencing_token == 1
+    assert claim(lifecycle, worker="w2") is None
+    assert lifecycle.get(keys.alice, job_id).status is JobStatus.running
+
+
+def test_heartbeat_records_progress_and_extends_the_lease(
+    lifecycle: JobLifecycle, keys: Keys, clock: Clock
+) -> None:
+    job_id = submit(lifecycle, keys)
+    assignment = claim(lifecycle)
+    assert assignment
+    for _ in range(5):  # 5 x 8 s: far past one 10 s lease, but renewed each time
+        clock.advance(8)
+        answer = lifecycle.heartbeat(
+            assignment.attempt_id, HeartbeatRequest(step=3, total_steps=30)
+        )
+        assert answer.action == "continue"
+        assert lifecycle.reap_expired() == 0
+    row = lifecycle.get(keys.alice, job_id)
+    assert (row.progress_step, row.progress_total, row.status) == (3, 30, JobStatus.running)
+
+
+def test_an_expired_lease_requeues_the_job_and_fences_off_the_old_attempt(
+    lifecycle: JobLifecycle, keys: Keys, clock: Clock
+) -> None:
+    job_id = submit(lifecycle, keys)
+    old = claim(lifecycle, node="node-a")
+    assert old
+    clock.advance(11)
+    assert lifecycle.reap_expired() == 1
+    assert lifecycle.get(keys.alice, job_id).status is JobStatus.queued
+    new = claim(lifecycle, node="node-b", worker="w2")
+    assert new and new.job_id == job_id and new.fencing_token == 2
+    with pytest.raises(StaleAttempt):
+        lifecycle.heartbeat(old.attempt_id, HeartbeatRequest(step=1, total_steps=2))
+    with pytest.raises(StaleAttempt):
+        upload_and_complete(lifecycle, old)
+    assert upload_and_complete(lifecycle, new) is JobStatus.succeeded
+
+
+def test_completion_is_idempotent_for_the_winner(lifecycle: JobLifecycle, keys: Keys) -> None:
+    submit(lifecycle, keys)
+    assignment = claim(lifecycle)
+    assert assignment
+    assert upload_and_complete(lifecycle, assignment) is JobStatus.succeeded
+    repeat = lifecycle.complete(
+        assignment.attempt_id,
+        CompleteRequest(outputs=[CompletedOutput(index=0, seed=1, width=64, height=64)]),
+    )
+    assert repeat.job_status is JobStatus.succeeded
+
+
+def test_completion_needs_every_output_uploaded(lifecycle: JobLifecycle, keys: Keys) -> None:
+    submit(lifecycle, keys, num_images=2)
+    assignment = claim(lifecycle)
+    assert assignment
+    with pytest.raises(InvalidField, match="expected outputs 0..1"):
+        upload_and_complete(lifecycle, assignment)
+
+
+def test_a_job_is_not_handed_back_to_the_node_where_it_failed(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    job_id = submit(lifecycle, keys)
+    first = claim(lifecycle, node="node-a")
+    assert first
+    outcome = lifecycle.fail(first.attempt_id, FailRequest(code="worker_error", message="boom"))
+    assert outcome.job_status is JobStatus.queued
+    assert claim(lifecycle, node="node-a", worker="w1-again") is None
+    second = claim(lifecycle, node="node-b", worker="w2")
+    assert second and second.job_id == job_id
+
+
+def test_retryable_failures_give_up_after_max_attempts(lifecycle: JobLifecycle, keys: Keys) -> None:
+    job_id = submit(lifecycle, keys)
+    statuses = []
+    for node in ("n1", "n2", "n3"):
+        assignment = claim(lifecycle, node=node, worker=node)
+        assert assignment
+        statuses.append(
+            lifecycle.fail(assignment.attempt_id, FailRequest(code="worker_error")).job_status
+        )
+    assert statuses == [JobStatus.queued, JobStatus.queued, JobStatus.failed]
+    row = lifecycle.get(keys.alice, job_id)
+    assert row.error_code == "worker_error" and "gave up after 3 failed attempts" in (
+        row.error_message or ""
+    )
+
+
+def test_a_final_failure_fails_the_job_at_once(lifecycle: JobLifecycle, keys: Keys) -> None:
+    submit(lifecycle, keys)
+    assignment = claim(lifecycle)
+    assert assignment
+    outcome = lifecycle.fail(
+        assignment.attempt_id, FailRequest(code="invalid_input", message="bad", retryable=False)
+    )
+    assert outcome.job_status is JobStatus.failed
+
+
+def test_a_worker_shutting_down_hands_the_job_back_without_it_counting(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    job_id = submit(lifecycle, keys)
+    for _ in range(5):  # more than max_attempts hand-backs, still queued
+        assignment = claim(lifecycle)
+        assert assignment
+        lifecycle.fail(assignment.attempt_id, FailRequest(code="worker_shutdown", retryable=False))
+    assert lifecycle.get(keys.alice, job_id).status is JobStatus.queued
+    assert claim(lifecycle) is not None  # and the same node may take it again
+
+
+def test_cancelling_a_queued_job_means_it_is_never_claimed(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    job_id = submit(lifecycle, keys)
+    assert lifecycle.cancel(keys.alice, job_id).status is JobStatus.cancelled
+    assert claim(lifecycle) is None
+
+
+def test_a_cancelled_running_job_tells_its_worker_and_never_turns_succeeded(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    job_id = submit(lifecycle, keys)
+    assignment = claim(lifecycle)
+    assert assignment
+    lifecycle.cancel(keys.alice, job_id)
+    answer = lifecycle.heartbeat(assignment.attempt_id, HeartbeatRequest(step=1, total_steps=2))
+    assert answer.action == "cancel"
+    with pytest.raises(StaleAttempt):
+        upload_and_complete(lifecycle, assignment)
+    assert lifecycle.get(keys.alice, job_id).status is JobStatus.cancelled
+
+
+def test_cancelling_a_finished_job_changes_nothing(lifecycle: JobLifecycle, keys: Keys) -> None:
+    job_id = submit(lifecycle, keys)
+    assignment = claim(lifecycle)
+    assert assignment
+    upload_and_complete(lifecycle, assignment)
+    assert lifecycle.cancel(keys.alice, job_id).status is JobStatus.succeeded
+
+
+def test_clients_cannot_see_each_others_jobs(lifecycle: JobLifecycle, keys: Keys) -> None:
+    job_id = submit(lifecycle, keys)
+    with pytest.raises(NotFound):
+        lifecycle.get(keys.bob, job_id)
+    with pytest.raises(NotFound):
+        lifecycle.cancel(keys.bob, job_id)
+    assert lifecycle.list(keys.bob, status=None, cursor=None, limit=10) == ([], None)
+
+
+def test_paid_tier_jobs_are_claimed_before_older_free_ones(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    submit(lifecycle, keys)
+    paid = lifecycle.submit(
+        keys.bob, Txt2ImgJob(params=Txt2ImgParams(prompt="x", model="demo", width=64, height=64))
+    )
+    assignment = claim(lifecycle)
+    assert assignment and assignment.job_id == paid.id

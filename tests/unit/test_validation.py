@@ -1,0 +1,61 @@
+"""What a txt2img request may contain, checked before anything is stored."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from imagefleet.protocol import SCHEDULER_NAMES, Txt2ImgJob, Txt2ImgParams
+
+BASE = {"prompt": "a cat", "model": "demo"}
+
+
+def error_fields(**fields: object) -> set[str]:
+    with pytest.raises(ValidationError) as info:
+        Txt2ImgParams(**{**BASE, **fields})
+    return {str(error["loc"][-1]) for error in info.value.errors()}
+
+
+def test_defaults_are_a_valid_job_with_no_seed_yet() -> None:
+    params = Txt2ImgParams(**BASE)
+    assert (params.width, params.height, params.steps, params.num_images) == (512, 512, 30, 1)
+    assert params.seed is None
+
+
+def test_phone_shaped_sizes_are_accepted() -> None:
+    assert Txt2ImgParams(**BASE, width=576, height=1024).height == 1024
+
+
+@pytest.mark.parametrize("side", ["width", "height"])
+def test_sizes_must_be_multiples_of_eight(side: str) -> None:
+    assert error_fields(**{side: 100}) == {side}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("steps", 0),
+        ("steps", 151),
+        ("num_images", 0),
+        ("num_images", 9),
+        ("seed", -1),
+        ("seed", 2**32),
+        ("guidance_scale", -1.0),
+        ("prompt", ""),
+        ("model", ""),
+    ],
+)
+def test_out_of_range_fields_are_named_in_the_error(field: str, value: object) -> None:
+    assert error_fields(**{field: value}) == {field}
+
+
+def test_every_documented_scheduler_is_accepted_and_others_refused() -> None:
+    for name in SCHEDULER_NAMES:
+        assert Txt2ImgParams(**BASE, scheduler=name).scheduler == name
+    assert error_fields(scheduler="heun_magic") == {"scheduler"}
+
+
+def test_unknown_fields_are_refused_rather_than_ignored() -> None:
+    assert error_fields(stpes=20) == {"stpes"}
+    with pytest.raises(ValidationError):
+        Txt2ImgJob.model_validate({"kind": "txt2img", "params": BASE, "priority": 9})
