@@ -46,7 +46,7 @@ class ImageFleetClient:
     def get(self, job_id: str) -> JobView:
         return JobView.model_validate(self._json("GET", f"/v1/jobs/{job_id}"))
 
-    def list(
+    def list_jobs(
         self, status: JobStatus | None = None, cursor: str | None = None, limit: int = 50
     ) -> JobPage:
         query: dict[str, Any] = {"limit": limit}

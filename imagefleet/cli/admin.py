@@ -29,7 +29,7 @@ def keys_create(
         raise fail(f"--scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     db = open_database(settings_for(data_dir))
     with db.write() as conn:
-        key, token = create_key(conn, name=name, scope=scope, tier=tier, now=now())  # type: ignore[arg-type]
+        key, token = create_key(conn, name=name, scope=scope, tier=tier, now=now())
     typer.echo(f"created {key.scope} key {key.id} ({key.name}, tier {key.tier}); store it now:")
     typer.echo(token)
 

@@ -107,7 +107,7 @@ class JobLifecycle:
         with self.db.read() as conn:
             return self._owned(conn, owner, job_id)
 
-    def list(
+    def list_jobs(
         self, owner: ApiKey, *, status: JobStatus | None, cursor: str | None, limit: int
     ) -> tuple[list[job_sql.JobRow], str | None]:
         before = Cursor.decode(cursor) if cursor else None

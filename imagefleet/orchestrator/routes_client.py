@@ -51,7 +51,9 @@ def list_jobs(
     cursor: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=200),
 ) -> JobPage:
-    rows, next_cursor = _lifecycle(request).list(key, status=status, cursor=cursor, limit=limit)
+    rows, next_cursor = _lifecycle(request).list_jobs(
+        key, status=status, cursor=cursor, limit=limit
+    )
     return JobPage(jobs=_views(request, rows), next_cursor=next_cursor)
 
 

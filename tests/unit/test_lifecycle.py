@@ -224,7 +224,7 @@ def test_clients_cannot_see_each_others_jobs(lifecycle: JobLifecycle, keys: Keys
         lifecycle.get(keys.bob, job_id)
     with pytest.raises(NotFound):
         lifecycle.cancel(keys.bob, job_id)
-    assert lifecycle.list(keys.bob, status=None, cursor=None, limit=10) == ([], None)
+    assert lifecycle.list_jobs(keys.bob, status=None, cursor=None, limit=10) == ([], None)
 
 
 def test_paid_tier_jobs_are_claimed_before_older_free_ones(

@@ -1,0 +1,305 @@
+"""Runs real diffusers pipelines for the worker: one resident model, one request at a time.
+
+A worker GPU holds one checkpoint at a time (SD models are several gigabytes), so the engine
+keeps exactly one pipeline loaded and swaps it when a job needs another model. Everything the
+orchestrator promises about a job is enforced here: images come out at exactly the requested
+size, image ``i`` is made from seed ``seed + i`` alone so it can be reproduced by itself, progress
+is reported after every denoising step, and a cancellation stops the work between steps.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import torch
+
+# Imported from their defining modules: the package root re-exports them in a way type
+# checkers resolve to placeholder classes.
+from diffusers.configuration_utils import ConfigMixin
+from diffusers.pipelines.auto_pipeline import AutoPipelineForText2Image
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
+    StableDiffusionXLPipeline,
+)
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_euler_ancestral_discrete import (
+    EulerAncestralDiscreteScheduler,
+)
+from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
+from diffusers.schedulers.scheduling_lms_discrete import LMSDiscreteScheduler
+from diffusers.schedulers.scheduling_pndm import PNDMScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from imagefleet.worker.engines.single_file import CheckpointFamily, checkpoint_family
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+StepCallback = Callable[[int, int], None]
+StopCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """How to derive one named sampler from the scheduler config a checkpoint ships with.
+
+    Starting from the checkpoint's own config keeps its noise schedule (betas, prediction type,
+    timestep spacing); the options pin what the name promises, so that e.g. "euler" is never
+    silently Karras-spaced just because the checkpoint's default scheduler was.
+    """
+
+    cls: type[ConfigMixin]  # a scheduler class; its config half is what builds it
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self, base_config: dict[str, Any]) -> SchedulerMixin:
+        return cast(SchedulerMixin, self.cls.from_config(base_config, **self.options))
+
+
+_DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+
+SCHEDULERS: dict[str, SchedulerSpec] = {
+    "ddim": SchedulerSpec(DDIMScheduler),
+    "euler": SchedulerSpec(EulerDiscreteScheduler, {"use_karras_sigmas": False}),
+    "euler_ancestral": SchedulerSpec(EulerAncestralDiscreteScheduler),
+    "dpmpp_2m": SchedulerSpec(
+        DPMSolverMultistepScheduler, {**_DPMPP_2M, "use_karras_sigmas": False}
+    ),
+    "dpmpp_2m_karras": SchedulerSpec(
+        DPMSolverMultistepScheduler, {**_DPMPP_2M, "use_karras_sigmas": True}
+    ),
+    "lms": SchedulerSpec(LMSDiscreteScheduler, {"use_karras_sigmas": False}),
+    # SD's own PNDM config skips the Runge-Kutta warm-up; without it a few steps cost many more.
+    "pndm": SchedulerSpec(PNDMScheduler, {"skip_prk_steps": True}),
+}
+
+
+@dataclass(frozen=True)
+class Txt2ImgRequest:
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    seed: int
+    num_images: int
+    scheduler: str
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: Image.Image
+    seed: int
+
+
+class _Pipeline(Protocol):
+    """What the engine uses of a diffusers text-to-image pipeline, SD and SDXL alike.
+
+    Spelled out because diffusers' base class declares none of it: components are attached at
+    run time and ``__call__`` is defined by each concrete pipeline.
+    """
+
+    scheduler: Any
+
+    def __call__(self, **kwargs: Any) -> Any: ...
+
+    def to(self, device: torch.device) -> Any: ...
+
+    def set_progress_bar_config(self, **kwargs: Any) -> None: ...
+
+
+class GenerationCancelled(Exception):
+    """Raised when should_stop() turned true between denoising steps."""
+
+
+class DiffusersEngine:
+    """Owns the one resident pipeline and the device it runs on."""
+
+    def __init__(self, device: str | None = None) -> None:
+        """device None -> 'cuda' with float16 if torch.cuda.is_available(), else 'cpu' with float32.
+
+        Half precision halves VRAM and is how SD checkpoints are meant to run on GPUs; CPUs
+        have no fast float16 kernels, so they keep float32.
+        """
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self._device = torch.device(device)
+        self._dtype = torch.float16 if self._device.type == "cuda" else torch.float32
+        self._pipeline: _Pipeline | None = None
+        self._resident_key: str | None = None
+        self._scheduler_config: dict[str, Any] = {}
+
+    @property
+    def resident_model(self) -> str | None:
+        """key of the pipeline now loaded (one at a time)"""
+        return self._resident_key
+
+    def load(self, model_key: str, path: Path, config_dir: Path | None = None) -> float:
+        """Makes model_key resident and returns the seconds spent loading (0.0 if it already was).
+
+        ``path`` is a diffusers-layout directory (SD 1.x, SDXL, whatever model_index.json names)
+        or one original-layout .safetensors file; ``config_dir`` is a diffusers directory whose
+        configs describe that file, which also keeps loading offline. Pickle files are refused
+        outright since unpickling runs code from the file. The previous pipeline is released
+        before the new one loads so two never share the GPU; if loading then fails, nothing is
+        resident. The safety checker is disabled: it costs VRAM and moderation is not this
+        engine's job.
+        """
+        if model_key == self._resident_key:
+            return 0.0
+        open_pipeline = self._opener(path, config_dir)
+        self._release()
+        started = time.perf_counter()
+        pipeline = open_pipeline()
+        pipeline.set_progress_bar_config(disable=True)
+        pipeline.to(self._device)
+        self._pipeline = pipeline
+        self._resident_key = model_key
+        self._scheduler_config = dict(pipeline.scheduler.config)
+        return time.perf_counter() - started
+
+    def txt2img(
+        self, request: Txt2ImgRequest, on_step: StepCallback, should_stop: StopCheck
+    ) -> list[GeneratedImage]:
+        """Generates ``request.num_images`` images; image i uses seed request.seed + i.
+
+        The images are made one after another, not as one batch: a batch changes the shapes
+        the kernels see, which shifts results by rounding, so a batched image would not be
+        reproduced exactly by a single-image run with its seed. One at a time also keeps peak
+        memory at a single image's. ``on_step(done, total)`` is called after every denoising
+        step, counting across all images; a scheduler may take more steps than asked (PNDM
+        takes one more). ``GenerationCancelled`` is raised at the first step boundary where
+        should_stop() holds.
+        """
+        spec = _scheduler_spec(request.scheduler)
+        pipeline = self._require_pipeline()
+        pipeline.scheduler = spec.build(self._scheduler_config)
+        if should_stop():
+            raise GenerationCancelled("cancelled before the first step")
+        return [
+            self._generate(pipeline, request, index, on_step, should_stop)
+            for index in range(request.num_images)
+        ]
+
+    def _generate(
+        self,
+        pipeline: _Pipeline,
+        request: Txt2ImgRequest,
+        index: int,
+        on_step: StepCallback,
+        should_stop: StopCheck,
+    ) -> GeneratedImage:
+        """Makes image ``index`` of the request from its own seed."""
+        seed = request.seed + index
+        result = pipeline(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            width=request.width,
+            height=request.height,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance_scale,
+            generator=torch.Generator(device=self._device).manual_seed(seed),
+            output_type="pil",
+            callback_on_step_end=_step_reporter(on_step, should_stop, index, request.num_images),
+        )
+        return GeneratedImage(image=result.images[0], seed=seed)
+
+    def _opener(self, path: Path, config_dir: Path | None) -> Callable[[], _Pipeline]:
+        """Checks what ``path`` is and returns how to load it, before anything is evicted.
+
+        A path that cannot be loaded must fail while the current model is still resident,
+        otherwise one bad job would cost the next job a full model reload.
+        """
+        if path.is_dir():
+            return partial(self._open_directory, path)
+        if path.is_file() and path.suffix.lower() == ".safetensors":
+            return partial(self._open_single_file, path, checkpoint_family(path), config_dir)
+        raise ValueError(
+            f"cannot load {path}: expected a diffusers model directory or a .safetensors file"
+        )
+
+    def _open_directory(self, path: Path) -> _Pipeline:
+        pipeline: _Pipeline = AutoPipelineForText2Image.from_pretrained(
+            str(path), dtype=self._dtype, use_safetensors=True, **_safety_checker_off(path)
+        )
+        return pipeline
+
+    def _open_single_file(
+        self, path: Path, family: CheckpointFamily, config_dir: Path | None
+    ) -> _Pipeline:
+        """Loads an original-layout file; without ``config_dir`` diffusers fetches configs."""
+        kwargs: dict[str, Any] = {"dtype": self._dtype}
+        if config_dir is not None:
+            kwargs.update(config=str(config_dir), local_files_only=True)
+        if family == "sdxl":
+            xl: _Pipeline = StableDiffusionXLPipeline.from_single_file(str(path), **kwargs)
+            return xl
+        sd: _Pipeline = StableDiffusionPipeline.from_single_file(
+            str(path), safety_checker=None, requires_safety_checker=False, **kwargs
+        )
+        return sd
+
+    def _require_pipeline(self) -> _Pipeline:
+        if self._pipeline is None:
+            raise RuntimeError("no model is resident: call load() before txt2img()")
+        return self._pipeline
+
+    def _release(self) -> None:
+        """Drops the resident pipeline and hands its memory back before the next one loads."""
+        self._pipeline = None
+        self._resident_key = None
+        self._scheduler_config = {}
+        gc.collect()
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _safety_checker_off(model_dir: Path) -> dict[str, Any]:
+    """Loader arguments that skip the safety checker, for pipelines that have one.
+
+    Asking for this up front avoids reading its weights (over a gigabyte for SD 1.5) at all;
+    SDXL pipelines have no such component and would reject the arguments.
+    """
+    index = model_dir / "model_index.json"
+    if not index.is_file() or "safety_checker" not in json.loads(index.read_text()):
+        return {}
+    return {"safety_checker": None, "requires_safety_checker": False}
+
+
+def _scheduler_spec(name: str) -> SchedulerSpec:
+    try:
+        return SCHEDULERS[name]
+    except KeyError:
+        allowed = ", ".join(sorted(SCHEDULERS))
+        raise ValueError(f"unknown scheduler {name!r}; allowed: {allowed}") from None
+
+
+def _step_reporter(
+    on_step: StepCallback, should_stop: StopCheck, image_index: int, image_count: int
+) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
+    """Adapts the worker's callbacks to diffusers' callback_on_step_end protocol.
+
+    Steps are counted across the whole request so progress never goes backwards between
+    images. Raising from inside the callback stops at once; the pipeline's own interrupt
+    flag would still run the VAE decode for an image nobody wants.
+    """
+
+    def report(
+        pipeline: Any, step_index: int, timestep: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        per_image = pipeline.num_timesteps
+        done = image_index * per_image + step_index + 1
+        on_step(done, per_image * image_count)
+        if should_stop():
+            raise GenerationCancelled(f"cancelled after step {done}")
+        return tensors
+
+    return report
