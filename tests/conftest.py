@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
+from sqlalchemy import text
 
 from imagefleet.config import Settings
 from imagefleet.orchestrator.lifecycle import JobLifecycle
@@ -43,10 +46,52 @@ class Keys:
     admin_token: str
 
 
+# The PostgreSQL tests create (and drop) their own database through this server.
+PG_ADMIN_URL = os.environ.get("IMAGEFLEET_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TABLES = "api_keys, models, jobs, attempts, artifacts, workers"
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session."""
+    name = f"imagefleet_test_{secrets.token_hex(4)}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL tests need a server at {PG_ADMIN_URL} ({exc}); start it with "
+            "scripts/ensure-postgres or point IMAGEFLEET_TEST_PG_URL at one"
+        )
+    with admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    Database(url).upgrade()
+    yield url
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store and API test runs on both dialects; PostgreSQL tables start empty."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'imagefleet.db'}"
+    url: str = request.getfixturevalue("pg_url")
+    database = Database(url)
+    with database.write() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+    database.dispose()
+    return url
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
-        data_dir=tmp_path / "data", lease_seconds=10, max_side=1024, max_pixels=512 * 512
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        lease_seconds=10,
+        max_side=1024,
+        max_pixels=512 * 512,
     )
 
 

@@ -21,8 +21,14 @@ from imagefleet.orchestrator import routes_client, routes_worker
 from imagefleet.orchestrator.errors import Conflict, InvalidField, NotFound, StaleAttempt
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.store.database import Database, DatabaseUnavailable
+from imagefleet.store.listener import WorkListener
 
 log = logging.getLogger("imagefleet.orchestrator")
+# How often a waiting claim looks at the queue without being woken. With SQLite, submits made
+# by another process wake nobody, so it looks every second; on PostgreSQL, LISTEN/NOTIFY wakes
+# claims on every replica and the timer is only a safety net.
+POLLING_RECHECK_SECONDS = 1.0
+LISTENING_RECHECK_SECONDS = 10.0
 
 
 class WorkSignal:
@@ -41,6 +47,10 @@ class WorkSignal:
     def notify(self) -> None:
         event, self._event = self._event, asyncio.Event()
         event.set()
+
+    def notify_threadsafe(self, loop: asyncio.AbstractEventLoop) -> None:
+        """For callers on other threads (the PostgreSQL listener)."""
+        loop.call_soon_threadsafe(self.notify)
 
 
 class BodySizeLimit:
@@ -101,11 +111,19 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(db.upgrade)
-        app.state.work_signal = WorkSignal()
+        signal = app.state.work_signal = WorkSignal()
+        listener = None
+        if not db.is_sqlite:
+            loop = asyncio.get_running_loop()
+            listener = WorkListener(db.url, lambda: signal.notify_threadsafe(loop))
+            listener.start()
+            app.state.claim_recheck_seconds = LISTENING_RECHECK_SECONDS
         reaper = asyncio.create_task(_reap_forever(app)) if run_duties else None
         try:
             yield
         finally:
+            if listener:
+                listener.stop()
             if reaper:
                 reaper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -123,6 +141,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.lifecycle = JobLifecycle(db, settings)
     app.state.artifacts = LocalArtifactStore(settings.artifacts_path)
     app.state.work_signal = WorkSignal()
+    app.state.claim_recheck_seconds = POLLING_RECHECK_SECONDS
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

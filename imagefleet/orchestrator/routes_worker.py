@@ -28,9 +28,6 @@ from imagefleet.store.keys import ApiKey
 router = APIRouter(prefix="/v1/worker", tags=["worker"])
 Key = Annotated[ApiKey, Depends(worker_key)]
 UPLOAD_TYPES = ("image/png",)
-# Without a notification (another process took the submit) a waiting claim still looks again
-# this often, so SQLite deployments with several processes stay responsive.
-RECHECK_SECONDS = 1.0
 
 
 def _lifecycle(request: Request) -> JobLifecycle:
@@ -42,6 +39,7 @@ def _lifecycle(request: Request) -> JobLifecycle:
 async def claim(request: Request, key: Key, body: ClaimRequest) -> ClaimResponse:
     lifecycle = _lifecycle(request)
     signal = request.app.state.work_signal
+    recheck = request.app.state.claim_recheck_seconds
     wait = min(body.wait_seconds, lifecycle.settings.claim_wait_max_seconds)
     deadline = time.monotonic() + wait
     while True:
@@ -53,7 +51,7 @@ async def claim(request: Request, key: Key, body: ClaimRequest) -> ClaimResponse
                 assignment=assignment, retry_after_seconds=0.0 if assignment else 1.0
             )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter.wait(), timeout=min(remaining, RECHECK_SECONDS))
+            await asyncio.wait_for(waiter.wait(), timeout=min(remaining, recheck))
 
 
 @router.post("/attempts/{attempt_id}/heartbeat", response_model=HeartbeatResponse)

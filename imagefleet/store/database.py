@@ -24,18 +24,37 @@ class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached; the message names the URL with its password hidden."""
 
 
+WORK_CHANNEL = "imagefleet_work"
+
+
 def safe_url(url: str) -> str:
     """The URL as it may appear in logs and error messages."""
     return make_url(url).render_as_string(hide_password=True)
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://…` means psycopg 3 here (SQLAlchemy's default would be psycopg2)."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def notify_work(conn: Connection) -> None:
+    """Tells every replica's waiting claims that work may have arrived. On PostgreSQL this is a
+    NOTIFY, delivered at commit (so never before the job is visible); SQLite has no such thing
+    and its claims re-check on a timer instead."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"NOTIFY {WORK_CHANNEL}")
 
 
 class Database:
     """An engine plus the two kinds of transaction the rest of the code needs."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
-        self.engine = _create_engine(url, self.is_sqlite)
+        self.url = normalize_url(url)
+        self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
+        self.engine = _create_engine(self.url, self.is_sqlite)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -57,8 +76,9 @@ class Database:
             with self.engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
         except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[-1] if exc.orig else str(exc)
             raise DatabaseUnavailable(
-                f"cannot reach the database at {safe_url(self.url)}: {exc.orig}"
+                f"cannot reach the database at {safe_url(self.url)}: {reason}"
             ) from exc
 
     def upgrade(self) -> None:
@@ -76,7 +96,16 @@ class Database:
 
 def _create_engine(url: str, is_sqlite: bool) -> Engine:
     if not is_sqlite:
-        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        # pre_ping turns connections broken by a database restart into fresh ones instead of
+        # errors; the short connect timeout makes an outage a quick 503, not a hung request.
+        return create_engine(
+            url,
+            pool_pre_ping=True,
+            pool_size=10,
+            max_overflow=20,
+            pool_timeout=10,
+            connect_args={"connect_timeout": 5},
+        )
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from imagefleet.protocol import JobStatus
+from imagefleet.store.database import notify_work
 from imagefleet.store.tables import artifacts, attempts, jobs, models
 
 RUNNING = JobStatus.running.value
@@ -86,6 +87,7 @@ class ArtifactRow:
 def insert_job(conn: Connection, **values: Any) -> None:
     values["params"] = json.dumps(values["params"])
     conn.execute(insert(jobs).values(progress_step=0, progress_total=0, attempts=0, **values))
+    notify_work(conn)
 
 
 def get_job(conn: Connection, job_id: str) -> JobRow | None:
@@ -118,7 +120,10 @@ def list_jobs(
 
 
 def queued_candidates(conn: Connection, kinds: list[str], limit: int) -> list[QueuedJob]:
-    """The head of the queue (highest priority, then oldest) with each job's failure history."""
+    """The head of the queue (highest priority, then oldest) with each job's failure history.
+
+    On PostgreSQL the rows are locked with SKIP LOCKED, so concurrent claimers look at disjoint
+    heads instead of all fighting over the oldest job; SQLite serializes writers anyway."""
     rows = conn.execute(
         select(
             jobs.c.id,
@@ -132,6 +137,7 @@ def queued_candidates(conn: Connection, kinds: list[str], limit: int) -> list[Qu
         .where(jobs.c.status == QUEUED, jobs.c.kind.in_(kinds))
         .order_by(jobs.c.priority.desc(), jobs.c.created_at)
         .limit(limit)
+        .with_for_update(skip_locked=True, of=jobs)
     ).all()
     failed: dict[str, set[str]] = {}
     job_ids = [row.id for row in rows]
@@ -267,7 +273,10 @@ def requeue_job(conn: Connection, attempt_id: str, *, error_code: str, error_mes
             error_message=error_message,
         )
     )
-    return result.rowcount == 1
+    if result.rowcount == 1:
+        notify_work(conn)
+        return True
+    return False
 
 
 def end_attempt(
