@@ -1,6 +1,6 @@
 """A tiny Stable-Diffusion-1.5-shaped model with random weights, for tests and demos.
 
-Real checkpoints are gigabytes and cannot be downloaded here, yet the worker must be tested on
+Real checkpoints are gigabytes and cannot be downloaded in tests, yet the worker must be tested on
 real pipelines, not mocks. This builds a genuine diffusers ``StableDiffusionPipeline`` with the
 SD 1.5 architecture shrunk to a few megabytes: every code path (tokenizer, text encoder, UNet
 with cross-attention, VAE, scheduler, both file layouts) runs for real, fast, on a CPU. The

@@ -84,6 +84,28 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+@dataclass
+class PgFleet:
+    url: str
+    client_key: str
+    worker_key: str
+
+
+@pytest.fixture
+def empty_pg(pg_url: str) -> PgFleet:
+    """An empty PostgreSQL database with a client key, a worker key and the `demo` model."""
+    database = Database(pg_url)
+    with database.write() as conn:
+        conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
+        _, client = create_key(conn, name="c", scope="client", tier="free", now=1.0)
+        _, worker = create_key(conn, name="w", scope="worker", tier="free", now=1.0)
+        register_model(
+            conn, name="demo", kind="checkpoint", source="/m", sha256="d" * 64, size_bytes=1, now=1
+        )
+    database.dispose()
+    return PgFleet(pg_url, client, worker)
+
+
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(

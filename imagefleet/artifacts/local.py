@@ -1,4 +1,8 @@
-"""Artifacts in a local directory: the default for one machine."""
+"""Artifacts in a local directory: the default for one machine.
+
+Nothing here is reachable without the orchestrator, so the presigned and multipart methods return
+None (or refuse) and every byte flows through the API instead.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,14 @@ import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from imagefleet.artifacts.base import ArtifactTooLarge, check_key
+from imagefleet.artifacts.base import (
+    ArtifactInfo,
+    ArtifactStoreUnavailable,
+    ArtifactTooLarge,
+    ArtifactUploadRejected,
+    MultipartPlan,
+    check_key,
+)
 
 
 class LocalArtifactStore:
@@ -52,3 +63,53 @@ class LocalArtifactStore:
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def delete_many(self, keys: list[str]) -> int:
+        paths = [self.path(key) for key in dict.fromkeys(keys)]
+        for path in paths:
+            path.unlink(missing_ok=True)
+        return len(paths)
+
+    def head(self, key: str) -> ArtifactInfo | None:
+        try:
+            stat = self.path(key).stat()
+        except FileNotFoundError:
+            return None
+        # Hashing a multi-GB file for a tag would be slow; size and mtime change on every rewrite.
+        return ArtifactInfo(size_bytes=stat.st_size, etag=f"{stat.st_mtime_ns:x}-{stat.st_size:x}")
+
+    def presigned_put(self, key: str, content_type: str, max_bytes: int) -> str | None:
+        check_key(key)
+        return None
+
+    def presigned_get(self, key: str, filename: str | None = None) -> str | None:
+        check_key(key)
+        return None
+
+    def start_multipart(self, key: str, size_bytes: int, content_type: str) -> MultipartPlan | None:
+        check_key(key)
+        return None
+
+    def finish_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        raise ArtifactUploadRejected(
+            f"the local artifact store has no multipart upload {upload_id!r} for {key!r}: "
+            "it never starts one, so upload the file through the API instead"
+        )
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Nothing to abort: `start_multipart` never starts an upload here."""
+        check_key(key)
+
+    def check(self) -> None:
+        """Writes and removes a probe file, so a read-only or missing mount fails at start-up
+        rather than on the first job's upload."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.root, prefix=".probe-") as probe:
+                probe.write(b"imagefleet")
+                probe.flush()
+        except OSError as exc:
+            raise ArtifactStoreUnavailable(
+                f"artifact directory {self.root} is not writable ({exc}); "
+                "fix its permissions or point IMAGEFLEET_ARTIFACTS_DIR at a writable directory"
+            ) from exc

@@ -62,7 +62,8 @@ def models_add(
     name: str = typer.Argument(..., help="Model name clients will use."),
     source: str = typer.Argument(
         ...,
-        help="A local diffusers folder, a single-file .safetensors, an https:// URL, or hf:org/name.",
+        help="A local diffusers folder, a single-file .safetensors, an https:// URL, "
+        "or hf:org/name.",
     ),
     kind: str = typer.Option("checkpoint", "--kind", help="Model kind (checkpoint)."),
     config: str | None = typer.Option(
@@ -138,7 +139,8 @@ def models_list(data_dir: Path | None = DataDirOption) -> None:
     with db.read() as conn:
         for model in list_models(conn):
             typer.echo(
-                f"{model.name}  v{model.version}  {model.sha256[:12]}  {model.size_bytes:>12}  {model.source}"
+                f"{model.name}  v{model.version}  {model.sha256[:12]}  "
+                f"{model.size_bytes:>12}  {model.source}"
             )
 
 

@@ -14,7 +14,8 @@ from imagefleet.store.database import Database, DatabaseUnavailable
 DataDirOption = typer.Option(
     None,
     "--data-dir",
-    help="Data directory (SQLite, artifacts, models). Default: $IMAGEFLEET_DATA_DIR or ./.imagefleet",
+    help="Data directory (SQLite, artifacts, models). "
+    "Default: $IMAGEFLEET_DATA_DIR or ./.imagefleet",
 )
 DEFAULT_URL = "http://127.0.0.1:8000"
 CLIENT_KEY_FILE = "client.key"

@@ -133,7 +133,7 @@ def test_completion_needs_every_output_uploaded(lifecycle: JobLifecycle, keys: K
     submit(lifecycle, keys, num_images=2)
     assignment = claim(lifecycle)
     assert assignment
-    with pytest.raises(InvalidField, match="expected outputs 0..1"):
+    with pytest.raises(InvalidField, match=r"expected outputs 0\.\.1"):
         upload_and_complete(lifecycle, assignment)
 
 

@@ -36,7 +36,7 @@ def test_a_local_folder_is_copied_verified_and_then_served_from_cache(tmp_path: 
     folder = make_folder(tmp_path / "m")
     digest, size = path_sha256(folder)
     cache = ModelCache(tmp_path / "cache")
-    path, seconds = cache.ensure(str(folder), digest, size)
+    path, _ = cache.ensure(str(folder), digest, size)
     assert path == tmp_path.resolve() / "cache" / digest and (path / "model_index.json").exists()
     assert cache.cached() == [digest]
     folder.rename(tmp_path / "gone")  # a cached model needs no source any more
@@ -97,7 +97,7 @@ def test_urls_are_downloaded_verified_and_size_limited(
         ModelCache(tmp_path / "c2", allow_private_urls=True).ensure(
             f"{base}/m.safetensors", "1" * 64, 100
         )
-    with pytest.raises(SourceError, match="only .safetensors"):
+    with pytest.raises(SourceError, match=r"only \.safetensors"):
         cache.ensure(f"{base}/m.ckpt", "2" * 64, 10)
 
 

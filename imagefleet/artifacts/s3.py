@@ -1,0 +1,420 @@
+"""Artifacts in an S3-compatible bucket (AWS S3, Cloudflare R2, MinIO, SeaweedFS).
+
+Chosen over the local directory when the orchestrator runs on more than one machine, or when
+files are big enough (LoRA checkpoints) that they should go straight between workers, clients and
+the bucket through presigned URLs instead of through the orchestrator. boto3 is blocking, so the
+async `put_stream` runs its calls in threads; the other methods are blocking like the local
+store's and belong in a threadpool when called from async code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import mimetypes
+import os
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Literal
+from urllib.parse import quote
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from imagefleet.artifacts.base import (
+    ArtifactInfo,
+    ArtifactStoreError,
+    ArtifactStoreUnavailable,
+    ArtifactTooLarge,
+    MultipartPlan,
+    check_key,
+)
+from imagefleet.artifacts.multipart import (
+    MAX_PART_BYTES,
+    MAX_SINGLE_PUT_BYTES,
+    MIB,
+    MIN_PART_BYTES,
+    MultipartUploads,
+    PartSplitter,
+    error_code,
+    store_failure,
+)
+
+S3Client = Any  # boto3 clients are generated at run time and carry no static type.
+
+ENV_VARS: dict[str, str] = {
+    "endpoint_url": "IMAGEFLEET_S3_ENDPOINT_URL",
+    "presign_endpoint_url": "IMAGEFLEET_S3_PRESIGN_ENDPOINT_URL",
+    "region": "IMAGEFLEET_S3_REGION",
+    "bucket": "IMAGEFLEET_S3_BUCKET",
+    "prefix": "IMAGEFLEET_S3_PREFIX",
+    "access_key_id": "IMAGEFLEET_S3_ACCESS_KEY_ID",
+    "secret_access_key": "IMAGEFLEET_S3_SECRET_ACCESS_KEY",
+    "presign_expiry_seconds": "IMAGEFLEET_S3_PRESIGN_EXPIRY_SECONDS",
+    "multipart_threshold_bytes": "IMAGEFLEET_S3_MULTIPART_THRESHOLD_BYTES",
+    "multipart_part_bytes": "IMAGEFLEET_S3_MULTIPART_PART_BYTES",
+    "addressing_style": "IMAGEFLEET_S3_ADDRESSING_STYLE",
+}
+
+_MISSING = {"404", "NoSuchKey", "NotFound"}
+_BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
+
+
+class S3Config(BaseModel):
+    """Where the bucket is and how to talk to it; see docs/storage.md for each provider."""
+
+    model_config = ConfigDict(frozen=True)
+
+    endpoint_url: str | None = Field(None, description="S3 API URL; None means AWS S3.")
+    presign_endpoint_url: str | None = Field(
+        None, description="URL workers and clients reach the bucket at, when it differs."
+    )
+    region: str = "us-east-1"
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = Field("", description="Prepended to every key, so buckets can be shared.")
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
+    multipart_threshold_bytes: int = Field(16 * MIB, ge=1, le=MAX_SINGLE_PUT_BYTES)
+    multipart_part_bytes: int = Field(8 * MIB, ge=MIN_PART_BYTES, le=MAX_PART_BYTES)
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+
+    @field_validator("prefix")
+    @classmethod
+    def _clean_prefix(cls, prefix: str) -> str:
+        prefix = prefix.strip("/")
+        if prefix:
+            try:
+                check_key(prefix)
+            except ValueError:
+                raise ValueError(
+                    f"prefix {prefix!r} must be letters, digits, '_', '-', '.' and '/' "
+                    "separated segments, without '..'"
+                ) from None
+        return prefix
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Config | None:
+        """The config from `IMAGEFLEET_S3_*` variables, or None when no bucket is set (the
+        orchestrator then keeps the local store). Empty variables count as unset."""
+        env = os.environ if environ is None else environ
+        if not env.get(ENV_VARS["bucket"]):
+            return None
+        values = {field: env[name] for field, name in ENV_VARS.items() if env.get(name)}
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            fields = [str(error["loc"][0]) if error["loc"] else "" for error in exc.errors()]
+            problems = "; ".join(
+                f"{ENV_VARS.get(field, field)}: {error['msg']}"
+                for field, error in zip(fields, exc.errors(), strict=True)
+            )
+            raise ValueError(f"invalid S3 artifact store settings: {problems}") from None
+
+    @model_validator(mode="after")
+    def _keys_in_pairs(self) -> S3Config:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError(
+                "set both access_key_id and secret_access_key, or neither to use the AWS "
+                "credential chain (environment, profile, instance role)"
+            )
+        return self
+
+    def describe(self) -> str:
+        """Bucket and endpoint, for error messages an operator can act on."""
+        endpoint = self.endpoint_url or f"AWS S3 ({self.region})"
+        return f"bucket {self.bucket!r} at {endpoint}"
+
+
+def content_disposition(filename: str) -> str:
+    """An `inline` Content-Disposition naming the file, safe for any name: quotes and control
+    characters cannot break the header, and non-ASCII names survive through `filename*`."""
+    plain = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename
+    )
+    header = f'inline; filename="{plain}"'
+    if plain != filename:
+        header += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return header
+
+
+class S3ArtifactStore:
+    """Files under `<prefix>/<key>` in one bucket."""
+
+    def __init__(self, config: S3Config) -> None:
+        self.config = config
+        self._client = self._make_client(config.endpoint_url)
+        self._presigner = (
+            self._make_client(config.presign_endpoint_url)
+            if config.presign_endpoint_url
+            else self._client
+        )
+        self._multipart = MultipartUploads(
+            self._client,
+            self._presigner,
+            config.bucket,
+            config.describe(),
+            config.presign_expiry_seconds,
+        )
+
+    def _make_client(self, endpoint_url: str | None) -> S3Client:
+        config = self.config
+        secret = config.secret_access_key.get_secret_value() if config.secret_access_key else None
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=config.region,
+            aws_access_key_id=config.access_key_id,
+            aws_secret_access_key=secret,
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": config.addressing_style},
+                connect_timeout=5,
+                read_timeout=60,
+                retries={"max_attempts": 3, "mode": "standard"},
+                # Newer boto3 adds CRC checksums by default, which several S3-compatible servers
+                # reject; only send them where the API requires them.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+
+    def s3_key(self, key: str) -> str:
+        """The object key in the bucket: checked, then prefixed."""
+        check_key(key)
+        return f"{self.config.prefix}/{key}" if self.config.prefix else key
+
+    def _failed(self, action: str, key: str, exc: Exception) -> ArtifactStoreError:
+        return store_failure(action, key, self.config.describe(), exc)
+
+    async def put_stream(
+        self, key: str, chunks: AsyncIterator[bytes], max_bytes: int
+    ) -> tuple[int, str]:
+        """Small files go up in one PUT once complete; past the threshold the file streams into a
+        multipart upload part by part, which is aborted if anything fails, so a failed or too
+        large upload leaves neither an object nor stored parts behind."""
+        object_key = self.s3_key(key)
+        content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        splitter = PartSplitter(self.config.multipart_part_bytes)
+        digest = hashlib.sha256()
+        size = 0
+        upload_id: str | None = None
+        etags: list[tuple[int, str]] = []
+
+        async def send(upload_id: str, part: bytes) -> None:
+            number = len(etags) + 1
+            etag = await asyncio.to_thread(
+                self._multipart.upload_part, object_key, upload_id, number, part
+            )
+            etags.append((number, etag))
+
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise ArtifactTooLarge(f"upload exceeds the limit of {max_bytes} bytes")
+                digest.update(chunk)
+                splitter.feed(chunk)
+                if upload_id is None and len(splitter) > self.config.multipart_threshold_bytes:
+                    upload_id = await asyncio.to_thread(
+                        self._multipart.create, object_key, content_type
+                    )
+                if upload_id is not None:
+                    for part in splitter.full_parts():
+                        await send(upload_id, part)
+            if upload_id is None:
+                await asyncio.to_thread(self._put_object, object_key, splitter.rest(), content_type)
+            else:
+                if len(splitter):
+                    await send(upload_id, splitter.rest())
+                await asyncio.to_thread(self._multipart.complete, object_key, upload_id, etags)
+        except BaseException:
+            if upload_id is not None:
+                # Called directly, not in a thread: a cancelled task could not await one, and
+                # stored parts are billed storage that nothing else would clean up.
+                with contextlib.suppress(ArtifactStoreError):
+                    self._multipart.abort(object_key, upload_id)
+            raise
+        return size, digest.hexdigest()
+
+    def _put_object(self, object_key: str, data: bytes, content_type: str) -> None:
+        try:
+            self._client.put_object(
+                Bucket=self.config.bucket, Key=object_key, Body=data, ContentType=content_type
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failed("upload", object_key, exc) from exc
+
+    def read(self, key: str) -> bytes:
+        object_key = self.s3_key(key)
+        try:
+            response = self._client.get_object(Bucket=self.config.bucket, Key=object_key)
+            return bytes(response["Body"].read())
+        except ClientError as exc:
+            if error_code(exc) in _MISSING:
+                raise FileNotFoundError(
+                    f"artifact {key!r} is not in {self.config.describe()}"
+                ) from exc
+            raise self._failed("download", object_key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._failed("download", object_key, exc) from exc
+
+    def delete(self, key: str) -> None:
+        object_key = self.s3_key(key)
+        try:
+            self._client.delete_object(Bucket=self.config.bucket, Key=object_key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._failed("delete", object_key, exc) from exc
+
+    def delete_many(self, keys: list[str]) -> int:
+        """DeleteObjects in batches of 1,000 (the API's limit). S3 does not say whether a key
+        existed, so missing keys count as deleted."""
+        object_keys = list(dict.fromkeys(self.s3_key(key) for key in keys))
+        errors: list[str] = []
+        for start in range(0, len(object_keys), 1000):
+            batch = object_keys[start : start + 1000]
+            try:
+                response = self._client.delete_objects(
+                    Bucket=self.config.bucket,
+                    Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise self._failed("batch delete", batch[0], exc) from exc
+            errors += [f"{e.get('Key')}: {e.get('Code')}" for e in response.get("Errors", [])]
+        if errors:
+            raise ArtifactStoreError(
+                f"S3 refused to delete {len(errors)} of {len(object_keys)} keys in "
+                f"{self.config.describe()} ({', '.join(errors[:5])}); check delete permission"
+            )
+        return len(object_keys)
+
+    def head(self, key: str) -> ArtifactInfo | None:
+        object_key = self.s3_key(key)
+        try:
+            response = self._client.head_object(Bucket=self.config.bucket, Key=object_key)
+        except ClientError as exc:
+            if error_code(exc) in _MISSING:
+                return None
+            raise self._failed("HEAD", object_key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._failed("HEAD", object_key, exc) from exc
+        return ArtifactInfo(
+            size_bytes=int(response["ContentLength"]), etag=str(response["ETag"]).strip('"')
+        )
+
+    def _presign(self, method: str, params: dict[str, Any]) -> str:
+        url = self._presigner.generate_presigned_url(
+            method,
+            Params={"Bucket": self.config.bucket, **params},
+            ExpiresIn=self.config.presign_expiry_seconds,
+        )
+        return str(url)
+
+    def presigned_put(self, key: str, content_type: str, max_bytes: int) -> str | None:
+        """The uploader must send the same Content-Type header. The URL cannot cap the size, so
+        verify with `verify_direct_upload` before accepting the artifact."""
+        if max_bytes > MAX_SINGLE_PUT_BYTES:
+            raise ValueError(
+                f"a single PUT holds at most {MAX_SINGLE_PUT_BYTES} bytes; "
+                f"use start_multipart for files up to {max_bytes} bytes"
+            )
+        return self._presign("put_object", {"Key": self.s3_key(key), "ContentType": content_type})
+
+    def presigned_get(self, key: str, filename: str | None = None) -> str | None:
+        params: dict[str, Any] = {"Key": self.s3_key(key)}
+        if filename:
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        return self._presign("get_object", params)
+
+    def start_multipart(self, key: str, size_bytes: int, content_type: str) -> MultipartPlan | None:
+        """Each part URL only accepts its exact share of `size_bytes`; see MultipartUploads.plan."""
+        return self._multipart.plan(
+            self.s3_key(key), size_bytes, self.config.multipart_part_bytes, content_type
+        )
+
+    def finish_multipart(self, key: str, upload_id: str, parts: list[tuple[int, str]]) -> None:
+        self._multipart.complete(self.s3_key(key), upload_id, parts)
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        self._multipart.abort(self.s3_key(key), upload_id)
+
+    def check(self) -> None:
+        """HEAD the bucket, then write and delete a probe object under the prefix, so wrong
+        settings stop the orchestrator at start-up instead of failing the first job's upload."""
+        where = self.config.describe()
+        try:
+            self._client.head_bucket(Bucket=self.config.bucket)
+        except ClientError as exc:
+            raise self._diagnose(exc) from exc
+        except NoCredentialsError as exc:
+            raise ArtifactStoreUnavailable(
+                f"no S3 credentials for {where}: set IMAGEFLEET_S3_ACCESS_KEY_ID and "
+                "IMAGEFLEET_S3_SECRET_ACCESS_KEY, or configure the AWS credential chain"
+            ) from exc
+        except BotoCoreError as exc:
+            raise ArtifactStoreUnavailable(
+                f"cannot reach S3 endpoint for {where}: {exc}; check IMAGEFLEET_S3_ENDPOINT_URL "
+                "and that the server is running and reachable from this machine"
+            ) from exc
+        probe = self.s3_key(f"_imagefleet_probe/{uuid.uuid4().hex}")
+        for action in ("write", "delete"):
+            try:
+                if action == "write":
+                    self._client.put_object(Bucket=self.config.bucket, Key=probe, Body=b"probe")
+                else:
+                    self._client.delete_object(Bucket=self.config.bucket, Key=probe)
+            except (ClientError, BotoCoreError) as exc:
+                raise ArtifactStoreUnavailable(
+                    f"cannot {action} probe object {probe!r} in {where}: {exc}; give these "
+                    f"credentials permission to {action} objects under the prefix "
+                    f"{self.config.prefix or '(none)'!r}"
+                ) from exc
+
+    def _diagnose(self, exc: ClientError) -> ArtifactStoreUnavailable:
+        """HEAD responses carry no error body, so a 403 is followed by a one-key listing, whose
+        error code tells bad credentials from missing permission."""
+        where = self.config.describe()
+        code = error_code(exc)
+        if code == "403":
+            try:
+                self._client.list_objects_v2(
+                    Bucket=self.config.bucket, Prefix=self.config.prefix, MaxKeys=1
+                )
+            except ClientError as listing:
+                code = error_code(listing)
+            except BotoCoreError:
+                pass
+        if code in {"404", "NoSuchBucket"}:
+            return ArtifactStoreUnavailable(
+                f"{where} does not exist: create the bucket, or fix IMAGEFLEET_S3_BUCKET "
+                "(and IMAGEFLEET_S3_ENDPOINT_URL if this is the wrong server)"
+            )
+        if code in _BAD_CREDENTIALS:
+            return ArtifactStoreUnavailable(
+                f"{where} rejected the credentials ({code}): check IMAGEFLEET_S3_ACCESS_KEY_ID "
+                "and IMAGEFLEET_S3_SECRET_ACCESS_KEY"
+            )
+        if code in {"403", "AccessDenied", "AllAccessDisabled"}:
+            return ArtifactStoreUnavailable(
+                f"{where} denied access ({code}): the credentials are valid but may not use this "
+                "bucket; grant them read, write and delete on it"
+            )
+        if code in {"301", "PermanentRedirect", "AuthorizationHeaderMalformed"}:
+            return ArtifactStoreUnavailable(
+                f"{where} is in another region ({code}): fix IMAGEFLEET_S3_REGION"
+            )
+        return ArtifactStoreUnavailable(
+            f"{where} answered the bucket check with {code or 'an error'}: {exc}; "
+            "check IMAGEFLEET_S3_ENDPOINT_URL points at an S3 API"
+        )
