@@ -40,6 +40,15 @@ class Settings(BaseSettings):
         description='Queue priority per client tier, as JSON: {"free": 0, "paid": 10}.',
     )
 
+    retention_seconds: float = Field(
+        7 * 24 * 3600,
+        ge=0,
+        description="Finished jobs and their files expire after this; 0 keeps all.",
+    )
+    retention_interval_seconds: float = Field(
+        300.0, gt=0, description="How often the retention duty runs."
+    )
+
     min_side: int = Field(64, ge=8, description="Smallest width or height accepted.")
     max_side: int = Field(2048, ge=8, description="Largest width or height accepted.")
     max_pixels: int = Field(1536 * 1536, gt=0, description="Largest width*height accepted.")

@@ -196,3 +196,28 @@ def db_upgrade(data_dir: Path | None = DataDirOption) -> None:
     settings = settings_for(data_dir)
     open_database(settings)
     typer.echo("database schema is up to date")
+
+
+@db_app.command("cleanup")
+def db_cleanup(
+    older_than: float | None = typer.Option(
+        None, "--older-than", help="Seconds; default IMAGEFLEET_RETENTION_SECONDS (7 days)."
+    ),
+    batch_size: int = typer.Option(
+        500, "--batch-size", min=1, help="Jobs deleted per transaction."
+    ),
+    data_dir: Path | None = DataDirOption,
+) -> None:
+    """Delete finished jobs (and their files) older than the retention period, in batches."""
+    from imagefleet.orchestrator.app import artifact_store_for
+    from imagefleet.orchestrator.retention import purge_expired
+
+    settings = settings_for(data_dir)
+    age = settings.retention_seconds if older_than is None else older_than
+    if not age:
+        raise fail("retention is disabled (0 seconds); pass --older-than to purge anyway")
+    db = open_database(settings)
+    purged = purge_expired(
+        db, artifact_store_for(settings), older_than_seconds=age, now=now(), batch_size=batch_size
+    )
+    typer.echo(f"deleted {purged} finished jobs older than {age:.0f}s")

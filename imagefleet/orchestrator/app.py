@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,11 +16,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagefleet import __version__
+from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.artifacts.local import LocalArtifactStore
 from imagefleet.config import Settings
 from imagefleet.orchestrator import routes_client, routes_worker
 from imagefleet.orchestrator.errors import Conflict, InvalidField, NotFound, StaleAttempt
 from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.orchestrator.retention import purge_expired
 from imagefleet.store.database import Database, DatabaseUnavailable
 from imagefleet.store.listener import WorkListener
 
@@ -104,6 +107,11 @@ def _error(status: int, detail: Any) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
+def artifact_store_for(settings: Settings) -> ArtifactStore:
+    """The configured artifact store (local directory unless S3 is configured)."""
+    return LocalArtifactStore(settings.artifacts_path)
+
+
 def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.database_url)
@@ -118,16 +126,20 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
             listener = WorkListener(db.url, lambda: signal.notify_threadsafe(loop))
             listener.start()
             app.state.claim_recheck_seconds = LISTENING_RECHECK_SECONDS
-        reaper = asyncio.create_task(_reap_forever(app)) if run_duties else None
+        duties = (
+            [asyncio.create_task(_reap_forever(app)), asyncio.create_task(_expire_forever(app))]
+            if run_duties
+            else []
+        )
         try:
             yield
         finally:
             if listener:
                 listener.stop()
-            if reaper:
-                reaper.cancel()
+            for duty in duties:
+                duty.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await reaper
+                    await duty
             db.dispose()
 
     app = FastAPI(
@@ -139,7 +151,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.settings = settings
     app.state.db = db
     app.state.lifecycle = JobLifecycle(db, settings)
-    app.state.artifacts = LocalArtifactStore(settings.artifacts_path)
+    app.state.artifacts = artifact_store_for(settings)
     app.state.work_signal = WorkSignal()
     app.state.claim_recheck_seconds = POLLING_RECHECK_SECONDS
     app.include_router(routes_client.router)
@@ -191,3 +203,24 @@ async def _reap_forever(app: FastAPI) -> None:
                 app.state.work_signal.notify()
         except Exception:
             log.exception("lease reaper failed; retrying")
+
+
+async def _expire_forever(app: FastAPI) -> None:
+    """Deletes expired jobs and files in bounded batches (see retention.py)."""
+    settings: Settings = app.state.settings
+    if not settings.retention_seconds:
+        return
+    while True:
+        await asyncio.sleep(settings.retention_interval_seconds)
+        try:
+            await run_in_threadpool(
+                lambda: purge_expired(
+                    app.state.db,
+                    app.state.artifacts,
+                    older_than_seconds=settings.retention_seconds,
+                    now=time.time(),
+                    max_batches=20,
+                )
+            )
+        except Exception:
+            log.exception("retention pass failed; retrying")

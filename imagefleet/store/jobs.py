@@ -398,3 +398,34 @@ def count_failures(conn: Connection, job_id: str) -> int:
             .where(attempts.c.job_id == job_id, attempts.c.outcome.in_(("failed", "lease_expired")))
         ).scalar_one()
     )
+
+
+def expired_jobs(conn: Connection, finished_before: float, limit: int) -> list[str]:
+    """Final jobs that finished before the cutoff, oldest first (one retention batch)."""
+    final = [status.value for status in JobStatus if status.is_final]
+    query = (
+        select(jobs.c.id)
+        .where(jobs.c.status.in_(final), jobs.c.finished_at < finished_before)
+        .order_by(jobs.c.finished_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(conn.execute(query).scalars())
+
+
+def artifact_keys(conn: Connection, job_ids: list[str]) -> list[str]:
+    """Every file stored for these jobs, from any attempt, accepted or not."""
+    if not job_ids:
+        return []
+    return list(
+        conn.execute(select(artifacts.c.key).where(artifacts.c.job_id.in_(job_ids))).scalars()
+    )
+
+
+def delete_jobs(conn: Connection, job_ids: list[str]) -> int:
+    """Removes jobs with their attempts and artifact records."""
+    if not job_ids:
+        return 0
+    conn.execute(artifacts.delete().where(artifacts.c.job_id.in_(job_ids)))
+    conn.execute(attempts.delete().where(attempts.c.job_id.in_(job_ids)))
+    return conn.execute(jobs.delete().where(jobs.c.id.in_(job_ids))).rowcount
