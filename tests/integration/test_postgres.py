@@ -19,7 +19,7 @@ from tests.tcp_proxy import TcpProxy
 PARAMS = {"prompt": "x", "model": "demo", "width": 64, "height": 64}
 
 
-def test_a_waiting_claim_on_one_replica_is_woken_by_a_submit_on_another(
+def test_replicas_share_one_queue_submit_on_a_claim_on_b_progress_on_c(
     empty_pg: PgFleet, tmp_path: Any
 ) -> None:
     url = empty_pg.url
@@ -29,6 +29,7 @@ def test_a_waiting_claim_on_one_replica_is_woken_by_a_submit_on_another(
     with (
         TestClient(create_app(settings, run_duties=False)) as replica_a,
         TestClient(create_app(settings, run_duties=False)) as replica_b,
+        TestClient(create_app(settings, run_duties=False)) as replica_c,
     ):
         answer: dict[str, Any] = {}
 
@@ -43,7 +44,15 @@ def test_a_waiting_claim_on_one_replica_is_woken_by_a_submit_on_another(
         time.sleep(1.0)  # the claim is now parked on replica B
         job = replica_a.post("/v1/jobs", json={"kind": "txt2img", "params": PARAMS}, headers=client)
         waiting.join(timeout=30)
+        attempt = answer["body"]["assignment"]["attempt_id"]
+        replica_b.post(
+            f"/v1/worker/attempts/{attempt}/heartbeat",
+            json={"step": 3, "total_steps": 4},
+            headers=worker,
+        )
+        seen = replica_c.get(f"/v1/jobs/{job.json()['id']}", headers=client).json()
     assert answer["body"]["assignment"]["job_id"] == job.json()["id"]
+    assert seen["status"] == "running" and seen["progress"]["fraction"] == 0.75
     # Without NOTIFY the parked claim would only look again after its 10 s safety timer.
     assert answer["seconds"] < 6
 
