@@ -125,6 +125,18 @@ class JobView(BaseModel):
     attempts: int
 
 
+class AttemptView(BaseModel):
+    """One worker's try at a job, as its owner may see it."""
+
+    number: int
+    worker_id: str
+    node_id: str
+    started_at: datetime
+    ended_at: datetime | None
+    outcome: Literal["running", "succeeded", "failed", "lease_expired", "cancelled", "handed_back"]
+    error: JobError | None = None
+
+
 class JobPage(BaseModel):
     jobs: list[JobView]
     next_cursor: str | None = Field(None, description="Pass as `cursor` to get the next page.")

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import mimetypes
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
@@ -52,6 +54,16 @@ from imagefleet.artifacts.multipart import (
 )
 
 S3Client = Any  # boto3 clients are generated at run time and carry no static type.
+
+_SESSION_LOCK = threading.Lock()
+
+
+@functools.cache
+def _shared_session() -> boto3.session.Session:
+    """One session for every store: a fresh one re-reads the S3 service model (~0.3 s). Sessions
+    are not thread-safe, hence the lock around client creation; clients themselves are."""
+    return boto3.session.Session()
+
 
 ENV_VARS: dict[str, str] = {
     "endpoint_url": "IMAGEFLEET_S3_ENDPOINT_URL",
@@ -171,24 +183,27 @@ class S3ArtifactStore:
     def _make_client(self, endpoint_url: str | None) -> S3Client:
         config = self.config
         secret = config.secret_access_key.get_secret_value() if config.secret_access_key else None
-        return boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoint_url,
-            region_name=config.region,
-            aws_access_key_id=config.access_key_id,
-            aws_secret_access_key=secret,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": config.addressing_style},
-                connect_timeout=5,
-                read_timeout=60,
-                retries={"max_attempts": 3, "mode": "standard"},
-                # Newer boto3 adds CRC checksums by default, which several S3-compatible servers
-                # reject; only send them where the API requires them.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-            ),
-        )
+        with _SESSION_LOCK:
+            session = _shared_session()
+            client = session.client(
+                "s3",
+                endpoint_url=endpoint_url,
+                region_name=config.region,
+                aws_access_key_id=config.access_key_id,
+                aws_secret_access_key=secret,
+                config=Config(
+                    signature_version="s3v4",
+                    s3={"addressing_style": config.addressing_style},
+                    connect_timeout=5,
+                    read_timeout=60,
+                    retries={"max_attempts": 3, "mode": "standard"},
+                    # Newer boto3 adds CRC checksums by default, which several S3-compatible servers
+                    # reject; only send them where the API requires them.
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                ),
+            )
+        return client
 
     def s3_key(self, key: str) -> str:
         """The object key in the bucket: checked, then prefixed."""

@@ -138,6 +138,12 @@ class JobLifecycle:
         assert row is not None
         return row
 
+    def attempts(self, owner: ApiKey, job_id: str) -> list[job_sql.AttemptRow]:
+        """The job's attempt history (worker, node, times, outcome, error)."""
+        with self.db.read() as conn:
+            self._owned(conn, owner, job_id)
+            return job_sql.job_attempts(conn, job_id)
+
     def outputs(self, conn: Connection, job_ids: list[str]) -> dict[str, list[job_sql.ArtifactRow]]:
         return job_sql.job_outputs(conn, job_ids)
 

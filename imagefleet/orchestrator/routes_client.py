@@ -10,8 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from imagefleet.orchestrator.auth import client_key
 from imagefleet.orchestrator.errors import NotFound
 from imagefleet.orchestrator.lifecycle import JobLifecycle
-from imagefleet.orchestrator.views import job_view
-from imagefleet.protocol import JobCreate, JobPage, JobStatus, JobView, ModelView
+from imagefleet.orchestrator.views import attempt_view, job_view
+from imagefleet.protocol import AttemptView, JobCreate, JobPage, JobStatus, JobView, ModelView
 from imagefleet.store.jobs import JobRow
 from imagefleet.store.keys import ApiKey
 from imagefleet.store.models import list_models
@@ -60,6 +60,15 @@ def list_jobs(
 @router.get("/jobs/{job_id}", response_model=JobView, summary="Get one job")
 def get_job(request: Request, key: Key, job_id: str) -> JobView:
     return _views(request, [_lifecycle(request).get(key, job_id)])[0]
+
+
+@router.get(
+    "/jobs/{job_id}/attempts",
+    response_model=list[AttemptView],
+    summary="A job's attempt history: which worker and node tried it, when, and how it ended",
+)
+def get_attempts(request: Request, key: Key, job_id: str) -> list[AttemptView]:
+    return [attempt_view(row) for row in _lifecycle(request).attempts(key, job_id)]
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView, summary="Cancel a job")

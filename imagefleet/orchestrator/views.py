@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from imagefleet.orchestrator.lifecycle import to_datetime
 from imagefleet.protocol import (
+    AttemptView,
     JobError,
     JobView,
     OutputView,
@@ -13,9 +14,24 @@ from imagefleet.protocol import (
     Timings,
     Txt2ImgParams,
 )
-from imagefleet.store.jobs import ArtifactRow, JobRow
+from imagefleet.store.jobs import ArtifactRow, AttemptRow, JobRow
 
 OutputUrl = Callable[[str, int], str]
+
+
+def attempt_view(row: AttemptRow) -> AttemptView:
+    error = (
+        JobError(code=row.error_code, message=row.error_message or "") if row.error_code else None
+    )
+    return AttemptView(
+        number=row.seq,
+        worker_id=row.worker_id,
+        node_id=row.node_id,
+        started_at=to_datetime(row.started_at),
+        ended_at=to_datetime(row.ended_at) if row.ended_at else None,
+        outcome=row.outcome,
+        error=error,
+    )
 
 
 def job_view(row: JobRow, outputs: list[ArtifactRow], output_url: OutputUrl) -> JobView:

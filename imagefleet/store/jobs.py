@@ -68,6 +68,10 @@ class AttemptRow:
     worker_id: str
     node_id: str
     outcome: str
+    started_at: float
+    ended_at: float | None
+    error_code: str | None
+    error_message: str | None
 
 
 @dataclass(frozen=True)
@@ -207,11 +211,15 @@ def claim_job(
 
 def get_attempt(conn: Connection, attempt_id: str) -> AttemptRow | None:
     row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).mappings().first()
-    if row is None:
-        return None
-    return AttemptRow(
-        row["id"], row["job_id"], row["seq"], row["worker_id"], row["node_id"], row["outcome"]
-    )
+    return AttemptRow(**row) if row else None
+
+
+def job_attempts(conn: Connection, job_id: str) -> list[AttemptRow]:
+    """A job's attempt history, first attempt first."""
+    rows = conn.execute(
+        select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.seq)
+    ).mappings()
+    return [AttemptRow(**row) for row in rows]
 
 
 def renew_lease(

@@ -167,6 +167,25 @@ def test_the_whole_worker_protocol_over_http(api: TestClient, keys: Keys) -> Non
     assert job["timings"]["inference_seconds"] == 2.0 and job["timings"]["total_seconds"] >= 0
 
 
+def test_the_owner_sees_the_attempt_history_and_nobody_else_does(
+    api: TestClient, keys: Keys
+) -> None:
+    job_id = submit(api, keys.alice_token).json()["id"]
+    attempt = claim(api, keys)["attempt_id"]
+    api.post(
+        f"/v1/worker/attempts/{attempt}/fail",
+        json={"code": "out_of_memory", "message": "CUDA out of memory"},
+        headers=auth(keys.worker_token),
+    )
+    history = api.get(f"/v1/jobs/{job_id}/attempts", headers=auth(keys.alice_token)).json()
+    assert [(a["number"], a["worker_id"], a["node_id"], a["outcome"]) for a in history] == [
+        (1, "w", "n", "failed")
+    ]
+    assert history[0]["error"] == {"code": "out_of_memory", "message": "CUDA out of memory"}
+    assert history[0]["ended_at"] is not None
+    assert api.get(f"/v1/jobs/{job_id}/attempts", headers=auth(keys.bob_token)).status_code == 404
+
+
 def test_uploads_check_type_size_and_lease(api: TestClient, keys: Keys, settings: Settings) -> None:
     submit(api, keys.alice_token)
     attempt = claim(api, keys)["attempt_id"]
