@@ -149,7 +149,7 @@ class JobLifecycle:
 
     # --- worker side ---------------------------------------------------------------------------
 
-    def claim(self, request: ClaimRequest) -> Assignment | None:
+    def claim(self, worker_key: ApiKey, request: ClaimRequest) -> Assignment | None:
         """Hands the best-ranked queued job to this worker, or None when nothing fits."""
         now = self.clock()
         worker = WorkerView(
@@ -172,6 +172,7 @@ class JobLifecycle:
                     attempt_id=attempt_id,
                     worker_id=request.worker_id,
                     node_id=request.node_id,
+                    worker_key_id=worker_key.id,
                     lease_expires_at=expires,
                     now=now,
                 )
@@ -192,13 +193,15 @@ class JobLifecycle:
                 )
         return None
 
-    def heartbeat(self, attempt_id: str, request: HeartbeatRequest) -> HeartbeatResponse:
+    def heartbeat(
+        self, worker_key: ApiKey, attempt_id: str, request: HeartbeatRequest
+    ) -> HeartbeatResponse:
         """Renews the lease and records progress. A job cancelled by its client answers
         `cancel`; an attempt that lost its lease to the reaper or another attempt gets 409."""
         now = self.clock()
         expires = now + self.settings.lease_seconds
         with self.db.write() as conn:
-            attempt = self._attempt(conn, attempt_id)
+            attempt = self._attempt(conn, attempt_id, worker_key)
             if job_sql.renew_lease(
                 conn,
                 attempt_id,
@@ -213,11 +216,14 @@ class JobLifecycle:
             f"attempt {attempt_id} no longer holds the lease on job {attempt.job_id}"
         )
 
-    def check_current(self, attempt_id: str) -> job_sql.JobRow:
+    def check_current(self, worker_key: ApiKey, attempt_id: str) -> job_sql.JobRow:
         """The job this attempt owns; StaleAttempt when it owns nothing any more."""
         with self.db.read() as conn:
-            attempt = self._attempt(conn, attempt_id)
-            row = job_sql.get_job(conn, attempt.job_id)
+            return self._current(conn, worker_key, attempt_id)
+
+    def _current(self, conn: Connection, worker_key: ApiKey, attempt_id: str) -> job_sql.JobRow:
+        attempt = self._attempt(conn, attempt_id, worker_key)
+        row = job_sql.get_job(conn, attempt.job_id)
         if row is None or row.current_attempt_id != attempt_id:
             raise StaleAttempt(
                 f"attempt {attempt_id} no longer holds the lease on job {attempt.job_id}"
@@ -225,10 +231,19 @@ class JobLifecycle:
         return row
 
     def record_upload(
-        self, attempt_id: str, *, index: int, key: str, size: int, sha256: str, content_type: str
+        self,
+        worker_key: ApiKey,
+        attempt_id: str,
+        *,
+        index: int,
+        key: str,
+        size: int,
+        sha256: str,
+        content_type: str,
     ) -> None:
-        row = self.check_current(attempt_id)
+        """Records a file the attempt stored; refused if the attempt lost its lease meanwhile."""
         with self.db.write() as conn:
+            row = self._current(conn, worker_key, attempt_id)
             job_sql.record_artifact(
                 conn,
                 key=key,
@@ -241,11 +256,13 @@ class JobLifecycle:
                 created_at=self.clock(),
             )
 
-    def complete(self, attempt_id: str, request: CompleteRequest) -> AttemptOutcome:
+    def complete(
+        self, worker_key: ApiKey, attempt_id: str, request: CompleteRequest
+    ) -> AttemptOutcome:
         """running -> succeeded. Idempotent for the winning attempt; 409 for any other."""
         now = self.clock()
         with self.db.write() as conn:
-            attempt = self._attempt(conn, attempt_id)
+            attempt = self._attempt(conn, attempt_id, worker_key)
             row = job_sql.get_job(conn, attempt.job_id)
             assert row is not None
             if row.status is JobStatus.succeeded and row.result_attempt_id == attempt_id:
@@ -281,13 +298,13 @@ class JobLifecycle:
             job_sql.end_attempt(conn, attempt_id, outcome="succeeded", now=now)
         return AttemptOutcome(job_id=row.id, job_status=JobStatus.succeeded)
 
-    def fail(self, attempt_id: str, request: FailRequest) -> AttemptOutcome:
+    def fail(self, worker_key: ApiKey, attempt_id: str, request: FailRequest) -> AttemptOutcome:
         """A retryable failure requeues the job until max_attempts failures; a final one (or the
         last allowed) fails it. `worker_shutdown` hands the job back without counting."""
         now = self.clock()
         handed_back = request.code == HANDED_BACK
         with self.db.write() as conn:
-            attempt = self._attempt(conn, attempt_id)
+            attempt = self._attempt(conn, attempt_id, worker_key)
             row = job_sql.get_job(conn, attempt.job_id)
             assert row is not None
             if row.current_attempt_id != attempt_id:
@@ -379,10 +396,11 @@ class JobLifecycle:
         return row
 
     @staticmethod
-    def _attempt(conn: Connection, attempt_id: str) -> job_sql.AttemptRow:
+    def _attempt(conn: Connection, attempt_id: str, worker_key: ApiKey) -> job_sql.AttemptRow:
+        """The attempt, if this worker key claimed it: one worker cannot act on another's."""
         attempt = job_sql.get_attempt(conn, attempt_id)
-        if attempt is None:
-            raise NotFound(f"no attempt {attempt_id!r}")
+        if attempt is None or attempt.worker_key_id != worker_key.id:
+            raise NotFound(f"no attempt {attempt_id!r} for this worker key")
         return attempt
 
     def _check_limits(self, params: Txt2ImgParams) -> Txt2ImgParams:

@@ -44,7 +44,7 @@ async def claim(request: Request, key: Key, body: ClaimRequest) -> ClaimResponse
     deadline = time.monotonic() + wait
     while True:
         waiter = signal.waiter()
-        assignment = await run_in_threadpool(lifecycle.claim, body)
+        assignment = await run_in_threadpool(lifecycle.claim, key, body)
         remaining = deadline - time.monotonic()
         if assignment is not None or remaining <= 0 or await request.is_disconnected():
             return ClaimResponse(
@@ -58,7 +58,7 @@ async def claim(request: Request, key: Key, body: ClaimRequest) -> ClaimResponse
 def heartbeat(
     request: Request, key: Key, attempt_id: str, body: HeartbeatRequest
 ) -> HeartbeatResponse:
-    return _lifecycle(request).heartbeat(attempt_id, body)
+    return _lifecycle(request).heartbeat(key, attempt_id, body)
 
 
 @router.put(
@@ -77,7 +77,7 @@ async def upload_output(
         )
     if not 0 <= index < 64:
         raise HTTPException(422, f"output index must be within 0..63, got {index}")
-    job = await run_in_threadpool(lifecycle.check_current, attempt_id)
+    job = await run_in_threadpool(lifecycle.check_current, key, attempt_id)
     artifact_key = f"jobs/{job.id}/{attempt_id}/{index}.png"
     limit = lifecycle.settings.max_upload_bytes
     try:
@@ -88,6 +88,7 @@ async def upload_output(
         raise HTTPException(413, str(exc)) from exc
     await run_in_threadpool(
         lambda: lifecycle.record_upload(
+            key,
             attempt_id,
             index=index,
             key=artifact_key,
@@ -101,12 +102,12 @@ async def upload_output(
 
 @router.post("/attempts/{attempt_id}/complete", response_model=AttemptOutcome)
 def complete(request: Request, key: Key, attempt_id: str, body: CompleteRequest) -> AttemptOutcome:
-    return _lifecycle(request).complete(attempt_id, body)
+    return _lifecycle(request).complete(key, attempt_id, body)
 
 
 @router.post("/attempts/{attempt_id}/fail", response_model=AttemptOutcome)
 async def fail(request: Request, key: Key, attempt_id: str, body: FailRequest) -> AttemptOutcome:
-    outcome = await run_in_threadpool(_lifecycle(request).fail, attempt_id, body)
+    outcome = await run_in_threadpool(_lifecycle(request).fail, key, attempt_id, body)
     if outcome.job_status == "queued":
         request.app.state.work_signal.notify()
     return outcome

@@ -67,6 +67,7 @@ class AttemptRow:
     seq: int
     worker_id: str
     node_id: str
+    worker_key_id: str | None
     outcome: str
     started_at: float
     ended_at: float | None
@@ -173,6 +174,7 @@ def claim_job(
     attempt_id: str,
     worker_id: str,
     node_id: str,
+    worker_key_id: str,
     lease_expires_at: float,
     now: float,
 ) -> int | None:
@@ -202,6 +204,7 @@ def claim_job(
             seq=seq,
             worker_id=worker_id,
             node_id=node_id,
+            worker_key_id=worker_key_id,
             started_at=now,
             outcome="running",
         )

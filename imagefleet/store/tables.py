@@ -88,6 +88,7 @@ attempts = Table(
     Column("seq", Integer, nullable=False),
     Column("worker_id", String(200), nullable=False),
     Column("node_id", String(200), nullable=False),
+    Column("worker_key_id", String(32)),
     Column("started_at", Float, nullable=False),
     Column("ended_at", Float),
     Column("outcome", String(32), nullable=False),

@@ -22,15 +22,22 @@ def finished_job(lifecycle: JobLifecycle, keys: Keys, store: LocalArtifactStore)
     job = lifecycle.submit(
         keys.alice, Txt2ImgJob(params=Txt2ImgParams(prompt="x", model="demo", width=64, height=64))
     )
-    assignment = lifecycle.claim(ClaimRequest(worker_id="w", node_id="n"))
+    assignment = lifecycle.claim(keys.worker, ClaimRequest(worker_id="w", node_id="n"))
     assert assignment
     key = f"jobs/{job.id}/{assignment.attempt_id}/0.png"
     store.path(key).parent.mkdir(parents=True, exist_ok=True)
     store.path(key).write_bytes(b"png")
     lifecycle.record_upload(
-        assignment.attempt_id, index=0, key=key, size=3, sha256="0" * 64, content_type="image/png"
+        keys.worker,
+        assignment.attempt_id,
+        index=0,
+        key=key,
+        size=3,
+        sha256="0" * 64,
+        content_type="image/png",
     )
     lifecycle.complete(
+        keys.worker,
         assignment.attempt_id,
         CompleteRequest(outputs=[CompletedOutput(index=0, seed=1, width=64, height=64)]),
     )

@@ -27,12 +27,15 @@ def submit(lifecycle: JobLifecycle, keys: Keys, **params: object) -> str:
     return lifecycle.submit(keys.alice, job).id
 
 
-def claim(lifecycle: JobLifecycle, node: str = "node-a", worker: str = "w1") -> Assignment | None:
-    return lifecycle.claim(ClaimRequest(worker_id=worker, node_id=node))
+def claim(
+    lifecycle: JobLifecycle, keys: Keys, node: str = "node-a", worker: str = "w1"
+) -> Assignment | None:
+    return lifecycle.claim(keys.worker, ClaimRequest(worker_id=worker, node_id=node))
 
 
-def upload_and_complete(lifecycle: JobLifecycle, assignment: Assignment) -> JobStatus:
+def upload_and_complete(lifecycle: JobLifecycle, keys: Keys, assignment: Assignment) -> JobStatus:
     lifecycle.record_upload(
+        keys.worker,
         assignment.attempt_id,
         index=0,
         key=f"jobs/{assignment.job_id}/{assignment.attempt_id}/0.png",
@@ -41,6 +44,7 @@ def upload_and_complete(lifecycle: JobLifecycle, assignment: Assignment) -> JobS
         content_type="image/png",
     )
     outcome = lifecycle.complete(
+        keys.worker,
         assignment.attempt_id,
         CompleteRequest(outputs=[CompletedOutput(index=0, seed=1, width=64, height=64)]),
     )
@@ -76,9 +80,9 @@ def test_submit_enforces_configured_size_limits_naming_the_field(
 
 def test_claim_hands_a_job_to_exactly_one_worker(lifecycle: JobLifecycle, keys: Keys) -> None:
     job_id = submit(lifecycle, keys)
-    first = claim(lifecycle)
+    first = claim(lifecycle, keys)
     assert first is not None and first.job_id == job_id and first.fencing_token == 1
-    assert claim(lifecycle, worker="w2") is None
+    assert claim(lifecycle, keys, worker="w2") is None
     assert lifecycle.get(keys.alice, job_id).status is JobStatus.running
 
 
@@ -86,12 +90,12 @@ def test_heartbeat_records_progress_and_extends_the_lease(
     lifecycle: JobLifecycle, keys: Keys, clock: Clock
 ) -> None:
     job_id = submit(lifecycle, keys)
-    assignment = claim(lifecycle)
+    assignment = claim(lifecycle, keys)
     assert assignment
     for _ in range(5):  # 5 x 8 s: far past one 10 s lease, but renewed each time
         clock.advance(8)
         answer = lifecycle.heartbeat(
-            assignment.attempt_id, HeartbeatRequest(step=3, total_steps=30)
+            keys.worker, assignment.attempt_id, HeartbeatRequest(step=3, total_steps=30)
         )
         assert answer.action == "continue"
         assert lifecycle.reap_expired() == 0
@@ -103,26 +107,27 @@ def test_an_expired_lease_requeues_the_job_and_fences_off_the_old_attempt(
     lifecycle: JobLifecycle, keys: Keys, clock: Clock
 ) -> None:
     job_id = submit(lifecycle, keys)
-    old = claim(lifecycle, node="node-a")
+    old = claim(lifecycle, keys, node="node-a")
     assert old
     clock.advance(11)
     assert lifecycle.reap_expired() == 1
     assert lifecycle.get(keys.alice, job_id).status is JobStatus.queued
-    new = claim(lifecycle, node="node-b", worker="w2")
+    new = claim(lifecycle, keys, node="node-b", worker="w2")
     assert new and new.job_id == job_id and new.fencing_token == 2
     with pytest.raises(StaleAttempt):
-        lifecycle.heartbeat(old.attempt_id, HeartbeatRequest(step=1, total_steps=2))
+        lifecycle.heartbeat(keys.worker, old.attempt_id, HeartbeatRequest(step=1, total_steps=2))
     with pytest.raises(StaleAttempt):
-        upload_and_complete(lifecycle, old)
-    assert upload_and_complete(lifecycle, new) is JobStatus.succeeded
+        upload_and_complete(lifecycle, keys, old)
+    assert upload_and_complete(lifecycle, keys, new) is JobStatus.succeeded
 
 
 def test_completion_is_idempotent_for_the_winner(lifecycle: JobLifecycle, keys: Keys) -> None:
     submit(lifecycle, keys)
-    assignment = claim(lifecycle)
+    assignment = claim(lifecycle, keys)
     assert assignment
-    assert upload_and_complete(lifecycle, assignment) is JobStatus.succeeded
+    assert upload_and_complete(lifecycle, keys, assignment) is JobStatus.succeeded
     repeat = lifecycle.complete(
+        keys.worker,
         assignment.attempt_id,
         CompleteRequest(outputs=[CompletedOutput(index=0, seed=1, width=64, height=64)]),
     )
@@ -131,22 +136,24 @@ def test_completion_is_idempotent_for_the_winner(lifecycle: JobLifecycle, keys: 
 
 def test_completion_needs_every_output_uploaded(lifecycle: JobLifecycle, keys: Keys) -> None:
     submit(lifecycle, keys, num_images=2)
-    assignment = claim(lifecycle)
+    assignment = claim(lifecycle, keys)
     assert assignment
     with pytest.raises(InvalidField, match=r"expected outputs 0\.\.1"):
-        upload_and_complete(lifecycle, assignment)
+        upload_and_complete(lifecycle, keys, assignment)
 
 
 def test_a_job_is_not_handed_back_to_the_node_where_it_failed(
     lifecycle: JobLifecycle, keys: Keys
 ) -> None:
     job_id = submit(lifecycle, keys)
-    first = claim(lifecycle, node="node-a")
+    first = claim(lifecycle, keys, node="node-a")
     assert first
-    outcome = lifecycle.fail(first.attempt_id, FailRequest(code="worker_error", message="boom"))
+    outcome = lifecycle.fail(
+        keys.worker, first.attempt_id, FailRequest(code="worker_error", message="boom")
+    )
     assert outcome.job_status is JobStatus.queued
-    assert claim(lifecycle, node="node-a", worker="w1-again") is None
-    second = claim(lifecycle, node="node-b", worker="w2")
+    assert claim(lifecycle, keys, node="node-a", worker="w1-again") is None
+    second = claim(lifecycle, keys, node="node-b", worker="w2")
     assert second and second.job_id == job_id
 
 
@@ -154,10 +161,12 @@ def test_retryable_failures_give_up_after_max_attempts(lifecycle: JobLifecycle, 
     job_id = submit(lifecycle, keys)
     statuses = []
     for node in ("n1", "n2", "n3"):
-        assignment = claim(lifecycle, node=node, worker=node)
+        assignment = claim(lifecycle, keys, node=node, worker=node)
         assert assignment
         statuses.append(
-            lifecycle.fail(assignment.attempt_id, FailRequest(code="worker_error")).job_status
+            lifecycle.fail(
+                keys.worker, assignment.attempt_id, FailRequest(code="worker_error")
+            ).job_status
         )
     assert statuses == [JobStatus.queued, JobStatus.queued, JobStatus.failed]
     row = lifecycle.get(keys.alice, job_id)
@@ -168,10 +177,12 @@ def test_retryable_failures_give_up_after_max_attempts(lifecycle: JobLifecycle, 
 
 def test_a_final_failure_fails_the_job_at_once(lifecycle: JobLifecycle, keys: Keys) -> None:
     submit(lifecycle, keys)
-    assignment = claim(lifecycle)
+    assignment = claim(lifecycle, keys)
     assert assignment
     outcome = lifecycle.fail(
-        assignment.attempt_id, FailRequest(code="invalid_input", message="bad", retryable=False)
+        keys.worker,
+        assignment.attempt_id,
+        FailRequest(code="invalid_input", message="bad", retryable=False),
     )
     assert outcome.job_status is JobStatus.failed
 
@@ -181,11 +192,13 @@ def test_a_worker_shutting_down_hands_the_job_back_without_it_counting(
 ) -> None:
     job_id = submit(lifecycle, keys)
     for _ in range(5):  # more than max_attempts hand-backs, still queued
-        assignment = claim(lifecycle)
+        assignment = claim(lifecycle, keys)
         assert assignment
-        lifecycle.fail(assignment.attempt_id, FailRequest(code="worker_shutdown", retryable=False))
+        lifecycle.fail(
+            keys.worker, assignment.attempt_id, FailRequest(code="worker_shutdown", retryable=False)
+        )
     assert lifecycle.get(keys.alice, job_id).status is JobStatus.queued
-    assert claim(lifecycle) is not None  # and the same node may take it again
+    assert claim(lifecycle, keys) is not None  # and the same node may take it again
 
 
 def test_cancelling_a_queued_job_means_it_is_never_claimed(
@@ -193,28 +206,30 @@ def test_cancelling_a_queued_job_means_it_is_never_claimed(
 ) -> None:
     job_id = submit(lifecycle, keys)
     assert lifecycle.cancel(keys.alice, job_id).status is JobStatus.cancelled
-    assert claim(lifecycle) is None
+    assert claim(lifecycle, keys) is None
 
 
 def test_a_cancelled_running_job_tells_its_worker_and_never_turns_succeeded(
     lifecycle: JobLifecycle, keys: Keys
 ) -> None:
     job_id = submit(lifecycle, keys)
-    assignment = claim(lifecycle)
+    assignment = claim(lifecycle, keys)
     assert assignment
     lifecycle.cancel(keys.alice, job_id)
-    answer = lifecycle.heartbeat(assignment.attempt_id, HeartbeatRequest(step=1, total_steps=2))
+    answer = lifecycle.heartbeat(
+        keys.worker, assignment.attempt_id, HeartbeatRequest(step=1, total_steps=2)
+    )
     assert answer.action == "cancel"
     with pytest.raises(StaleAttempt):
-        upload_and_complete(lifecycle, assignment)
+        upload_and_complete(lifecycle, keys, assignment)
     assert lifecycle.get(keys.alice, job_id).status is JobStatus.cancelled
 
 
 def test_cancelling_a_finished_job_changes_nothing(lifecycle: JobLifecycle, keys: Keys) -> None:
     job_id = submit(lifecycle, keys)
-    assignment = claim(lifecycle)
+    assignment = claim(lifecycle, keys)
     assert assignment
-    upload_and_complete(lifecycle, assignment)
+    upload_and_complete(lifecycle, keys, assignment)
     assert lifecycle.cancel(keys.alice, job_id).status is JobStatus.succeeded
 
 
@@ -234,5 +249,5 @@ def test_paid_tier_jobs_are_claimed_before_older_free_ones(
     paid = lifecycle.submit(
         keys.bob, Txt2ImgJob(params=Txt2ImgParams(prompt="x", model="demo", width=64, height=64))
     )
-    assignment = claim(lifecycle)
+    assignment = claim(lifecycle, keys)
     assert assignment and assignment.job_id == paid.id

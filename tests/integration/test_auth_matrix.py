@@ -1,0 +1,121 @@
+"""Every endpoint x every way a caller can be wrong: no key, a revoked key, the wrong scope,
+another tenant. The endpoint list comes from the app itself, so a new endpoint is covered (and
+must be classified here) the day it is added."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from imagefleet.config import Settings
+from imagefleet.orchestrator.app import create_app
+from imagefleet.store.database import Database
+from imagefleet.store.keys import create_key, revoke_key
+from imagefleet.store.models import Model
+from tests.conftest import Keys
+
+PARAMS = {"prompt": "x", "model": "demo", "width": 64, "height": 64}
+BODIES: dict[str, Any] = {
+    "/v1/jobs": {"kind": "txt2img", "params": PARAMS},
+    "/v1/worker/claim": {"worker_id": "w", "node_id": "n"},
+    "/v1/worker/attempts/{attempt_id}/heartbeat": {},
+    "/v1/worker/attempts/{attempt_id}/complete": {
+        "outputs": [{"index": 0, "seed": 1, "width": 64, "height": 64}]
+    },
+    "/v1/worker/attempts/{attempt_id}/fail": {"code": "x"},
+}
+PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+@pytest.fixture
+def world(
+    settings: Settings, keys: Keys, model: Model, db: Database
+) -> Iterator[tuple[TestClient, dict[str, str], dict[str, str]]]:
+    """Alice's job claimed by the fixture's worker, plus a revoked key of each scope and a
+    second worker key."""
+    with db.write() as conn:
+        _, revoked_client = create_key(conn, name="rc", scope="client", tier="free", now=1.0)
+        _, revoked_worker = create_key(conn, name="rw", scope="worker", tier="free", now=1.0)
+        _, other_worker = create_key(conn, name="ow", scope="worker", tier="free", now=1.0)
+        for token in (revoked_client, revoked_worker):
+            revoke_key(conn, token.split("_")[1], 2.0)
+    with TestClient(create_app(settings, run_duties=False)) as api:
+        alice = {"Authorization": f"Bearer {keys.alice_token}"}
+        job = api.post("/v1/jobs", json=BODIES["/v1/jobs"], headers=alice).json()
+        claim = api.post(
+            "/v1/worker/claim",
+            json=BODIES["/v1/worker/claim"],
+            headers={"Authorization": f"Bearer {keys.worker_token}"},
+        ).json()
+        ids = {"job_id": job["id"], "attempt_id": claim["assignment"]["attempt_id"], "index": "0"}
+        tokens = {
+            "client": keys.alice_token,
+            "worker": keys.worker_token,
+            "revoked-client": revoked_client,
+            "revoked-worker": revoked_worker,
+            "other-client": keys.bob_token,
+            "other-worker": other_worker,
+        }
+        yield api, ids, tokens
+
+
+def endpoints() -> list[tuple[str, str]]:
+    """Every operation in the app's OpenAPI document (the same list clients see)."""
+    schema = create_app(Settings(database_url="sqlite://"), run_duties=False).openapi()
+    return [
+        (method.upper(), path)
+        for path, operations in schema["paths"].items()
+        if path not in PUBLIC
+        for method in operations
+    ]
+
+
+ENDPOINTS = endpoints()
+
+
+def call(api: TestClient, method: str, path: str, ids: dict[str, str], token: str | None) -> int:
+    url = path.format(**ids)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if method == "PUT":
+        headers["Content-Type"] = "image/png"
+        return api.put(url, content=b"png", headers=headers).status_code
+    return api.request(method, url, json=BODIES.get(path), headers=headers).status_code
+
+
+def test_every_api_endpoint_is_in_the_matrix() -> None:
+    audiences = {path.startswith("/v1/worker/") for _, path in ENDPOINTS}
+    assert audiences == {True, False} and len(ENDPOINTS) >= 11
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+def test_no_key_and_revoked_keys_answer_401(
+    world: tuple[TestClient, dict[str, str], dict[str, str]], method: str, path: str
+) -> None:
+    api, ids, tokens = world
+    audience = "worker" if path.startswith("/v1/worker/") else "client"
+    assert call(api, method, path, ids, None) == 401
+    assert call(api, method, path, ids, "if_0000_garbage") == 401
+    assert call(api, method, path, ids, tokens[f"revoked-{audience}"]) == 401
+
+
+@pytest.mark.parametrize(("method", "path"), ENDPOINTS)
+def test_the_wrong_scope_answers_403(
+    world: tuple[TestClient, dict[str, str], dict[str, str]], method: str, path: str
+) -> None:
+    api, ids, tokens = world
+    wrong = "client" if path.startswith("/v1/worker/") else "worker"
+    assert call(api, method, path, ids, tokens[wrong]) == 403
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [(m, p) for m, p in ENDPOINTS if "{job_id}" in p or "{attempt_id}" in p]
+)
+def test_another_tenant_gets_404_for_ids_it_does_not_own(
+    world: tuple[TestClient, dict[str, str], dict[str, str]], method: str, path: str
+) -> None:
+    api, ids, tokens = world
+    other = "other-worker" if path.startswith("/v1/worker/") else "other-client"
+    assert call(api, method, path, ids, tokens[other]) == 404
