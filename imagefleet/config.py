@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     max_side: int = Field(2048, ge=8, description="Largest width or height accepted.")
     max_pixels: int = Field(1536 * 1536, gt=0, description="Largest width*height accepted.")
 
+    max_queued_per_key: int = Field(
+        10_000, ge=1, description="Queued jobs one client key may have at once (429 beyond)."
+    )
+    rate_limit_per_second: float = Field(
+        50.0, ge=0, description="Sustained requests/s per client key, per replica; 0 disables."
+    )
+    rate_limit_burst: int = Field(100, ge=1, description="Requests a client key may burst.")
+    idempotency_window_seconds: float = Field(
+        24 * 3600, gt=0, description="How long an Idempotency-Key returns the same job."
+    )
+
     max_body_bytes: int = Field(1 << 20, gt=0, description="Largest JSON request body.")
     max_upload_bytes: int = Field(
         64 << 20, gt=0, description="Largest artifact a worker may upload."

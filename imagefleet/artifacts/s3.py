@@ -127,10 +127,10 @@ class S3Config(BaseModel):
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
-            fields = [str(error["loc"][0]) if error["loc"] else "" for error in exc.errors()]
             problems = "; ".join(
-                f"{ENV_VARS.get(field, field)}: {error['msg']}"
-                for field, error in zip(fields, exc.errors(), strict=True)
+                f"{ENV_VARS.get(str(error['loc'][0]), '?') + ': ' if error['loc'] else ''}"
+                f"{error['msg'].removeprefix('Value error, ')}"
+                for error in exc.errors()
             )
             raise ValueError(f"invalid S3 artifact store settings: {problems}") from None
 
@@ -138,8 +138,9 @@ class S3Config(BaseModel):
     def _keys_in_pairs(self) -> S3Config:
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ValueError(
-                "set both access_key_id and secret_access_key, or neither to use the AWS "
-                "credential chain (environment, profile, instance role)"
+                "set both IMAGEFLEET_S3_ACCESS_KEY_ID and IMAGEFLEET_S3_SECRET_ACCESS_KEY "
+                "(access_key_id, secret_access_key), or neither to use the AWS credential chain "
+                "(environment, profile, instance role)"
             )
         return self
 

@@ -20,8 +20,15 @@ from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.artifacts.local import LocalArtifactStore
 from imagefleet.config import Settings
 from imagefleet.orchestrator import routes_client, routes_worker
-from imagefleet.orchestrator.errors import Conflict, InvalidField, NotFound, StaleAttempt
+from imagefleet.orchestrator.errors import (
+    Conflict,
+    InvalidField,
+    NotFound,
+    QuotaExceeded,
+    StaleAttempt,
+)
 from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.orchestrator.ratelimit import RateLimiter
 from imagefleet.orchestrator.retention import purge_expired
 from imagefleet.store.database import Database, DatabaseUnavailable
 from imagefleet.store.listener import WorkListener
@@ -152,6 +159,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.db = db
     app.state.lifecycle = JobLifecycle(db, settings)
     app.state.artifacts = artifact_store_for(settings)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.work_signal = WorkSignal()
     app.state.claim_recheck_seconds = POLLING_RECHECK_SECONDS
     app.include_router(routes_client.router)
@@ -174,6 +182,14 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     @app.exception_handler(StaleAttempt)
     async def _stale(_: Request, exc: StaleAttempt) -> JSONResponse:
         return _error(409, str(exc))
+
+    @app.exception_handler(QuotaExceeded)
+    async def _quota(_: Request, exc: QuotaExceeded) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)},
+            status_code=429,
+            headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+        )
 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:

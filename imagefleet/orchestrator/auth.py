@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable
 
 from fastapi import Depends, HTTPException, Request
@@ -48,6 +50,14 @@ def require(audience: str) -> Callable[..., object]:
             raise HTTPException(
                 403, f"this endpoint needs a {audience} key; this key's scope is {key.scope!r}"
             )
+        if audience == "client":
+            wait = request.app.state.rate_limiter.check(key.id, time.monotonic())
+            if wait:
+                raise HTTPException(
+                    429,
+                    "rate limit exceeded for this key; slow down",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
         return key
 
     return dependency

@@ -20,5 +20,13 @@ class StaleAttempt(RuntimeError):
     """409: the attempt no longer owns its job (lease lost, job cancelled or finished)."""
 
 
+class QuotaExceeded(RuntimeError):
+    """429: a per-key limit was reached; `retry_after` says when trying again makes sense."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Conflict(RuntimeError):
     """409: the request contradicts the current state."""

@@ -7,6 +7,7 @@ submit, claim, heartbeat (renew_lease), record_upload, complete, fail, cancel, r
 from __future__ import annotations
 
 import base64
+import hashlib
 import secrets
 import time
 from collections.abc import Callable
@@ -14,9 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 
 from imagefleet.config import Settings
-from imagefleet.orchestrator.errors import InvalidField, NotFound, StaleAttempt
+from imagefleet.orchestrator.errors import (
+    Conflict,
+    InvalidField,
+    NotFound,
+    QuotaExceeded,
+    StaleAttempt,
+)
 from imagefleet.protocol import (
     Assignment,
     AttemptOutcome,
@@ -76,15 +84,53 @@ class JobLifecycle:
 
     # --- client side ---------------------------------------------------------------------------
 
-    def submit(self, owner: ApiKey, job: Txt2ImgJob) -> job_sql.JobRow:
-        """Validates against server limits and queues the job; the seed is fixed here."""
+    def submit(
+        self, owner: ApiKey, job: Txt2ImgJob, idempotency_key: str | None = None
+    ) -> tuple[job_sql.JobRow, bool]:
+        """Validates against server limits and queues the job; the seed is fixed here.
+
+        With an idempotency key, a repeat of the same request within the window returns the
+        first job (and True: replayed) instead of queueing another; a different request under
+        the same key is a Conflict. Two identical submits racing on PostgreSQL collide on the
+        key's primary key; the loser retries once and finds the winner's job.
+        """
+        try:
+            return self._submit(owner, job, idempotency_key)
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            return self._submit(owner, job, idempotency_key)
+
+    def _submit(
+        self, owner: ApiKey, job: Txt2ImgJob, idempotency_key: str | None
+    ) -> tuple[job_sql.JobRow, bool]:
+        request_hash = hashlib.sha256(job.model_dump_json().encode()).hexdigest()
         params = self._check_limits(job.params)
         now = self.clock()
         job_id = secrets.token_hex(16)
         with self.db.write() as conn:
+            if idempotency_key:
+                window_start = now - self.settings.idempotency_window_seconds
+                found = job_sql.find_idempotent(conn, owner.id, idempotency_key, window_start)
+                if found:
+                    if found[0] != request_hash:
+                        raise Conflict(
+                            "this Idempotency-Key was already used with a different request "
+                            "body; use a new key for a new job"
+                        )
+                    replayed = job_sql.get_job(conn, found[1])
+                    assert replayed is not None
+                    return replayed, True
             model = latest_model(conn, params.model)
             if model is None:
                 raise NotFound(f"no model named {params.model!r}; see GET /v1/models")
+            queued = job_sql.count_queued(conn, owner.id)
+            if queued >= self.settings.max_queued_per_key:
+                raise QuotaExceeded(
+                    f"this key already has {queued} queued jobs (the limit is "
+                    f"{self.settings.max_queued_per_key}); wait for some to start",
+                    retry_after=5.0,
+                )
             job_sql.insert_job(
                 conn,
                 id=job_id,
@@ -99,9 +145,13 @@ class JobLifecycle:
                 created_at=now,
                 max_attempts=self.settings.max_attempts,
             )
+            if idempotency_key:
+                job_sql.remember_idempotent(
+                    conn, owner.id, idempotency_key, request_hash, job_id, now
+                )
             row = job_sql.get_job(conn, job_id)
         assert row is not None
-        return row
+        return row, False
 
     def get(self, owner: ApiKey, job_id: str) -> job_sql.JobRow:
         with self.db.read() as conn:

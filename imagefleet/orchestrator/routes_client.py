@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from imagefleet.orchestrator.auth import client_key
@@ -36,10 +36,37 @@ def _views(request: Request, rows: list[JobRow]) -> list[JobView]:
     return [job_view(row, outputs[row.id], url) for row in rows]
 
 
-@router.post("/jobs", status_code=201, response_model=JobView, summary="Submit a job")
-async def submit_job(request: Request, key: Key, job: Annotated[JobCreate, Body()]) -> JobView:
-    row = await run_in_threadpool(_lifecycle(request).submit, key, job)
-    request.app.state.work_signal.notify()
+@router.post(
+    "/jobs",
+    status_code=201,
+    response_model=JobView,
+    summary="Submit a job",
+    responses={
+        200: {"description": "A repeat of an earlier submit with the same Idempotency-Key"},
+        409: {"description": "The Idempotency-Key was used with a different body"},
+        429: {"description": "Rate limit or queued-jobs limit reached; see Retry-After"},
+    },
+)
+async def submit_job(
+    request: Request,
+    response: Response,
+    key: Key,
+    job: Annotated[JobCreate, Body()],
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="Makes retries safe: the same key and body within 24 h return the "
+            "same job instead of queueing another.",
+        ),
+    ] = None,
+) -> JobView:
+    row, replayed = await run_in_threadpool(_lifecycle(request).submit, key, job, idempotency_key)
+    if replayed:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        request.app.state.work_signal.notify()
     return (await run_in_threadpool(_views, request, [row]))[0]
 
 

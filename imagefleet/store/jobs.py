@@ -15,7 +15,7 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from imagefleet.protocol import JobStatus
 from imagefleet.store.database import notify_work
-from imagefleet.store.tables import artifacts, attempts, jobs, models
+from imagefleet.store.tables import artifacts, attempts, idempotency_keys, jobs, models
 
 RUNNING = JobStatus.running.value
 QUEUED = JobStatus.queued.value
@@ -440,3 +440,47 @@ def delete_jobs(conn: Connection, job_ids: list[str]) -> int:
     conn.execute(artifacts.delete().where(artifacts.c.job_id.in_(job_ids)))
     conn.execute(attempts.delete().where(attempts.c.job_id.in_(job_ids)))
     return conn.execute(jobs.delete().where(jobs.c.id.in_(job_ids))).rowcount
+
+
+def count_queued(conn: Connection, owner_key_id: str) -> int:
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(jobs)
+            .where(jobs.c.owner_key_id == owner_key_id, jobs.c.status == QUEUED)
+        ).scalar_one()
+    )
+
+
+def find_idempotent(
+    conn: Connection, owner_key_id: str, key: str, since: float
+) -> tuple[str, str] | None:
+    """(request hash, job id) of a submit made with this key after `since`, if any."""
+    row = conn.execute(
+        select(idempotency_keys.c.request_hash, idempotency_keys.c.job_id).where(
+            idempotency_keys.c.owner_key_id == owner_key_id,
+            idempotency_keys.c.key == key,
+            idempotency_keys.c.created_at >= since,
+        )
+    ).first()
+    return (row.request_hash, row.job_id) if row else None
+
+
+def remember_idempotent(
+    conn: Connection, owner_key_id: str, key: str, request_hash: str, job_id: str, now: float
+) -> None:
+    """Records the submit; an expired entry under the same key is replaced."""
+    conn.execute(
+        idempotency_keys.delete().where(
+            idempotency_keys.c.owner_key_id == owner_key_id, idempotency_keys.c.key == key
+        )
+    )
+    conn.execute(
+        insert(idempotency_keys).values(
+            owner_key_id=owner_key_id,
+            key=key,
+            request_hash=request_hash,
+            job_id=job_id,
+            created_at=now,
+        )
+    )

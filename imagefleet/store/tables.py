@@ -79,6 +79,17 @@ jobs = Table(
 Index("ix_jobs_queue", jobs.c.status, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_owner", jobs.c.owner_key_id, jobs.c.created_at, jobs.c.id)
 Index("ix_jobs_lease", jobs.c.status, jobs.c.lease_expires_at)
+Index("ix_jobs_owner_status", jobs.c.owner_key_id, jobs.c.status)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("owner_key_id", String(32), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
 
 attempts = Table(
     "attempts",

@@ -270,3 +270,29 @@ def test_models_are_listed_and_openapi_is_served(api: TestClient, keys: Keys) ->
     assert {"/v1/jobs", "/v1/worker/claim", "/v1/worker/attempts/{attempt_id}/complete"} <= set(
         paths
     )
+
+
+def test_idempotent_submits_over_http(api: TestClient, keys: Keys) -> None:
+    headers = {**auth(keys.alice_token), "Idempotency-Key": "order-42"}
+    body = {"kind": "txt2img", "params": PARAMS}
+    first = api.post("/v1/jobs", json=body, headers=headers)
+    again = api.post("/v1/jobs", json=body, headers=headers)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert (
+        again.json()["id"] == first.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
+    )
+    changed = api.post("/v1/jobs", json={**body, "params": {**PARAMS, "steps": 3}}, headers=headers)
+    assert changed.status_code == 409 and "Idempotency-Key" in changed.json()["detail"]
+
+
+def test_a_client_over_its_rate_limit_gets_429_with_retry_after(
+    settings: Settings, keys: Keys, model: Model
+) -> None:
+    settings.rate_limit_per_second = 1
+    settings.rate_limit_burst = 3
+    with TestClient(create_app(settings, run_duties=False)) as api:
+        codes = [api.get("/v1/jobs", headers=auth(keys.alice_token)).status_code for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] and codes[3] == 429
+        limited = api.get("/v1/jobs", headers=auth(keys.alice_token))
+        assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert api.get("/v1/jobs", headers=auth(keys.bob_token)).status_code == 200

@@ -21,7 +21,7 @@ from tests.conftest import Clock, Keys
 def finished_job(lifecycle: JobLifecycle, keys: Keys, store: LocalArtifactStore) -> tuple[str, str]:
     job = lifecycle.submit(
         keys.alice, Txt2ImgJob(params=Txt2ImgParams(prompt="x", model="demo", width=64, height=64))
-    )
+    )[0]
     assignment = lifecycle.claim(keys.worker, ClaimRequest(worker_id="w", node_id="n"))
     assert assignment
     key = f"jobs/{job.id}/{assignment.attempt_id}/0.png"
@@ -58,7 +58,7 @@ def test_old_finished_jobs_and_their_files_are_deleted_in_batches(
     recent = finished_job(lifecycle, keys, store)
     queued = lifecycle.submit(
         keys.alice, Txt2ImgJob(params=Txt2ImgParams(prompt="y", model="demo", width=64, height=64))
-    )
+    )[0]
     purged = purge_expired(db, store, older_than_seconds=1800, now=clock.now, batch_size=2)
     assert purged == 5
     assert all(not store.path(key).exists() for _, key in old)

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from imagefleet.orchestrator.errors import InvalidField, NotFound, StaleAttempt
+from imagefleet.config import Settings
+from imagefleet.orchestrator.errors import (
+    Conflict,
+    InvalidField,
+    NotFound,
+    QuotaExceeded,
+    StaleAttempt,
+)
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.protocol import (
     Assignment,
@@ -24,7 +31,7 @@ from tests.conftest import Clock, Keys
 def submit(lifecycle: JobLifecycle, keys: Keys, **params: object) -> str:
     fields: dict[str, object] = {"prompt": "a cat", "model": "demo", "width": 64, "height": 64}
     job = Txt2ImgJob(params=Txt2ImgParams.model_validate({**fields, **params}))
-    return lifecycle.submit(keys.alice, job).id
+    return lifecycle.submit(keys.alice, job)[0].id
 
 
 def claim(
@@ -248,6 +255,49 @@ def test_paid_tier_jobs_are_claimed_before_older_free_ones(
     submit(lifecycle, keys)
     paid = lifecycle.submit(
         keys.bob, Txt2ImgJob(params=Txt2ImgParams(prompt="x", model="demo", width=64, height=64))
-    )
+    )[0]
     assignment = claim(lifecycle, keys)
     assert assignment and assignment.job_id == paid.id
+
+
+def test_a_repeated_idempotent_submit_returns_the_first_job(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    job = Txt2ImgJob(params=Txt2ImgParams(prompt="x", model="demo", width=64, height=64))
+    first, replayed_first = lifecycle.submit(keys.alice, job, "order-1")
+    again, replayed_again = lifecycle.submit(keys.alice, job, "order-1")
+    assert (again.id, replayed_first, replayed_again) == (first.id, False, True)
+    other, _ = lifecycle.submit(keys.bob, job, "order-1")  # keys are per client
+    assert other.id != first.id
+
+
+def test_an_idempotency_key_reused_with_another_body_is_a_conflict(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    lifecycle.submit(keys.alice, Txt2ImgJob(params=Txt2ImgParams(prompt="x", model="demo")), "k")
+    with pytest.raises(Conflict, match="different request body"):
+        lifecycle.submit(
+            keys.alice, Txt2ImgJob(params=Txt2ImgParams(prompt="y", model="demo")), "k"
+        )
+
+
+def test_an_idempotency_key_expires_after_its_window(
+    lifecycle: JobLifecycle, keys: Keys, clock: Clock
+) -> None:
+    job = Txt2ImgJob(params=Txt2ImgParams(prompt="x", model="demo", width=64, height=64))
+    first, _ = lifecycle.submit(keys.alice, job, "k")
+    clock.advance(24 * 3600 + 1)
+    later, replayed = lifecycle.submit(keys.alice, job, "k")
+    assert later.id != first.id and not replayed
+
+
+def test_a_client_cannot_queue_more_than_its_limit(
+    lifecycle: JobLifecycle, keys: Keys, settings: Settings
+) -> None:
+    settings.max_queued_per_key = 2
+    submit(lifecycle, keys)
+    submit(lifecycle, keys)
+    with pytest.raises(QuotaExceeded, match="already has 2 queued jobs"):
+        submit(lifecycle, keys)
+    assert claim(lifecycle, keys)  # one starts running: room for one more
+    submit(lifecycle, keys)
