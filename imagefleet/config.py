@@ -35,6 +35,10 @@ class Settings(BaseSettings):
         2.0, gt=0, description="How often expired leases are reaped."
     )
     max_attempts: int = Field(3, ge=1, description="Failed attempts before a job fails for good.")
+    quarantine_failures: int = Field(
+        5, ge=0, description="Failed attempts in the window that quarantine a node; 0 disables."
+    )
+    quarantine_window_seconds: float = Field(600.0, gt=0, description="The quarantine window.")
     tier_priority: dict[str, int] = Field(
         default_factory=lambda: {"free": 0, "paid": 10},
         description='Queue priority per client tier, as JSON: {"free": 0, "paid": 10}.',

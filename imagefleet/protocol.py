@@ -150,6 +150,23 @@ class ModelView(BaseModel):
     size_bytes: int
 
 
+class NodeView(BaseModel):
+    id: str
+    status: Literal["active", "quarantined"]
+    reason: str | None = None
+    quarantined_at: datetime | None = None
+    recent_failures: int = Field(description="Failed attempts within the quarantine window.")
+    last_seen_at: datetime | None = None
+
+
+class NodeEventView(BaseModel):
+    id: int
+    node_id: str
+    kind: Literal["quarantined", "released"]
+    reason: str
+    created_at: datetime
+
+
 # --- worker protocol ---------------------------------------------------------------------------
 
 
@@ -205,6 +222,9 @@ class Assignment(BaseModel):
 
 class ClaimResponse(BaseModel):
     assignment: Assignment | None = None
+    quarantined: str | None = Field(
+        None, description="Set when this node is quarantined: why. Ask an admin to release it."
+    )
     retry_after_seconds: float = Field(
         0.0, description="When nothing was handed out: wait this long."
     )

@@ -17,6 +17,7 @@ from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.store.database import Database
 from imagefleet.store.keys import ApiKey, create_key
 from imagefleet.store.models import Model, register_model
+from imagefleet.store.tables import metadata
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -48,7 +49,7 @@ class Keys:
 
 # The PostgreSQL tests create (and drop) their own database through this server.
 PG_ADMIN_URL = os.environ.get("IMAGEFLEET_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TABLES = "api_keys, models, jobs, attempts, artifacts, workers"
+TABLES = ", ".join(table.name for table in metadata.sorted_tables)
 
 
 @pytest.fixture(scope="session")

@@ -65,26 +65,15 @@ def _shared_session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
-ENV_VARS: dict[str, str] = {
-    "endpoint_url": "IMAGEFLEET_S3_ENDPOINT_URL",
-    "presign_endpoint_url": "IMAGEFLEET_S3_PRESIGN_ENDPOINT_URL",
-    "region": "IMAGEFLEET_S3_REGION",
-    "bucket": "IMAGEFLEET_S3_BUCKET",
-    "prefix": "IMAGEFLEET_S3_PREFIX",
-    "access_key_id": "IMAGEFLEET_S3_ACCESS_KEY_ID",
-    "secret_access_key": "IMAGEFLEET_S3_SECRET_ACCESS_KEY",
-    "presign_expiry_seconds": "IMAGEFLEET_S3_PRESIGN_EXPIRY_SECONDS",
-    "multipart_threshold_bytes": "IMAGEFLEET_S3_MULTIPART_THRESHOLD_BYTES",
-    "multipart_part_bytes": "IMAGEFLEET_S3_MULTIPART_PART_BYTES",
-    "addressing_style": "IMAGEFLEET_S3_ADDRESSING_STYLE",
-}
-
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
 
 
 class S3Config(BaseModel):
-    """Where the bucket is and how to talk to it; see docs/storage.md for each provider."""
+    """Where the bucket is and how to talk to it; see docs/storage.md for each provider.
+
+    Every field can be set as `IMAGEFLEET_S3_<FIELD>` (upper case); see `from_env`.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -121,14 +110,15 @@ class S3Config(BaseModel):
         """The config from `IMAGEFLEET_S3_*` variables, or None when no bucket is set (the
         orchestrator then keeps the local store). Empty variables count as unset."""
         env = os.environ if environ is None else environ
-        if not env.get(ENV_VARS["bucket"]):
+        names = {field: f"IMAGEFLEET_S3_{field.upper()}" for field in cls.model_fields}
+        if not env.get(names["bucket"]):
             return None
-        values = {field: env[name] for field, name in ENV_VARS.items() if env.get(name)}
+        values = {field: env[name] for field, name in names.items() if env.get(name)}
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
             problems = "; ".join(
-                f"{ENV_VARS.get(str(error['loc'][0]), '?') + ': ' if error['loc'] else ''}"
+                f"{names.get(str(error['loc'][0]), '?') + ': ' if error['loc'] else ''}"
                 f"{error['msg'].removeprefix('Value error, ')}"
                 for error in exc.errors()
             )

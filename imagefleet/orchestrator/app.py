@@ -19,7 +19,7 @@ from imagefleet import __version__
 from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.artifacts.local import LocalArtifactStore
 from imagefleet.config import Settings
-from imagefleet.orchestrator import routes_client, routes_worker
+from imagefleet.orchestrator import routes_admin, routes_client, routes_worker
 from imagefleet.orchestrator.errors import (
     Conflict,
     InvalidField,
@@ -164,6 +164,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.claim_recheck_seconds = POLLING_RECHECK_SECONDS
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
+    app.include_router(routes_admin.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")

@@ -25,6 +25,7 @@ from imagefleet.orchestrator.errors import (
     QuotaExceeded,
     StaleAttempt,
 )
+from imagefleet.orchestrator.node_health import NodeHealth
 from imagefleet.protocol import (
     Assignment,
     AttemptOutcome,
@@ -81,6 +82,7 @@ class JobLifecycle:
         self.settings = settings
         self.clock = clock
         self.policy = policy
+        self.health = NodeHealth(db, settings)
 
     # --- client side ---------------------------------------------------------------------------
 
@@ -211,6 +213,7 @@ class JobLifecycle:
         )
         with self.db.write() as conn:
             worker_sql.touch_worker(conn, request, now)
+            self.health.check_claim(conn, request.node_id)
             queued = job_sql.queued_candidates(conn, list(worker.kinds), CANDIDATE_WINDOW)
             ranked = self.policy(worker, [_candidate(job, now) for job in queued])
             for candidate in ranked:
@@ -370,6 +373,8 @@ class JobLifecycle:
                 error_code=request.code,
                 error_message=request.message,
             )
+            if not handed_back:
+                self.health.after_failure(conn, attempt.node_id, request.code, now)
             status = self._retry_or_fail(
                 conn,
                 row,

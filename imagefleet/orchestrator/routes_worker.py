@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from imagefleet.artifacts.base import ArtifactTooLarge
 from imagefleet.orchestrator.auth import worker_key
 from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.protocol import (
     AttemptOutcome,
     ClaimRequest,
@@ -26,6 +27,7 @@ from imagefleet.protocol import (
 from imagefleet.store.keys import ApiKey
 
 router = APIRouter(prefix="/v1/worker", tags=["worker"])
+QUARANTINED_RETRY_SECONDS = 60.0
 Key = Annotated[ApiKey, Depends(worker_key)]
 UPLOAD_TYPES = ("image/png",)
 
@@ -44,7 +46,12 @@ async def claim(request: Request, key: Key, body: ClaimRequest) -> ClaimResponse
     deadline = time.monotonic() + wait
     while True:
         waiter = signal.waiter()
-        assignment = await run_in_threadpool(lifecycle.claim, key, body)
+        try:
+            assignment = await run_in_threadpool(lifecycle.claim, key, body)
+        except NodeQuarantined as exc:
+            return ClaimResponse(
+                quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
+            )
         remaining = deadline - time.monotonic()
         if assignment is not None or remaining <= 0 or await request.is_disconnected():
             return ClaimResponse(

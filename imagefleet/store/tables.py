@@ -108,6 +108,7 @@ attempts = Table(
     UniqueConstraint("job_id", "seq", name="uq_attempts_job_seq"),
 )
 Index("ix_attempts_job", attempts.c.job_id)
+Index("ix_attempts_node_outcome", attempts.c.node_id, attempts.c.outcome, attempts.c.ended_at)
 
 artifacts = Table(
     "artifacts",
@@ -135,4 +136,23 @@ workers = Table(
     Column("capabilities", Text, nullable=False),
     Column("first_seen_at", Float, nullable=False),
     Column("last_seen_at", Float, nullable=False),
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", String(200), primary_key=True),
+    Column("quarantined_at", Float),
+    Column("reason", Text),
+    Column("updated_at", Float, nullable=False),
+)
+
+node_events = Table(
+    "node_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("node_id", String(200), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
 )

@@ -99,21 +99,30 @@ class Worker:
         try:
             while not self._stopping and (max_jobs is None or self.jobs_done < max_jobs):
                 try:
-                    assignment = self.client.claim(self._claim_request())
+                    answer = self.client.claim(self._claim_request())
                 except Unauthorized:
                     raise
                 except Exception as exc:
                     if self._stopping:
                         break
                     log.warning("claim failed: %s; retrying", exc)
-                    time.sleep(2.0)
+                    self._sleep(2.0)
                     continue
-                if assignment is not None:
-                    self.process(assignment)
+                if answer.quarantined:
+                    log.warning("this node is quarantined: %s", answer.quarantined)
+                    self._sleep(answer.retry_after_seconds)
+                elif answer.assignment is not None:
+                    self.process(answer.assignment)
                     self.jobs_done += 1
         finally:
             self.client.close()
         log.info("worker %s stopped after %d jobs", self.config.worker_id, self.jobs_done)
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleeps, waking early when a stop is requested."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(min(0.5, deadline - time.monotonic()))
 
     def _claim_request(self) -> ClaimRequest:
         resident = self.engine.resident_model

@@ -15,7 +15,6 @@ from typing import TypeVar
 import httpx
 
 from imagefleet.protocol import (
-    Assignment,
     AttemptOutcome,
     ClaimRequest,
     ClaimResponse,
@@ -58,9 +57,9 @@ class OrchestratorClient:
     def close(self) -> None:
         self.http.close()
 
-    def claim(self, request: ClaimRequest) -> Assignment | None:
+    def claim(self, request: ClaimRequest) -> ClaimResponse:
         response = self._call(lambda: self.http.post("/v1/worker/claim", json=request.model_dump()))
-        return ClaimResponse.model_validate(response.json()).assignment
+        return ClaimResponse.model_validate(response.json())
 
     def heartbeat(self, attempt_id: str, step: int, total: int) -> HeartbeatResponse:
         body = HeartbeatRequest(step=step, total_steps=total).model_dump()

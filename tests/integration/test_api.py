@@ -296,3 +296,34 @@ def test_a_client_over_its_rate_limit_gets_429_with_retry_after(
         limited = api.get("/v1/jobs", headers=auth(keys.alice_token))
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
         assert api.get("/v1/jobs", headers=auth(keys.bob_token)).status_code == 200
+
+
+def test_admins_see_quarantined_nodes_and_can_release_them(
+    settings: Settings, keys: Keys, model: Model
+) -> None:
+    settings.quarantine_failures = 2
+    with TestClient(create_app(settings, run_duties=False)) as api:
+        worker = auth(keys.worker_token)
+        for _ in range(2):
+            submit(api, keys.alice_token)
+            attempt = claim(api, keys)["attempt_id"]
+            api.post(
+                f"/v1/worker/attempts/{attempt}/fail", json={"code": "cuda_error"}, headers=worker
+            )
+        refused = api.post(
+            "/v1/worker/claim", json={"worker_id": "w", "node_id": "n"}, headers=worker
+        )
+        assert refused.json()["assignment"] is None
+        assert "2 failed attempts" in refused.json()["quarantined"]
+        admin = auth(keys.admin_token)
+        nodes = api.get("/v1/admin/nodes", headers=admin).json()
+        assert [(n["id"], n["status"], n["recent_failures"]) for n in nodes] == [
+            ("n", "quarantined", 2)
+        ]
+        events = api.get("/v1/admin/events", headers=admin).json()
+        assert [(e["node_id"], e["kind"]) for e in events] == [("n", "quarantined")]
+        released = api.post("/v1/admin/nodes/n/release", headers=admin).json()
+        assert released[0]["status"] == "active"
+        assert api.post("/v1/admin/nodes/n/release", headers=admin).status_code == 404
+        later = api.get("/v1/admin/events", params={"after": events[0]["id"]}, headers=admin).json()
+        assert [e["kind"] for e in later] == ["released"]

@@ -40,7 +40,8 @@ def world(
         _, revoked_client = create_key(conn, name="rc", scope="client", tier="free", now=1.0)
         _, revoked_worker = create_key(conn, name="rw", scope="worker", tier="free", now=1.0)
         _, other_worker = create_key(conn, name="ow", scope="worker", tier="free", now=1.0)
-        for token in (revoked_client, revoked_worker):
+        _, revoked_admin = create_key(conn, name="ra", scope="admin", tier="free", now=1.0)
+        for token in (revoked_client, revoked_worker, revoked_admin):
             revoke_key(conn, token.split("_")[1], 2.0)
     with TestClient(create_app(settings, run_duties=False)) as api:
         alice = {"Authorization": f"Bearer {keys.alice_token}"}
@@ -50,12 +51,18 @@ def world(
             json=BODIES["/v1/worker/claim"],
             headers={"Authorization": f"Bearer {keys.worker_token}"},
         ).json()
-        ids = {"job_id": job["id"], "attempt_id": claim["assignment"]["attempt_id"], "index": "0"}
+        ids = {
+            "job_id": job["id"],
+            "attempt_id": claim["assignment"]["attempt_id"],
+            "index": "0",
+            "node_id": "n",
+        }
         tokens = {
             "client": keys.alice_token,
             "worker": keys.worker_token,
             "revoked-client": revoked_client,
             "revoked-worker": revoked_worker,
+            "revoked-admin": revoked_admin,
             "other-client": keys.bob_token,
             "other-worker": other_worker,
         }
@@ -85,9 +92,20 @@ def call(api: TestClient, method: str, path: str, ids: dict[str, str], token: st
     return api.request(method, url, json=BODIES.get(path), headers=headers).status_code
 
 
+def audience(path: str) -> str:
+    for prefix, name in (("/v1/worker/", "worker"), ("/v1/admin/", "admin"), ("/v1/", "client")):
+        if path.startswith(prefix):
+            return name
+    raise AssertionError(f"{path} belongs to no audience: classify it here")
+
+
+# The scope that is wrong for each audience (admins may act as clients, so not vice versa).
+WRONG_SCOPE = {"worker": "client", "client": "worker", "admin": "client"}
+
+
 def test_every_api_endpoint_is_in_the_matrix() -> None:
-    audiences = {path.startswith("/v1/worker/") for _, path in ENDPOINTS}
-    assert audiences == {True, False} and len(ENDPOINTS) >= 11
+    assert {audience(path) for _, path in ENDPOINTS} == {"worker", "client", "admin"}
+    assert len(ENDPOINTS) >= 14
 
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
@@ -95,10 +113,9 @@ def test_no_key_and_revoked_keys_answer_401(
     world: tuple[TestClient, dict[str, str], dict[str, str]], method: str, path: str
 ) -> None:
     api, ids, tokens = world
-    audience = "worker" if path.startswith("/v1/worker/") else "client"
     assert call(api, method, path, ids, None) == 401
     assert call(api, method, path, ids, "if_0000_garbage") == 401
-    assert call(api, method, path, ids, tokens[f"revoked-{audience}"]) == 401
+    assert call(api, method, path, ids, tokens[f"revoked-{audience(path)}"]) == 401
 
 
 @pytest.mark.parametrize(("method", "path"), ENDPOINTS)
@@ -106,8 +123,9 @@ def test_the_wrong_scope_answers_403(
     world: tuple[TestClient, dict[str, str], dict[str, str]], method: str, path: str
 ) -> None:
     api, ids, tokens = world
-    wrong = "client" if path.startswith("/v1/worker/") else "worker"
-    assert call(api, method, path, ids, tokens[wrong]) == 403
+    assert call(api, method, path, ids, tokens[WRONG_SCOPE[audience(path)]]) == 403
+    if audience(path) == "admin":
+        assert call(api, method, path, ids, tokens["worker"]) == 403
 
 
 @pytest.mark.parametrize(

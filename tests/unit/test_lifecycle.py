@@ -13,6 +13,7 @@ from imagefleet.orchestrator.errors import (
     StaleAttempt,
 )
 from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.protocol import (
     Assignment,
     ClaimRequest,
@@ -301,3 +302,43 @@ def test_a_client_cannot_queue_more_than_its_limit(
         submit(lifecycle, keys)
     assert claim(lifecycle, keys)  # one starts running: room for one more
     submit(lifecycle, keys)
+
+
+def fail_on(lifecycle: JobLifecycle, keys: Keys, node: str, code: str = "worker_error") -> None:
+    submit(lifecycle, keys)
+    assignment = claim(lifecycle, keys, node=node, worker=node)
+    assert assignment
+    lifecycle.fail(keys.worker, assignment.attempt_id, FailRequest(code=code, message="boom"))
+
+
+def test_a_node_failing_too_often_is_quarantined_and_refused_work(
+    lifecycle: JobLifecycle, keys: Keys, clock: Clock
+) -> None:
+    for _ in range(4):
+        fail_on(lifecycle, keys, "bad-node")
+        clock.advance(60)
+    submit(lifecycle, keys)
+    assert claim(lifecycle, keys, node="bad-node", worker="bad-node") is not None  # 4 < 5
+    fail_on(lifecycle, keys, "bad-node")  # the fifth failure within 10 minutes
+    with pytest.raises(NodeQuarantined, match="5 failed attempts"):
+        claim(lifecycle, keys, node="bad-node", worker="bad-node")
+    assert claim(lifecycle, keys, node="good-node", worker="good-node") is not None
+    events = lifecycle.health.events(0, 10)
+    assert [(e.node_id, e.kind) for e in events] == [("bad-node", "quarantined")]
+    assert lifecycle.health.release("bad-node", clock.now)
+    submit(lifecycle, keys)
+    assert claim(lifecycle, keys, node="bad-node", worker="bad-node") is not None
+    assert [e.kind for e in lifecycle.health.events(events[0].id, 10)] == ["released"]
+    fail_on(lifecycle, keys, "bad-node")  # a release starts the count afresh
+    assert [e.kind for e in lifecycle.health.events(0, 10)] == ["quarantined", "released"]
+
+
+def test_failures_spread_over_a_long_time_or_caused_by_the_job_do_not_quarantine(
+    lifecycle: JobLifecycle, keys: Keys, clock: Clock
+) -> None:
+    for _ in range(6):
+        fail_on(lifecycle, keys, "slow-node")
+        clock.advance(200)  # 5 failures never fit in 600 s
+    for _ in range(6):
+        fail_on(lifecycle, keys, "node-b", code="invalid_input")
+    assert lifecycle.health.events(0, 10) == []

@@ -1,0 +1,139 @@
+"""Node health: failure counts, quarantine, and the node event log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from imagefleet.store.tables import attempts, node_events, nodes, workers
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    id: str
+    quarantined_at: float | None
+    reason: str | None
+    recent_failures: int
+    last_seen_at: float | None
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    id: int
+    node_id: str
+    kind: str
+    reason: str
+    created_at: float
+
+
+def recent_failures(conn: Connection, node_id: str, since: float, excluded_codes: set[str]) -> int:
+    """Failed attempts on the node since `since` that were the node's fault."""
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(attempts)
+            .where(
+                attempts.c.node_id == node_id,
+                attempts.c.outcome == "failed",
+                attempts.c.ended_at >= since,
+                attempts.c.error_code.not_in(excluded_codes),
+            )
+        ).scalar_one()
+    )
+
+
+def released_at(conn: Connection, node_id: str) -> float | None:
+    """When the node's last quarantine was lifted (failures before it no longer count)."""
+    row = conn.execute(
+        select(nodes.c.updated_at).where(nodes.c.id == node_id, nodes.c.quarantined_at.is_(None))
+    ).first()
+    return row.updated_at if row else None
+
+
+def quarantine_reason(conn: Connection, node_id: str) -> str | None:
+    row = conn.execute(
+        select(nodes.c.reason).where(nodes.c.id == node_id, nodes.c.quarantined_at.is_not(None))
+    ).first()
+    return row.reason if row else None
+
+
+def quarantine(conn: Connection, node_id: str, reason: str, now: float) -> bool:
+    """Marks the node quarantined (and logs the event); False if it already was."""
+    if quarantine_reason(conn, node_id) is not None:
+        return False
+    changed = conn.execute(
+        update(nodes)
+        .where(nodes.c.id == node_id)
+        .values(quarantined_at=now, reason=reason, updated_at=now)
+    ).rowcount
+    if not changed:
+        conn.execute(
+            insert(nodes).values(id=node_id, quarantined_at=now, reason=reason, updated_at=now)
+        )
+    conn.execute(
+        insert(node_events).values(
+            node_id=node_id, kind="quarantined", reason=reason, created_at=now
+        )
+    )
+    return True
+
+
+def release(conn: Connection, node_id: str, reason: str, now: float) -> bool:
+    """Lifts a quarantine (and logs the event); False if the node was not quarantined."""
+    changed = conn.execute(
+        update(nodes)
+        .where(nodes.c.id == node_id, nodes.c.quarantined_at.is_not(None))
+        .values(quarantined_at=None, reason=None, updated_at=now)
+    ).rowcount
+    if changed:
+        conn.execute(
+            insert(node_events).values(
+                node_id=node_id, kind="released", reason=reason, created_at=now
+            )
+        )
+    return bool(changed)
+
+
+def list_nodes(conn: Connection, since: float, excluded_codes: set[str]) -> list[NodeRow]:
+    """Every node seen through a claim or a quarantine, with its failures in the window."""
+    seen = dict(
+        conn.execute(
+            select(workers.c.node_id, func.max(workers.c.last_seen_at)).group_by(workers.c.node_id)
+        ).all()
+    )
+    state = {row.id: row for row in conn.execute(select(nodes))}
+    failures: dict[str, int] = dict(
+        conn.execute(
+            select(attempts.c.node_id, func.count())
+            .where(
+                attempts.c.outcome == "failed",
+                attempts.c.ended_at >= since,
+                attempts.c.error_code.not_in(excluded_codes),
+            )
+            .group_by(attempts.c.node_id)
+        ).all()
+    )
+    result = []
+    for node_id in sorted(set(seen) | set(state)):
+        row = state.get(node_id)
+        result.append(
+            NodeRow(
+                id=node_id,
+                quarantined_at=row.quarantined_at if row else None,
+                reason=row.reason if row else None,
+                recent_failures=int(failures.get(node_id, 0)),
+                last_seen_at=seen.get(node_id),
+            )
+        )
+    return result
+
+
+def events_after(conn: Connection, after_id: int, limit: int) -> list[NodeEvent]:
+    rows = conn.execute(
+        select(node_events)
+        .where(node_events.c.id > after_id)
+        .order_by(node_events.c.id)
+        .limit(limit)
+    ).mappings()
+    return [NodeEvent(**row) for row in rows]
