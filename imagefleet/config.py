@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         24 * 3600, gt=0, description="How long an Idempotency-Key returns the same job."
     )
 
+    proxy_downloads: bool = Field(
+        False,
+        description="With S3: serve downloads through the API instead of presigned URLs.",
+    )
+
     max_body_bytes: int = Field(1 << 20, gt=0, description="Largest JSON request body.")
     max_upload_bytes: int = Field(
         64 << 20, gt=0, description="Largest artifact a worker may upload."

@@ -209,6 +209,17 @@ class ModelRef(BaseModel):
     config_sha256: str | None = None
 
 
+class UploadTarget(BaseModel):
+    """Where a worker puts output `index` itself, bypassing the API (S3-compatible stores)."""
+
+    index: int
+    url: str = Field(description="Presigned PUT URL; send exactly `content_type`.")
+    content_type: str
+    multipart_threshold_bytes: int = Field(
+        description="Files larger than this go through the multipart endpoints instead."
+    )
+
+
 class Assignment(BaseModel):
     job_id: str
     attempt_id: str
@@ -218,6 +229,10 @@ class Assignment(BaseModel):
     kind: JobKind
     params: Txt2ImgParams
     models: list[ModelRef]
+    uploads: list[UploadTarget] = Field(
+        default_factory=list,
+        description="Direct upload URLs, one per output; empty means upload through the API.",
+    )
 
 
 class ClaimResponse(BaseModel):
@@ -241,6 +256,33 @@ class HeartbeatResponse(BaseModel):
     reason: str | None = None
 
 
+class MultipartStart(Strict):
+    size_bytes: int = Field(gt=0)
+    content_type: str = Field("image/png", max_length=100)
+
+
+class MultipartPart(BaseModel):
+    part_number: int
+    url: str
+    size_bytes: int
+
+
+class MultipartUpload(BaseModel):
+    upload_id: str
+    part_size: int
+    parts: list[MultipartPart]
+
+
+class FinishedPart(Strict):
+    part_number: int = Field(ge=1, le=10_000)
+    etag: str = Field(min_length=1, max_length=200)
+
+
+class MultipartFinish(Strict):
+    upload_id: str = Field(min_length=1, max_length=1000)
+    parts: list[FinishedPart] = Field(min_length=1, max_length=10_000)
+
+
 class UploadedArtifact(BaseModel):
     key: str
     size_bytes: int
@@ -249,6 +291,9 @@ class UploadedArtifact(BaseModel):
 
 class CompletedOutput(Strict):
     index: int = Field(ge=0, le=63)
+    sha256: str | None = Field(
+        None, pattern="^[0-9a-f]{64}$", description="For direct uploads: the file's hash."
+    )
     seed: int = Field(ge=0, le=MAX_SEED + 64)
     width: int = Field(gt=0)
     height: int = Field(gt=0)

@@ -18,6 +18,7 @@ from imagefleet.store.database import Database
 from imagefleet.store.keys import ApiKey, create_key
 from imagefleet.store.models import Model, register_model
 from imagefleet.store.tables import metadata
+from tests.seaweed import seaweed_fixture  # noqa: F401 (one SeaweedFS server per session)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

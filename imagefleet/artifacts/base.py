@@ -71,6 +71,10 @@ def check_key(key: str) -> str:
 
 
 class ArtifactStore(Protocol):
+    # Files above this size go to the store in parts; None when the store has no direct path
+    # (workers and clients then move files through the API).
+    direct_multipart_threshold: int | None
+
     async def put_stream(
         self, key: str, chunks: AsyncIterator[bytes], max_bytes: int
     ) -> tuple[int, str]:

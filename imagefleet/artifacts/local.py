@@ -26,6 +26,8 @@ class LocalArtifactStore:
     """Files under `root/<key>`, written to a temporary file and renamed so readers never see a
     half-written artifact."""
 
+    direct_multipart_threshold: int | None = None
+
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)

@@ -18,13 +18,12 @@ from imagefleet.artifacts.base import (
     MultipartPlan,
     PresignedPart,
 )
-
-MIB = 1 << 20
-MIN_PART_BYTES = 5 * MIB
-MAX_PART_BYTES = 5 * 1024 * MIB
-MAX_PARTS = 10_000
-MAX_SINGLE_PUT_BYTES = 5 * 1024 * MIB
-MAX_OBJECT_BYTES = 5 * 1024 * 1024 * MIB
+from imagefleet.artifacts.s3_config import (
+    MAX_OBJECT_BYTES,
+    MAX_PARTS,
+    MIB,
+    MIN_PART_BYTES,
+)
 
 _REJECTED_PARTS = {"NoSuchUpload", "InvalidPart", "InvalidPartOrder", "EntityTooSmall"}
 

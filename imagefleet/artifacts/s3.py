@@ -14,25 +14,15 @@ import contextlib
 import functools
 import hashlib
 import mimetypes
-import os
 import threading
 import uuid
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, Literal
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
 
 from imagefleet.artifacts.base import (
     ArtifactInfo,
@@ -43,15 +33,12 @@ from imagefleet.artifacts.base import (
     check_key,
 )
 from imagefleet.artifacts.multipart import (
-    MAX_PART_BYTES,
-    MAX_SINGLE_PUT_BYTES,
-    MIB,
-    MIN_PART_BYTES,
     MultipartUploads,
     PartSplitter,
     error_code,
     store_failure,
 )
+from imagefleet.artifacts.s3_config import MAX_SINGLE_PUT_BYTES, S3Config
 
 S3Client = Any  # boto3 clients are generated at run time and carry no static type.
 
@@ -67,77 +54,6 @@ def _shared_session() -> boto3.session.Session:
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"}
-
-
-class S3Config(BaseModel):
-    """Where the bucket is and how to talk to it; see docs/storage.md for each provider.
-
-    Every field can be set as `IMAGEFLEET_S3_<FIELD>` (upper case); see `from_env`.
-    """
-
-    model_config = ConfigDict(frozen=True)
-
-    endpoint_url: str | None = Field(None, description="S3 API URL; None means AWS S3.")
-    presign_endpoint_url: str | None = Field(
-        None, description="URL workers and clients reach the bucket at, when it differs."
-    )
-    region: str = "us-east-1"
-    bucket: str = Field(min_length=3, max_length=63)
-    prefix: str = Field("", description="Prepended to every key, so buckets can be shared.")
-    access_key_id: str | None = None
-    secret_access_key: SecretStr | None = None
-    presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600)
-    multipart_threshold_bytes: int = Field(16 * MIB, ge=1, le=MAX_SINGLE_PUT_BYTES)
-    multipart_part_bytes: int = Field(8 * MIB, ge=MIN_PART_BYTES, le=MAX_PART_BYTES)
-    addressing_style: Literal["path", "virtual", "auto"] = "path"
-
-    @field_validator("prefix")
-    @classmethod
-    def _clean_prefix(cls, prefix: str) -> str:
-        prefix = prefix.strip("/")
-        if prefix:
-            try:
-                check_key(prefix)
-            except ValueError:
-                raise ValueError(
-                    f"prefix {prefix!r} must be letters, digits, '_', '-', '.' and '/' "
-                    "separated segments, without '..'"
-                ) from None
-        return prefix
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> S3Config | None:
-        """The config from `IMAGEFLEET_S3_*` variables, or None when no bucket is set (the
-        orchestrator then keeps the local store). Empty variables count as unset."""
-        env = os.environ if environ is None else environ
-        names = {field: f"IMAGEFLEET_S3_{field.upper()}" for field in cls.model_fields}
-        if not env.get(names["bucket"]):
-            return None
-        values = {field: env[name] for field, name in names.items() if env.get(name)}
-        try:
-            return cls.model_validate(values)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{names.get(str(error['loc'][0]), '?') + ': ' if error['loc'] else ''}"
-                f"{error['msg'].removeprefix('Value error, ')}"
-                for error in exc.errors()
-            )
-            raise ValueError(f"invalid S3 artifact store settings: {problems}") from None
-
-    @model_validator(mode="after")
-    def _keys_in_pairs(self) -> S3Config:
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError(
-                "set both IMAGEFLEET_S3_ACCESS_KEY_ID and IMAGEFLEET_S3_SECRET_ACCESS_KEY "
-                "(access_key_id, secret_access_key), or neither to use the AWS credential chain "
-                "(environment, profile, instance role)"
-            )
-        return self
-
-    def describe(self) -> str:
-        """Bucket and endpoint, for error messages an operator can act on."""
-        endpoint = self.endpoint_url or f"AWS S3 ({self.region})"
-        return f"bucket {self.bucket!r} at {endpoint}"
 
 
 def content_disposition(filename: str) -> str:
@@ -157,6 +73,7 @@ class S3ArtifactStore:
 
     def __init__(self, config: S3Config) -> None:
         self.config = config
+        self.direct_multipart_threshold: int | None = config.multipart_threshold_bytes
         self._client = self._make_client(config.endpoint_url)
         self._presigner = (
             self._make_client(config.presign_endpoint_url)

@@ -23,6 +23,7 @@ from imagefleet.cli.common import (
     open_database,
     settings_for,
 )
+from imagefleet.config import Settings
 from imagefleet.store.database import Database
 from imagefleet.store.keys import Scope, create_key
 from imagefleet.store.models import latest_model
@@ -49,6 +50,7 @@ def serve(
 
     settings = settings_for(data_dir)
     open_database(settings).dispose()  # migrate once, before several processes start
+    check_artifact_store(settings)
     uvicorn.run(
         "imagefleet.orchestrator.app:create_app",
         factory=True,
@@ -182,6 +184,18 @@ def up(
         typer.echo("\nstopping ...")
     finally:
         _stop_all(children)
+
+
+def check_artifact_store(settings: Settings) -> None:
+    """Exits with a clear message when the artifact store is misconfigured (bad endpoint,
+    missing bucket, bad credentials), instead of failing at the first upload."""
+    from imagefleet.artifacts.base import ArtifactStoreError
+    from imagefleet.orchestrator.app import artifact_store_for
+
+    try:
+        artifact_store_for(settings).check()
+    except (ArtifactStoreError, ValueError) as exc:
+        raise fail(f"artifact store: {exc}", code=2) from exc
 
 
 def _stored_key(db: Database, path: Path, scope: Scope, name: str) -> str:

@@ -16,8 +16,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagefleet import __version__
-from imagefleet.artifacts.base import ArtifactStore
+from imagefleet.artifacts.base import ArtifactStore, ArtifactStoreError, ArtifactStoreUnavailable
 from imagefleet.artifacts.local import LocalArtifactStore
+from imagefleet.artifacts.s3_config import S3Config
 from imagefleet.config import Settings
 from imagefleet.orchestrator import routes_admin, routes_client, routes_worker
 from imagefleet.orchestrator.errors import (
@@ -115,8 +116,18 @@ def _error(status: int, detail: Any) -> JSONResponse:
 
 
 def artifact_store_for(settings: Settings) -> ArtifactStore:
-    """The configured artifact store (local directory unless S3 is configured)."""
-    return LocalArtifactStore(settings.artifacts_path)
+    """The configured artifact store: S3-compatible when IMAGEFLEET_S3_BUCKET is set (see
+    docs/storage.md), else the local directory."""
+    s3 = S3Config.from_env()
+    if s3 is None:
+        return LocalArtifactStore(settings.artifacts_path)
+    try:
+        from imagefleet.artifacts.s3 import S3ArtifactStore
+    except ImportError as exc:
+        raise ArtifactStoreUnavailable(
+            "IMAGEFLEET_S3_BUCKET is set but boto3 is missing: pip install 'imagefleet[s3]'"
+        ) from exc
+    return S3ArtifactStore(s3)
 
 
 def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> FastAPI:
@@ -126,6 +137,8 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(db.upgrade)
+        # A misconfigured bucket is reported now, not at the first upload.
+        await run_in_threadpool(app.state.artifacts.check)
         signal = app.state.work_signal = WorkSignal()
         listener = None
         if not db.is_sqlite:
@@ -158,7 +171,8 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.settings = settings
     app.state.db = db
     app.state.lifecycle = JobLifecycle(db, settings)
-    app.state.artifacts = artifact_store_for(settings)
+    app.state.artifacts = store = artifact_store_for(settings)
+    app.state.direct_uploads = store.direct_multipart_threshold is not None
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.work_signal = WorkSignal()
     app.state.claim_recheck_seconds = POLLING_RECHECK_SECONDS
@@ -195,6 +209,15 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     @app.exception_handler(Conflict)
     async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
         return _error(409, str(exc))
+
+    @app.exception_handler(ArtifactStoreError)
+    async def _store_down(_: Request, exc: ArtifactStoreError) -> JSONResponse:
+        log.warning("artifact store unavailable: %s", exc)
+        return JSONResponse(
+            {"detail": "the artifact store is unavailable; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(DatabaseUnavailable)
     @app.exception_handler(OperationalError)

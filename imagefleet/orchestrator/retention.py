@@ -36,9 +36,7 @@ def purge_expired(
     while not should_stop() and (max_batches is None or batches < max_batches):
         with db.write() as conn:
             job_ids = job_sql.expired_jobs(conn, cutoff, batch_size)
-            keys = job_sql.artifact_keys(conn, job_ids)
-            for key in keys:
-                store.delete(key)
+            store.delete_many(job_sql.artifact_keys(conn, job_ids))
             purged += job_sql.delete_jobs(conn, job_ids)
         batches += 1
         if len(job_ids) < batch_size:

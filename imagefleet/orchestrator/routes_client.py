@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.orchestrator.auth import client_key
 from imagefleet.orchestrator.errors import NotFound
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.views import attempt_view, job_view
 from imagefleet.protocol import AttemptView, JobCreate, JobPage, JobStatus, JobView, ModelView
-from imagefleet.store.jobs import JobRow
+from imagefleet.store.jobs import ArtifactRow, JobRow
 from imagefleet.store.keys import ApiKey
 from imagefleet.store.models import list_models
 
@@ -30,8 +31,16 @@ def _views(request: Request, rows: list[JobRow]) -> list[JobView]:
     with lifecycle.db.read() as conn:
         outputs = lifecycle.outputs(conn, [row.id for row in rows])
 
-    def url(job_id: str, index: int) -> str:
-        return str(request.url_for("download_output", job_id=job_id, index=index))
+    store: ArtifactStore = request.app.state.artifacts
+    proxied = lifecycle.settings.proxy_downloads
+
+    def url(artifact: ArtifactRow) -> str:
+        """A presigned store URL (expiring) when the store has them, else the API's route."""
+        if not proxied:
+            direct = store.presigned_get(artifact.key, f"{artifact.job_id}-{artifact.idx}.png")
+            if direct:
+                return direct
+        return str(request.url_for("download_output", job_id=artifact.job_id, index=artifact.idx))
 
     return [job_view(row, outputs[row.id], url) for row in rows]
 

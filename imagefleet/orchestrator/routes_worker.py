@@ -10,11 +10,17 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from imagefleet.artifacts.base import ArtifactTooLarge
+from imagefleet.artifacts.base import (
+    ArtifactStore,
+    ArtifactTooLarge,
+    ArtifactUploadRejected,
+    verify_direct_upload,
+)
 from imagefleet.orchestrator.auth import worker_key
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.protocol import (
+    Assignment,
     AttemptOutcome,
     ClaimRequest,
     ClaimResponse,
@@ -22,7 +28,12 @@ from imagefleet.protocol import (
     FailRequest,
     HeartbeatRequest,
     HeartbeatResponse,
+    MultipartFinish,
+    MultipartPart,
+    MultipartStart,
+    MultipartUpload,
     UploadedArtifact,
+    UploadTarget,
 )
 from imagefleet.store.keys import ApiKey
 
@@ -53,7 +64,9 @@ async def claim(request: Request, key: Key, body: ClaimRequest) -> ClaimResponse
                 quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
             )
         remaining = deadline - time.monotonic()
-        if assignment is not None or remaining <= 0 or await request.is_disconnected():
+        if assignment is not None:
+            return ClaimResponse(assignment=_with_upload_targets(request, assignment))
+        if remaining <= 0 or await request.is_disconnected():
             return ClaimResponse(
                 assignment=assignment, retry_after_seconds=0.0 if assignment else 1.0
             )
@@ -85,7 +98,7 @@ async def upload_output(
     if not 0 <= index < 64:
         raise HTTPException(422, f"output index must be within 0..63, got {index}")
     job = await run_in_threadpool(lifecycle.check_current, key, attempt_id)
-    artifact_key = f"jobs/{job.id}/{attempt_id}/{index}.png"
+    artifact_key = output_key(job.id, attempt_id, index)
     limit = lifecycle.settings.max_upload_bytes
     try:
         size, sha256 = await request.app.state.artifacts.put_stream(
@@ -109,7 +122,132 @@ async def upload_output(
 
 @router.post("/attempts/{attempt_id}/complete", response_model=AttemptOutcome)
 def complete(request: Request, key: Key, attempt_id: str, body: CompleteRequest) -> AttemptOutcome:
-    return _lifecycle(request).complete(key, attempt_id, body)
+    """Accepts the result. Files the worker put straight into the store are checked there
+    (present, within the size limit) and recorded before the job is marked succeeded."""
+    lifecycle = _lifecycle(request)
+    if request.app.state.direct_uploads:
+        job = lifecycle.check_current(key, attempt_id)
+        for output in body.outputs:
+            _record_direct_upload(request, key, job.id, attempt_id, output.index, output.sha256)
+    return lifecycle.complete(key, attempt_id, body)
+
+
+def output_key(job_id: str, attempt_id: str, index: int) -> str:
+    """Where output `index` of an attempt lives: attempts never overwrite each other."""
+    return f"jobs/{job_id}/{attempt_id}/{index}.png"
+
+
+def _with_upload_targets(request: Request, assignment: Assignment) -> Assignment:
+    """Adds presigned PUT URLs when the store takes uploads directly (S3-compatible)."""
+    store: ArtifactStore = request.app.state.artifacts
+    settings = _lifecycle(request).settings
+    targets = []
+    for index in range(assignment.params.num_images):
+        url = store.presigned_put(
+            output_key(assignment.job_id, assignment.attempt_id, index),
+            UPLOAD_TYPES[0],
+            settings.max_upload_bytes,
+        )
+        if url is None:
+            return assignment
+        targets.append(
+            UploadTarget(
+                index=index,
+                url=url,
+                content_type=UPLOAD_TYPES[0],
+                multipart_threshold_bytes=store.direct_multipart_threshold or 0,
+            )
+        )
+    return assignment.model_copy(update={"uploads": targets})
+
+
+def _record_direct_upload(
+    request: Request, key: ApiKey, job_id: str, attempt_id: str, index: int, sha256: str | None
+) -> UploadedArtifact | None:
+    """Records a file found in the store under the output's key; None when it is not there
+    (the file may have come through the API instead, which recorded it already)."""
+    lifecycle = _lifecycle(request)
+    artifact_key = output_key(job_id, attempt_id, index)
+    try:
+        info = verify_direct_upload(
+            request.app.state.artifacts, artifact_key, lifecycle.settings.max_upload_bytes
+        )
+    except FileNotFoundError:
+        return None
+    except ArtifactTooLarge as exc:
+        raise HTTPException(413, str(exc)) from exc
+    digest = sha256 or ""
+    lifecycle.record_upload(
+        key,
+        attempt_id,
+        index=index,
+        key=artifact_key,
+        size=info.size_bytes,
+        sha256=digest,
+        content_type=UPLOAD_TYPES[0],
+    )
+    return UploadedArtifact(key=artifact_key, size_bytes=info.size_bytes, sha256=digest)
+
+
+@router.post(
+    "/attempts/{attempt_id}/outputs/{index}/multipart",
+    response_model=MultipartUpload,
+    summary="Start a direct multipart upload of a big output (S3-compatible stores)",
+)
+def start_multipart(
+    request: Request, key: Key, attempt_id: str, index: int, body: MultipartStart
+) -> MultipartUpload:
+    lifecycle = _lifecycle(request)
+    if body.content_type not in UPLOAD_TYPES:
+        raise HTTPException(415, f"content_type must be one of {UPLOAD_TYPES}")
+    if body.size_bytes > lifecycle.settings.max_upload_bytes:
+        raise HTTPException(
+            413,
+            f"{body.size_bytes} bytes is over the limit of {lifecycle.settings.max_upload_bytes}",
+        )
+    job = lifecycle.check_current(key, attempt_id)
+    store: ArtifactStore = request.app.state.artifacts
+    plan = store.start_multipart(
+        output_key(job.id, attempt_id, index), body.size_bytes, body.content_type
+    )
+    if plan is None:
+        raise HTTPException(
+            400,
+            "this orchestrator keeps artifacts locally: upload with "
+            f"PUT /v1/worker/attempts/{attempt_id}/outputs/{index} instead",
+        )
+    return MultipartUpload(
+        upload_id=plan.upload_id,
+        part_size=plan.part_size,
+        parts=[
+            MultipartPart(part_number=p.part_number, url=p.url, size_bytes=p.size_bytes)
+            for p in plan.parts
+        ],
+    )
+
+
+@router.post(
+    "/attempts/{attempt_id}/outputs/{index}/multipart/complete",
+    response_model=UploadedArtifact,
+    summary="Finish a direct multipart upload",
+)
+def finish_multipart(
+    request: Request, key: Key, attempt_id: str, index: int, body: MultipartFinish
+) -> UploadedArtifact:
+    lifecycle = _lifecycle(request)
+    job = lifecycle.check_current(key, attempt_id)
+    store: ArtifactStore = request.app.state.artifacts
+    artifact_key = output_key(job.id, attempt_id, index)
+    try:
+        store.finish_multipart(
+            artifact_key, body.upload_id, [(p.part_number, p.etag) for p in body.parts]
+        )
+    except ArtifactUploadRejected as exc:
+        raise HTTPException(422, str(exc)) from exc
+    recorded = _record_direct_upload(request, key, job.id, attempt_id, index, None)
+    if recorded is None:
+        raise HTTPException(422, f"the multipart upload of output {index} left no file")
+    return recorded
 
 
 @router.post("/attempts/{attempt_id}/fail", response_model=AttemptOutcome)

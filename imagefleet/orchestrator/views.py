@@ -16,7 +16,7 @@ from imagefleet.protocol import (
 )
 from imagefleet.store.jobs import ArtifactRow, AttemptRow, JobRow
 
-OutputUrl = Callable[[str, int], str]
+OutputUrl = Callable[[ArtifactRow], str]
 
 
 def attempt_view(row: AttemptRow) -> AttemptView:
@@ -63,7 +63,7 @@ def job_view(row: JobRow, outputs: list[ArtifactRow], output_url: OutputUrl) -> 
         outputs=[
             OutputView(
                 index=a.idx,
-                url=output_url(row.id, a.idx),
+                url=output_url(a),
                 content_type=a.content_type,
                 size_bytes=a.size_bytes,
                 width=a.width or 0,

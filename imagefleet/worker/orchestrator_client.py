@@ -7,6 +7,7 @@ idempotent for the same attempt and refused (409) for a stale one.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from imagefleet.protocol import (
     FailRequest,
     HeartbeatRequest,
     HeartbeatResponse,
+    MultipartStart,
+    MultipartUpload,
     UploadedArtifact,
 )
 
@@ -51,11 +54,14 @@ class OrchestratorClient:
             headers={"Authorization": f"Bearer {key}"},
             timeout=httpx.Timeout(30.0, read=330.0),
         )
+        # Presigned URLs go to the storage service: never send it our bearer key.
+        self.storage = httpx.Client(timeout=httpx.Timeout(30.0, write=300.0))
         self.retry_for_seconds = retry_for_seconds
         self.should_give_up = should_give_up
 
     def close(self) -> None:
         self.http.close()
+        self.storage.close()
 
     def claim(self, request: ClaimRequest) -> ClaimResponse:
         response = self._call(lambda: self.http.post("/v1/worker/claim", json=request.model_dump()))
@@ -76,6 +82,30 @@ class OrchestratorClient:
                 headers={"Content-Type": "image/png"},
             )
         )
+        return UploadedArtifact.model_validate(response.json())
+
+    def put_direct(self, url: str, data: bytes, content_type: str) -> None:
+        """Uploads straight to the artifact store through a presigned URL."""
+        self._call(
+            lambda: self.storage.put(url, content=data, headers={"Content-Type": content_type})
+        )
+
+    def upload_multipart(self, attempt_id: str, index: int, data: bytes) -> UploadedArtifact:
+        """Uploads a big file to the store in parts through presigned part URLs."""
+        prefix = f"/v1/worker/attempts/{attempt_id}/outputs/{index}/multipart"
+        body = MultipartStart(size_bytes=len(data)).model_dump()
+        plan = MultipartUpload.model_validate(
+            self._call(lambda: self.http.post(prefix, json=body)).json()
+        )
+        finished = []
+        offset = 0
+        for part in plan.parts:
+            chunk = data[offset : offset + part.size_bytes]
+            offset += part.size_bytes
+            response = self._call(functools.partial(self.storage.put, part.url, content=chunk))
+            finished.append({"part_number": part.part_number, "etag": response.headers["ETag"]})
+        done = {"upload_id": plan.upload_id, "parts": finished}
+        response = self._call(lambda: self.http.post(f"{prefix}/complete", json=done))
         return UploadedArtifact.model_validate(response.json())
 
     def complete(self, attempt_id: str, request: CompleteRequest) -> AttemptOutcome:

@@ -27,11 +27,11 @@ from imagefleet.artifacts.base import (
     verify_direct_upload,
 )
 from imagefleet.artifacts.local import LocalArtifactStore
-from imagefleet.artifacts.s3 import S3ArtifactStore, S3Config
+from imagefleet.artifacts.s3 import S3ArtifactStore
+from imagefleet.artifacts.s3_config import S3Config
 from tests.seaweed import (
     SeaweedS3,
     free_ports,
-    seaweed_fixture,  # noqa: F401 (registers the `seaweed` fixture)
 )
 
 MIB = 1 << 20

@@ -26,6 +26,11 @@ BODIES: dict[str, Any] = {
         "outputs": [{"index": 0, "seed": 1, "width": 64, "height": 64}]
     },
     "/v1/worker/attempts/{attempt_id}/fail": {"code": "x"},
+    "/v1/worker/attempts/{attempt_id}/outputs/{index}/multipart": {"size_bytes": 10},
+    "/v1/worker/attempts/{attempt_id}/outputs/{index}/multipart/complete": {
+        "upload_id": "u",
+        "parts": [{"part_number": 1, "etag": "e"}],
+    },
 }
 PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 
