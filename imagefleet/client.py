@@ -8,7 +8,18 @@ from typing import Any
 
 import httpx
 
-from imagefleet.protocol import JobPage, JobStatus, JobView, ModelView, Txt2ImgParams
+from imagefleet.protocol import (
+    AccountView,
+    JobPage,
+    JobStatus,
+    JobView,
+    ModelView,
+    Txt2ImgParams,
+    WebhookDeliveryView,
+)
+from imagefleet.webhook_signing import verify as verify_webhook
+
+__all__ = ["ApiError", "ImageFleetClient", "verify_webhook"]
 
 
 class ApiError(RuntimeError):
@@ -58,6 +69,15 @@ class ImageFleetClient:
 
     def cancel(self, job_id: str) -> JobView:
         return JobView.model_validate(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
+
+    def account(self) -> AccountView:
+        return AccountView.model_validate(self._json("GET", "/v1/account"))
+
+    def webhook_deliveries(self, job_id: str) -> list[WebhookDeliveryView]:
+        return [
+            WebhookDeliveryView.model_validate(d)
+            for d in self._json("GET", f"/v1/jobs/{job_id}/webhooks")
+        ]
 
     def models(self) -> list[ModelView]:
         return [ModelView.model_validate(m) for m in self._json("GET", "/v1/models")]

@@ -73,6 +73,15 @@ class Settings(BaseSettings):
         description="With S3: serve downloads through the API instead of presigned URLs.",
     )
 
+    webhook_allow_private: bool = Field(
+        False, description="Allow webhook URLs on private or loopback addresses."
+    )
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="Per delivery attempt.")
+    webhook_max_age_seconds: float = Field(
+        24 * 3600, gt=0, description="Retry a failing delivery for this long, then give up."
+    )
+    webhook_poll_seconds: float = Field(1.0, gt=0, description="How often the outbox is read.")
+
     max_body_bytes: int = Field(1 << 20, gt=0, description="Largest JSON request body.")
     max_upload_bytes: int = Field(
         64 << 20, gt=0, description="Largest artifact a worker may upload."

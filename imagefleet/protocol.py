@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
 MAX_SEED = 2**32 - 1
 SCHEDULER_NAMES = (
@@ -70,9 +70,30 @@ class Txt2ImgParams(Strict):
         return value
 
 
+WebhookEvent = Literal["running", "succeeded", "failed", "cancelled", "checkpoint"]
+DEFAULT_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("running", "succeeded", "failed", "cancelled")
+
+
+class WebhookSpec(Strict):
+    """Where to POST job events. Deliveries are signed (see docs/webhooks.md)."""
+
+    url: AnyHttpUrl = Field(description="http(s) URL; private addresses need operator consent.")
+    events: list[WebhookEvent] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_EVENTS), min_length=1, max_length=5
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _short_enough(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        if len(str(value)) > 2000:
+            raise ValueError("must be at most 2000 characters")
+        return value
+
+
 class Txt2ImgJob(Strict):
     kind: Literal["txt2img"] = "txt2img"
     params: Txt2ImgParams
+    webhook: WebhookSpec | None = None
 
 
 JobCreate = Annotated[Txt2ImgJob, Field(discriminator="kind")]
@@ -135,6 +156,31 @@ class AttemptView(BaseModel):
     ended_at: datetime | None
     outcome: Literal["running", "succeeded", "failed", "lease_expired", "cancelled", "handed_back"]
     error: JobError | None = None
+
+
+class WebhookDeliveryView(BaseModel):
+    """One event's delivery to the job's webhook, with its retry state."""
+
+    id: int
+    event: WebhookEvent
+    url: str
+    state: Literal["pending", "delivered", "gave_up"]
+    attempts: int
+    last_status: int | None = None
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+    created_at: datetime
+
+
+class AccountView(BaseModel):
+    """The calling key, and the secret its webhook deliveries are signed with."""
+
+    key_id: str
+    name: str
+    scope: str
+    tier: str
+    webhook_secret: str
 
 
 class JobPage(BaseModel):

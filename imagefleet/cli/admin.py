@@ -30,7 +30,9 @@ def keys_create(
     db = open_database(settings_for(data_dir))
     with db.write() as conn:
         key, token = create_key(conn, name=name, scope=scope, tier=tier, now=now())
-    typer.echo(f"created {key.scope} key {key.id} ({key.name}, tier {key.tier}); store it now:")
+    typer.echo(f"created {key.scope} key {key.id} ({key.name}, tier {key.tier})")
+    typer.echo(f"webhook signing secret (also at GET /v1/account): {key.webhook_secret}")
+    typer.echo("the key, shown only this once; store it now:")
     typer.echo(token)
 
 

@@ -31,6 +31,7 @@ from imagefleet.orchestrator.errors import (
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.ratelimit import RateLimiter
 from imagefleet.orchestrator.retention import purge_expired
+from imagefleet.orchestrator.webhooks import WebhookDispatcher
 from imagefleet.store.database import Database, DatabaseUnavailable
 from imagefleet.store.listener import WorkListener
 
@@ -147,7 +148,11 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
             listener.start()
             app.state.claim_recheck_seconds = LISTENING_RECHECK_SECONDS
         duties = (
-            [asyncio.create_task(_reap_forever(app)), asyncio.create_task(_expire_forever(app))]
+            [
+                asyncio.create_task(_reap_forever(app)),
+                asyncio.create_task(_expire_forever(app)),
+                asyncio.create_task(WebhookDispatcher(db, settings).run_forever()),
+            ]
             if run_duties
             else []
         )

@@ -17,7 +17,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
+from imagefleet import netguard
 from imagefleet.config import Settings
+from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.errors import (
     Conflict,
     InvalidField,
@@ -40,6 +42,7 @@ from imagefleet.protocol import (
 )
 from imagefleet.scheduling.policy import Candidate, Policy, WorkerView, rank_affinity
 from imagefleet.store import jobs as job_sql
+from imagefleet.store import webhooks as webhook_sql
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import Database
 from imagefleet.store.keys import ApiKey
@@ -108,6 +111,7 @@ class JobLifecycle:
     ) -> tuple[job_sql.JobRow, bool]:
         request_hash = hashlib.sha256(job.model_dump_json().encode()).hexdigest()
         params = self._check_limits(job.params)
+        self._check_webhook(job)
         now = self.clock()
         job_id = secrets.token_hex(16)
         with self.db.write() as conn:
@@ -146,6 +150,8 @@ class JobLifecycle:
                 pixels=params.width * params.height,
                 created_at=now,
                 max_attempts=self.settings.max_attempts,
+                webhook_url=str(job.webhook.url) if job.webhook else None,
+                webhook_events=",".join(job.webhook.events) if job.webhook else None,
             )
             if idempotency_key:
                 job_sql.remember_idempotent(
@@ -182,12 +188,14 @@ class JobLifecycle:
         learns of it at its next heartbeat and can no longer complete."""
         now = self.clock()
         with self.db.write() as conn:
-            self._owned(conn, owner, job_id)
+            before = self._owned(conn, owner, job_id)
             attempt_id = job_sql.cancel_job(conn, job_id, now)
             if attempt_id:
                 job_sql.end_attempt(conn, attempt_id, outcome="cancelled", now=now)
             row = job_sql.get_job(conn, job_id)
-        assert row is not None
+            assert row is not None
+            if not before.status.is_final:
+                webhooks.emit(conn, row, "cancelled", now)
         return row
 
     def attempts(self, owner: ApiKey, job_id: str) -> list[job_sql.AttemptRow]:
@@ -195,6 +203,12 @@ class JobLifecycle:
         with self.db.read() as conn:
             self._owned(conn, owner, job_id)
             return job_sql.job_attempts(conn, job_id)
+
+    def deliveries(self, owner: ApiKey, job_id: str) -> list[webhook_sql.Delivery]:
+        """The job's webhook delivery log."""
+        with self.db.read() as conn:
+            self._owned(conn, owner, job_id)
+            return webhook_sql.for_job(conn, job_id)
 
     def outputs(self, conn: Connection, job_ids: list[str]) -> dict[str, list[job_sql.ArtifactRow]]:
         return job_sql.job_outputs(conn, job_ids)
@@ -233,6 +247,7 @@ class JobLifecycle:
                     continue
                 row = job_sql.get_job(conn, candidate.job_id)
                 assert row is not None
+                webhooks.emit(conn, row, "running", now)
                 model = model_by_id(conn, row.model_id)
                 return Assignment(
                     job_id=row.id,
@@ -349,6 +364,7 @@ class JobLifecycle:
                 stage_timings=request.timings.model_dump(),
             )
             job_sql.end_attempt(conn, attempt_id, outcome="succeeded", now=now)
+            self._emit_final(conn, row.id, "succeeded", now)
         return AttemptOutcome(job_id=row.id, job_status=JobStatus.succeeded)
 
     def fail(self, worker_key: ApiKey, attempt_id: str, request: FailRequest) -> AttemptOutcome:
@@ -442,7 +458,15 @@ class JobLifecycle:
             error_code=code,
             error_message=message,
         )
+        self._emit_final(conn, row.id, "failed", now)
         return JobStatus.failed
+
+    @staticmethod
+    def _emit_final(conn: Connection, job_id: str, event: str, now: float) -> None:
+        """Queues the webhook event for a job that just reached a final state."""
+        final = job_sql.get_job(conn, job_id)
+        if final is not None and final.webhook_url:
+            webhooks.emit(conn, final, event, now)
 
     def _owned(self, conn: Connection, owner: ApiKey, job_id: str) -> job_sql.JobRow:
         row = job_sql.get_job(conn, job_id)
@@ -478,6 +502,15 @@ class JobLifecycle:
         if params.seed is None:
             params = params.model_copy(update={"seed": secrets.randbelow(2**32)})
         return params
+
+    def _check_webhook(self, job: Txt2ImgJob) -> None:
+        """Refuses webhook URLs on private networks unless the operator allowed them."""
+        if job.webhook is None or self.settings.webhook_allow_private:
+            return
+        try:
+            netguard.check_public_host(job.webhook.url.host or "", webhooks.PRIVATE_HINT)
+        except netguard.PrivateAddressError as exc:
+            raise InvalidField(("body", "webhook", "url"), str(exc)) from exc
 
 
 def _candidate(job: job_sql.QueuedJob, now: float) -> Candidate:

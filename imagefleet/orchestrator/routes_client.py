@@ -8,11 +8,21 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from imagefleet.artifacts.base import ArtifactStore
+from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.auth import client_key
 from imagefleet.orchestrator.errors import NotFound
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.views import attempt_view, job_view
-from imagefleet.protocol import AttemptView, JobCreate, JobPage, JobStatus, JobView, ModelView
+from imagefleet.protocol import (
+    AccountView,
+    AttemptView,
+    JobCreate,
+    JobPage,
+    JobStatus,
+    JobView,
+    ModelView,
+    WebhookDeliveryView,
+)
 from imagefleet.store.jobs import ArtifactRow, JobRow
 from imagefleet.store.keys import ApiKey
 from imagefleet.store.models import list_models
@@ -105,6 +115,28 @@ def get_job(request: Request, key: Key, job_id: str) -> JobView:
 )
 def get_attempts(request: Request, key: Key, job_id: str) -> list[AttemptView]:
     return [attempt_view(row) for row in _lifecycle(request).attempts(key, job_id)]
+
+
+@router.get(
+    "/jobs/{job_id}/webhooks",
+    response_model=list[WebhookDeliveryView],
+    summary="The job's webhook deliveries: state, attempts, last error",
+)
+def get_webhook_deliveries(request: Request, key: Key, job_id: str) -> list[WebhookDeliveryView]:
+    return [webhooks.describe(d) for d in _lifecycle(request).deliveries(key, job_id)]
+
+
+@router.get(
+    "/account", response_model=AccountView, summary="The calling key and its webhook secret"
+)
+def get_account(request: Request, key: Key) -> AccountView:
+    return AccountView(
+        key_id=key.id,
+        name=key.name,
+        scope=key.scope,
+        tier=key.tier,
+        webhook_secret=key.webhook_secret or "",
+    )
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView, summary="Cancel a job")

@@ -45,6 +45,8 @@ class JobRow:
     error_code: str | None
     error_message: str | None
     stage_timings: dict[str, float]
+    webhook_url: str | None = None
+    webhook_events: str | None = None
 
 
 @dataclass(frozen=True)

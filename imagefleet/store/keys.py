@@ -29,6 +29,7 @@ class ApiKey:
     tier: str
     created_at: float
     revoked_at: float | None
+    webhook_secret: str | None = None
 
 
 def _hash(secret: str) -> str:
@@ -43,12 +44,22 @@ def create_key(
         raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
+    # Signing webhooks needs the secret itself, so unlike the key it is stored as is: it
+    # proves a delivery came from us, it grants no access to the API.
+    webhook_secret = secrets.token_hex(32)
     conn.execute(
         insert(api_keys).values(
-            id=key_id, name=name, scope=scope, tier=tier, secret_hash=_hash(secret), created_at=now
+            id=key_id,
+            name=name,
+            scope=scope,
+            tier=tier,
+            secret_hash=_hash(secret),
+            webhook_secret=webhook_secret,
+            created_at=now,
         )
     )
-    return ApiKey(key_id, name, scope, tier, now, None), f"{KEY_PREFIX}{key_id}_{secret}"
+    key = ApiKey(key_id, name, scope, tier, now, None, webhook_secret)
+    return key, f"{KEY_PREFIX}{key_id}_{secret}"
 
 
 def authenticate(conn: Connection, token: str) -> ApiKey | None:
@@ -83,4 +94,12 @@ def revoke_key(conn: Connection, key_id: str, now: float) -> bool:
 
 def _to_key(row: object) -> ApiKey:
     r = dict(row)  # type: ignore[call-overload]
-    return ApiKey(r["id"], r["name"], r["scope"], r["tier"], r["created_at"], r["revoked_at"])
+    return ApiKey(
+        r["id"],
+        r["name"],
+        r["scope"],
+        r["tier"],
+        r["created_at"],
+        r["revoked_at"],
+        r["webhook_secret"],
+    )

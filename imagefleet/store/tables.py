@@ -30,6 +30,7 @@ api_keys = Table(
     Column("scope", String(16), nullable=False),
     Column("tier", String(64), nullable=False),
     Column("secret_hash", String(64), nullable=False),
+    Column("webhook_secret", String(64)),
     Column("created_at", Float, nullable=False),
     Column("revoked_at", Float),
 )
@@ -75,6 +76,8 @@ jobs = Table(
     Column("error_code", String(100)),
     Column("error_message", Text),
     Column("stage_timings", Text),
+    Column("webhook_url", Text),
+    Column("webhook_events", Text),
 )
 Index("ix_jobs_queue", jobs.c.status, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_owner", jobs.c.owner_key_id, jobs.c.created_at, jobs.c.id)
@@ -156,3 +159,28 @@ node_events = Table(
     Column("reason", Text, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("owner_key_id", String(32), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("delivered_at", Float),
+    Column("gave_up_at", Float),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("created_at", Float, nullable=False),
+)
+Index(
+    "ix_webhook_deliveries_due",
+    webhook_deliveries.c.delivered_at,
+    webhook_deliveries.c.gave_up_at,
+    webhook_deliveries.c.next_attempt_at,
+)
+Index("ix_webhook_deliveries_job", webhook_deliveries.c.job_id)

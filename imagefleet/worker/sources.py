@@ -8,13 +8,13 @@ operator allowed them (a worker on someone's LAN must not become a proxy into it
 
 from __future__ import annotations
 
-import ipaddress
 import shutil
-import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
+
+from imagefleet import netguard
 
 HF_PREFIX = "hf:"
 # Only weights and configs are fetched from the hub: never pickles or code.
@@ -77,16 +77,9 @@ def _fetch_url(url: str, dest: Path, *, max_bytes: int, allow_private: bool) -> 
 def check_public_host(host: str) -> None:
     """Raises SourceError when the host resolves to a private, loopback or link-local address."""
     try:
-        infos = socket.getaddrinfo(host, None)
-    except socket.gaierror as exc:
-        raise SourceError(f"cannot resolve {host!r}: {exc}") from exc
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise SourceError(
-                f"{host!r} resolves to the non-public address {address}; set "
-                "IMAGEFLEET_WORKER_ALLOW_PRIVATE_URLS=1 to allow it"
-            )
+        netguard.check_public_host(host, "set IMAGEFLEET_WORKER_ALLOW_PRIVATE_URLS=1 to allow it")
+    except netguard.PrivateAddressError as exc:
+        raise SourceError(str(exc)) from exc
 
 
 def _fetch_hf(repo: str, dest: Path) -> Path:
