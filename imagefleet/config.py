@@ -35,6 +35,13 @@ class Settings(BaseSettings):
         2.0, gt=0, description="How often expired leases are reaped."
     )
     max_attempts: int = Field(3, ge=1, description="Failed attempts before a job fails for good.")
+    max_attempts_per_kind: dict[str, int] = Field(
+        default_factory=dict, description='Overrides per job kind, as JSON: {"train_lora": 5}.'
+    )
+    retry_backoff_seconds: float = Field(
+        2.0, ge=0, description="Wait before retrying a failed job; doubles with each failure."
+    )
+    retry_backoff_max_seconds: float = Field(60.0, ge=0, description="Cap on that wait.")
     quarantine_failures: int = Field(
         5, ge=0, description="Failed attempts in the window that quarantine a node; 0 disables."
     )

@@ -94,6 +94,11 @@ class Txt2ImgJob(Strict):
     kind: Literal["txt2img"] = "txt2img"
     params: Txt2ImgParams
     webhook: WebhookSpec | None = None
+    allow_same_node_retry: bool = Field(
+        False,
+        description="Retry on a node where the job already failed, but only when it has "
+        "failed on every node alive in the fleet.",
+    )
 
 
 JobCreate = Annotated[Txt2ImgJob, Field(discriminator="kind")]

@@ -116,6 +116,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         lease_seconds=10,
         max_side=1024,
         max_pixels=512 * 512,
+        retry_backoff_seconds=0,  # tests of backoff turn it on
     )
 
 

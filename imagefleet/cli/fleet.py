@@ -93,6 +93,13 @@ def worker(
     ),
     max_jobs: int | None = typer.Option(None, "--max-jobs", help="Exit after this many jobs."),
     claim_wait: float = typer.Option(20.0, "--claim-wait", help="Long-poll seconds per claim."),
+    shutdown_grace: float = typer.Option(
+        0.0,
+        "--shutdown-grace",
+        envvar="IMAGEFLEET_WORKER_SHUTDOWN_GRACE",
+        help="On SIGTERM/Ctrl-C, seconds the running job may take to finish before it is "
+        "handed back (0: hand it back at once). A second signal exits immediately.",
+    ),
 ) -> None:
     """Pull jobs from an orchestrator and run them on this machine's GPU (or CPU)."""
     from imagefleet.worker.loop import Worker, WorkerConfig
@@ -108,6 +115,7 @@ def worker(
         max_pixels=max_pixels,
         claim_wait_seconds=claim_wait,
         allow_private_urls=allow_private_urls,
+        shutdown_grace_seconds=shutdown_grace,
     )
     if node_id:
         config.node_id = node_id

@@ -11,7 +11,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection
@@ -50,6 +50,7 @@ from imagefleet.store.models import latest_model, model_by_id
 
 CANDIDATE_WINDOW = 64
 HANDED_BACK = "worker_shutdown"
+OUT_OF_MEMORY = "out_of_memory"
 
 
 def to_datetime(epoch: float) -> datetime:
@@ -149,7 +150,10 @@ class JobLifecycle:
                 model_id=model.id,
                 pixels=params.width * params.height,
                 created_at=now,
-                max_attempts=self.settings.max_attempts,
+                max_attempts=self.settings.max_attempts_per_kind.get(
+                    job.kind, self.settings.max_attempts
+                ),
+                allow_same_node=job.allow_same_node_retry,
                 webhook_url=str(job.webhook.url) if job.webhook else None,
                 webhook_events=",".join(job.webhook.events) if job.webhook else None,
             )
@@ -224,11 +228,15 @@ class JobLifecycle:
             max_pixels=request.capabilities.max_pixels,
             resident_models=frozenset(request.resident_models),
             cached_models=frozenset(request.cached_models),
+            vram_mb=request.capabilities.vram_mb,
         )
         with self.db.write() as conn:
             worker_sql.touch_worker(conn, request, now)
             self.health.check_claim(conn, request.node_id)
-            queued = job_sql.queued_candidates(conn, list(worker.kinds), CANDIDATE_WINDOW)
+            queued = job_sql.queued_candidates(conn, list(worker.kinds), CANDIDATE_WINDOW, now)
+            if any(job.allow_same_node and worker.node_id in job.failed_nodes for job in queued):
+                seen_since = now - 3 * self.settings.lease_seconds
+                worker = replace(worker, live_nodes=worker_sql.live_nodes(conn, seen_since))
             ranked = self.policy(worker, [_candidate(job, now) for job in queued])
             for candidate in ranked:
                 attempt_id = secrets.token_hex(16)
@@ -389,8 +397,15 @@ class JobLifecycle:
                 error_code=request.code,
                 error_message=request.message,
             )
-            if not handed_back:
-                self.health.after_failure(conn, attempt.node_id, request.code, now)
+            if handed_back:
+                job_sql.requeue_job(
+                    conn, attempt_id, error_code=request.code, error_message=request.message
+                )
+                return AttemptOutcome(job_id=row.id, job_status=JobStatus.queued)
+            self.health.after_failure(conn, attempt.node_id, request.code, now)
+            min_vram = None
+            if request.code == OUT_OF_MEMORY:
+                min_vram = worker_sql.vram_mb(conn, attempt.worker_id)
             status = self._retry_or_fail(
                 conn,
                 row,
@@ -398,7 +413,8 @@ class JobLifecycle:
                 request.code,
                 request.message,
                 now,
-                retryable=request.retryable or handed_back,
+                retryable=request.retryable,
+                min_vram_mb=min_vram,
             )
         return AttemptOutcome(job_id=row.id, job_status=status)
 
@@ -421,8 +437,16 @@ class JobLifecycle:
                     error_code="lease_expired",
                     error_message=message,
                 )
+                # The node vanished; the job did nothing wrong: retry elsewhere at once.
                 self._retry_or_fail(
-                    conn, row, attempt_id, "lease_expired", message, now, retryable=True
+                    conn,
+                    row,
+                    attempt_id,
+                    "lease_expired",
+                    message,
+                    now,
+                    retryable=True,
+                    backoff=False,
                 )
                 reaped += 1
         return reaped
@@ -443,10 +467,21 @@ class JobLifecycle:
         now: float,
         *,
         retryable: bool,
+        min_vram_mb: int | None = None,
+        backoff: bool = True,
     ) -> JobStatus:
+        """Requeues with backoff while failures remain under the job's max attempts; else the
+        job fails for good."""
         failures = job_sql.count_failures(conn, row.id)
         if retryable and failures < row.max_attempts:
-            job_sql.requeue_job(conn, attempt_id, error_code=code, error_message=message)
+            job_sql.requeue_job(
+                conn,
+                attempt_id,
+                error_code=code,
+                error_message=message,
+                run_after=now + self._backoff(failures) if backoff else None,
+                min_vram_mb=min_vram_mb,
+            )
             return JobStatus.queued
         if retryable:
             message = f"gave up after {failures} failed attempts; last: {message}"
@@ -460,6 +495,11 @@ class JobLifecycle:
         )
         self._emit_final(conn, row.id, "failed", now)
         return JobStatus.failed
+
+    def _backoff(self, failures: int) -> float:
+        """Seconds before a job that failed `failures` times is offered again."""
+        base = self.settings.retry_backoff_seconds * 2 ** max(0, failures - 1)
+        return min(base, self.settings.retry_backoff_max_seconds)
 
     @staticmethod
     def _emit_final(conn: Connection, job_id: str, event: str, now: float) -> None:
@@ -522,4 +562,6 @@ def _candidate(job: job_sql.QueuedJob, now: float) -> Candidate:
         waited_seconds=max(0.0, now - job.created_at),
         model_sha256=job.model_sha256,
         failed_nodes=job.failed_nodes,
+        min_vram_mb=job.min_vram_mb,
+        allow_same_node=job.allow_same_node,
     )

@@ -47,6 +47,9 @@ class JobRow:
     stage_timings: dict[str, float]
     webhook_url: str | None = None
     webhook_events: str | None = None
+    run_after: float | None = None
+    min_vram_mb: int | None = None
+    allow_same_node: bool = False
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,8 @@ class QueuedJob:
     created_at: float
     model_sha256: str
     failed_nodes: frozenset[str]
+    min_vram_mb: int | None = None
+    allow_same_node: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,8 +131,11 @@ def list_jobs(
     return [_to_job(row) for row in conn.execute(query).mappings()]
 
 
-def queued_candidates(conn: Connection, kinds: list[str], limit: int) -> list[QueuedJob]:
-    """The head of the queue (highest priority, then oldest) with each job's failure history.
+def queued_candidates(
+    conn: Connection, kinds: list[str], limit: int, now: float
+) -> list[QueuedJob]:
+    """The head of the queue (highest priority, then oldest) with each job's failure history;
+    jobs backing off after a failure (`run_after` in the future) wait their turn.
 
     On PostgreSQL the rows are locked with SKIP LOCKED, so concurrent claimers look at disjoint
     heads instead of all fighting over the oldest job; SQLite serializes writers anyway."""
@@ -138,10 +146,16 @@ def queued_candidates(conn: Connection, kinds: list[str], limit: int) -> list[Qu
             jobs.c.priority,
             jobs.c.pixels,
             jobs.c.created_at,
+            jobs.c.min_vram_mb,
+            jobs.c.allow_same_node,
             models.c.sha256,
         )
         .join(models, models.c.id == jobs.c.model_id)
-        .where(jobs.c.status == QUEUED, jobs.c.kind.in_(kinds))
+        .where(
+            jobs.c.status == QUEUED,
+            jobs.c.kind.in_(kinds),
+            or_(jobs.c.run_after.is_(None), jobs.c.run_after <= now),
+        )
         .order_by(jobs.c.priority.desc(), jobs.c.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True, of=jobs)
@@ -164,6 +178,8 @@ def queued_candidates(conn: Connection, kinds: list[str], limit: int) -> list[Qu
             r.created_at,
             r.sha256,
             frozenset(failed.get(r.id, ())),
+            r.min_vram_mb,
+            bool(r.allow_same_node),
         )
         for r in rows
     ]
@@ -270,21 +286,35 @@ def finish_job(
     return result.rowcount == 1
 
 
-def requeue_job(conn: Connection, attempt_id: str, *, error_code: str, error_message: str) -> bool:
-    """running -> queued, releasing the attempt's lease; False for a stale attempt."""
+def requeue_job(
+    conn: Connection,
+    attempt_id: str,
+    *,
+    error_code: str,
+    error_message: str,
+    run_after: float | None = None,
+    min_vram_mb: int | None = None,
+) -> bool:
+    """running -> queued, releasing the attempt's lease; False for a stale attempt. The job is
+    not offered again before `run_after`, and (after running out of memory) preferably to
+    workers with more than `min_vram_mb`."""
+    values: dict[str, Any] = dict(
+        status=QUEUED,
+        current_attempt_id=None,
+        lease_expires_at=None,
+        started_at=None,
+        progress_step=0,
+        progress_total=0,
+        error_code=error_code,
+        error_message=error_message,
+        run_after=run_after,
+    )
+    if min_vram_mb is not None:
+        values["min_vram_mb"] = min_vram_mb
     result = conn.execute(
         update(jobs)
         .where(jobs.c.current_attempt_id == attempt_id, jobs.c.status == RUNNING)
-        .values(
-            status=QUEUED,
-            current_attempt_id=None,
-            lease_expires_at=None,
-            started_at=None,
-            progress_step=0,
-            progress_total=0,
-            error_code=error_code,
-            error_message=error_message,
-        )
+        .values(**values)
     )
     if result.rowcount == 1:
         notify_work(conn)

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -78,6 +79,9 @@ jobs = Table(
     Column("stage_timings", Text),
     Column("webhook_url", Text),
     Column("webhook_events", Text),
+    Column("run_after", Float),
+    Column("min_vram_mb", Integer),
+    Column("allow_same_node", Boolean, nullable=False, server_default=false()),
 )
 Index("ix_jobs_queue", jobs.c.status, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_owner", jobs.c.owner_key_id, jobs.c.created_at, jobs.c.id)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, insert, select, update
 
 from imagefleet.protocol import ClaimRequest
 from imagefleet.store.tables import workers
@@ -26,3 +26,19 @@ def touch_worker(conn: Connection, request: ClaimRequest, now: float) -> None:
                 last_seen_at=now,
             )
         )
+
+
+def live_nodes(conn: Connection, seen_since: float) -> frozenset[str]:
+    """Nodes with a worker that claimed since `seen_since`."""
+    rows = conn.execute(
+        select(workers.c.node_id).where(workers.c.last_seen_at >= seen_since).distinct()
+    ).scalars()
+    return frozenset(rows)
+
+
+def vram_mb(conn: Connection, worker_id: str) -> int | None:
+    """The VRAM the worker reported in its last claim."""
+    from imagefleet.protocol import WorkerCapabilities
+
+    row = conn.execute(select(workers.c.capabilities).where(workers.c.id == worker_id)).first()
+    return WorkerCapabilities.model_validate_json(row.capabilities).vram_mb if row else None

@@ -57,12 +57,15 @@ class WorkerConfig:
     max_pixels: int = 1536 * 1536
     claim_wait_seconds: float = 20.0
     allow_private_urls: bool = False
+    # On SIGTERM/SIGINT: let the running job finish for this long, then hand it back.
+    shutdown_grace_seconds: float = 0.0
 
 
 class Worker:
     def __init__(self, config: WorkerConfig, engine: DiffusersEngine | None = None) -> None:
         self.config = config
         self._stopping = False
+        self._hand_back_at = float("inf")
         self.client = OrchestratorClient(
             config.orchestrator_url, config.key, should_give_up=lambda: self._stopping
         )
@@ -75,13 +78,21 @@ class Worker:
         self.jobs_done = 0
 
     def request_stop(self) -> None:
-        """Stop claiming; the running job (if any) is handed back at its next step."""
+        """Stop claiming. The running job may finish within the shutdown grace period; past it,
+        it is interrupted at its next denoising step and handed back to the queue."""
         self._stopping = True
+        self._hand_back_at = time.monotonic() + self.config.shutdown_grace_seconds
+
+    def _must_hand_back(self) -> bool:
+        return self._stopping and time.monotonic() >= self._hand_back_at
 
     def install_signal_handlers(self) -> None:
         def first(signum: int, _frame: FrameType | None) -> None:
             log.warning(
-                "signal %s: handing back the current job and stopping (again to force)", signum
+                "signal %s: stopping; the current job has %.0fs to finish before it is handed "
+                "back (signal again to exit at once)",
+                signum,
+                self.config.shutdown_grace_seconds,
             )
             self.request_stop()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -169,7 +180,7 @@ class Worker:
                     scheduler=params.scheduler,
                 ),
                 on_step=beat.progress,
-                should_stop=lambda: beat.cancelled or self._stopping,
+                should_stop=lambda: beat.cancelled or self._must_hand_back(),
             )
             inference_seconds = time.perf_counter() - started
             started = time.perf_counter()

@@ -24,6 +24,7 @@ from imagefleet.protocol import (
     JobStatus,
     Txt2ImgJob,
     Txt2ImgParams,
+    WorkerCapabilities,
 )
 from imagefleet.store.models import Model
 from tests.conftest import Clock, Keys
@@ -342,3 +343,69 @@ def test_failures_spread_over_a_long_time_or_caused_by_the_job_do_not_quarantine
     for _ in range(6):
         fail_on(lifecycle, keys, "node-b", code="invalid_input")
     assert lifecycle.health.events(0, 10) == []
+
+
+def test_a_failed_job_backs_off_before_its_retry_doubling_each_time(
+    lifecycle: JobLifecycle, keys: Keys, clock: Clock, settings: Settings
+) -> None:
+    settings.retry_backoff_seconds = 4
+    settings.max_attempts = 5
+    submit(lifecycle, keys)
+    assignment = claim(lifecycle, keys, node="n1", worker="n1")
+    for waited, node in ((4, "n2"), (8, "n3")):
+        assert assignment
+        lifecycle.fail(keys.worker, assignment.attempt_id, FailRequest(code="worker_error"))
+        clock.advance(waited - 0.5)
+        assert claim(lifecycle, keys, node=node, worker=node) is None
+        clock.advance(0.5)
+        assignment = claim(lifecycle, keys, node=node, worker=node)
+        assert assignment is not None
+
+
+def test_a_lost_node_s_job_is_retried_at_once(
+    lifecycle: JobLifecycle, keys: Keys, clock: Clock, settings: Settings
+) -> None:
+    settings.retry_backoff_seconds = 30
+    submit(lifecycle, keys)
+    assert claim(lifecycle, keys, node="spot-1")
+    clock.advance(11)
+    lifecycle.reap_expired()
+    assert claim(lifecycle, keys, node="spot-2", worker="w2") is not None
+
+
+def test_after_running_out_of_memory_a_bigger_gpu_is_preferred(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    def claim_with(node: str, vram: int) -> Assignment | None:
+        request = ClaimRequest(
+            worker_id=node, node_id=node, capabilities=WorkerCapabilities(vram_mb=vram)
+        )
+        return lifecycle.claim(keys.worker, request)
+
+    oom_job = submit(lifecycle, keys)
+    first = claim_with("gpu-12g", 12_000)
+    assert first and first.job_id == oom_job
+    lifecycle.fail(keys.worker, first.attempt_id, FailRequest(code="out_of_memory"))
+    small_job = submit(lifecycle, keys)
+    # Another 12 GB card takes the younger job, leaving the OOM job for a bigger card...
+    taken = claim_with("gpu-12g-b", 12_000)
+    assert taken and taken.job_id == small_job
+    bigger = claim_with("gpu-24g", 24_000)
+    assert bigger and bigger.job_id == oom_job
+    # ...but with nothing else queued a same-size card may still try it.
+    lifecycle.fail(keys.worker, bigger.attempt_id, FailRequest(code="worker_error"))
+    assert claim_with("gpu-12g-c", 12_000) is not None
+
+
+def test_a_same_node_retry_happens_only_when_allowed_and_no_other_node_is_alive(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    job = Txt2ImgJob(
+        params=Txt2ImgParams(prompt="x", model="demo", width=64, height=64),
+        allow_same_node_retry=True,
+    )
+    lifecycle.submit(keys.alice, job)
+    first = claim(lifecycle, keys, node="only-node", worker="w1")
+    assert first
+    lifecycle.fail(keys.worker, first.attempt_id, FailRequest(code="worker_error"))
+    assert claim(lifecycle, keys, node="only-node", worker="w1") is not None
