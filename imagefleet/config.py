@@ -67,10 +67,12 @@ class Settings(BaseSettings):
     max_queued_per_key: int = Field(
         10_000, ge=1, description="Queued jobs one client key may have at once (429 beyond)."
     )
+    # A platform's backend often submits for all its users through one key, so the default
+    # only stops runaway clients; tighten it per deployment.
     rate_limit_per_second: float = Field(
-        50.0, ge=0, description="Sustained requests/s per client key, per replica; 0 disables."
+        500.0, ge=0, description="Sustained requests/s per client key, per replica; 0 disables."
     )
-    rate_limit_burst: int = Field(100, ge=1, description="Requests a client key may burst.")
+    rate_limit_burst: int = Field(1000, ge=1, description="Requests a client key may burst.")
     idempotency_window_seconds: float = Field(
         24 * 3600, gt=0, description="How long an Idempotency-Key returns the same job."
     )

@@ -37,7 +37,8 @@ class LoadLog:
 
 
 def submit_jobs(urls: list[str], client_key: str, count: int, threads: int = 4) -> list[str]:
-    """Submits `count` txt2img jobs round-robin over the replicas; returns their ids."""
+    """Submits `count` txt2img jobs round-robin over the replicas; returns their ids. Raises
+    if any submit failed (the orchestrators must run with rate limiting off)."""
     ids: list[str] = []
     lock = threading.Lock()
 
@@ -51,11 +52,21 @@ def submit_jobs(urls: list[str], client_key: str, count: int, threads: int = 4) 
                 with lock:
                     ids.append(response.json()["id"])
 
-    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    errors: list[BaseException] = []
+
+    def guarded(offset: int) -> None:
+        try:
+            run(offset)
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=guarded, args=(i,)) for i in range(threads)]
     for thread in workers:
         thread.start()
     for thread in workers:
         thread.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} submitter threads failed; first: {errors[0]}")
     return ids
 
 
@@ -68,12 +79,15 @@ def simulated_worker(
     *,
     wait_seconds: float = 1.0,
     heartbeat: bool = True,
+    deadline_seconds: float = 600.0,
 ) -> None:
-    """Claim, heartbeat once, upload a tiny PNG, complete; alternate replicas; stop when done()."""
+    """Claim, heartbeat once, upload a tiny PNG, complete; alternate replicas; stop when done()
+    or after `deadline_seconds`, so that a broken run ends instead of hanging."""
     headers = {"Authorization": f"Bearer {worker_key}"}
     turn = 0
+    deadline = time.monotonic() + deadline_seconds
     with httpx.Client(headers=headers, timeout=60) as http:
-        while not done():
+        while not done() and time.monotonic() < deadline:
             base = urls[turn % len(urls)]
             turn += 1
             started = time.perf_counter()

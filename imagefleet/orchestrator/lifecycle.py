@@ -46,9 +46,13 @@ from imagefleet.store import webhooks as webhook_sql
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import Database
 from imagefleet.store.keys import ApiKey
-from imagefleet.store.models import latest_model, model_by_id
+from imagefleet.store.models import Model, latest_model, model_by_id
 
-CANDIDATE_WINDOW = 64
+# How much of the queue head the policy ranks per claim: enough to find a warm job, small enough
+# that a claim stays cheap (and, on PostgreSQL, locks few rows).
+CANDIDATE_WINDOW = 16
+# A worker's row is rewritten at most this often (every claim would be a write per long poll).
+WORKER_TOUCH_SECONDS = 10.0
 HANDED_BACK = "worker_shutdown"
 OUT_OF_MEMORY = "out_of_memory"
 
@@ -87,6 +91,8 @@ class JobLifecycle:
         self.clock = clock
         self.policy = policy
         self.health = NodeHealth(db, settings)
+        self._models: dict[int, Model] = {}
+        self._touched: dict[str, tuple[float, str]] = {}
 
     # --- client side ---------------------------------------------------------------------------
 
@@ -231,7 +237,7 @@ class JobLifecycle:
             vram_mb=request.capabilities.vram_mb,
         )
         with self.db.write() as conn:
-            worker_sql.touch_worker(conn, request, now)
+            self._touch_worker(conn, request, now)
             self.health.check_claim(conn, request.node_id)
             queued = job_sql.queued_candidates(conn, list(worker.kinds), CANDIDATE_WINDOW, now)
             if any(job.allow_same_node and worker.node_id in job.failed_nodes for job in queued):
@@ -241,7 +247,7 @@ class JobLifecycle:
             for candidate in ranked:
                 attempt_id = secrets.token_hex(16)
                 expires = now + self.settings.lease_seconds
-                seq = job_sql.claim_job(
+                row = job_sql.claim_job(
                     conn,
                     candidate.job_id,
                     attempt_id=attempt_id,
@@ -251,16 +257,14 @@ class JobLifecycle:
                     lease_expires_at=expires,
                     now=now,
                 )
-                if seq is None:
+                if row is None:
                     continue
-                row = job_sql.get_job(conn, candidate.job_id)
-                assert row is not None
                 webhooks.emit(conn, row, "running", now)
-                model = model_by_id(conn, row.model_id)
+                model = self._model(conn, row.model_id)
                 return Assignment(
                     job_id=row.id,
                     attempt_id=attempt_id,
-                    fencing_token=seq,
+                    fencing_token=row.attempts,
                     lease_seconds=self.settings.lease_seconds,
                     lease_expires_at=to_datetime(expires),
                     kind="txt2img",
@@ -372,7 +376,7 @@ class JobLifecycle:
                 stage_timings=request.timings.model_dump(),
             )
             job_sql.end_attempt(conn, attempt_id, outcome="succeeded", now=now)
-            self._emit_final(conn, row.id, "succeeded", now)
+            self._emit_final(conn, row, "succeeded", now)
         return AttemptOutcome(job_id=row.id, job_status=JobStatus.succeeded)
 
     def fail(self, worker_key: ApiKey, attempt_id: str, request: FailRequest) -> AttemptOutcome:
@@ -493,8 +497,27 @@ class JobLifecycle:
             error_code=code,
             error_message=message,
         )
-        self._emit_final(conn, row.id, "failed", now)
+        self._emit_final(conn, row, "failed", now)
         return JobStatus.failed
+
+    def _model(self, conn: Connection, model_id: int) -> Model:
+        """Model rows never change (a new version is a new row), so they are cached."""
+        model = self._models.get(model_id)
+        if model is None:
+            model = self._models[model_id] = model_by_id(conn, model_id)
+        return model
+
+    def _touch_worker(self, conn: Connection, request: ClaimRequest, now: float) -> None:
+        """Records the worker's sighting, at most every WORKER_TOUCH_SECONDS per process unless
+        its capabilities changed."""
+        capabilities = request.capabilities.model_dump_json()
+        last = self._touched.get(request.worker_id)
+        if last and last[1] == capabilities and now - last[0] < WORKER_TOUCH_SECONDS:
+            return
+        worker_sql.touch_worker(conn, request, now)
+        if len(self._touched) > 10_000:  # workers come and go; forget the old ones
+            self._touched.clear()
+        self._touched[request.worker_id] = (now, capabilities)
 
     def _backoff(self, failures: int) -> float:
         """Seconds before a job that failed `failures` times is offered again."""
@@ -502,10 +525,13 @@ class JobLifecycle:
         return min(base, self.settings.retry_backoff_max_seconds)
 
     @staticmethod
-    def _emit_final(conn: Connection, job_id: str, event: str, now: float) -> None:
-        """Queues the webhook event for a job that just reached a final state."""
-        final = job_sql.get_job(conn, job_id)
-        if final is not None and final.webhook_url:
+    def _emit_final(conn: Connection, before: job_sql.JobRow, event: str, now: float) -> None:
+        """Queues the webhook event for a job that just reached a final state (read again only
+        when it has a webhook, to send its final status and error)."""
+        if not before.webhook_url:
+            return
+        final = job_sql.get_job(conn, before.id)
+        if final is not None:
             webhooks.emit(conn, final, event, now)
 
     def _owned(self, conn: Connection, owner: ApiKey, job_id: str) -> job_sql.JobRow:

@@ -38,8 +38,11 @@ def _lifecycle(request: Request) -> JobLifecycle:
 
 def _views(request: Request, rows: list[JobRow]) -> list[JobView]:
     lifecycle = _lifecycle(request)
-    with lifecycle.db.read() as conn:
-        outputs = lifecycle.outputs(conn, [row.id for row in rows])
+    finished = [row.id for row in rows if row.status is JobStatus.succeeded]
+    outputs: dict[str, list[ArtifactRow]] = {row.id: [] for row in rows}
+    if finished:
+        with lifecycle.db.read() as conn:
+            outputs.update(lifecycle.outputs(conn, finished))
 
     store: ArtifactStore = request.app.state.artifacts
     proxied = lifecycle.settings.proxy_downloads

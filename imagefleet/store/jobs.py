@@ -148,6 +148,7 @@ def queued_candidates(
             jobs.c.created_at,
             jobs.c.min_vram_mb,
             jobs.c.allow_same_node,
+            jobs.c.attempts,
             models.c.sha256,
         )
         .join(models, models.c.id == jobs.c.model_id)
@@ -161,7 +162,8 @@ def queued_candidates(
         .with_for_update(skip_locked=True, of=jobs)
     ).all()
     failed: dict[str, set[str]] = {}
-    job_ids = [row.id for row in rows]
+    # Only jobs tried before can have failed somewhere: most of a healthy queue has not.
+    job_ids = [row.id for row in rows if row.attempts]
     if job_ids:
         for job_id, node_id in conn.execute(
             select(attempts.c.job_id, attempts.c.node_id).where(
@@ -195,9 +197,10 @@ def claim_job(
     worker_key_id: str,
     lease_expires_at: float,
     now: float,
-) -> int | None:
-    """queued -> running for one attempt. Returns the attempt's sequence number, or None when
-    another claimer took the job first (the conditional update matched no row)."""
+) -> JobRow | None:
+    """queued -> running for one attempt. Returns the claimed job (its `attempts` is the new
+    attempt's number), or None when another claimer took the job first (the conditional update
+    matched no row)."""
     result = conn.execute(
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.status == QUEUED)
@@ -210,11 +213,13 @@ def claim_job(
             progress_step=0,
             progress_total=0,
         )
-        .returning(jobs.c.attempts)
+        .returning(*jobs.c)
     )
-    seq = result.scalar_one_or_none()
-    if seq is None:
+    row = result.mappings().first()
+    if row is None:
         return None
+    claimed = _to_job(row)
+    seq = claimed.attempts
     conn.execute(
         insert(attempts).values(
             id=attempt_id,
@@ -227,7 +232,7 @@ def claim_job(
             outcome="running",
         )
     )
-    return int(seq)
+    return claimed
 
 
 def get_attempt(conn: Connection, attempt_id: str) -> AttemptRow | None:

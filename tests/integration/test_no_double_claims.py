@@ -21,7 +21,11 @@ CLAIMERS = 32
 def test_two_replicas_and_32_claimers_complete_2000_jobs_exactly_once(
     empty_pg: PgFleet, tmp_path: Path
 ) -> None:
-    env = {"IMAGEFLEET_DATABASE_URL": empty_pg.url, "IMAGEFLEET_LEASE_SECONDS": "120"}
+    env = {
+        "IMAGEFLEET_DATABASE_URL": empty_pg.url,
+        "IMAGEFLEET_LEASE_SECONDS": "120",
+        "IMAGEFLEET_RATE_LIMIT_PER_SECOND": "0",
+    }
     replicas = [OrchestratorProcess(tmp_path / f"replica-{i}", env=env) for i in range(2)]
     try:
         urls = [replica.start().url for replica in replicas]
