@@ -8,6 +8,7 @@ operator allowed them (a worker on someone's LAN must not become a proxy into it
 
 from __future__ import annotations
 
+import fnmatch
 import shutil
 from pathlib import Path
 from urllib.parse import urlparse
@@ -90,7 +91,18 @@ def _fetch_hf(repo: str, dest: Path) -> Path:
             "hf: sources need huggingface_hub (pip install imagefleet[worker])"
         ) from exc
     try:
-        snapshot_download(repo_id=repo, local_dir=str(dest), allow_patterns=HF_PATTERNS)
+        # Through the Hub's own cache, so a repository fetched once (or pre-seeded on an
+        # air-gapped machine, with HF_HUB_OFFLINE=1) is not fetched again.
+        snapshot = Path(snapshot_download(repo_id=repo, allow_patterns=HF_PATTERNS))
     except Exception as exc:
         raise SourceError(f"download of hf:{repo} failed: {exc}") from exc
+    copied = 0
+    for file in sorted(snapshot.rglob("*")):
+        if file.is_file() and any(fnmatch.fnmatch(file.name, p) for p in HF_PATTERNS):
+            target = dest / file.relative_to(snapshot)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(file, target)  # follows the cache's symlinks to the blobs
+            copied += 1
+    if not copied:
+        raise SourceError(f"hf:{repo} has no safetensors, json or txt files")
     return dest

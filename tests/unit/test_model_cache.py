@@ -109,3 +109,28 @@ def test_urls_to_private_addresses_are_refused_unless_allowed(
         ModelCache(tmp_path / "cache").ensure(f"{base}/m.safetensors", "0" * 64, 10)
     with pytest.raises(SourceError, match="non-public"):
         check_public_host("10.1.2.3")
+
+
+def test_hf_sources_go_through_huggingface_hub_and_are_verified_like_any_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No network here: a Hugging Face cache laid out on disk stands in for the Hub, and the
+    real snapshot_download resolves the repository from it (HF_HUB_OFFLINE=1)."""
+    snapshot = tmp_path / "hf" / "models--acme--tiny-sd" / "snapshots" / "0123abcd"
+    make_folder(snapshot)
+    (snapshot / "unet" / "model.ckpt").write_bytes(b"a pickle we must never fetch")
+    refs = tmp_path / "hf" / "models--acme--tiny-sd" / "refs"
+    refs.mkdir()
+    (refs / "main").write_text("0123abcd")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    expected = tmp_path / "expected"
+    make_folder(expected)
+    digest, size = path_sha256(expected)
+    path, _ = ModelCache(tmp_path / "cache").ensure("hf:acme/tiny-sd", digest, size)
+    assert (path / "model_index.json").exists()
+    assert not (path / "unet" / "model.ckpt").exists()  # only weights and configs come over
+    with pytest.raises(SourceError, match="hf:acme/missing"):
+        ModelCache(tmp_path / "c2").ensure("hf:acme/missing", digest, size)
