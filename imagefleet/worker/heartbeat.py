@@ -65,8 +65,10 @@ class Heartbeat:
             since = time.monotonic() - last_beat
             if self._step == self._sent_step and since < self.interval:
                 continue
-            if since < self.progress_interval:
-                time.sleep(self.progress_interval - since)
+            # Rate-limit progress beats, but never make stop() (and so the job's completion)
+            # wait out the pause.
+            if since < self.progress_interval and self._stop.wait(self.progress_interval - since):
+                return
             step, total = self._step, self._total
             try:
                 answer = self.client.heartbeat(self.attempt_id, step, total)
