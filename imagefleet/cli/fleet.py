@@ -79,6 +79,15 @@ def worker(
     device: str | None = typer.Option(
         None, "--device", help="torch device; default cuda if present, else cpu."
     ),
+    engine: str = typer.Option(
+        "diffusers",
+        "--engine",
+        envvar="IMAGEFLEET_WORKER_ENGINE",
+        help="What generates the images: 'diffusers' (the real models), or "
+        "'module.path:ClassName' to plug in another engine class, built as ClassName(device); "
+        "tests use this to run the fleet without inference. That module is imported, so its "
+        "code runs in this worker: name only code you trust. Jobs can never choose it.",
+    ),
     max_pixels: int = typer.Option(
         1536 * 1536, "--max-pixels", help="Largest width*height this worker takes."
     ),
@@ -91,7 +100,9 @@ def worker(
         envvar="IMAGEFLEET_WORKER_ALLOW_PRIVATE_URLS",
         help="Allow model URLs that resolve to private or loopback addresses.",
     ),
-    max_jobs: int | None = typer.Option(None, "--max-jobs", help="Exit after this many jobs."),
+    max_jobs: int | None = typer.Option(
+        None, "--max-jobs", help="Exit after this many attempts (any outcome)."
+    ),
     claim_wait: float = typer.Option(20.0, "--claim-wait", help="Long-poll seconds per claim."),
     shutdown_grace: float = typer.Option(
         0.0,
@@ -112,6 +123,7 @@ def worker(
         key=key,
         cache_dir=cache_dir,
         device=device,
+        engine=engine,
         max_pixels=max_pixels,
         claim_wait_seconds=claim_wait,
         allow_private_urls=allow_private_urls,
@@ -156,11 +168,17 @@ def up(
 
     url = f"http://{host}:{port}"
     env = {**os.environ, "IMAGEFLEET_DATA_DIR": str(root)}
+    # SIGTERM (a process manager, `kill`) stops the fleet as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     command = [sys.executable, "-m", "imagefleet"]
     children: list[subprocess.Popen[bytes]] = []
     try:
         children.append(
-            subprocess.Popen([*command, "serve", "--host", host, "--port", str(port)], env=env)
+            subprocess.Popen(
+                [*command, "serve", "--host", host, "--port", str(port)],
+                env=env,
+                start_new_session=True,
+            )
         )
         _wait_healthy(url, children[0])
         for _ in range(workers):
@@ -177,6 +195,9 @@ def up(
                         str(root / "cache"),
                     ],
                     env=env,
+                    # Own session: a terminal's Ctrl-C reaches only `up`, which then stops the
+                    # workers before the orchestrator they must hand their jobs back to.
+                    start_new_session=True,
                 )
             )
         typer.secho(f"\nimagefleet is up at {url} (API docs: {url}/docs)", fg="green")
@@ -233,15 +254,22 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 6
     raise fail(f"the orchestrator did not answer on {url} within {timeout:.0f}s")
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
-    """Workers first (they hand their jobs back), then the orchestrator; SIGKILL stragglers."""
-    for child in reversed(children):
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for child in reversed(children):
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    """Workers first, waiting for them (they hand their jobs back to the orchestrator), then the
+    orchestrator; SIGKILL for whatever does not stop in time."""
+    workers, orchestrator = children[1:], children[:1]
+    for group in (workers, orchestrator):
+        for child in group:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in group:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()

@@ -138,6 +138,9 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(db.upgrade)
+        # Workers could not renew leases while this replica was down; give them one lease's
+        # time to reach it again before the reaper counts them as gone.
+        await run_in_threadpool(app.state.lifecycle.grace_leases)
         # A misconfigured bucket is reported now, not at the first upload.
         await run_in_threadpool(app.state.artifacts.check)
         signal = app.state.work_signal = WorkSignal()
@@ -246,6 +249,8 @@ async def _reap_forever(app: FastAPI) -> None:
         try:
             if await run_in_threadpool(lifecycle.reap_expired):
                 app.state.work_signal.notify()
+        except (OperationalError, DatabaseUnavailable) as exc:
+            log.warning("lease reaper: database unavailable (%s); retrying", type(exc).__name__)
         except Exception:
             log.exception("lease reaper failed; retrying")
 

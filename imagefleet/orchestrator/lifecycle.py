@@ -422,6 +422,12 @@ class JobLifecycle:
             )
         return AttemptOutcome(job_id=row.id, job_status=status)
 
+    def grace_leases(self) -> int:
+        """Extends every running lease to at least one lease from now (at start-up: an
+        orchestrator restart must not cost the jobs of workers that kept working)."""
+        with self.db.write() as conn:
+            return job_sql.extend_leases(conn, self.clock() + self.settings.lease_seconds)
+
     def reap_expired(self, limit: int = 500) -> int:
         """Requeues (or fails) running jobs whose lease expired. Safe to run concurrently: each
         requeue is conditional on the attempt still owning the job."""

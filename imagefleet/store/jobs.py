@@ -521,3 +521,12 @@ def remember_idempotent(
             created_at=now,
         )
     )
+
+
+def extend_leases(conn: Connection, until: float) -> int:
+    """Pushes every running lease that ends before `until` out to `until`."""
+    return conn.execute(
+        update(jobs)
+        .where(jobs.c.status == RUNNING, jobs.c.lease_expires_at < until)
+        .values(lease_expires_at=until)
+    ).rowcount

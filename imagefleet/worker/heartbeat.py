@@ -14,6 +14,9 @@ import time
 from imagefleet.worker.orchestrator_client import LeaseLost, OrchestratorClient
 
 log = logging.getLogger("imagefleet.worker.heartbeat")
+# After a failed beat, try again this soon: often enough to keep the lease through a short
+# orchestrator restart, rarely enough not to hammer it while it is down.
+RETRY_SECONDS = 0.5
 
 
 class Heartbeat:
@@ -77,6 +80,8 @@ class Heartbeat:
                 return
             except Exception as exc:  # keep beating: the lease may survive a short network cut
                 log.warning("heartbeat failed: %s", exc)
+                if self._stop.wait(RETRY_SECONDS):
+                    return
                 continue
             last_beat = time.monotonic()
             self._sent_step = step

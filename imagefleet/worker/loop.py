@@ -44,6 +44,12 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
 
 
+class _StopWaiting(BaseException):
+    """Raised by the signal handler while the worker only waits for work, so that stopping an
+    idle worker does not wait out its long poll. A BaseException, so that the claim's own
+    error handling cannot swallow it."""
+
+
 @dataclass
 class WorkerConfig:
     orchestrator_url: str
@@ -54,6 +60,8 @@ class WorkerConfig:
     )
     worker_id: str = field(default_factory=default_worker_id)
     device: str | None = None
+    # What generates images: "diffusers" or "module.path:ClassName" (see engines/registry.py).
+    engine: str = "diffusers"
     max_pixels: int = 1536 * 1536
     claim_wait_seconds: float = 20.0
     allow_private_urls: bool = False
@@ -65,17 +73,22 @@ class Worker:
     def __init__(self, config: WorkerConfig, engine: DiffusersEngine | None = None) -> None:
         self.config = config
         self._stopping = False
+        self._waiting_for_work = False
         self._hand_back_at = float("inf")
         self.client = OrchestratorClient(
             config.orchestrator_url, config.key, should_give_up=lambda: self._stopping
         )
         self.cache = ModelCache(config.cache_dir, allow_private_urls=config.allow_private_urls)
         if engine is None:
-            from imagefleet.worker.engines.diffusers_engine import DiffusersEngine
+            from typing import cast
 
-            engine = DiffusersEngine(config.device)
+            from imagefleet.worker.engines.registry import load_engine
+
+            # A plug-in engine only shares DiffusersEngine's interface (registry.Engine): the
+            # methods this loop calls.
+            engine = cast("DiffusersEngine", load_engine(config.engine, config.device))
         self.engine = engine
-        self.jobs_done = 0
+        self.attempts_handled = 0
 
     def request_stop(self) -> None:
         """Stop claiming. The running job may finish within the shutdown grace period; past it,
@@ -97,6 +110,8 @@ class Worker:
             self.request_stop()
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if self._waiting_for_work:
+                raise _StopWaiting  # cut the idle long poll short instead of waiting it out
 
         signal.signal(signal.SIGINT, first)
         signal.signal(signal.SIGTERM, first)
@@ -109,9 +124,12 @@ class Worker:
             self.config.orchestrator_url,
         )
         try:
-            while not self._stopping and (max_jobs is None or self.jobs_done < max_jobs):
+            while not self._stopping and (max_jobs is None or self.attempts_handled < max_jobs):
                 try:
+                    self._waiting_for_work = True
                     answer = self.client.claim(self._claim_request())
+                except _StopWaiting:
+                    break
                 except Unauthorized:
                     raise
                 except Exception as exc:
@@ -120,15 +138,19 @@ class Worker:
                     log.warning("claim failed: %s; retrying", exc)
                     self._sleep(2.0)
                     continue
+                finally:
+                    self._waiting_for_work = False
                 if answer.quarantined:
                     log.warning("this node is quarantined: %s", answer.quarantined)
                     self._sleep(answer.retry_after_seconds)
                 elif answer.assignment is not None:
                     self.process(answer.assignment)
-                    self.jobs_done += 1
+                    self.attempts_handled += 1
         finally:
             self.client.close()
-        log.info("worker %s stopped after %d jobs", self.config.worker_id, self.jobs_done)
+        log.info(
+            "worker %s stopped after %d attempts", self.config.worker_id, self.attempts_handled
+        )
 
     def _sleep(self, seconds: float) -> None:
         """Sleeps, waking early when a stop is requested."""
@@ -151,7 +173,7 @@ class Worker:
 
     def process(self, assignment: Assignment) -> None:
         """Runs one attempt to its end: completed, failed, handed back, or dropped (lease lost)."""
-        from imagefleet.worker.engines.diffusers_engine import GenerationCancelled, Txt2ImgRequest
+        from imagefleet.worker.engines.base import GenerationCancelled, Txt2ImgRequest
 
         attempt = assignment.attempt_id
         log.info("attempt %s: job %s (%s)", attempt, assignment.job_id, assignment.kind)

@@ -68,9 +68,12 @@ class OrchestratorClient:
         return ClaimResponse.model_validate(response.json())
 
     def heartbeat(self, attempt_id: str, step: int, total: int) -> HeartbeatResponse:
+        """One try: the heartbeat loop beats again soon anyway, and a long backoff here would
+        let the lease run out after a short orchestrator restart."""
         body = HeartbeatRequest(step=step, total_steps=total).model_dump()
         response = self._call(
-            lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/heartbeat", json=body)
+            lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/heartbeat", json=body),
+            retry_for_seconds=0.0,
         )
         return HeartbeatResponse.model_validate(response.json())
 
@@ -122,9 +125,12 @@ class OrchestratorClient:
         )
         return AttemptOutcome.model_validate(response.json())
 
-    def _call(self, send: Callable[[], httpx.Response]) -> httpx.Response:
+    def _call(
+        self, send: Callable[[], httpx.Response], retry_for_seconds: float | None = None
+    ) -> httpx.Response:
         """Sends, retrying transport errors and 502/503/504 with backoff for a bounded time."""
-        deadline = time.monotonic() + self.retry_for_seconds
+        window = self.retry_for_seconds if retry_for_seconds is None else retry_for_seconds
+        deadline = time.monotonic() + window
         delay = 0.5
         while True:
             try:

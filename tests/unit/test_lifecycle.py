@@ -409,3 +409,17 @@ def test_a_same_node_retry_happens_only_when_allowed_and_no_other_node_is_alive(
     assert first
     lifecycle.fail(keys.worker, first.attempt_id, FailRequest(code="worker_error"))
     assert claim(lifecycle, keys, node="only-node", worker="w1") is not None
+
+
+def test_an_orchestrator_restart_gives_running_leases_a_fresh_lease(
+    lifecycle: JobLifecycle, keys: Keys, clock: Clock
+) -> None:
+    job_id = submit(lifecycle, keys)
+    assert claim(lifecycle, keys)
+    clock.advance(9)  # 1 s of the 10 s lease left when the orchestrator comes back
+    assert lifecycle.grace_leases() == 1
+    clock.advance(5)
+    assert lifecycle.reap_expired() == 0
+    assert lifecycle.get(keys.alice, job_id).status is JobStatus.running
+    clock.advance(6)
+    assert lifecycle.reap_expired() == 1

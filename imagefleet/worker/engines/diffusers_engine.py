@@ -38,13 +38,19 @@ from diffusers.schedulers.scheduling_lms_discrete import LMSDiscreteScheduler
 from diffusers.schedulers.scheduling_pndm import PNDMScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from imagefleet.worker.engines.base import (
+    GeneratedImage,
+    GenerationCancelled,
+    StepCallback,
+    StopCheck,
+    Txt2ImgRequest,
+)
 from imagefleet.worker.engines.single_file import CheckpointFamily, checkpoint_family
 
-if TYPE_CHECKING:
-    from PIL import Image
+__all__ = ["DiffusersEngine", "GeneratedImage", "GenerationCancelled", "Txt2ImgRequest"]
 
-StepCallback = Callable[[int, int], None]
-StopCheck = Callable[[], bool]
+if TYPE_CHECKING:
+    pass
 
 
 @dataclass(frozen=True)
@@ -81,25 +87,6 @@ SCHEDULERS: dict[str, SchedulerSpec] = {
 }
 
 
-@dataclass(frozen=True)
-class Txt2ImgRequest:
-    prompt: str
-    negative_prompt: str | None
-    width: int
-    height: int
-    steps: int
-    guidance_scale: float
-    seed: int
-    num_images: int
-    scheduler: str
-
-
-@dataclass(frozen=True)
-class GeneratedImage:
-    image: Image.Image
-    seed: int
-
-
 class _Pipeline(Protocol):
     """What the engine uses of a diffusers text-to-image pipeline, SD and SDXL alike.
 
@@ -114,10 +101,6 @@ class _Pipeline(Protocol):
     def to(self, device: torch.device) -> Any: ...
 
     def set_progress_bar_config(self, **kwargs: Any) -> None: ...
-
-
-class GenerationCancelled(Exception):
-    """Raised when should_stop() turned true between denoising steps."""
 
 
 class DiffusersEngine:

@@ -1,0 +1,40 @@
+"""What every engine speaks, without importing torch: the request, the result, cancellation.
+
+Kept apart from the diffusers engine so that the worker loop and plug-in engines (see
+registry.py) can use these types without paying for torch, diffusers and transformers imports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+StepCallback = Callable[[int, int], None]
+StopCheck = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class Txt2ImgRequest:
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    seed: int
+    num_images: int
+    scheduler: str
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    image: Image.Image
+    seed: int
+
+
+class GenerationCancelled(Exception):
+    """Raised when should_stop() turned true between denoising steps."""
