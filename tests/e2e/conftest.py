@@ -203,6 +203,7 @@ class Fleet:
             **{f"IMAGEFLEET_{name.upper()}": value for name, value in settings.items()},
         }
         self.url = ""
+        self.worker_env: dict[str, str] = {}  # extra environment for workers started next
         self.orchestrator: ManagedProcess | None = None
         self.workers: list[ManagedProcess] = []
         self._clients: list[ImageFleetClient] = []
@@ -272,7 +273,7 @@ class Fleet:
             ],
             # One torch thread per worker: two workers and the orchestrator share two cores, and
             # torch's default of a thread per core oversubscribes them and makes step times swing.
-            child_env(OMP_NUM_THREADS="1"),
+            child_env(OMP_NUM_THREADS="1", **self.worker_env),
             self.root / f"{name}.log",
         )
         self.workers.append(worker)

@@ -170,3 +170,19 @@ def test_keys_only_open_their_own_side_of_the_api_and_their_own_jobs(
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_with_a_shutdown_grace_finishes_its_job_before_exiting(
+    start_fleet: FleetFactory,
+) -> None:
+    fleet = start_fleet(workers=0, lease_seconds=30.0)
+    fleet.worker_env["IMAGEFLEET_WORKER_SHUTDOWN_GRACE"] = "120"
+    worker = fleet.start_worker()
+    job = fleet.client.submit_txt2img(LONG_JOB)
+    fleet.wait_until(job.id, is_denoising)
+    worker.send(signal.SIGTERM)
+    done = fleet.wait_final(job.id, timeout=120)
+    assert done.status is JobStatus.succeeded
+    assert fleet.attempt_outcomes(job.id) == ["succeeded"]
+    assert worker.wait(timeout=30) == 0
