@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
 
@@ -31,9 +31,30 @@ ModelKind = Literal["checkpoint"]
 
 
 class Strict(BaseModel):
-    """Refuses unknown fields so that a typo is a 422, not a silently ignored option."""
+    """Refuses unknown fields so that a typo is a 422, not a silently ignored option, and text
+    that cannot be stored: lone surrogates (not encodable as UTF-8) and NUL characters (refused
+    by PostgreSQL)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        _check_text(value)
+        return value
+
+
+def _check_text(value: Any) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_text(item)
 
 
 class JobStatus(StrEnum):
@@ -101,7 +122,8 @@ class Txt2ImgJob(Strict):
     )
 
 
-JobCreate = Annotated[Txt2ImgJob, Field(discriminator="kind")]
+# One kind for now; when others come this becomes a union discriminated on `kind`.
+JobCreate = Txt2ImgJob
 
 
 class Progress(BaseModel):
@@ -297,8 +319,8 @@ class ClaimResponse(BaseModel):
 
 
 class HeartbeatRequest(Strict):
-    step: int = Field(0, ge=0)
-    total_steps: int = Field(0, ge=0)
+    step: int = Field(0, ge=0, le=1_000_000)
+    total_steps: int = Field(0, ge=0, le=1_000_000)
 
 
 class HeartbeatResponse(BaseModel):
@@ -346,8 +368,8 @@ class CompletedOutput(Strict):
         None, pattern="^[0-9a-f]{64}$", description="For direct uploads: the file's hash."
     )
     seed: int = Field(ge=0, le=MAX_SEED + 64)
-    width: int = Field(gt=0)
-    height: int = Field(gt=0)
+    width: int = Field(gt=0, le=16384)
+    height: int = Field(gt=0, le=16384)
 
 
 class StageTimings(Strict):

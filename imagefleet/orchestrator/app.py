@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
@@ -112,8 +115,16 @@ async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
 
 
+class AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: a 422 echoes the offending input, and input with a lone
+    surrogate cannot be written as UTF-8 (it would turn a validation error into a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
 def _error(status: int, detail: Any) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status)
+    return AsciiJSONResponse({"detail": detail}, status_code=status)
 
 
 def artifact_store_for(settings: Settings) -> ArtifactStore:
@@ -171,6 +182,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
             db.dispose()
 
     app = FastAPI(
+        default_response_class=AsciiJSONResponse,
         title="imagefleet",
         version=__version__,
         summary="Generative image jobs on a pull-based fleet of GPU workers.",
@@ -193,6 +205,10 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     def healthz() -> dict[str, str]:
         db.check()
         return {"status": "ok"}
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     @app.exception_handler(InvalidField)
     async def _invalid(_: Request, exc: InvalidField) -> JSONResponse:

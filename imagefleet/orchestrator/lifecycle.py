@@ -73,6 +73,8 @@ class Cursor:
     def decode(cls, text: str) -> Cursor:
         try:
             created, _, job_id = base64.urlsafe_b64decode(text.encode()).decode().partition("|")
+            if not job_sql.plausible_id(job_id):
+                raise ValueError(job_id)
             return cls(float(created), job_id)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidField(("query", "cursor"), "not a cursor returned by this API") from exc

@@ -51,7 +51,10 @@ def release_node(request: Request, key: Key, node_id: str) -> list[NodeView]:
     summary="Node events after an id (poll with the last id seen)",
 )
 def list_events(
-    request: Request, key: Key, after: int = Query(0, ge=0), limit: int = Query(100, ge=1, le=1000)
+    request: Request,
+    key: Key,
+    after: int = Query(0, ge=0, le=2**31 - 1),
+    limit: int = Query(100, ge=1, le=1000),
 ) -> list[NodeEventView]:
     return [
         NodeEventView(

@@ -17,6 +17,7 @@ from imagefleet.artifacts.base import (
     verify_direct_upload,
 )
 from imagefleet.orchestrator.auth import worker_key
+from imagefleet.orchestrator.errors import InvalidField
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.protocol import (
@@ -95,8 +96,7 @@ async def upload_output(
         raise HTTPException(
             415, f"content-type must be one of {UPLOAD_TYPES}, got {content_type!r}"
         )
-    if not 0 <= index < 64:
-        raise HTTPException(422, f"output index must be within 0..63, got {index}")
+    _check_index(index)
     job = await run_in_threadpool(lifecycle.check_current, key, attempt_id)
     artifact_key = output_key(job.id, attempt_id, index)
     limit = lifecycle.settings.max_upload_bytes
@@ -130,6 +130,11 @@ def complete(request: Request, key: Key, attempt_id: str, body: CompleteRequest)
         for output in body.outputs:
             _record_direct_upload(request, key, job.id, attempt_id, output.index, output.sha256)
     return lifecycle.complete(key, attempt_id, body)
+
+
+def _check_index(index: int) -> None:
+    if not 0 <= index < 64:
+        raise InvalidField(("path", "index"), f"output index must be within 0..63, got {index}")
 
 
 def output_key(job_id: str, attempt_id: str, index: int) -> str:
@@ -198,6 +203,7 @@ def start_multipart(
     request: Request, key: Key, attempt_id: str, index: int, body: MultipartStart
 ) -> MultipartUpload:
     lifecycle = _lifecycle(request)
+    _check_index(index)
     if body.content_type not in UPLOAD_TYPES:
         raise HTTPException(415, f"content_type must be one of {UPLOAD_TYPES}")
     if body.size_bytes > lifecycle.settings.max_upload_bytes:
@@ -235,6 +241,7 @@ def finish_multipart(
     request: Request, key: Key, attempt_id: str, index: int, body: MultipartFinish
 ) -> UploadedArtifact:
     lifecycle = _lifecycle(request)
+    _check_index(index)
     job = lifecycle.check_current(key, attempt_id)
     store: ArtifactStore = request.app.state.artifacts
     artifact_key = output_key(job.id, attempt_id, index)
@@ -243,10 +250,12 @@ def finish_multipart(
             artifact_key, body.upload_id, [(p.part_number, p.etag) for p in body.parts]
         )
     except ArtifactUploadRejected as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise InvalidField(("body", "parts"), str(exc)) from exc
     recorded = _record_direct_upload(request, key, job.id, attempt_id, index, None)
     if recorded is None:
-        raise HTTPException(422, f"the multipart upload of output {index} left no file")
+        raise InvalidField(
+            ("body", "parts"), f"the multipart upload of output {index} left no file"
+        )
     return recorded
 
 

@@ -102,7 +102,15 @@ def insert_job(conn: Connection, **values: Any) -> None:
     notify_work(conn)
 
 
+def plausible_id(value: str) -> bool:
+    """Ids are short ASCII tokens; anything else (NUL bytes, 10 kB of text) cannot exist and is
+    answered as unknown without reaching the database."""
+    return 0 < len(value) <= 64 and value.isascii() and value.isalnum()
+
+
 def get_job(conn: Connection, job_id: str) -> JobRow | None:
+    if not plausible_id(job_id):
+        return None
     row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
     return _to_job(row) if row else None
 
@@ -236,6 +244,8 @@ def claim_job(
 
 
 def get_attempt(conn: Connection, attempt_id: str) -> AttemptRow | None:
+    if not plausible_id(attempt_id):
+        return None
     row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).mappings().first()
     return AttemptRow(**row) if row else None
 

@@ -81,6 +81,8 @@ def quarantine(conn: Connection, node_id: str, reason: str, now: float) -> bool:
 
 def release(conn: Connection, node_id: str, reason: str, now: float) -> bool:
     """Lifts a quarantine (and logs the event); False if the node was not quarantined."""
+    if "\x00" in node_id:  # cannot be a node id (claims refuse NUL): unknown
+        return False
     changed = conn.execute(
         update(nodes)
         .where(nodes.c.id == node_id, nodes.c.quarantined_at.is_not(None))

@@ -7,6 +7,7 @@ cheap to compare in lease checks, and converted to datetimes only at the API edg
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -47,7 +48,7 @@ models = Table(
     Column("config_source", Text),
     Column("config_sha256", String(64)),
     Column("sha256", String(64), nullable=False),
-    Column("size_bytes", Integer, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
     UniqueConstraint("name", "version", name="uq_models_name_version"),
 )
@@ -125,9 +126,9 @@ artifacts = Table(
     Column("attempt_id", String(32), nullable=False),
     Column("idx", Integer, nullable=False),
     Column("content_type", String(100), nullable=False),
-    Column("size_bytes", Integer, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
-    Column("seed", Integer),
+    Column("seed", BigInteger),
     Column("width", Integer),
     Column("height", Integer),
     Column("accepted", Boolean, nullable=False, default=False),
