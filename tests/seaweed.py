@@ -118,10 +118,10 @@ class SeaweedS3:
             f"-master.port={master}",
             f"-master.port.grpc={master_grpc}",
             "-master.telemetry=false",
-            "-master.volumeSizeLimitMB=64",
+            "-master.volumeSizeLimitMB=16",
             f"-volume.port={volume}",
             f"-volume.port.grpc={volume_grpc}",
-            "-volume.max=100",
+            "-volume.max=1000",  # every test bucket takes volumes of its own
             "-volume.preStopSeconds=0",
             "-filer",
             f"-filer.port={filer}",
