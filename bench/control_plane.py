@@ -697,7 +697,8 @@ def _finish_profile(bench: Bench, profile: Profile) -> None:
         bucket = next((name for name, marker in PROFILE_BUCKETS if marker in leaf), "other")
         by_bucket[bucket] += count
         name, _, where = leaf.partition(" (")
-        by_function[f"{name} ({where.rsplit('/', 1)[-1]}"] += count
+        if name.strip():
+            by_function[f"{name} ({where.rsplit('/', 1)[-1]}"] += count
         for frame in frames:
             if any(f"/imagefleet/{m}" in frame for m in HANDLER_MODULES):
                 by_handler[frame.split(" (")[0]] += count
@@ -1653,7 +1654,7 @@ def docs_section(results: Results, bench: Bench, context: dict[str, str]) -> str
         f"- load average at start: {context['load']} ({context['quiet']})",
         "",
     ]
-    return "\n".join(header) + report(results, bench)
+    return "\n".join(header) + "\n" + report(results, bench)
 
 
 NOTES = "### Notes"
