@@ -10,7 +10,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MAX_SEED = 2**32 - 1
 SCHEDULER_NAMES = (
@@ -41,6 +41,17 @@ class Strict(BaseModel):
     @classmethod
     def _storable_text(cls, value: Any) -> Any:
         _check_text(value)
+        return value
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_int_confusion(cls, value: Any, info: ValidationInfo) -> Any:
+        """JSON `true` is not the integer 1, nor `0` a boolean, whatever Python thinks."""
+        annotation = cls.model_fields[info.field_name or ""].annotation
+        if isinstance(value, bool) and annotation in (int, int | None):
+            raise ValueError("must be an integer, not true or false")
+        if annotation is bool and not isinstance(value, bool):
+            raise ValueError("must be true or false")
         return value
 
 
