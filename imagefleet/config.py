@@ -7,6 +7,7 @@ live in a data directory under the current working directory.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,6 +43,14 @@ class Settings(BaseSettings):
         2.0, ge=0, description="Wait before retrying a failed job; doubles with each failure."
     )
     retry_backoff_max_seconds: float = Field(60.0, ge=0, description="Cap on that wait.")
+    exhausted_nodes_policy: Literal["retry_same_node", "fail"] = Field(
+        "retry_same_node",
+        description="A job that failed on every live node (one-node fleets): retry it on the "
+        "same node after a delay, or fail it for good with the reason.",
+    )
+    same_node_retry_delay_seconds: float = Field(
+        5.0, ge=0, description="Least wait before such a same-node retry."
+    )
     quarantine_failures: int = Field(
         5, ge=0, description="Failed attempts in the window that quarantine a node; 0 disables."
     )

@@ -80,6 +80,42 @@ class JobStatus(StrEnum):
         return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
 
 
+class AttemptOutcome(StrEnum):
+    """How one attempt ended (`running` while it holds its lease)."""
+
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    lease_expired = "lease_expired"
+    cancelled = "cancelled"
+    handed_back = "handed_back"
+
+
+class FailureCode(StrEnum):
+    """Why an attempt or a job failed. Workers report the first six; the orchestrator sets the
+    rest. Behaviour (retry, quarantine, placement) is decided from these codes, never from text."""
+
+    worker_shutdown = "worker_shutdown"  # handed back on SIGTERM: retried at once, not counted
+    out_of_memory = "out_of_memory"  # retried, preferably on a GPU with more memory
+    model_unavailable = "model_unavailable"  # download or verification failed: retried
+    input_unavailable = "input_unavailable"  # an input file could not be fetched: retried
+    invalid_input = "invalid_input"  # the job cannot succeed anywhere: final, not the node's fault
+    worker_error = "worker_error"  # anything else on the worker: retried
+    lease_expired = "lease_expired"  # the worker stopped heartbeating
+    cancelled = "cancelled"  # by the client
+    no_eligible_worker = "no_eligible_worker"  # nothing in the fleet can ever run it
+
+    @property
+    def is_node_fault(self) -> bool:
+        """Failures that say something about the node (they count towards quarantine)."""
+        return self not in (
+            FailureCode.invalid_input,
+            FailureCode.worker_shutdown,
+            FailureCode.cancelled,
+            FailureCode.no_eligible_worker,
+        )
+
+
 class Txt2ImgParams(Strict):
     """What a client may ask of a txt2img job. Size bounds beyond these are server settings."""
 
@@ -180,7 +216,10 @@ class JobView(BaseModel):
     progress: Progress
     timings: Timings
     outputs: list[OutputView]
-    error: JobError | None = None
+    error: JobError | None = Field(None, description="Why a failed or cancelled job ended.")
+    last_error: JobError | None = Field(
+        None, description="While a job waits for a retry: the error of its last failed attempt."
+    )
     attempts: int
 
 
@@ -192,7 +231,7 @@ class AttemptView(BaseModel):
     node_id: str
     started_at: datetime
     ended_at: datetime | None
-    outcome: Literal["running", "succeeded", "failed", "lease_expired", "cancelled", "handed_back"]
+    outcome: AttemptOutcome
     error: JobError | None = None
 
 
@@ -395,11 +434,13 @@ class CompleteRequest(Strict):
 
 
 class FailRequest(Strict):
-    code: str = Field(min_length=1, max_length=100)
+    code: FailureCode
     message: str = Field("", max_length=4000)
     retryable: bool = True
 
 
-class AttemptOutcome(BaseModel):
+class AttemptResult(BaseModel):
+    """The answer to complete and fail: the job's status right after the transition."""
+
     job_id: str
     job_status: JobStatus

@@ -211,7 +211,7 @@ def db_cleanup(
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Delete finished jobs (and their files) older than the retention period, in batches."""
-    from imagefleet.orchestrator.app import artifact_store_for
+    from imagefleet.artifacts.factory import artifact_store_for
     from imagefleet.orchestrator.retention import purge_expired
 
     settings = settings_for(data_dir)

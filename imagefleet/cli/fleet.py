@@ -219,7 +219,7 @@ def check_artifact_store(settings: Settings) -> None:
     """Exits with a clear message when the artifact store is misconfigured (bad endpoint,
     missing bucket, bad credentials), instead of failing at the first upload."""
     from imagefleet.artifacts.base import ArtifactStoreError
-    from imagefleet.orchestrator.app import artifact_store_for
+    from imagefleet.artifacts.factory import artifact_store_for
 
     try:
         artifact_store_for(settings).check()

@@ -19,53 +19,23 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagefleet import __version__
-from imagefleet.artifacts.base import ArtifactStore, ArtifactStoreError, ArtifactStoreUnavailable
-from imagefleet.artifacts.local import LocalArtifactStore
-from imagefleet.artifacts.s3_config import S3Config
+from imagefleet.artifacts.base import ArtifactStoreError
+from imagefleet.artifacts.factory import artifact_store_for
 from imagefleet.config import Settings
+from imagefleet.errors import ApiError
 from imagefleet.orchestrator import routes_admin, routes_client, routes_worker
-from imagefleet.orchestrator.errors import (
-    Conflict,
-    InvalidField,
-    NotFound,
-    QuotaExceeded,
-    StaleAttempt,
-)
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.ratelimit import RateLimiter
 from imagefleet.orchestrator.retention import purge_expired
 from imagefleet.orchestrator.webhooks import WebhookDispatcher
+from imagefleet.orchestrator.work_signal import WorkSignal
 from imagefleet.store.database import Database, DatabaseUnavailable
 from imagefleet.store.listener import WorkListener
 
 log = logging.getLogger("imagefleet.orchestrator")
-# How often a waiting claim looks at the queue without being woken. With SQLite, submits made
-# by another process wake nobody, so it looks every second; on PostgreSQL, LISTEN/NOTIFY wakes
-# claims on every replica and the timer is only a safety net.
+# How often a waiting claim looks at the queue without being woken (see WorkSignal).
 POLLING_RECHECK_SECONDS = 1.0
 LISTENING_RECHECK_SECONDS = 10.0
-
-
-class WorkSignal:
-    """Wakes long-polling claims in this process when work may have arrived.
-
-    A claimer takes `waiter()` *before* looking at the queue, so a submit that lands between its
-    look and its wait still wakes it.
-    """
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def waiter(self) -> asyncio.Event:
-        return self._event
-
-    def notify(self) -> None:
-        event, self._event = self._event, asyncio.Event()
-        event.set()
-
-    def notify_threadsafe(self, loop: asyncio.AbstractEventLoop) -> None:
-        """For callers on other threads (the PostgreSQL listener)."""
-        loop.call_soon_threadsafe(self.notify)
 
 
 class BodySizeLimit:
@@ -123,25 +93,6 @@ class AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
-def _error(status: int, detail: Any) -> JSONResponse:
-    return AsciiJSONResponse({"detail": detail}, status_code=status)
-
-
-def artifact_store_for(settings: Settings) -> ArtifactStore:
-    """The configured artifact store: S3-compatible when IMAGEFLEET_S3_BUCKET is set (see
-    docs/storage.md), else the local directory."""
-    s3 = S3Config.from_env()
-    if s3 is None:
-        return LocalArtifactStore(settings.artifacts_path)
-    try:
-        from imagefleet.artifacts.s3 import S3ArtifactStore
-    except ImportError as exc:
-        raise ArtifactStoreUnavailable(
-            "IMAGEFLEET_S3_BUCKET is set but boto3 is missing: pip install 'imagefleet[s3]'"
-        ) from exc
-    return S3ArtifactStore(s3)
-
-
 def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.database_url)
@@ -154,13 +105,14 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         await run_in_threadpool(app.state.lifecycle.grace_leases)
         # A misconfigured bucket is reported now, not at the first upload.
         await run_in_threadpool(app.state.artifacts.check)
-        signal = app.state.work_signal = WorkSignal()
+        signal = app.state.work_signal = WorkSignal(
+            POLLING_RECHECK_SECONDS if db.is_sqlite else LISTENING_RECHECK_SECONDS
+        )
         listener = None
         if not db.is_sqlite:
             loop = asyncio.get_running_loop()
             listener = WorkListener(db.url, lambda: signal.notify_threadsafe(loop))
             listener.start()
-            app.state.claim_recheck_seconds = LISTENING_RECHECK_SECONDS
         duties = (
             [
                 asyncio.create_task(_reap_forever(app)),
@@ -190,12 +142,10 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     )
     app.state.settings = settings
     app.state.db = db
-    app.state.lifecycle = JobLifecycle(db, settings)
     app.state.artifacts = store = artifact_store_for(settings)
-    app.state.direct_uploads = store.direct_multipart_threshold is not None
+    app.state.lifecycle = JobLifecycle(db, settings, artifacts=store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-    app.state.work_signal = WorkSignal()
-    app.state.claim_recheck_seconds = POLLING_RECHECK_SECONDS
+    app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
     app.include_router(routes_admin.router)
@@ -210,29 +160,11 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
-    @app.exception_handler(InvalidField)
-    async def _invalid(_: Request, exc: InvalidField) -> JSONResponse:
-        return _error(422, [{"loc": list(exc.loc), "msg": exc.message, "type": "value_error"}])
-
-    @app.exception_handler(NotFound)
-    async def _not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return _error(404, str(exc))
-
-    @app.exception_handler(StaleAttempt)
-    async def _stale(_: Request, exc: StaleAttempt) -> JSONResponse:
-        return _error(409, str(exc))
-
-    @app.exception_handler(QuotaExceeded)
-    async def _quota(_: Request, exc: QuotaExceeded) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc)},
-            status_code=429,
-            headers={"Retry-After": str(max(1, round(exc.retry_after)))},
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return AsciiJSONResponse(
+            {"detail": exc.detail()}, status_code=exc.status, headers=exc.headers
         )
-
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return _error(409, str(exc))
 
     @app.exception_handler(ArtifactStoreError)
     async def _store_down(_: Request, exc: ArtifactStoreError) -> JSONResponse:

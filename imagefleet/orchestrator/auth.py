@@ -6,10 +6,11 @@ import math
 import time
 from collections.abc import Callable
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from imagefleet.errors import Forbidden, QuotaExceeded, Unauthorized
 from imagefleet.store.keys import ApiKey, Scope, authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="An imagefleet API key: `if_<id>_<secret>`.")
@@ -30,11 +31,7 @@ def require(audience: str) -> Callable[..., object]:
         request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
     ) -> ApiKey:
         if credentials is None:
-            raise HTTPException(
-                401,
-                "missing API key: send `Authorization: Bearer <key>`",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
         db = request.app.state.db
 
         def lookup() -> ApiKey | None:
@@ -43,20 +40,17 @@ def require(audience: str) -> Callable[..., object]:
 
         key = await run_in_threadpool(lookup)
         if key is None:
-            raise HTTPException(
-                401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"}
-            )
+            raise Unauthorized("invalid or revoked API key")
         if key.scope not in allowed:
-            raise HTTPException(
-                403, f"this endpoint needs a {audience} key; this key's scope is {key.scope!r}"
+            article = "an" if audience[0] in "aeiou" else "a"
+            raise Forbidden(
+                f"this endpoint needs {article} {audience} key; this key's scope is {key.scope!r}"
             )
         if audience == "client":
             wait = request.app.state.rate_limiter.check(key.id, time.monotonic())
             if wait:
-                raise HTTPException(
-                    429,
-                    "rate limit exceeded for this key; slow down",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                raise QuotaExceeded(
+                    "rate limit exceeded for this key; slow down", retry_after=math.ceil(wait)
                 )
         return key
 

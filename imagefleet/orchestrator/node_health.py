@@ -13,10 +13,12 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from imagefleet.config import Settings
+from imagefleet.protocol import FailureCode
 from imagefleet.store import nodes as node_sql
 from imagefleet.store.database import Database
 
-JOB_FAULT_CODES = {"invalid_input"}
+# Failure codes that are never the node's fault, as the store's failure counts need them.
+JOB_FAULT_CODES = {code.value for code in FailureCode if not code.is_node_fault}
 
 
 class NodeQuarantined(RuntimeError):
@@ -33,10 +35,12 @@ class NodeHealth:
         if reason is not None:
             raise NodeQuarantined(reason)
 
-    def after_failure(self, conn: Connection, node_id: str, error_code: str, now: float) -> bool:
+    def after_failure(
+        self, conn: Connection, node_id: str, error_code: FailureCode, now: float
+    ) -> bool:
         """Quarantines the node if this failure tipped it over the threshold."""
         threshold = self.settings.quarantine_failures
-        if not threshold or error_code in JOB_FAULT_CODES:
+        if not threshold or not error_code.is_node_fault:
             return False
         window = self.settings.quarantine_window_seconds
         since = max(now - window, node_sql.released_at(conn, node_id) or 0.0)
@@ -45,7 +49,7 @@ class NodeHealth:
             return False
         reason = (
             f"{failures} failed attempts in the last {window:.0f}s (threshold {threshold}); "
-            f"last error: {error_code}"
+            f"last error: {error_code.value}"
         )
         return node_sql.quarantine(conn, node_id, reason, now)
 

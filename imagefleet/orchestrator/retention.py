@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from imagefleet.artifacts.base import ArtifactStore
+from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store.database import Database
 
@@ -36,7 +37,7 @@ def purge_expired(
     while not should_stop() and (max_batches is None or batches < max_batches):
         with db.write() as conn:
             job_ids = job_sql.expired_jobs(conn, cutoff, batch_size)
-            store.delete_many(job_sql.artifact_keys(conn, job_ids))
+            store.delete_many(artifact_sql.artifact_keys(conn, job_ids))
             purged += job_sql.delete_jobs(conn, job_ids)
         batches += 1
         if len(job_ids) < batch_size:

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Query
 
-from fastapi import APIRouter, Depends, Query, Request
-
-from imagefleet.orchestrator.auth import admin_key
-from imagefleet.orchestrator.errors import NotFound
-from imagefleet.orchestrator.lifecycle import JobLifecycle, to_datetime
+from imagefleet.errors import NotFound
+from imagefleet.orchestrator.deps import AdminKey, Lifecycle
+from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.protocol import NodeEventView, NodeView
-from imagefleet.store.keys import ApiKey
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
-Key = Annotated[ApiKey, Depends(admin_key)]
-
-
-def _lifecycle(request: Request) -> JobLifecycle:
-    lifecycle: JobLifecycle = request.app.state.lifecycle
-    return lifecycle
 
 
 @router.get("/nodes", response_model=list[NodeView], summary="Nodes, their health and quarantine")
-def list_nodes(request: Request, key: Key) -> list[NodeView]:
-    lifecycle = _lifecycle(request)
+def list_nodes(key: AdminKey, lifecycle: Lifecycle) -> list[NodeView]:
     return [
         NodeView(
             id=node.id,
@@ -38,11 +28,10 @@ def list_nodes(request: Request, key: Key) -> list[NodeView]:
 
 
 @router.post("/nodes/{node_id}/release", response_model=list[NodeView], summary="Lift a quarantine")
-def release_node(request: Request, key: Key, node_id: str) -> list[NodeView]:
-    lifecycle = _lifecycle(request)
+def release_node(key: AdminKey, lifecycle: Lifecycle, node_id: str) -> list[NodeView]:
     if not lifecycle.health.release(node_id, lifecycle.clock()):
         raise NotFound(f"node {node_id!r} is not quarantined")
-    return [node for node in list_nodes(request, key) if node.id == node_id]
+    return [node for node in list_nodes(key, lifecycle) if node.id == node_id]
 
 
 @router.get(
@@ -51,8 +40,8 @@ def release_node(request: Request, key: Key, node_id: str) -> list[NodeView]:
     summary="Node events after an id (poll with the last id seen)",
 )
 def list_events(
-    request: Request,
-    key: Key,
+    key: AdminKey,
+    lifecycle: Lifecycle,
     after: int = Query(0, ge=0, le=2**31 - 1),
     limit: int = Query(100, ge=1, le=1000),
 ) -> list[NodeEventView]:
@@ -64,5 +53,5 @@ def list_events(
             reason=event.reason,
             created_at=to_datetime(event.created_at),
         )
-        for event in _lifecycle(request).health.events(after, limit)
+        for event in lifecycle.health.events(after, limit)
     ]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from imagefleet.artifacts.base import ArtifactStore
+from imagefleet.errors import NotFound
 from imagefleet.orchestrator import webhooks
-from imagefleet.orchestrator.auth import client_key
-from imagefleet.orchestrator.errors import NotFound
+from imagefleet.orchestrator.deps import Artifacts, ClientKey, Db, Lifecycle, Signal
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.views import attempt_view, job_view
 from imagefleet.protocol import (
@@ -23,21 +23,15 @@ from imagefleet.protocol import (
     ModelView,
     WebhookDeliveryView,
 )
-from imagefleet.store.jobs import ArtifactRow, JobRow
-from imagefleet.store.keys import ApiKey
+from imagefleet.store.artifacts import ArtifactRow
+from imagefleet.store.jobs import JobRow
 from imagefleet.store.models import list_models
 
 router = APIRouter(prefix="/v1", tags=["client"])
-Key = Annotated[ApiKey, Depends(client_key)]
-
-
-def _lifecycle(request: Request) -> JobLifecycle:
-    lifecycle: JobLifecycle = request.app.state.lifecycle
-    return lifecycle
 
 
 def _views(request: Request, rows: list[JobRow]) -> list[JobView]:
-    lifecycle = _lifecycle(request)
+    lifecycle: JobLifecycle = request.app.state.lifecycle
     finished = [row.id for row in rows if row.status is JobStatus.succeeded]
     outputs: dict[str, list[ArtifactRow]] = {row.id: [] for row in rows}
     if finished:
@@ -72,8 +66,10 @@ def _views(request: Request, rows: list[JobRow]) -> list[JobView]:
 async def submit_job(
     request: Request,
     response: Response,
-    key: Key,
+    key: ClientKey,
     job: Annotated[JobCreate, Body()],
+    lifecycle: Lifecycle,
+    signal: Signal,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -83,32 +79,31 @@ async def submit_job(
         ),
     ] = None,
 ) -> JobView:
-    row, replayed = await run_in_threadpool(_lifecycle(request).submit, key, job, idempotency_key)
+    row, replayed = await run_in_threadpool(lifecycle.submit, key, job, idempotency_key)
     if replayed:
         response.status_code = 200
         response.headers["Idempotent-Replayed"] = "true"
     else:
-        request.app.state.work_signal.notify()
+        signal.notify()
     return (await run_in_threadpool(_views, request, [row]))[0]
 
 
 @router.get("/jobs", response_model=JobPage, summary="List your jobs, newest first")
 def list_jobs(
     request: Request,
-    key: Key,
+    key: ClientKey,
+    lifecycle: Lifecycle,
     status: JobStatus | None = None,
     cursor: str | None = Query(None, max_length=200),
     limit: int = Query(50, ge=1, le=200),
 ) -> JobPage:
-    rows, next_cursor = _lifecycle(request).list_jobs(
-        key, status=status, cursor=cursor, limit=limit
-    )
+    rows, next_cursor = lifecycle.list_jobs(key, status=status, cursor=cursor, limit=limit)
     return JobPage(jobs=_views(request, rows), next_cursor=next_cursor)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="Get one job")
-def get_job(request: Request, key: Key, job_id: str) -> JobView:
-    return _views(request, [_lifecycle(request).get(key, job_id)])[0]
+def get_job(request: Request, key: ClientKey, job_id: str, lifecycle: Lifecycle) -> JobView:
+    return _views(request, [lifecycle.get(key, job_id)])[0]
 
 
 @router.get(
@@ -116,8 +111,8 @@ def get_job(request: Request, key: Key, job_id: str) -> JobView:
     response_model=list[AttemptView],
     summary="A job's attempt history: which worker and node tried it, when, and how it ended",
 )
-def get_attempts(request: Request, key: Key, job_id: str) -> list[AttemptView]:
-    return [attempt_view(row) for row in _lifecycle(request).attempts(key, job_id)]
+def get_attempts(key: ClientKey, job_id: str, lifecycle: Lifecycle) -> list[AttemptView]:
+    return [attempt_view(row) for row in lifecycle.attempts(key, job_id)]
 
 
 @router.get(
@@ -125,14 +120,16 @@ def get_attempts(request: Request, key: Key, job_id: str) -> list[AttemptView]:
     response_model=list[WebhookDeliveryView],
     summary="The job's webhook deliveries: state, attempts, last error",
 )
-def get_webhook_deliveries(request: Request, key: Key, job_id: str) -> list[WebhookDeliveryView]:
-    return [webhooks.describe(d) for d in _lifecycle(request).deliveries(key, job_id)]
+def get_webhook_deliveries(
+    key: ClientKey, job_id: str, lifecycle: Lifecycle
+) -> list[WebhookDeliveryView]:
+    return [webhooks.describe(d) for d in lifecycle.deliveries(key, job_id)]
 
 
 @router.get(
     "/account", response_model=AccountView, summary="The calling key and its webhook secret"
 )
-def get_account(request: Request, key: Key) -> AccountView:
+def get_account(key: ClientKey) -> AccountView:
     return AccountView(
         key_id=key.id,
         name=key.name,
@@ -143,8 +140,8 @@ def get_account(request: Request, key: Key) -> AccountView:
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView, summary="Cancel a job")
-def cancel_job(request: Request, key: Key, job_id: str) -> JobView:
-    return _views(request, [_lifecycle(request).cancel(key, job_id)])[0]
+def cancel_job(request: Request, key: ClientKey, job_id: str, lifecycle: Lifecycle) -> JobView:
+    return _views(request, [lifecycle.cancel(key, job_id)])[0]
 
 
 @router.get(
@@ -154,15 +151,16 @@ def cancel_job(request: Request, key: Key, job_id: str) -> JobView:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def download_output(request: Request, key: Key, job_id: str, index: int) -> Response:
-    lifecycle = _lifecycle(request)
+def download_output(
+    key: ClientKey, job_id: str, index: int, lifecycle: Lifecycle, store: Artifacts
+) -> Response:
     row = lifecycle.get(key, job_id)
     with lifecycle.db.read() as conn:
         outputs = lifecycle.outputs(conn, [row.id])[row.id]
     artifact = next((a for a in outputs if a.idx == index), None)
     if artifact is None:
         raise NotFound(f"job {job_id} has no output {index}")
-    data = request.app.state.artifacts.read(artifact.key)
+    data = store.read(artifact.key)
     return Response(
         data,
         media_type=artifact.content_type,
@@ -171,8 +169,8 @@ def download_output(request: Request, key: Key, job_id: str, index: int) -> Resp
 
 
 @router.get("/models", response_model=list[ModelView], summary="List registered models")
-def get_models(request: Request, key: Key) -> list[ModelView]:
-    with _lifecycle(request).db.read() as conn:
+def get_models(key: ClientKey, db: Db) -> list[ModelView]:
+    with db.read() as conn:
         found = list_models(conn)
     return [
         ModelView(

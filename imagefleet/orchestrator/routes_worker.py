@@ -1,34 +1,30 @@
-"""The worker protocol: claim (long poll), heartbeat, upload, complete, fail."""
+"""The worker protocol: claim (long poll), heartbeat, upload, complete, fail. Each route
+translates one request into one lifecycle call."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from imagefleet.artifacts.base import (
-    ArtifactStore,
-    ArtifactTooLarge,
-    ArtifactUploadRejected,
-    verify_direct_upload,
-)
-from imagefleet.orchestrator.auth import worker_key
-from imagefleet.orchestrator.errors import InvalidField
-from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.artifacts.base import ArtifactTooLarge, ArtifactUploadRejected
+from imagefleet.errors import BadRequest, InvalidField, PayloadTooLarge, UnsupportedMediaType
+from imagefleet.orchestrator.deps import Artifacts, Lifecycle, Signal, WorkerKey
+from imagefleet.orchestrator.lifecycle import JobLifecycle, output_key
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.protocol import (
     Assignment,
-    AttemptOutcome,
+    AttemptResult,
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
     FailRequest,
     HeartbeatRequest,
     HeartbeatResponse,
+    JobStatus,
     MultipartFinish,
     MultipartPart,
     MultipartStart,
@@ -36,24 +32,21 @@ from imagefleet.protocol import (
     UploadedArtifact,
     UploadTarget,
 )
-from imagefleet.store.keys import ApiKey
 
 router = APIRouter(prefix="/v1/worker", tags=["worker"])
 QUARANTINED_RETRY_SECONDS = 60.0
-Key = Annotated[ApiKey, Depends(worker_key)]
 UPLOAD_TYPES = ("image/png",)
 
 
-def _lifecycle(request: Request) -> JobLifecycle:
-    lifecycle: JobLifecycle = request.app.state.lifecycle
-    return lifecycle
-
-
 @router.post("/claim", response_model=ClaimResponse, summary="Claim a job (long poll)")
-async def claim(request: Request, key: Key, body: ClaimRequest) -> ClaimResponse:
-    lifecycle = _lifecycle(request)
-    signal = request.app.state.work_signal
-    recheck = request.app.state.claim_recheck_seconds
+async def claim(
+    request: Request,
+    key: WorkerKey,
+    body: ClaimRequest,
+    lifecycle: Lifecycle,
+    signal: Signal,
+    store: Artifacts,
+) -> ClaimResponse:
     wait = min(body.wait_seconds, lifecycle.settings.claim_wait_max_seconds)
     deadline = time.monotonic() + wait
     while True:
@@ -64,22 +57,20 @@ async def claim(request: Request, key: Key, body: ClaimRequest) -> ClaimResponse
             return ClaimResponse(
                 quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
             )
-        remaining = deadline - time.monotonic()
         if assignment is not None:
-            return ClaimResponse(assignment=_with_upload_targets(request, assignment))
+            return ClaimResponse(assignment=_with_upload_targets(lifecycle, store, assignment))
+        remaining = deadline - time.monotonic()
         if remaining <= 0 or await request.is_disconnected():
-            return ClaimResponse(
-                assignment=assignment, retry_after_seconds=0.0 if assignment else 1.0
-            )
+            return ClaimResponse(retry_after_seconds=1.0)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter.wait(), timeout=min(remaining, recheck))
+            await asyncio.wait_for(waiter.wait(), timeout=min(remaining, signal.recheck_seconds))
 
 
 @router.post("/attempts/{attempt_id}/heartbeat", response_model=HeartbeatResponse)
 def heartbeat(
-    request: Request, key: Key, attempt_id: str, body: HeartbeatRequest
+    key: WorkerKey, attempt_id: str, body: HeartbeatRequest, lifecycle: Lifecycle
 ) -> HeartbeatResponse:
-    return _lifecycle(request).heartbeat(key, attempt_id, body)
+    return lifecycle.heartbeat(key, attempt_id, body)
 
 
 @router.put(
@@ -88,110 +79,38 @@ def heartbeat(
     summary="Upload one output file (raw body)",
 )
 async def upload_output(
-    request: Request, key: Key, attempt_id: str, index: int
+    request: Request, key: WorkerKey, attempt_id: str, index: int, lifecycle: Lifecycle
 ) -> UploadedArtifact:
-    lifecycle = _lifecycle(request)
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type not in UPLOAD_TYPES:
-        raise HTTPException(
-            415, f"content-type must be one of {UPLOAD_TYPES}, got {content_type!r}"
+        raise UnsupportedMediaType(
+            f"content-type must be one of {UPLOAD_TYPES}, got {content_type!r}"
         )
     _check_index(index)
-    job = await run_in_threadpool(lifecycle.check_current, key, attempt_id)
-    artifact_key = output_key(job.id, attempt_id, index)
-    limit = lifecycle.settings.max_upload_bytes
     try:
-        size, sha256 = await request.app.state.artifacts.put_stream(
-            artifact_key, request.stream(), limit
-        )
+        row = await lifecycle.upload_output(key, attempt_id, index, content_type, request.stream())
     except ArtifactTooLarge as exc:
-        raise HTTPException(413, str(exc)) from exc
-    await run_in_threadpool(
-        lambda: lifecycle.record_upload(
-            key,
-            attempt_id,
-            index=index,
-            key=artifact_key,
-            size=size,
-            sha256=sha256,
-            content_type=content_type,
-        )
-    )
-    return UploadedArtifact(key=artifact_key, size_bytes=size, sha256=sha256)
+        raise PayloadTooLarge(str(exc)) from exc
+    return UploadedArtifact(key=row.key, size_bytes=row.size_bytes, sha256=row.sha256)
 
 
-@router.post("/attempts/{attempt_id}/complete", response_model=AttemptOutcome)
-def complete(request: Request, key: Key, attempt_id: str, body: CompleteRequest) -> AttemptOutcome:
-    """Accepts the result. Files the worker put straight into the store are checked there
-    (present, within the size limit) and recorded before the job is marked succeeded."""
-    lifecycle = _lifecycle(request)
-    if request.app.state.direct_uploads:
-        job = lifecycle.check_current(key, attempt_id)
-        for output in body.outputs:
-            _record_direct_upload(request, key, job.id, attempt_id, output.index, output.sha256)
+@router.post("/attempts/{attempt_id}/complete", response_model=AttemptResult)
+def complete(
+    key: WorkerKey, attempt_id: str, body: CompleteRequest, lifecycle: Lifecycle
+) -> AttemptResult:
+    """Accepts the result, once. Files the worker put straight into the store are checked
+    there (present, within the size limit) before the job is marked succeeded."""
     return lifecycle.complete(key, attempt_id, body)
 
 
-def _check_index(index: int) -> None:
-    if not 0 <= index < 64:
-        raise InvalidField(("path", "index"), f"output index must be within 0..63, got {index}")
-
-
-def output_key(job_id: str, attempt_id: str, index: int) -> str:
-    """Where output `index` of an attempt lives: attempts never overwrite each other."""
-    return f"jobs/{job_id}/{attempt_id}/{index}.png"
-
-
-def _with_upload_targets(request: Request, assignment: Assignment) -> Assignment:
-    """Adds presigned PUT URLs when the store takes uploads directly (S3-compatible)."""
-    store: ArtifactStore = request.app.state.artifacts
-    settings = _lifecycle(request).settings
-    targets = []
-    for index in range(assignment.params.num_images):
-        url = store.presigned_put(
-            output_key(assignment.job_id, assignment.attempt_id, index),
-            UPLOAD_TYPES[0],
-            settings.max_upload_bytes,
-        )
-        if url is None:
-            return assignment
-        targets.append(
-            UploadTarget(
-                index=index,
-                url=url,
-                content_type=UPLOAD_TYPES[0],
-                multipart_threshold_bytes=store.direct_multipart_threshold or 0,
-            )
-        )
-    return assignment.model_copy(update={"uploads": targets})
-
-
-def _record_direct_upload(
-    request: Request, key: ApiKey, job_id: str, attempt_id: str, index: int, sha256: str | None
-) -> UploadedArtifact | None:
-    """Records a file found in the store under the output's key; None when it is not there
-    (the file may have come through the API instead, which recorded it already)."""
-    lifecycle = _lifecycle(request)
-    artifact_key = output_key(job_id, attempt_id, index)
-    try:
-        info = verify_direct_upload(
-            request.app.state.artifacts, artifact_key, lifecycle.settings.max_upload_bytes
-        )
-    except FileNotFoundError:
-        return None
-    except ArtifactTooLarge as exc:
-        raise HTTPException(413, str(exc)) from exc
-    digest = sha256 or ""
-    lifecycle.record_upload(
-        key,
-        attempt_id,
-        index=index,
-        key=artifact_key,
-        size=info.size_bytes,
-        sha256=digest,
-        content_type=UPLOAD_TYPES[0],
-    )
-    return UploadedArtifact(key=artifact_key, size_bytes=info.size_bytes, sha256=digest)
+@router.post("/attempts/{attempt_id}/fail", response_model=AttemptResult)
+async def fail(
+    key: WorkerKey, attempt_id: str, body: FailRequest, lifecycle: Lifecycle, signal: Signal
+) -> AttemptResult:
+    outcome = await run_in_threadpool(lifecycle.fail, key, attempt_id, body)
+    if outcome.job_status is JobStatus.queued:
+        signal.notify()
+    return outcome
 
 
 @router.post(
@@ -200,27 +119,27 @@ def _record_direct_upload(
     summary="Start a direct multipart upload of a big output (S3-compatible stores)",
 )
 def start_multipart(
-    request: Request, key: Key, attempt_id: str, index: int, body: MultipartStart
+    key: WorkerKey,
+    attempt_id: str,
+    index: int,
+    body: MultipartStart,
+    lifecycle: Lifecycle,
+    store: Artifacts,
 ) -> MultipartUpload:
-    lifecycle = _lifecycle(request)
     _check_index(index)
     if body.content_type not in UPLOAD_TYPES:
-        raise HTTPException(415, f"content_type must be one of {UPLOAD_TYPES}")
-    if body.size_bytes > lifecycle.settings.max_upload_bytes:
-        raise HTTPException(
-            413,
-            f"{body.size_bytes} bytes is over the limit of {lifecycle.settings.max_upload_bytes}",
-        )
+        raise UnsupportedMediaType(f"content_type must be one of {UPLOAD_TYPES}")
+    limit = lifecycle.settings.max_upload_bytes
+    if body.size_bytes > limit:
+        raise PayloadTooLarge(f"{body.size_bytes} bytes is over the limit of {limit}")
     job = lifecycle.check_current(key, attempt_id)
-    store: ArtifactStore = request.app.state.artifacts
     plan = store.start_multipart(
         output_key(job.id, attempt_id, index), body.size_bytes, body.content_type
     )
     if plan is None:
-        raise HTTPException(
-            400,
+        raise BadRequest(
             "this orchestrator keeps artifacts locally: upload with "
-            f"PUT /v1/worker/attempts/{attempt_id}/outputs/{index} instead",
+            f"PUT /v1/worker/attempts/{attempt_id}/outputs/{index} instead"
         )
     return MultipartUpload(
         upload_id=plan.upload_id,
@@ -238,12 +157,17 @@ def start_multipart(
     summary="Finish a direct multipart upload",
 )
 def finish_multipart(
-    request: Request, key: Key, attempt_id: str, index: int, body: MultipartFinish
+    key: WorkerKey,
+    attempt_id: str,
+    index: int,
+    body: MultipartFinish,
+    lifecycle: Lifecycle,
+    store: Artifacts,
 ) -> UploadedArtifact:
-    lifecycle = _lifecycle(request)
+    """Assembles the parts in the store. The file is recorded, like every direct upload, when
+    the attempt completes."""
     _check_index(index)
     job = lifecycle.check_current(key, attempt_id)
-    store: ArtifactStore = request.app.state.artifacts
     artifact_key = output_key(job.id, attempt_id, index)
     try:
         store.finish_multipart(
@@ -251,17 +175,38 @@ def finish_multipart(
         )
     except ArtifactUploadRejected as exc:
         raise InvalidField(("body", "parts"), str(exc)) from exc
-    recorded = _record_direct_upload(request, key, job.id, attempt_id, index, None)
-    if recorded is None:
+    info = store.head(artifact_key)
+    if info is None:
         raise InvalidField(
             ("body", "parts"), f"the multipart upload of output {index} left no file"
         )
-    return recorded
+    return UploadedArtifact(key=artifact_key, size_bytes=info.size_bytes, sha256="")
 
 
-@router.post("/attempts/{attempt_id}/fail", response_model=AttemptOutcome)
-async def fail(request: Request, key: Key, attempt_id: str, body: FailRequest) -> AttemptOutcome:
-    outcome = await run_in_threadpool(_lifecycle(request).fail, key, attempt_id, body)
-    if outcome.job_status == "queued":
-        request.app.state.work_signal.notify()
-    return outcome
+def _check_index(index: int) -> None:
+    if not 0 <= index < 64:
+        raise InvalidField(("path", "index"), f"output index must be within 0..63, got {index}")
+
+
+def _with_upload_targets(
+    lifecycle: JobLifecycle, store: Artifacts, assignment: Assignment
+) -> Assignment:
+    """Adds presigned PUT URLs when the store takes uploads directly (S3-compatible)."""
+    targets = []
+    for index in range(assignment.params.num_images):
+        url = store.presigned_put(
+            output_key(assignment.job_id, assignment.attempt_id, index),
+            UPLOAD_TYPES[0],
+            lifecycle.settings.max_upload_bytes,
+        )
+        if url is None:
+            return assignment
+        targets.append(
+            UploadTarget(
+                index=index,
+                url=url,
+                content_type=UPLOAD_TYPES[0],
+                multipart_threshold_bytes=store.direct_multipart_threshold or 0,
+            )
+        )
+    return assignment.model_copy(update={"uploads": targets})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from imagefleet.orchestrator.lifecycle import to_datetime
+from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.protocol import (
     AttemptView,
     JobError,
@@ -14,7 +14,9 @@ from imagefleet.protocol import (
     Timings,
     Txt2ImgParams,
 )
-from imagefleet.store.jobs import ArtifactRow, AttemptRow, JobRow
+from imagefleet.store.artifacts import ArtifactRow
+from imagefleet.store.attempts import AttemptRow
+from imagefleet.store.jobs import JobRow
 
 OutputUrl = Callable[[ArtifactRow], str]
 
@@ -40,9 +42,13 @@ def job_view(row: JobRow, outputs: list[ArtifactRow], output_url: OutputUrl) -> 
         1.0 if row.status.value == "succeeded" else (row.progress_step / total if total else 0.0)
     )
     stage = row.stage_timings
-    error = None
-    if row.status.is_final and row.error_code:
-        error = JobError(code=row.error_code, message=row.error_message or "")
+    error = last_error = None
+    if row.error_code:
+        reported = JobError(code=row.error_code, message=row.error_message or "")
+        if row.status.is_final:
+            error = reported
+        else:
+            last_error = reported
     return JobView(
         id=row.id,
         kind="txt2img",
@@ -73,5 +79,6 @@ def job_view(row: JobRow, outputs: list[ArtifactRow], output_url: OutputUrl) -> 
             for a in outputs
         ],
         error=error,
+        last_error=last_error,
         attempts=row.attempts,
     )

@@ -6,18 +6,30 @@ claimers never both read a job as queued and then race to upgrade their locks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+log = logging.getLogger("imagefleet.store")
+# SQLSTATEs of transactions PostgreSQL aborted to resolve a conflict with another one: running
+# the whole transaction again is the documented remedy, and it is safe for our transitions
+# because each is one transaction computed from its inputs and the database alone.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+CONFLICT_RETRIES = 5
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -46,6 +58,32 @@ def notify_work(conn: Connection) -> None:
     and its claims re-check on a timer instead."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(f"NOTIFY {WORK_CHANNEL}")
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """Whether the database aborted this transaction to resolve a conflict (retry it)."""
+    return isinstance(exc, DBAPIError) and (
+        getattr(exc.orig, "sqlstate", None) in RETRYABLE_SQLSTATES
+    )
+
+
+def retry_conflicts(fn: Callable[P, T]) -> Callable[P, T]:
+    """Runs a one-transaction operation again when the database aborted it as a deadlock or
+    serialization failure, so such a conflict is never surfaced to a caller as an outage."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        for attempt in range(CONFLICT_RETRIES):
+            try:
+                return fn(*args, **kwargs)
+            except DBAPIError as exc:
+                if not is_conflict(exc) or attempt == CONFLICT_RETRIES - 1:
+                    raise
+                log.info("%s: transaction conflict (%s); retrying", fn.__name__, exc.orig)
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
+
+    return wrapper
 
 
 class Database:

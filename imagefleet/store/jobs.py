@@ -1,8 +1,13 @@
-"""Job and attempt SQL. Each function is one named state change or query, run on the caller's
-transaction; `orchestrator/lifecycle.py` decides when to call them.
+"""Job SQL. Each function is one named query or state change, run on the caller's transaction;
+the transitions in `orchestrator/` decide when to call them.
 
-Every change to a running job is conditional on the job still belonging to the calling attempt
-(`current_attempt_id`), which is what makes stale attempts harmless: their updates match no row.
+Concurrency rule (see docs/architecture.md, "Transitions and locking"): every transition that
+changes a job either locks the job row first with `lock_job` (`SELECT ... FOR UPDATE`) and then
+touches its attempt and artifacts, in that order, or is a single conditional UPDATE whose row
+count the caller checks. The conditional updates here keep their conditions even when the
+caller holds the lock, so a mistake in a caller cannot make a stale attempt's write land.
+SQLite has no row locks; its write transactions start with BEGIN IMMEDIATE and so run one at a
+time, which gives the same guarantees.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
-from imagefleet.protocol import JobStatus
+from imagefleet.protocol import FailureCode, JobStatus
+from imagefleet.store.attempts import failed_nodes
 from imagefleet.store.database import notify_work
-from imagefleet.store.tables import artifacts, attempts, idempotency_keys, jobs, models
+from imagefleet.store.ids import plausible_id
+from imagefleet.store.tables import artifacts, attempts, jobs, models
 
 RUNNING = JobStatus.running.value
 QUEUED = JobStatus.queued.value
+ACTIVE = (QUEUED, RUNNING)
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,7 @@ class JobRow:
     run_after: float | None = None
     min_vram_mb: int | None = None
     allow_same_node: bool = False
+    same_node_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -67,51 +76,27 @@ class QueuedJob:
     allow_same_node: bool = False
 
 
-@dataclass(frozen=True)
-class AttemptRow:
-    id: str
-    job_id: str
-    seq: int
-    worker_id: str
-    node_id: str
-    worker_key_id: str | None
-    outcome: str
-    started_at: float
-    ended_at: float | None
-    error_code: str | None
-    error_message: str | None
-
-
-@dataclass(frozen=True)
-class ArtifactRow:
-    key: str
-    job_id: str
-    attempt_id: str
-    idx: int
-    content_type: str
-    size_bytes: int
-    sha256: str
-    seed: int | None
-    width: int | None
-    height: int | None
-
-
 def insert_job(conn: Connection, **values: Any) -> None:
     values["params"] = json.dumps(values["params"])
     conn.execute(insert(jobs).values(progress_step=0, progress_total=0, attempts=0, **values))
     notify_work(conn)
 
 
-def plausible_id(value: str) -> bool:
-    """Ids are short ASCII tokens; anything else (NUL bytes, 10 kB of text) cannot exist and is
-    answered as unknown without reaching the database."""
-    return 0 < len(value) <= 64 and value.isascii() and value.isalnum()
-
-
 def get_job(conn: Connection, job_id: str) -> JobRow | None:
     if not plausible_id(job_id):
         return None
     row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    return _to_job(row) if row else None
+
+
+def lock_job(conn: Connection, job_id: str) -> JobRow | None:
+    """The job, with its row locked until the transaction ends (FOR UPDATE on PostgreSQL).
+
+    The first thing every transition of an existing job does, so that all of them queue on the
+    same lock in the same order (job, then attempt, then artifacts) and none can deadlock."""
+    if not plausible_id(job_id):
+        return None
+    row = conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update()).mappings().first()
     return _to_job(row) if row else None
 
 
@@ -143,7 +128,8 @@ def queued_candidates(
     conn: Connection, kinds: list[str], limit: int, now: float
 ) -> list[QueuedJob]:
     """The head of the queue (highest priority, then oldest) with each job's failure history;
-    jobs backing off after a failure (`run_after` in the future) wait their turn.
+    jobs backing off after a failure (`run_after` in the future) wait their turn. A job may
+    return to a node where it failed only once it allows that and `same_node_after` has passed.
 
     On PostgreSQL the rows are locked with SKIP LOCKED, so concurrent claimers look at disjoint
     heads instead of all fighting over the oldest job; SQLite serializes writers anyway."""
@@ -156,6 +142,7 @@ def queued_candidates(
             jobs.c.created_at,
             jobs.c.min_vram_mb,
             jobs.c.allow_same_node,
+            jobs.c.same_node_after,
             jobs.c.attempts,
             models.c.sha256,
         )
@@ -169,16 +156,8 @@ def queued_candidates(
         .limit(limit)
         .with_for_update(skip_locked=True, of=jobs)
     ).all()
-    failed: dict[str, set[str]] = {}
     # Only jobs tried before can have failed somewhere: most of a healthy queue has not.
-    job_ids = [row.id for row in rows if row.attempts]
-    if job_ids:
-        for job_id, node_id in conn.execute(
-            select(attempts.c.job_id, attempts.c.node_id).where(
-                attempts.c.job_id.in_(job_ids), attempts.c.outcome.in_(("failed", "lease_expired"))
-            )
-        ).all():
-            failed.setdefault(job_id, set()).add(node_id)
+    failed = failed_nodes(conn, [row.id for row in rows if row.attempts])
     return [
         QueuedJob(
             r.id,
@@ -187,28 +166,20 @@ def queued_candidates(
             r.pixels,
             r.created_at,
             r.sha256,
-            frozenset(failed.get(r.id, ())),
+            failed.get(r.id, frozenset()),
             r.min_vram_mb,
-            bool(r.allow_same_node),
+            bool(r.allow_same_node) and (r.same_node_after or 0.0) <= now,
         )
         for r in rows
     ]
 
 
 def claim_job(
-    conn: Connection,
-    job_id: str,
-    *,
-    attempt_id: str,
-    worker_id: str,
-    node_id: str,
-    worker_key_id: str,
-    lease_expires_at: float,
-    now: float,
+    conn: Connection, job_id: str, *, attempt_id: str, lease_expires_at: float, now: float
 ) -> JobRow | None:
     """queued -> running for one attempt. Returns the claimed job (its `attempts` is the new
     attempt's number), or None when another claimer took the job first (the conditional update
-    matched no row)."""
+    matched no row). The caller inserts the attempt row."""
     result = conn.execute(
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.status == QUEUED)
@@ -224,44 +195,15 @@ def claim_job(
         .returning(*jobs.c)
     )
     row = result.mappings().first()
-    if row is None:
-        return None
-    claimed = _to_job(row)
-    seq = claimed.attempts
-    conn.execute(
-        insert(attempts).values(
-            id=attempt_id,
-            job_id=job_id,
-            seq=seq,
-            worker_id=worker_id,
-            node_id=node_id,
-            worker_key_id=worker_key_id,
-            started_at=now,
-            outcome="running",
-        )
-    )
-    return claimed
-
-
-def get_attempt(conn: Connection, attempt_id: str) -> AttemptRow | None:
-    if not plausible_id(attempt_id):
-        return None
-    row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).mappings().first()
-    return AttemptRow(**row) if row else None
-
-
-def job_attempts(conn: Connection, job_id: str) -> list[AttemptRow]:
-    """A job's attempt history, first attempt first."""
-    rows = conn.execute(
-        select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.seq)
-    ).mappings()
-    return [AttemptRow(**row) for row in rows]
+    return _to_job(row) if row else None
 
 
 def renew_lease(
     conn: Connection, attempt_id: str, *, step: int, total: int, lease_expires_at: float
 ) -> bool:
-    """Records progress and extends the lease; False when the attempt no longer owns its job."""
+    """Records progress and extends the lease, in one conditional UPDATE; False when the attempt
+    no longer owns its job. Against the reaper this is safe either way round: the reaper locks
+    the job and re-checks expiry, so it waits for this update or this update waits for it."""
     result = conn.execute(
         update(jobs)
         .where(jobs.c.current_attempt_id == attempt_id, jobs.c.status == RUNNING)
@@ -309,10 +251,14 @@ def requeue_job(
     error_message: str,
     run_after: float | None = None,
     min_vram_mb: int | None = None,
+    allow_same_node: bool | None = None,
+    same_node_after: float | None = None,
+    expired_before: float | None = None,
 ) -> bool:
-    """running -> queued, releasing the attempt's lease; False for a stale attempt. The job is
-    not offered again before `run_after`, and (after running out of memory) preferably to
-    workers with more than `min_vram_mb`."""
+    """running -> queued, releasing the attempt's lease; False for a stale attempt (or, with
+    `expired_before`, for a lease that was renewed since). The job is not offered again before
+    `run_after`, and (after running out of memory) preferably to workers with more than
+    `min_vram_mb`."""
     values: dict[str, Any] = dict(
         status=QUEUED,
         current_attempt_id=None,
@@ -323,139 +269,51 @@ def requeue_job(
         error_code=error_code,
         error_message=error_message,
         run_after=run_after,
+        same_node_after=same_node_after,
     )
     if min_vram_mb is not None:
         values["min_vram_mb"] = min_vram_mb
-    result = conn.execute(
-        update(jobs)
-        .where(jobs.c.current_attempt_id == attempt_id, jobs.c.status == RUNNING)
-        .values(**values)
-    )
+    if allow_same_node is not None:
+        values["allow_same_node"] = allow_same_node
+    conditions = [jobs.c.current_attempt_id == attempt_id, jobs.c.status == RUNNING]
+    if expired_before is not None:
+        conditions.append(jobs.c.lease_expires_at < expired_before)
+    result = conn.execute(update(jobs).where(*conditions).values(**values))
     if result.rowcount == 1:
         notify_work(conn)
         return True
     return False
 
 
-def end_attempt(
-    conn: Connection,
-    attempt_id: str,
-    *,
-    outcome: str,
-    now: float,
-    error_code: str | None = None,
-    error_message: str | None = None,
-) -> None:
-    conn.execute(
-        update(attempts)
-        .where(attempts.c.id == attempt_id, attempts.c.outcome == "running")
-        .values(outcome=outcome, ended_at=now, error_code=error_code, error_message=error_message)
-    )
-
-
-def cancel_job(conn: Connection, job_id: str, now: float) -> str | None:
-    """queued|running -> cancelled. Returns the attempt that was running it (it must stop), or
-    None; raises nothing for an already final job (the caller reads the status)."""
-    row = conn.execute(
-        select(jobs.c.status, jobs.c.current_attempt_id).where(jobs.c.id == job_id)
-    ).first()
-    if row is None or row.status not in (QUEUED, RUNNING):
-        return None
-    conn.execute(
+def cancel_job(conn: Connection, job_id: str, now: float) -> bool:
+    """queued|running -> cancelled; False when the job was already final."""
+    result = conn.execute(
         update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status.in_((QUEUED, RUNNING)))
+        .where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
         .values(
             status=JobStatus.cancelled.value,
             finished_at=now,
             current_attempt_id=None,
             lease_expires_at=None,
-            error_code="cancelled",
+            error_code=FailureCode.cancelled.value,
             error_message="cancelled by the client",
         )
     )
-    return row.current_attempt_id
+    return result.rowcount == 1
 
 
-def expired_attempts(conn: Connection, now: float, limit: int) -> list[str]:
-    """Attempts of running jobs whose lease ran out."""
+def lock_expired(conn: Connection, now: float, limit: int) -> list[JobRow]:
+    """Running jobs whose lease ran out, locked (SKIP LOCKED: a job whose row another
+    transaction holds, e.g. a heartbeat renewing it, is left for the next pass). The expiry is
+    evaluated by the locking statement itself, so a lease renewed a moment ago is never taken."""
     rows = conn.execute(
-        select(jobs.c.current_attempt_id)
+        select(jobs)
         .where(jobs.c.status == RUNNING, jobs.c.lease_expires_at < now)
+        .order_by(jobs.c.lease_expires_at)
         .limit(limit)
-    ).scalars()
-    return [attempt_id for attempt_id in rows if attempt_id]
-
-
-def record_artifact(conn: Connection, **values: Any) -> None:
-    """Records an uploaded file; a re-upload of the same index by the same attempt replaces it."""
-    conn.execute(artifacts.delete().where(artifacts.c.key == values["key"]))
-    conn.execute(insert(artifacts).values(accepted=False, **values))
-
-
-def attempt_artifacts(conn: Connection, attempt_id: str) -> list[ArtifactRow]:
-    rows = conn.execute(
-        select(artifacts).where(artifacts.c.attempt_id == attempt_id).order_by(artifacts.c.idx)
+        .with_for_update(skip_locked=True)
     ).mappings()
-    return [_to_artifact(row) for row in rows]
-
-
-def accept_artifacts(conn: Connection, attempt_id: str, outputs: dict[int, dict[str, int]]) -> None:
-    """Marks the winning attempt's files as the job's outputs, with their seeds and sizes."""
-    for idx, meta in outputs.items():
-        conn.execute(
-            update(artifacts)
-            .where(artifacts.c.attempt_id == attempt_id, artifacts.c.idx == idx)
-            .values(accepted=True, **meta)
-        )
-
-
-def job_outputs(conn: Connection, job_ids: list[str]) -> dict[str, list[ArtifactRow]]:
-    """Accepted outputs of several jobs at once (one query for a whole page of jobs)."""
-    found: dict[str, list[ArtifactRow]] = {job_id: [] for job_id in job_ids}
-    if not job_ids:
-        return found
-    rows = conn.execute(
-        select(artifacts)
-        .where(artifacts.c.job_id.in_(job_ids), artifacts.c.accepted.is_(True))
-        .order_by(artifacts.c.job_id, artifacts.c.idx)
-    ).mappings()
-    for row in rows:
-        found[row["job_id"]].append(_to_artifact(row))
-    return found
-
-
-def _to_artifact(row: Any) -> ArtifactRow:
-    return ArtifactRow(
-        row["key"],
-        row["job_id"],
-        row["attempt_id"],
-        row["idx"],
-        row["content_type"],
-        row["size_bytes"],
-        row["sha256"],
-        row["seed"],
-        row["width"],
-        row["height"],
-    )
-
-
-def _to_job(row: Any) -> JobRow:
-    values = dict(row)
-    values["status"] = JobStatus(values["status"])
-    values["params"] = json.loads(values["params"])
-    values["stage_timings"] = json.loads(values["stage_timings"] or "{}")
-    return JobRow(**values)
-
-
-def count_failures(conn: Connection, job_id: str) -> int:
-    """Attempts that count against max_attempts (a worker handing a job back does not)."""
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(attempts)
-            .where(attempts.c.job_id == job_id, attempts.c.outcome.in_(("failed", "lease_expired")))
-        ).scalar_one()
-    )
+    return [_to_job(row) for row in rows]
 
 
 def expired_jobs(conn: Connection, finished_before: float, limit: int) -> list[str]:
@@ -471,17 +329,9 @@ def expired_jobs(conn: Connection, finished_before: float, limit: int) -> list[s
     return list(conn.execute(query).scalars())
 
 
-def artifact_keys(conn: Connection, job_ids: list[str]) -> list[str]:
-    """Every file stored for these jobs, from any attempt, accepted or not."""
-    if not job_ids:
-        return []
-    return list(
-        conn.execute(select(artifacts.c.key).where(artifacts.c.job_id.in_(job_ids))).scalars()
-    )
-
-
 def delete_jobs(conn: Connection, job_ids: list[str]) -> int:
-    """Removes jobs with their attempts and artifact records."""
+    """Removes jobs; their attempts, artifacts and deliveries go with them (ON DELETE CASCADE
+    on PostgreSQL; explicitly here so SQLite without foreign keys agrees)."""
     if not job_ids:
         return 0
     conn.execute(artifacts.delete().where(artifacts.c.job_id.in_(job_ids)))
@@ -499,40 +349,6 @@ def count_queued(conn: Connection, owner_key_id: str) -> int:
     )
 
 
-def find_idempotent(
-    conn: Connection, owner_key_id: str, key: str, since: float
-) -> tuple[str, str] | None:
-    """(request hash, job id) of a submit made with this key after `since`, if any."""
-    row = conn.execute(
-        select(idempotency_keys.c.request_hash, idempotency_keys.c.job_id).where(
-            idempotency_keys.c.owner_key_id == owner_key_id,
-            idempotency_keys.c.key == key,
-            idempotency_keys.c.created_at >= since,
-        )
-    ).first()
-    return (row.request_hash, row.job_id) if row else None
-
-
-def remember_idempotent(
-    conn: Connection, owner_key_id: str, key: str, request_hash: str, job_id: str, now: float
-) -> None:
-    """Records the submit; an expired entry under the same key is replaced."""
-    conn.execute(
-        idempotency_keys.delete().where(
-            idempotency_keys.c.owner_key_id == owner_key_id, idempotency_keys.c.key == key
-        )
-    )
-    conn.execute(
-        insert(idempotency_keys).values(
-            owner_key_id=owner_key_id,
-            key=key,
-            request_hash=request_hash,
-            job_id=job_id,
-            created_at=now,
-        )
-    )
-
-
 def extend_leases(conn: Connection, until: float) -> int:
     """Pushes every running lease that ends before `until` out to `until`."""
     return conn.execute(
@@ -540,3 +356,11 @@ def extend_leases(conn: Connection, until: float) -> int:
         .where(jobs.c.status == RUNNING, jobs.c.lease_expires_at < until)
         .values(lease_expires_at=until)
     ).rowcount
+
+
+def _to_job(row: Any) -> JobRow:
+    values = dict(row)
+    values["status"] = JobStatus(values["status"])
+    values["params"] = json.loads(values["params"])
+    values["stage_timings"] = json.loads(values["stage_timings"] or "{}")
+    return JobRow(**values)

@@ -83,6 +83,7 @@ jobs = Table(
     Column("run_after", Float),
     Column("min_vram_mb", Integer),
     Column("allow_same_node", Boolean, nullable=False, server_default=false()),
+    Column("same_node_after", Float),
 )
 Index("ix_jobs_queue", jobs.c.status, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_owner", jobs.c.owner_key_id, jobs.c.created_at, jobs.c.id)

@@ -16,7 +16,7 @@ from typing import TypeVar
 import httpx
 
 from imagefleet.protocol import (
-    AttemptOutcome,
+    AttemptResult,
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
@@ -111,19 +111,19 @@ class OrchestratorClient:
         response = self._call(lambda: self.http.post(f"{prefix}/complete", json=done))
         return UploadedArtifact.model_validate(response.json())
 
-    def complete(self, attempt_id: str, request: CompleteRequest) -> AttemptOutcome:
+    def complete(self, attempt_id: str, request: CompleteRequest) -> AttemptResult:
         body = request.model_dump()
         response = self._call(
             lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/complete", json=body)
         )
-        return AttemptOutcome.model_validate(response.json())
+        return AttemptResult.model_validate(response.json())
 
-    def fail(self, attempt_id: str, request: FailRequest) -> AttemptOutcome:
+    def fail(self, attempt_id: str, request: FailRequest) -> AttemptResult:
         body = request.model_dump()
         response = self._call(
             lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/fail", json=body)
         )
-        return AttemptOutcome.model_validate(response.json())
+        return AttemptResult.model_validate(response.json())
 
     def _call(
         self, send: Callable[[], httpx.Response], retry_for_seconds: float | None = None

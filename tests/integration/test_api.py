@@ -202,7 +202,7 @@ def test_uploads_check_type_size_and_lease(api: TestClient, keys: Keys, settings
     )
     api.post(
         f"/v1/worker/attempts/{attempt}/fail",
-        json={"code": "x", "retryable": False},
+        json={"code": "worker_error", "retryable": False},
         headers=worker,
     )
     assert (
@@ -308,7 +308,7 @@ def test_admins_see_quarantined_nodes_and_can_release_them(
             submit(api, keys.alice_token)
             attempt = claim(api, keys)["attempt_id"]
             api.post(
-                f"/v1/worker/attempts/{attempt}/fail", json={"code": "cuda_error"}, headers=worker
+                f"/v1/worker/attempts/{attempt}/fail", json={"code": "worker_error"}, headers=worker
             )
         refused = api.post(
             "/v1/worker/claim", json={"worker_id": "w", "node_id": "n"}, headers=worker

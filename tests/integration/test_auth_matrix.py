@@ -25,7 +25,7 @@ BODIES: dict[str, Any] = {
     "/v1/worker/attempts/{attempt_id}/complete": {
         "outputs": [{"index": 0, "seed": 1, "width": 64, "height": 64}]
     },
-    "/v1/worker/attempts/{attempt_id}/fail": {"code": "x"},
+    "/v1/worker/attempts/{attempt_id}/fail": {"code": "worker_error"},
     "/v1/worker/attempts/{attempt_id}/outputs/{index}/multipart": {"size_bytes": 10},
     "/v1/worker/attempts/{attempt_id}/outputs/{index}/multipart/complete": {
         "upload_id": "u",

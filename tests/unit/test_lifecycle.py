@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imagefleet.config import Settings
-from imagefleet.orchestrator.errors import (
+from imagefleet.errors import (
     Conflict,
     InvalidField,
     NotFound,
@@ -397,8 +397,8 @@ def test_after_running_out_of_memory_a_bigger_gpu_is_preferred(
     assert claim_with("gpu-12g-c", 12_000) is not None
 
 
-def test_a_same_node_retry_happens_only_when_allowed_and_no_other_node_is_alive(
-    lifecycle: JobLifecycle, keys: Keys
+def test_a_same_node_retry_happens_after_the_delay_when_no_other_node_is_alive(
+    lifecycle: JobLifecycle, keys: Keys, clock: Clock
 ) -> None:
     job = Txt2ImgJob(
         params=Txt2ImgParams(prompt="x", model="demo", width=64, height=64),
@@ -408,7 +408,49 @@ def test_a_same_node_retry_happens_only_when_allowed_and_no_other_node_is_alive(
     first = claim(lifecycle, keys, node="only-node", worker="w1")
     assert first
     lifecycle.fail(keys.worker, first.attempt_id, FailRequest(code="worker_error"))
+    assert claim(lifecycle, keys, node="only-node", worker="w1") is None
+    clock.advance(lifecycle.settings.same_node_retry_delay_seconds)
     assert claim(lifecycle, keys, node="only-node", worker="w1") is not None
+
+
+def test_a_job_that_failed_on_the_only_node_shows_its_error_while_it_waits_to_retry(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    job_id = submit(lifecycle, keys)
+    first = claim(lifecycle, keys, node="only-node")
+    assert first
+    lifecycle.fail(
+        keys.worker, first.attempt_id, FailRequest(code="worker_error", message="CUDA broke")
+    )
+    row = lifecycle.get(keys.alice, job_id)
+    assert row.status is JobStatus.queued
+    assert (row.error_code, row.error_message) == ("worker_error", "CUDA broke")
+
+
+def test_a_new_node_may_take_a_job_at_once_that_the_only_other_node_failed(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    job_id = submit(lifecycle, keys)
+    first = claim(lifecycle, keys, node="only-node")
+    assert first
+    lifecycle.fail(keys.worker, first.attempt_id, FailRequest(code="worker_error"))
+    second = claim(lifecycle, keys, node="new-node", worker="w2")
+    assert second and second.job_id == job_id
+
+
+def test_with_the_fail_policy_a_job_that_failed_on_every_live_node_fails_with_the_reason(
+    lifecycle: JobLifecycle, keys: Keys
+) -> None:
+    lifecycle.settings.exhausted_nodes_policy = "fail"
+    job_id = submit(lifecycle, keys)
+    first = claim(lifecycle, keys, node="only-node")
+    assert first
+    outcome = lifecycle.fail(
+        keys.worker, first.attempt_id, FailRequest(code="worker_error", message="CUDA broke")
+    )
+    assert outcome.job_status is JobStatus.failed
+    row = lifecycle.get(keys.alice, job_id)
+    assert row.error_message == "failed on every available node: CUDA broke"
 
 
 def test_an_orchestrator_restart_gives_running_leases_a_fresh_lease(

@@ -1,0 +1,94 @@
+"""What every transition shares: the database, settings, clock, and the ownership checks.
+
+Client transitions (client_transitions.py) and worker transitions (worker_transitions.py) are
+mixed into `JobLifecycle` (lifecycle.py). Each public method is one named state change and one
+database transaction, a compare-and-set in the sense of docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import Connection
+
+from imagefleet.artifacts.base import ArtifactStore
+from imagefleet.config import Settings
+from imagefleet.errors import NotFound, StaleAttempt
+from imagefleet.orchestrator import webhooks
+from imagefleet.orchestrator.node_health import NodeHealth
+from imagefleet.scheduling.policy import Policy, rank_affinity
+from imagefleet.store import attempts as attempt_sql
+from imagefleet.store import jobs as job_sql
+from imagefleet.store.database import Database
+from imagefleet.store.keys import ApiKey
+
+
+def to_datetime(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+class TransitionBase:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        clock: Callable[[], float] = time.time,
+        policy: Policy = rank_affinity,
+        artifacts: ArtifactStore | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.clock = clock
+        self.policy = policy
+        self.artifacts = artifacts
+        self.health = NodeHealth(db, settings)
+
+    def _owned(self, conn: Connection, owner: ApiKey, job_id: str) -> job_sql.JobRow:
+        row = job_sql.get_job(conn, job_id)
+        if row is None or row.owner_key_id != owner.id:
+            raise NotFound(f"no job {job_id!r}")
+        return row
+
+    def _lock_owned(self, conn: Connection, owner: ApiKey, job_id: str) -> job_sql.JobRow:
+        row = job_sql.lock_job(conn, job_id)
+        if row is None or row.owner_key_id != owner.id:
+            raise NotFound(f"no job {job_id!r}")
+        return row
+
+    @staticmethod
+    def _attempt(conn: Connection, attempt_id: str, worker_key: ApiKey) -> attempt_sql.AttemptRow:
+        """The attempt, if this worker key claimed it: one worker cannot act on another's.
+        Reading it takes no lock: an attempt's job and key never change."""
+        attempt = attempt_sql.get_attempt(conn, attempt_id)
+        if attempt is None or attempt.worker_key_id != worker_key.id:
+            raise NotFound(f"no attempt {attempt_id!r} for this worker key")
+        return attempt
+
+    def _lock_current(
+        self, conn: Connection, worker_key: ApiKey, attempt_id: str, doing: str
+    ) -> tuple[attempt_sql.AttemptRow, job_sql.JobRow]:
+        """The attempt and its job, the job row locked, if the attempt still owns the job;
+        StaleAttempt (409, nothing written) otherwise."""
+        attempt = self._attempt(conn, attempt_id, worker_key)
+        row = job_sql.lock_job(conn, attempt.job_id)
+        assert row is not None  # attempts are deleted only with their job
+        if row.current_attempt_id != attempt_id:
+            raise StaleAttempt(stale_reason(attempt_id, row, doing))
+        return attempt, row
+
+    @staticmethod
+    def _emit_final(conn: Connection, job_id: str, event: str, now: float) -> None:
+        """Queues the webhook event for a job that just reached a final state (read again only
+        when it has a webhook, to send its final status and error)."""
+        final = job_sql.get_job(conn, job_id)
+        if final is not None and final.webhook_url:
+            webhooks.emit(conn, final, event, now)
+
+
+def stale_reason(attempt_id: str, row: job_sql.JobRow, doing: str) -> str:
+    """Why an attempt may no longer act on its job, in words a worker log can show."""
+    if row.status.is_final:
+        return f"attempt {attempt_id} cannot {doing} job {row.id}: the job is {row.status.value}"
+    return f"attempt {attempt_id} cannot {doing} job {row.id}: it lost its lease"

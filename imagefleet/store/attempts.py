@@ -1,0 +1,124 @@
+"""Attempt SQL: one worker's try at a job. Rows are written only by a transition that holds the
+job's row lock (or, on SQLite, the database's write lock), so these functions never race."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from imagefleet.protocol import AttemptOutcome
+from imagefleet.store.ids import plausible_id
+from imagefleet.store.tables import attempts
+
+# Outcomes that count against a job's max attempts and mark its node as one where it failed.
+COUNTED_OUTCOMES = (AttemptOutcome.failed.value, AttemptOutcome.lease_expired.value)
+
+
+@dataclass(frozen=True)
+class AttemptRow:
+    id: str
+    job_id: str
+    seq: int
+    worker_id: str
+    node_id: str
+    worker_key_id: str | None
+    outcome: AttemptOutcome
+    started_at: float
+    ended_at: float | None
+    error_code: str | None
+    error_message: str | None
+
+
+def insert_attempt(
+    conn: Connection,
+    *,
+    attempt_id: str,
+    job_id: str,
+    seq: int,
+    worker_id: str,
+    node_id: str,
+    worker_key_id: str,
+    now: float,
+) -> None:
+    conn.execute(
+        insert(attempts).values(
+            id=attempt_id,
+            job_id=job_id,
+            seq=seq,
+            worker_id=worker_id,
+            node_id=node_id,
+            worker_key_id=worker_key_id,
+            started_at=now,
+            outcome=AttemptOutcome.running.value,
+        )
+    )
+
+
+def get_attempt(conn: Connection, attempt_id: str) -> AttemptRow | None:
+    if not plausible_id(attempt_id):
+        return None
+    row = conn.execute(select(attempts).where(attempts.c.id == attempt_id)).mappings().first()
+    return _to_attempt(row) if row else None
+
+
+def job_attempts(conn: Connection, job_id: str) -> list[AttemptRow]:
+    """A job's attempt history, first attempt first."""
+    rows = conn.execute(
+        select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.seq)
+    ).mappings()
+    return [_to_attempt(row) for row in rows]
+
+
+def end_attempt(
+    conn: Connection,
+    attempt_id: str,
+    *,
+    outcome: AttemptOutcome,
+    now: float,
+    error_code: str | None = None,
+    error_message: str | None = None,
+) -> bool:
+    """running -> `outcome`; False when the attempt had already ended."""
+    result = conn.execute(
+        update(attempts)
+        .where(attempts.c.id == attempt_id, attempts.c.outcome == AttemptOutcome.running.value)
+        .values(
+            outcome=outcome.value,
+            ended_at=now,
+            error_code=error_code,
+            error_message=error_message,
+        )
+    )
+    return result.rowcount == 1
+
+
+def count_failures(conn: Connection, job_id: str) -> int:
+    """Attempts that count against max_attempts (a worker handing a job back does not)."""
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(attempts)
+            .where(attempts.c.job_id == job_id, attempts.c.outcome.in_(COUNTED_OUTCOMES))
+        ).scalar_one()
+    )
+
+
+def failed_nodes(conn: Connection, job_ids: list[str]) -> dict[str, frozenset[str]]:
+    """For each job, the nodes on which one of its attempts failed or lost its lease."""
+    found: dict[str, set[str]] = {}
+    if job_ids:
+        rows = conn.execute(
+            select(attempts.c.job_id, attempts.c.node_id).where(
+                attempts.c.job_id.in_(job_ids), attempts.c.outcome.in_(COUNTED_OUTCOMES)
+            )
+        ).all()
+        for job_id, node_id in rows:
+            found.setdefault(job_id, set()).add(node_id)
+    return {job_id: frozenset(nodes) for job_id, nodes in found.items()}
+
+
+def _to_attempt(row: object) -> AttemptRow:
+    values = dict(row)  # type: ignore[call-overload]
+    values["outcome"] = AttemptOutcome(values["outcome"])
+    return AttemptRow(**values)
