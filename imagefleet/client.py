@@ -8,13 +8,14 @@ from typing import Any
 
 import httpx
 
+from imagefleet.kinds.txt2img import Txt2ImgParams
 from imagefleet.protocol import (
     AccountView,
+    InputView,
     JobPage,
     JobStatus,
     JobView,
     ModelView,
-    Txt2ImgParams,
     WebhookDeliveryView,
 )
 from imagefleet.webhook_signing import verify as verify_webhook
@@ -49,9 +50,20 @@ class ImageFleetClient:
         self.http.close()
 
     def submit_txt2img(self, params: Txt2ImgParams | dict[str, Any]) -> JobView:
-        body = params.model_dump(exclude_none=True) if isinstance(params, Txt2ImgParams) else params
+        return self.submit("txt2img", params)
+
+    def submit(self, kind: str, params: Any, **options: Any) -> JobView:
+        """Submits a job of any kind; `params` is its params model or a dict; `options` are
+        the other body fields (webhook, allow_same_node_retry)."""
+        body = params.model_dump(exclude_none=True) if hasattr(params, "model_dump") else params
         return JobView.model_validate(
-            self._json("POST", "/v1/jobs", json={"kind": "txt2img", "params": body})
+            self._json("POST", "/v1/jobs", json={"kind": kind, "params": body, **options})
+        )
+
+    def upload_input(self, data: bytes, content_type: str = "image/png") -> InputView:
+        """Uploads an init image or mask; pass the returned id in a job's params."""
+        return InputView.model_validate(
+            self._json("POST", "/v1/inputs", content=data, headers={"Content-Type": content_type})
         )
 
     def get(self, job_id: str) -> JobView:

@@ -73,6 +73,20 @@ class Settings(BaseSettings):
     max_side: int = Field(2048, ge=8, description="Largest width or height accepted.")
     max_pixels: int = Field(1536 * 1536, gt=0, description="Largest width*height accepted.")
 
+    max_loras: int = Field(5, ge=0, description="LoRAs one job may combine.")
+    lora_weight_min: float = Field(-2.0, description="Lowest LoRA weight accepted.")
+    lora_weight_max: float = Field(2.0, description="Highest LoRA weight accepted.")
+    max_embeddings: int = Field(8, ge=0, description="Textual-inversion embeddings per job.")
+    max_input_bytes: int = Field(
+        20 << 20, gt=0, description="Largest input image a client may upload."
+    )
+    max_input_pixels: int = Field(
+        4096 * 4096, gt=0, description="Largest width*height of an uploaded input image."
+    )
+    kind_plugins: str = Field(
+        "", description="Comma-separated modules that register extra job kinds."
+    )
+
     max_queued_per_key: int = Field(
         10_000, ge=1, description="Queued jobs one client key may have at once (429 beyond)."
     )

@@ -10,7 +10,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 MAX_SEED = 2**32 - 1
 SCHEDULER_NAMES = (
@@ -25,9 +34,7 @@ SCHEDULER_NAMES = (
 SchedulerName = Literal[
     "ddim", "euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras", "lms", "pndm"
 ]
-JobKind = Literal["txt2img"]
-JOB_KINDS: tuple[JobKind, ...] = ("txt2img",)
-ModelKind = Literal["checkpoint"]
+SHA256_PATTERN = "^[0-9a-f]{64}$"
 
 
 class Strict(BaseModel):
@@ -91,6 +98,38 @@ class AttemptOutcome(StrEnum):
     handed_back = "handed_back"
 
 
+class ModelKind(StrEnum):
+    """What a registered model is."""
+
+    checkpoint = "checkpoint"
+    lora = "lora"
+    vae = "vae"
+    embedding = "embedding"
+    controlnet = "controlnet"
+
+
+class ModelBase(StrEnum):
+    """The architecture family a model belongs to; models of one combo must agree."""
+
+    sd15 = "sd15"
+    sdxl = "sdxl"
+
+
+class ModelRole(StrEnum):
+    """What a model does in one job; each role takes models of one kind."""
+
+    checkpoint = "checkpoint"
+    refiner = "refiner"
+    vae = "vae"
+    lora = "lora"
+    embedding = "embedding"
+    controlnet = "controlnet"
+
+    @property
+    def model_kind(self) -> ModelKind:
+        return ModelKind.checkpoint if self is ModelRole.refiner else ModelKind(self.value)
+
+
 class FailureCode(StrEnum):
     """Why an attempt or a job failed. Workers report the first six; the orchestrator sets the
     rest. Behaviour (retry, quarantine, placement) is decided from these codes, never from text."""
@@ -116,28 +155,6 @@ class FailureCode(StrEnum):
         )
 
 
-class Txt2ImgParams(Strict):
-    """What a client may ask of a txt2img job. Size bounds beyond these are server settings."""
-
-    prompt: str = Field(min_length=1, max_length=4000)
-    negative_prompt: str | None = Field(None, max_length=4000)
-    model: str = Field(min_length=1, max_length=200, description="A registered model name.")
-    width: int = Field(512, ge=8, le=16384, description="Pixels, a multiple of 8.")
-    height: int = Field(512, ge=8, le=16384, description="Pixels, a multiple of 8.")
-    steps: int = Field(30, ge=1, le=150)
-    guidance_scale: float = Field(7.0, ge=0.0, le=50.0)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random when absent.")
-    num_images: int = Field(1, ge=1, le=8)
-    scheduler: SchedulerName = "dpmpp_2m"
-
-    @field_validator("width", "height")
-    @classmethod
-    def _multiple_of_eight(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError(f"must be a multiple of 8, got {value}")
-        return value
-
-
 WebhookEvent = Literal["running", "succeeded", "failed", "cancelled", "checkpoint"]
 DEFAULT_WEBHOOK_EVENTS: tuple[WebhookEvent, ...] = ("running", "succeeded", "failed", "cancelled")
 
@@ -158,19 +175,39 @@ class WebhookSpec(Strict):
         return value
 
 
-class Txt2ImgJob(Strict):
-    kind: Literal["txt2img"] = "txt2img"
-    params: Txt2ImgParams
+class ModelUse(Strict):
+    """A reference to a registered model: its name, and optionally the exact version or content
+    hash. Without either, the newest version is used and recorded with the job."""
+
+    name: str = Field(min_length=1, max_length=200)
+    version: int | None = Field(None, ge=1, le=2**31 - 1)
+    sha256: str | None = Field(None, pattern=SHA256_PATTERN)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        """`"name"` and `"name@3"` are shorthands for `{"name": ..., "version": ...}`."""
+        if isinstance(value, str):
+            name, at, version = value.rpartition("@")
+            if at and version.isdigit():
+                return {"name": name, "version": int(version)}
+            return {"name": value}
+        return value
+
+
+class JobSubmission(BaseModel):
+    """What every submit body has besides its kind's params (see kinds/). Not `Strict`: its
+    `kind` discriminator must not run through before-validators; the fields are strict
+    types instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
     webhook: WebhookSpec | None = None
-    allow_same_node_retry: bool = Field(
+    allow_same_node_retry: StrictBool = Field(
         False,
         description="Retry on a node where the job already failed, but only when it has "
         "failed on every node alive in the fleet.",
     )
-
-
-# One kind for now; when others come this becomes a union discriminated on `kind`.
-JobCreate = Txt2ImgJob
 
 
 class Progress(BaseModel):
@@ -186,8 +223,11 @@ class Timings(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     queue_seconds: float | None = None
+    download_seconds: float | None = None
     model_load_seconds: float | None = None
+    adapter_seconds: float | None = None
     inference_seconds: float | None = None
+    decode_seconds: float | None = None
     upload_seconds: float | None = None
     total_seconds: float | None = None
 
@@ -197,9 +237,9 @@ class OutputView(BaseModel):
     url: str
     content_type: str
     size_bytes: int
-    width: int
-    height: int
-    seed: int
+    width: int | None = None
+    height: int | None = None
+    seed: int | None = None
 
 
 class JobError(BaseModel):
@@ -207,12 +247,24 @@ class JobError(BaseModel):
     message: str
 
 
+class JobModelView(BaseModel):
+    """One model of the job's combo, as resolved at submit."""
+
+    role: ModelRole
+    name: str
+    version: int
+    sha256: str
+    weight: float | None = None
+
+
 class JobView(BaseModel):
     id: str
-    kind: JobKind
+    kind: str = Field(description="The job kind; `params` follow that kind's schema.")
     status: JobStatus
     tier: str
-    params: Txt2ImgParams
+    params: dict[str, Any]
+    models: list[JobModelView] = Field(default_factory=list)
+    combo_key: str | None = Field(None, description="Identifies the set of models it needs.")
     progress: Progress
     timings: Timings
     outputs: list[OutputView]
@@ -269,8 +321,22 @@ class ModelView(BaseModel):
     name: str
     version: int
     kind: ModelKind
+    base: ModelBase | None = None
+    format: str | None = None
     sha256: str
     size_bytes: int
+    trigger_words: list[str] = Field(default_factory=list)
+
+
+class InputView(BaseModel):
+    """An uploaded input image; pass its id as a job's `init_image`, `mask` etc."""
+
+    id: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    width: int
+    height: int
 
 
 class NodeView(BaseModel):
@@ -299,15 +365,22 @@ class WorkerCapabilities(Strict):
     max_pixels: int = Field(
         1536 * 1536, gt=0, description="Largest width*height*num_images/1 it takes."
     )
-    kinds: list[JobKind] = Field(default_factory=lambda: list(JOB_KINDS))
+    kinds: list[str] = Field(
+        default_factory=lambda: ["txt2img"],
+        max_length=64,
+        description="Job kinds this worker's handlers serve.",
+    )
 
 
 class ClaimRequest(Strict):
     worker_id: str = Field(min_length=1, max_length=200)
     node_id: str = Field(min_length=1, max_length=200)
     capabilities: WorkerCapabilities = Field(default_factory=WorkerCapabilities)
+    resident_combos: list[str] = Field(
+        default_factory=list, max_length=64, description="combo keys loaded on the GPU"
+    )
     resident_models: list[str] = Field(
-        default_factory=list, max_length=64, description="sha256s on GPU"
+        default_factory=list, max_length=256, description="sha256s on GPU"
     )
     cached_models: list[str] = Field(
         default_factory=list, max_length=4096, description="sha256s on disk"
@@ -318,11 +391,16 @@ class ClaimRequest(Strict):
 
 
 class ModelRef(BaseModel):
-    """Everything a worker needs to fetch and verify one model."""
+    """Everything a worker needs to fetch, verify and use one model of a job's combo."""
 
     name: str
     version: int
     kind: ModelKind
+    base: ModelBase | None = None
+    role: ModelRole = ModelRole.checkpoint
+    weight: float | None = Field(None, description="LoRA strength or ControlNet scale.")
+    format: str | None = Field(None, description="e.g. diffusers, single_file, kohya, peft.")
+    trigger_words: list[str] = Field(default_factory=list)
     source: str
     sha256: str
     size_bytes: int
@@ -343,15 +421,29 @@ class UploadTarget(BaseModel):
     )
 
 
+class InputRef(BaseModel):
+    """An input file of the job (an init image, a mask): where the worker fetches it."""
+
+    name: str = Field(description="The param it fills, e.g. init_image or mask.")
+    input_id: str
+    url: str = Field(description="Absolute (presigned) or relative to the orchestrator URL.")
+    sha256: str
+    content_type: str
+    width: int
+    height: int
+
+
 class Assignment(BaseModel):
     job_id: str
     attempt_id: str
     fencing_token: int = Field(description="Attempt number for this job; grows with every claim.")
     lease_seconds: float
     lease_expires_at: datetime
-    kind: JobKind
-    params: Txt2ImgParams
+    kind: str
+    params: dict[str, Any] = Field(description="Valid for the kind's params schema.")
     models: list[ModelRef]
+    combo_key: str | None = None
+    inputs: list[InputRef] = Field(default_factory=list)
     uploads: list[UploadTarget] = Field(
         default_factory=list,
         description="Direct upload URLs, one per output; empty means upload through the API.",
@@ -415,16 +507,19 @@ class UploadedArtifact(BaseModel):
 class CompletedOutput(Strict):
     index: int = Field(ge=0, le=63)
     sha256: str | None = Field(
-        None, pattern="^[0-9a-f]{64}$", description="For direct uploads: the file's hash."
+        None, pattern=SHA256_PATTERN, description="For direct uploads: the file's hash."
     )
-    seed: int = Field(ge=0, le=MAX_SEED + 64)
-    width: int = Field(gt=0, le=16384)
-    height: int = Field(gt=0, le=16384)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED + 64, description="Images only.")
+    width: int | None = Field(None, gt=0, le=16384, description="Images only.")
+    height: int | None = Field(None, gt=0, le=16384, description="Images only.")
 
 
 class StageTimings(Strict):
-    model_load_seconds: float = Field(0.0, ge=0)
+    download_seconds: float = Field(0.0, ge=0, description="Fetching models and inputs.")
+    model_load_seconds: float = Field(0.0, ge=0, description="Disk to GPU.")
+    adapter_seconds: float = Field(0.0, ge=0, description="Applying LoRAs and embeddings.")
     inference_seconds: float = Field(0.0, ge=0)
+    decode_seconds: float = Field(0.0, ge=0, description="VAE decode, when measured apart.")
     upload_seconds: float = Field(0.0, ge=0)
 
 

@@ -69,7 +69,7 @@ def submit(
     with ImageFleetClient(url, key) as client:
         try:
             job = client.submit_txt2img({k: v for k, v in params.items() if v is not None})
-            typer.echo(f"job {job.id} queued (seed {job.params.seed})")
+            typer.echo(f"job {job.id} queued (seed {job.params.get('seed')})")
             if not (wait or output):
                 return
             job = _wait_with_progress(client, job)
@@ -96,10 +96,10 @@ def _wait_with_progress(client: ImageFleetClient, job: JobView) -> JobView:
         TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
         TimeElapsedColumn(),
     ) as bar:
-        task = bar.add_task("job", total=job.params.steps, status=job.status.value)
+        task = bar.add_task("job", total=job.params.get("steps", 1), status=job.status.value)
 
         def update(seen: JobView) -> None:
-            total = seen.progress.total_steps or seen.params.steps
+            total = seen.progress.total_steps or seen.params.get("steps", 1)
             bar.update(task, completed=seen.progress.step, total=total, status=seen.status.value)
 
         return client.wait(job.id, on_update=update)

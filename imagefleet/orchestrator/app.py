@@ -23,10 +23,12 @@ from imagefleet.artifacts.base import ArtifactStoreError
 from imagefleet.artifacts.factory import artifact_store_for
 from imagefleet.config import Settings
 from imagefleet.errors import ApiError
+from imagefleet.kinds import job_union, load_plugins
 from imagefleet.orchestrator import routes_admin, routes_client, routes_worker
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.ratelimit import RateLimiter
 from imagefleet.orchestrator.retention import purge_expired
+from imagefleet.orchestrator.routes_submit import submit_router
 from imagefleet.orchestrator.webhooks import WebhookDispatcher
 from imagefleet.orchestrator.work_signal import WorkSignal
 from imagefleet.store.database import Database, DatabaseUnavailable
@@ -42,13 +44,24 @@ class BodySizeLimit:
     """Refuses JSON bodies over the limit with 413 before they are read into memory. Upload
     routes enforce their own, larger limit while streaming to the artifact store."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, exempt_method: str = "PUT") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        exempt_method: str = "PUT",
+        exempt_paths: tuple[str, ...] = (),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.exempt_method = exempt_method
+        self.exempt_paths = exempt_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == self.exempt_method:
+        if (
+            scope["type"] != "http"
+            or scope["method"] == self.exempt_method
+            or scope["path"] in self.exempt_paths
+        ):
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
@@ -146,10 +159,14 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.lifecycle = JobLifecycle(db, settings, artifacts=store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)
+    load_plugins(settings.kind_plugins)
+    app.include_router(submit_router(job_union()))
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
     app.include_router(routes_admin.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_paths=("/v1/inputs",)
+    )
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")
     def healthz() -> dict[str, str]:

@@ -4,26 +4,36 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from imagefleet import netguard
 from imagefleet.errors import Conflict, InvalidField, NotFound, QuotaExceeded
+from imagefleet.kinds import KindSpec, Limits, Requirements, combo_key, get_kind
+from imagefleet.kinds.base import InputInfo
+from imagefleet.models.resolve import resolve_models
 from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.transitions import TransitionBase
-from imagefleet.protocol import AttemptOutcome, JobStatus, Txt2ImgJob, Txt2ImgParams
+from imagefleet.protocol import AttemptOutcome, JobStatus, ModelRole
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import idempotency
+from imagefleet.store import inputs as input_sql
+from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store import webhooks as webhook_sql
 from imagefleet.store.database import retry_conflicts
 from imagefleet.store.ids import new_id, plausible_id
 from imagefleet.store.keys import ApiKey
-from imagefleet.store.models import latest_model
+
+
+@dataclass(frozen=True)
+class _NamedInputs:
+    infos: dict[str, InputInfo]
+    ids: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -47,14 +57,16 @@ class Cursor:
 
 class ClientTransitions(TransitionBase):
     def submit(
-        self, owner: ApiKey, job: Txt2ImgJob, idempotency_key: str | None = None
+        self, owner: ApiKey, job: Any, idempotency_key: str | None = None
     ) -> tuple[job_sql.JobRow, bool]:
-        """Validates against server limits and queues the job; the seed is fixed here.
+        """Admits the job against server limits, resolves its models and inputs, and queues
+        it; the seed is fixed here.
 
-        With an idempotency key, a repeat of the same request within the window returns the
-        first job (and True: replayed) instead of queueing another; a different request under
-        the same key is a Conflict. Two identical submits racing on PostgreSQL collide on the
-        key's primary key; the loser retries once and finds the winner's job.
+        `job` is any registered kind's submit model (`kind`, `params`, `webhook`, ...). With an
+        idempotency key, a repeat of the same request within the window returns the first job
+        (and True: replayed) instead of queueing another; a different request under the same
+        key is a Conflict. Two identical submits racing on PostgreSQL collide on the key's
+        primary key; the loser retries once and finds the winner's job.
         """
         try:
             return self._submit(owner, job, idempotency_key)
@@ -65,55 +77,48 @@ class ClientTransitions(TransitionBase):
 
     @retry_conflicts
     def _submit(
-        self, owner: ApiKey, job: Txt2ImgJob, idempotency_key: str | None
+        self, owner: ApiKey, job: Any, idempotency_key: str | None
     ) -> tuple[job_sql.JobRow, bool]:
+        spec = get_kind(job.kind)
         request_hash = hashlib.sha256(job.model_dump_json().encode()).hexdigest()
-        params = self._check_limits(job.params)
         self._check_webhook(job)
         now = self.clock()
         job_id = new_id()
         with self.db.write() as conn:
             if idempotency_key:
-                window_start = now - self.settings.idempotency_window_seconds
-                found = idempotency.find_idempotent(conn, owner.id, idempotency_key, window_start)
-                if found:
-                    if found[0] != request_hash:
-                        raise Conflict(
-                            "this Idempotency-Key was already used with a different request "
-                            "body; use a new key for a new job"
-                        )
-                    replayed = job_sql.get_job(conn, found[1])
-                    assert replayed is not None
+                replayed = self._replay(conn, owner, idempotency_key, request_hash, now)
+                if replayed is not None:
                     return replayed, True
-            model = latest_model(conn, params.model)
-            if model is None:
-                raise NotFound(f"no model named {params.model!r}; see GET /v1/models")
-            queued = job_sql.count_queued(conn, owner.id)
-            if queued >= self.settings.max_queued_per_key:
-                raise QuotaExceeded(
-                    f"this key already has {queued} queued jobs (the limit is "
-                    f"{self.settings.max_queued_per_key}); wait for some to start",
-                    retry_after=5.0,
-                )
+            named_inputs = self._inputs(conn, owner, spec.requirements(job.params))
+            params = spec.admit(job.params, self._limits(), named_inputs.infos)
+            needs = spec.requirements(params)
+            combo = resolve_models(conn, needs.models)
+            self._check_quota(conn, owner)
+            checkpoint = next(
+                (item.model for item in combo if item.role is ModelRole.checkpoint), None
+            )
             job_sql.insert_job(
                 conn,
                 id=job_id,
                 owner_key_id=owner.id,
                 tier=owner.tier,
-                kind=job.kind,
+                kind=spec.name,
                 status=JobStatus.queued.value,
                 priority=self.settings.tier_priority.get(owner.tier, 0),
-                params=params.model_dump(),
-                model_id=model.id,
-                pixels=params.width * params.height,
+                params=params.model_dump(mode="json"),
+                model_id=checkpoint.id if checkpoint else None,
+                pixels=needs.pixels,
+                cost_units=needs.cost_units,
+                required_vram_mb=needs.min_vram_mb or None,
+                combo_key=combo_key([(item.role, item.model.sha256) for item in combo]),
                 created_at=now,
-                max_attempts=self.settings.max_attempts_per_kind.get(
-                    job.kind, self.settings.max_attempts
-                ),
+                max_attempts=self._max_attempts(spec),
                 allow_same_node=job.allow_same_node_retry,
                 webhook_url=str(job.webhook.url) if job.webhook else None,
                 webhook_events=",".join(job.webhook.events) if job.webhook else None,
             )
+            job_model_sql.insert_job_models(conn, job_id, combo)
+            input_sql.link_inputs(conn, job_id, named_inputs.ids)
             if idempotency_key:
                 idempotency.remember_idempotent(
                     conn, owner.id, idempotency_key, request_hash, job_id, now
@@ -121,6 +126,63 @@ class ClientTransitions(TransitionBase):
             row = job_sql.get_job(conn, job_id)
         assert row is not None
         return row, False
+
+    def _replay(
+        self, conn: Connection, owner: ApiKey, key: str, request_hash: str, now: float
+    ) -> job_sql.JobRow | None:
+        window_start = now - self.settings.idempotency_window_seconds
+        found = idempotency.find_idempotent(conn, owner.id, key, window_start)
+        if not found:
+            return None
+        if found[0] != request_hash:
+            raise Conflict(
+                "this Idempotency-Key was already used with a different request "
+                "body; use a new key for a new job"
+            )
+        replayed = job_sql.get_job(conn, found[1])
+        assert replayed is not None
+        return replayed
+
+    def _inputs(self, conn: Connection, owner: ApiKey, needs: Requirements) -> _NamedInputs:
+        """The uploaded inputs the job names, which must be the owner's."""
+        rows = input_sql.owned_inputs(conn, owner.id, [need.input_id for need in needs.inputs])
+        infos: dict[str, InputInfo] = {}
+        ids: dict[str, str] = {}
+        for need in needs.inputs:
+            row = rows.get(need.input_id)
+            if row is None:
+                raise NotFound(
+                    f"no input {need.input_id!r} (field {'.'.join(map(str, need.loc))}); "
+                    "upload it first with POST /v1/inputs"
+                )
+            infos[need.name] = InputInfo(row.id, row.content_type, row.width, row.height)
+            ids[need.name] = row.id
+        return _NamedInputs(infos, ids)
+
+    def _check_quota(self, conn: Connection, owner: ApiKey) -> None:
+        limit = self.settings.max_queued_per_key
+        queued = job_sql.count_queued(conn, owner.id, up_to=limit)
+        if queued >= limit:
+            raise QuotaExceeded(
+                f"this key already has {limit} queued jobs (the limit); wait for some to start",
+                retry_after=5.0,
+            )
+
+    def _max_attempts(self, spec: KindSpec) -> int:
+        configured = self.settings.max_attempts_per_kind.get(spec.name)
+        return configured or spec.max_attempts or self.settings.max_attempts
+
+    def _limits(self) -> Limits:
+        s = self.settings
+        return Limits(
+            min_side=s.min_side,
+            max_side=s.max_side,
+            max_pixels=s.max_pixels,
+            max_loras=s.max_loras,
+            lora_weight_min=s.lora_weight_min,
+            lora_weight_max=s.lora_weight_max,
+            max_embeddings=s.max_embeddings,
+        )
 
     def get(self, owner: ApiKey, job_id: str) -> job_sql.JobRow:
         with self.db.read() as conn:
@@ -185,28 +247,18 @@ class ClientTransitions(TransitionBase):
     ) -> dict[str, list[artifact_sql.ArtifactRow]]:
         return artifact_sql.job_outputs(conn, job_ids)
 
-    def _check_limits(self, params: Txt2ImgParams) -> Txt2ImgParams:
-        s = self.settings
-        for field in ("width", "height"):
-            value = getattr(params, field)
-            if not s.min_side <= value <= s.max_side:
-                raise InvalidField(
-                    ("body", "params", field),
-                    f"{field} must be between {s.min_side} and {s.max_side} "
-                    f"(a multiple of 8), got {value}",
-                )
-        pixels = params.width * params.height
-        if pixels > s.max_pixels:
-            raise InvalidField(
-                ("body", "params", "width"),
-                f"width*height must be at most {s.max_pixels} pixels, got "
-                f"{params.width}x{params.height}={pixels}",
-            )
-        if params.seed is None:
-            params = params.model_copy(update={"seed": secrets.randbelow(2**32)})
-        return params
+    def details(
+        self, rows: list[job_sql.JobRow]
+    ) -> tuple[dict[str, list[artifact_sql.ArtifactRow]], dict[str, list[job_model_sql.JobModel]]]:
+        """The accepted outputs (of succeeded jobs) and the combos of a page of jobs, read in
+        one transaction."""
+        with self.db.read() as conn:
+            finished = [row.id for row in rows if row.status is JobStatus.succeeded]
+            outputs: dict[str, list[artifact_sql.ArtifactRow]] = {row.id: [] for row in rows}
+            outputs.update(artifact_sql.job_outputs(conn, finished))
+            return outputs, job_model_sql.combos(conn, [row.id for row in rows])
 
-    def _check_webhook(self, job: Txt2ImgJob) -> None:
+    def _check_webhook(self, job: Any) -> None:
         """Refuses webhook URLs on private networks unless the operator allowed them."""
         if job.webhook is None or self.settings.webhook_allow_private:
             return

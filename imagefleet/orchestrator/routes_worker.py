@@ -7,16 +7,14 @@ import asyncio
 import contextlib
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from imagefleet.artifacts.base import ArtifactTooLarge, ArtifactUploadRejected
-from imagefleet.errors import BadRequest, InvalidField, PayloadTooLarge, UnsupportedMediaType
-from imagefleet.orchestrator.deps import Artifacts, Lifecycle, Signal, WorkerKey
-from imagefleet.orchestrator.lifecycle import JobLifecycle, output_key
+from imagefleet.artifacts.base import ArtifactTooLarge
+from imagefleet.errors import InvalidField, PayloadTooLarge
+from imagefleet.orchestrator.deps import Lifecycle, Signal, WorkerKey
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.protocol import (
-    Assignment,
     AttemptResult,
     ClaimRequest,
     ClaimResponse,
@@ -30,7 +28,6 @@ from imagefleet.protocol import (
     MultipartStart,
     MultipartUpload,
     UploadedArtifact,
-    UploadTarget,
 )
 
 router = APIRouter(prefix="/v1/worker", tags=["worker"])
@@ -45,7 +42,6 @@ async def claim(
     body: ClaimRequest,
     lifecycle: Lifecycle,
     signal: Signal,
-    store: Artifacts,
 ) -> ClaimResponse:
     wait = min(body.wait_seconds, lifecycle.settings.claim_wait_max_seconds)
     deadline = time.monotonic() + wait
@@ -58,7 +54,7 @@ async def claim(
                 quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
             )
         if assignment is not None:
-            return ClaimResponse(assignment=_with_upload_targets(lifecycle, store, assignment))
+            return ClaimResponse(assignment=assignment)
         remaining = deadline - time.monotonic()
         if remaining <= 0 or await request.is_disconnected():
             return ClaimResponse(retry_after_seconds=1.0)
@@ -82,16 +78,23 @@ async def upload_output(
     request: Request, key: WorkerKey, attempt_id: str, index: int, lifecycle: Lifecycle
 ) -> UploadedArtifact:
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
-    if content_type not in UPLOAD_TYPES:
-        raise UnsupportedMediaType(
-            f"content-type must be one of {UPLOAD_TYPES}, got {content_type!r}"
-        )
     _check_index(index)
     try:
         row = await lifecycle.upload_output(key, attempt_id, index, content_type, request.stream())
     except ArtifactTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from exc
     return UploadedArtifact(key=row.key, size_bytes=row.size_bytes, sha256=row.sha256)
+
+
+@router.get(
+    "/attempts/{attempt_id}/inputs/{name}",
+    summary="Download an input of the attempt's job (init image, mask)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+)
+def download_input(key: WorkerKey, attempt_id: str, name: str, lifecycle: Lifecycle) -> Response:
+    data, content_type = lifecycle.read_input(key, attempt_id, name)
+    return Response(data, media_type=content_type)
 
 
 @router.post("/attempts/{attempt_id}/complete", response_model=AttemptResult)
@@ -119,28 +122,10 @@ async def fail(
     summary="Start a direct multipart upload of a big output (S3-compatible stores)",
 )
 def start_multipart(
-    key: WorkerKey,
-    attempt_id: str,
-    index: int,
-    body: MultipartStart,
-    lifecycle: Lifecycle,
-    store: Artifacts,
+    key: WorkerKey, attempt_id: str, index: int, body: MultipartStart, lifecycle: Lifecycle
 ) -> MultipartUpload:
     _check_index(index)
-    if body.content_type not in UPLOAD_TYPES:
-        raise UnsupportedMediaType(f"content_type must be one of {UPLOAD_TYPES}")
-    limit = lifecycle.settings.max_upload_bytes
-    if body.size_bytes > limit:
-        raise PayloadTooLarge(f"{body.size_bytes} bytes is over the limit of {limit}")
-    job = lifecycle.check_current(key, attempt_id)
-    plan = store.start_multipart(
-        output_key(job.id, attempt_id, index), body.size_bytes, body.content_type
-    )
-    if plan is None:
-        raise BadRequest(
-            "this orchestrator keeps artifacts locally: upload with "
-            f"PUT /v1/worker/attempts/{attempt_id}/outputs/{index} instead"
-        )
+    plan = lifecycle.start_multipart(key, attempt_id, index, body.size_bytes, body.content_type)
     return MultipartUpload(
         upload_id=plan.upload_id,
         part_size=plan.part_size,
@@ -157,56 +142,14 @@ def start_multipart(
     summary="Finish a direct multipart upload",
 )
 def finish_multipart(
-    key: WorkerKey,
-    attempt_id: str,
-    index: int,
-    body: MultipartFinish,
-    lifecycle: Lifecycle,
-    store: Artifacts,
+    key: WorkerKey, attempt_id: str, index: int, body: MultipartFinish, lifecycle: Lifecycle
 ) -> UploadedArtifact:
-    """Assembles the parts in the store. The file is recorded, like every direct upload, when
-    the attempt completes."""
     _check_index(index)
-    job = lifecycle.check_current(key, attempt_id)
-    artifact_key = output_key(job.id, attempt_id, index)
-    try:
-        store.finish_multipart(
-            artifact_key, body.upload_id, [(p.part_number, p.etag) for p in body.parts]
-        )
-    except ArtifactUploadRejected as exc:
-        raise InvalidField(("body", "parts"), str(exc)) from exc
-    info = store.head(artifact_key)
-    if info is None:
-        raise InvalidField(
-            ("body", "parts"), f"the multipart upload of output {index} left no file"
-        )
-    return UploadedArtifact(key=artifact_key, size_bytes=info.size_bytes, sha256="")
+    parts = [(p.part_number, p.etag) for p in body.parts]
+    artifact_key, size = lifecycle.finish_multipart(key, attempt_id, index, body.upload_id, parts)
+    return UploadedArtifact(key=artifact_key, size_bytes=size, sha256="")
 
 
 def _check_index(index: int) -> None:
     if not 0 <= index < 64:
         raise InvalidField(("path", "index"), f"output index must be within 0..63, got {index}")
-
-
-def _with_upload_targets(
-    lifecycle: JobLifecycle, store: Artifacts, assignment: Assignment
-) -> Assignment:
-    """Adds presigned PUT URLs when the store takes uploads directly (S3-compatible)."""
-    targets = []
-    for index in range(assignment.params.num_images):
-        url = store.presigned_put(
-            output_key(assignment.job_id, assignment.attempt_id, index),
-            UPLOAD_TYPES[0],
-            lifecycle.settings.max_upload_bytes,
-        )
-        if url is None:
-            return assignment
-        targets.append(
-            UploadTarget(
-                index=index,
-                url=url,
-                content_type=UPLOAD_TYPES[0],
-                multipart_threshold_bytes=store.direct_multipart_threshold or 0,
-            )
-        )
-    return assignment.model_copy(update={"uploads": targets})

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection
 
 from imagefleet.artifacts.base import ArtifactStore
+from imagefleet.artifacts.factory import artifact_store_for
 from imagefleet.config import Settings
 from imagefleet.errors import NotFound, StaleAttempt
 from imagefleet.orchestrator import webhooks
@@ -42,7 +43,7 @@ class TransitionBase:
         self.settings = settings
         self.clock = clock
         self.policy = policy
-        self.artifacts = artifacts
+        self.artifacts = artifacts if artifacts is not None else artifact_store_for(settings)
         self.health = NodeHealth(db, settings)
 
     def _owned(self, conn: Connection, owner: ApiKey, job_id: str) -> job_sql.JobRow:
@@ -77,6 +78,9 @@ class TransitionBase:
         if row.current_attempt_id != attempt_id:
             raise StaleAttempt(stale_reason(attempt_id, row, doing))
         return attempt, row
+
+    def _file_store(self) -> ArtifactStore:
+        return self.artifacts
 
     @staticmethod
     def _emit_final(conn: Connection, job_id: str, event: str, now: float) -> None:

@@ -7,16 +7,21 @@ from collections.abc import Callable
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.protocol import (
     AttemptView,
+    InputView,
     JobError,
+    JobModelView,
     JobView,
+    ModelView,
     OutputView,
     Progress,
     Timings,
-    Txt2ImgParams,
 )
 from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.attempts import AttemptRow
+from imagefleet.store.inputs import InputRow
+from imagefleet.store.job_models import JobModel
 from imagefleet.store.jobs import JobRow
+from imagefleet.store.models import Model
 
 OutputUrl = Callable[[ArtifactRow], str]
 
@@ -36,7 +41,33 @@ def attempt_view(row: AttemptRow) -> AttemptView:
     )
 
 
-def job_view(row: JobRow, outputs: list[ArtifactRow], output_url: OutputUrl) -> JobView:
+def model_view(model: Model) -> ModelView:
+    return ModelView(
+        name=model.name,
+        version=model.version,
+        kind=model.kind,
+        base=model.base,
+        format=model.format,
+        sha256=model.sha256,
+        size_bytes=model.size_bytes,
+        trigger_words=list(model.trigger_words),
+    )
+
+
+def input_view(row: InputRow) -> InputView:
+    return InputView(
+        id=row.id,
+        content_type=row.content_type,
+        size_bytes=row.size_bytes,
+        sha256=row.sha256,
+        width=row.width,
+        height=row.height,
+    )
+
+
+def job_view(
+    row: JobRow, outputs: list[ArtifactRow], output_url: OutputUrl, combo: list[JobModel]
+) -> JobView:
     total = row.progress_total
     fraction = (
         1.0 if row.status.value == "succeeded" else (row.progress_step / total if total else 0.0)
@@ -51,18 +82,32 @@ def job_view(row: JobRow, outputs: list[ArtifactRow], output_url: OutputUrl) -> 
             last_error = reported
     return JobView(
         id=row.id,
-        kind="txt2img",
+        kind=row.kind,
         status=row.status,
         tier=row.tier,
-        params=Txt2ImgParams(**row.params),
+        params=row.params,
+        models=[
+            JobModelView(
+                role=item.role,
+                name=item.model.name,
+                version=item.model.version,
+                sha256=item.model.sha256,
+                weight=item.weight,
+            )
+            for item in combo
+        ],
+        combo_key=row.combo_key,
         progress=Progress(fraction=min(1.0, fraction), step=row.progress_step, total_steps=total),
         timings=Timings(
             queued_at=to_datetime(row.created_at),
             started_at=to_datetime(row.started_at) if row.started_at else None,
             finished_at=to_datetime(row.finished_at) if row.finished_at else None,
             queue_seconds=(row.started_at - row.created_at) if row.started_at else None,
+            download_seconds=stage.get("download_seconds"),
             model_load_seconds=stage.get("model_load_seconds"),
+            adapter_seconds=stage.get("adapter_seconds"),
             inference_seconds=stage.get("inference_seconds"),
+            decode_seconds=stage.get("decode_seconds"),
             upload_seconds=stage.get("upload_seconds"),
             total_seconds=(row.finished_at - row.created_at) if row.finished_at else None,
         ),
@@ -72,9 +117,9 @@ def job_view(row: JobRow, outputs: list[ArtifactRow], output_url: OutputUrl) -> 
                 url=output_url(a),
                 content_type=a.content_type,
                 size_bytes=a.size_bytes,
-                width=a.width or 0,
-                height=a.height or 0,
-                seed=a.seed or 0,
+                width=a.width,
+                height=a.height,
+                seed=a.seed,
             )
             for a in outputs
         ],

@@ -9,18 +9,20 @@ webhook, no node-health count. The lock order is always job, then attempt, then 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 
-from imagefleet.artifacts.base import ArtifactStore, verify_direct_upload
-from imagefleet.errors import InvalidField, PayloadTooLarge, StaleAttempt
+from imagefleet.errors import (
+    InvalidField,
+    StaleAttempt,
+)
+from imagefleet.kinds import kind_names
 from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
-from imagefleet.orchestrator.transitions import TransitionBase, stale_reason, to_datetime
+from imagefleet.orchestrator.transitions import stale_reason, to_datetime
+from imagefleet.orchestrator.worker_files import StoredFile, WorkerFiles, output_key
 from imagefleet.protocol import (
     Assignment,
     AttemptOutcome,
@@ -31,17 +33,19 @@ from imagefleet.protocol import (
     FailureCode,
     HeartbeatRequest,
     HeartbeatResponse,
+    InputRef,
     JobStatus,
-    Txt2ImgParams,
+    UploadTarget,
 )
 from imagefleet.scheduling.policy import Candidate, WorkerView
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
+from imagefleet.store import inputs as input_sql
+from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import retry_conflicts
 from imagefleet.store.keys import ApiKey
-from imagefleet.store.models import Model, model_by_id
 
 # How much of the queue head the policy ranks per claim: enough to find a warm job, small enough
 # that a claim stays cheap (and, on PostgreSQL, locks few rows).
@@ -49,27 +53,13 @@ CANDIDATE_WINDOW = 16
 # A worker's row is rewritten at most this often (every claim would be a write per long poll).
 WORKER_TOUCH_SECONDS = 10.0
 LEASE_EXPIRED_MESSAGE = "the worker stopped sending heartbeats and its lease expired"
-OUTPUT_TYPE = "image/png"
 
 
-def output_key(job_id: str, attempt_id: str, index: int) -> str:
-    """Where output `index` of an attempt lives: attempts never overwrite each other."""
-    return f"jobs/{job_id}/{attempt_id}/{index}.png"
-
-
-@dataclass(frozen=True)
-class _Upload:
-    index: int
-    key: str
-    size: int
-    sha256: str
-
-
-class WorkerTransitions(TransitionBase):
+class WorkerTransitions(WorkerFiles):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._models: dict[int, Model] = {}
         self._touched: dict[str, tuple[float, str]] = {}
+        self._kind_names = frozenset(kind_names())
 
     # --- claim ---------------------------------------------------------------------------------
 
@@ -79,18 +69,27 @@ class WorkerTransitions(TransitionBase):
         candidates are locked with SKIP LOCKED and taken with a conditional update, so two
         claimers never get the same job."""
         now = self.clock()
+        capabilities = request.capabilities
         worker = WorkerView(
             node_id=request.node_id,
-            kinds=frozenset(request.capabilities.kinds),
-            max_pixels=request.capabilities.max_pixels,
+            kinds=frozenset(capabilities.kinds),
+            max_pixels=capabilities.max_pixels,
             resident_models=frozenset(request.resident_models),
             cached_models=frozenset(request.cached_models),
-            vram_mb=request.capabilities.vram_mb,
+            vram_mb=capabilities.vram_mb,
         )
+        limits = job_sql.WorkerLimits(
+            request.node_id,
+            [kind for kind in capabilities.kinds if kind in self._kind_names],
+            capabilities.max_pixels,
+            capabilities.vram_mb,
+        )
+        if not limits.kinds:
+            return None
         with self.db.write() as conn:
             self._touch_worker(conn, request, now)
             self.health.check_claim(conn, request.node_id)
-            queued = job_sql.queued_candidates(conn, list(worker.kinds), CANDIDATE_WINDOW, now)
+            queued = job_sql.queued_candidates(conn, limits, CANDIDATE_WINDOW, now)
             if any(job.allow_same_node and worker.node_id in job.failed_nodes for job in queued):
                 worker = replace(worker, live_nodes=self._live_nodes(conn, now))
             ranked = self.policy(worker, [_candidate(job, now) for job in queued])
@@ -113,18 +112,67 @@ class WorkerTransitions(TransitionBase):
                     now=now,
                 )
                 webhooks.emit(conn, row, "running", now)
-                model = self._model(conn, row.model_id)
-                return Assignment(
-                    job_id=row.id,
-                    attempt_id=attempt_id,
-                    fencing_token=row.attempts,
-                    lease_seconds=self.settings.lease_seconds,
-                    lease_expires_at=to_datetime(expires),
-                    kind="txt2img",
-                    params=Txt2ImgParams(**row.params),
-                    models=[model.ref()],
-                )
+                combo = job_model_sql.combos(conn, [row.id])[row.id]
+                inputs = input_sql.job_input_rows(conn, row.id)
+                return self._assignment(row, attempt_id, expires, combo, inputs)
         return None
+
+    def _assignment(
+        self,
+        row: job_sql.JobRow,
+        attempt_id: str,
+        expires: float,
+        combo: list[job_model_sql.JobModel],
+        inputs: dict[str, input_sql.InputRow],
+    ) -> Assignment:
+        """What the worker needs: params, the resolved combo, where to fetch inputs and (with
+        an S3-compatible store) where to put each output."""
+        store = self._file_store()
+        outputs = self._output_spec(row)
+        media_type = outputs.media_types[0]
+        targets: list[UploadTarget] = []
+        for index in range(outputs.count):
+            url = store.presigned_put(
+                output_key(row.id, attempt_id, index, outputs.extension(media_type)),
+                media_type,
+                self.settings.max_upload_bytes,
+            )
+            if url is None:
+                targets = []
+                break
+            targets.append(
+                UploadTarget(
+                    index=index,
+                    url=url,
+                    content_type=media_type,
+                    multipart_threshold_bytes=store.direct_multipart_threshold or 0,
+                )
+            )
+        return Assignment(
+            job_id=row.id,
+            attempt_id=attempt_id,
+            fencing_token=row.attempts,
+            lease_seconds=self.settings.lease_seconds,
+            lease_expires_at=to_datetime(expires),
+            kind=row.kind,
+            params=row.params,
+            models=[item.model.ref(item.role, item.weight) for item in combo],
+            combo_key=row.combo_key,
+            inputs=[
+                InputRef(
+                    name=name,
+                    input_id=item.id,
+                    url=store.presigned_get(item.key)
+                    or f"/v1/worker/attempts/{attempt_id}/inputs/{name}",
+                    sha256=item.sha256,
+                    content_type=item.content_type,
+                    width=item.width,
+                    height=item.height,
+                )
+                for name, item in sorted(inputs.items())
+            ],
+            uploads=targets,
+        )
 
     # --- running -------------------------------------------------------------------------------
 
@@ -153,63 +201,6 @@ class WorkerTransitions(TransitionBase):
             f"attempt {attempt_id} no longer holds the lease on job {attempt.job_id}"
         )
 
-    def check_current(self, worker_key: ApiKey, attempt_id: str) -> job_sql.JobRow:
-        """The job this attempt owns (a read); StaleAttempt when it owns nothing any more."""
-        with self.db.read() as conn:
-            attempt = self._attempt(conn, attempt_id, worker_key)
-            row = job_sql.get_job(conn, attempt.job_id)
-            assert row is not None
-            if row.current_attempt_id != attempt_id:
-                raise StaleAttempt(stale_reason(attempt_id, row, "upload for"))
-            return row
-
-    async def upload_output(
-        self,
-        worker_key: ApiKey,
-        attempt_id: str,
-        index: int,
-        content_type: str,
-        chunks: AsyncIterator[bytes],
-    ) -> artifact_sql.ArtifactRow:
-        """Streams one output file into the store and records it for the attempt. The
-        ownership check before streaming keeps a stale attempt from storing anything; the one
-        in `record_upload` is the one that counts."""
-        store = self._store()
-        job = await run_in_threadpool(self.check_current, worker_key, attempt_id)
-        key = output_key(job.id, attempt_id, index)
-        size, sha256 = await store.put_stream(key, chunks, self.settings.max_upload_bytes)
-        await run_in_threadpool(
-            lambda: self.record_upload(
-                worker_key,
-                attempt_id,
-                index=index,
-                key=key,
-                size=size,
-                sha256=sha256,
-                content_type=content_type,
-            )
-        )
-        return artifact_sql.ArtifactRow(
-            key, job.id, attempt_id, index, content_type, size, sha256, None, None, None
-        )
-
-    @retry_conflicts
-    def record_upload(
-        self,
-        worker_key: ApiKey,
-        attempt_id: str,
-        *,
-        index: int,
-        key: str,
-        size: int,
-        sha256: str,
-        content_type: str,
-    ) -> None:
-        """Records a file the attempt stored; refused if the attempt lost its lease meanwhile."""
-        with self.db.write() as conn:
-            _, row = self._lock_current(conn, worker_key, attempt_id, "upload for")
-            self._record(conn, row.id, attempt_id, _Upload(index, key, size, sha256), content_type)
-
     # --- ending --------------------------------------------------------------------------------
 
     def complete(
@@ -228,7 +219,7 @@ class WorkerTransitions(TransitionBase):
         worker_key: ApiKey,
         attempt_id: str,
         request: CompleteRequest,
-        direct: list[_Upload],
+        direct: list[StoredFile],
     ) -> AttemptResult:
         now = self.clock()
         with self.db.write() as conn:
@@ -239,9 +230,10 @@ class WorkerTransitions(TransitionBase):
                 return AttemptResult(job_id=row.id, job_status=row.status)
             if row.current_attempt_id != attempt_id:
                 raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
+            spec = self._output_spec(row)
             for upload in direct:
-                self._record(conn, row.id, attempt_id, upload, OUTPUT_TYPE)
-            expected = row.params["num_images"]
+                self._record(conn, row.id, attempt_id, upload, spec.media_types[0])
+            expected = spec.count
             indexes = sorted(output.index for output in request.outputs)
             uploaded = {a.idx for a in artifact_sql.attempt_artifacts(conn, attempt_id)}
             if indexes != list(range(expected)) or not set(indexes) <= uploaded:
@@ -394,54 +386,6 @@ class WorkerTransitions(TransitionBase):
     def _live_nodes(self, conn: Connection, now: float) -> frozenset[str]:
         return worker_sql.live_nodes(conn, now - 3 * self.settings.lease_seconds)
 
-    def _direct_uploads(
-        self, worker_key: ApiKey, attempt_id: str, request: CompleteRequest
-    ) -> list[_Upload]:
-        """Outputs the worker put straight into an S3-compatible store, checked there; empty
-        when the store takes uploads through the API (those were recorded as they came)."""
-        store = self.artifacts
-        if store is None or store.direct_multipart_threshold is None:
-            return []
-        job = self.check_current(worker_key, attempt_id)
-        found = []
-        for output in request.outputs:
-            key = output_key(job.id, attempt_id, output.index)
-            try:
-                info = verify_direct_upload(store, key, self.settings.max_upload_bytes)
-            except FileNotFoundError:
-                continue  # it came through the API instead, which recorded it already
-            except ValueError as exc:  # ArtifactTooLarge
-                raise PayloadTooLarge(str(exc)) from exc
-            found.append(_Upload(output.index, key, info.size_bytes, output.sha256 or ""))
-        return found
-
-    def _record(
-        self, conn: Connection, job_id: str, attempt_id: str, upload: _Upload, content_type: str
-    ) -> None:
-        artifact_sql.record_artifact(
-            conn,
-            key=upload.key,
-            job_id=job_id,
-            attempt_id=attempt_id,
-            idx=upload.index,
-            content_type=content_type,
-            size_bytes=upload.size,
-            sha256=upload.sha256,
-            created_at=self.clock(),
-        )
-
-    def _store(self) -> ArtifactStore:
-        if self.artifacts is None:
-            raise RuntimeError("this lifecycle was built without an artifact store")
-        return self.artifacts
-
-    def _model(self, conn: Connection, model_id: int) -> Model:
-        """Model rows never change (a new version is a new row), so they are cached."""
-        model = self._models.get(model_id)
-        if model is None:
-            model = self._models[model_id] = model_by_id(conn, model_id)
-        return model
-
     def _touch_worker(self, conn: Connection, request: ClaimRequest, now: float) -> None:
         """Records the worker's sighting, at most every WORKER_TOUCH_SECONDS per process unless
         its capabilities changed."""
@@ -462,7 +406,7 @@ def _candidate(job: job_sql.QueuedJob, now: float) -> Candidate:
         priority=job.priority,
         pixels=job.pixels,
         waited_seconds=max(0.0, now - job.created_at),
-        model_sha256=job.model_sha256,
+        model_sha256=job.model_sha256 or "",
         failed_nodes=job.failed_nodes,
         min_vram_mb=job.min_vram_mb,
         allow_same_node=job.allow_same_node,

@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from imagefleet.protocol import FailureCode, JobStatus
-from imagefleet.store.attempts import failed_nodes
+from imagefleet.store.attempts import COUNTED_OUTCOMES, failed_nodes
 from imagefleet.store.database import notify_work
 from imagefleet.store.ids import plausible_id
-from imagefleet.store.tables import artifacts, attempts, jobs, models
+from imagefleet.store.tables import artifacts, attempts, job_inputs, job_models, jobs, models
 
 RUNNING = JobStatus.running.value
 QUEUED = JobStatus.queued.value
@@ -38,7 +38,7 @@ class JobRow:
     status: JobStatus
     priority: int
     params: dict[str, Any]
-    model_id: int
+    model_id: int | None
     pixels: int
     created_at: float
     started_at: float | None
@@ -59,6 +59,20 @@ class JobRow:
     min_vram_mb: int | None = None
     allow_same_node: bool = False
     same_node_after: float | None = None
+    combo_key: str | None = None
+    cost_units: float | None = None
+    required_vram_mb: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """What the claiming worker can run: filtered in SQL, before any ranking, so that jobs it
+    cannot run never hide jobs it can."""
+
+    node_id: str
+    kinds: list[str]
+    max_pixels: int
+    vram_mb: int  # 0: not reported (a CPU worker); VRAM requirements are then not applied
 
 
 @dataclass(frozen=True)
@@ -70,10 +84,13 @@ class QueuedJob:
     priority: int
     pixels: int
     created_at: float
-    model_sha256: str
+    model_sha256: str | None
     failed_nodes: frozenset[str]
     min_vram_mb: int | None = None
     allow_same_node: bool = False
+    combo_key: str | None = None
+    owner_key_id: str = ""
+    cost_units: float | None = None
 
 
 def insert_job(conn: Connection, **values: Any) -> None:
@@ -125,18 +142,50 @@ def list_jobs(
 
 
 def queued_candidates(
-    conn: Connection, kinds: list[str], limit: int, now: float
+    conn: Connection, worker: WorkerLimits, limit: int, now: float
 ) -> list[QueuedJob]:
-    """The head of the queue (highest priority, then oldest) with each job's failure history;
-    jobs backing off after a failure (`run_after` in the future) wait their turn. A job may
-    return to a node where it failed only once it allows that and `same_node_after` has passed.
+    """The head of the queue this worker can run (highest priority, then oldest), with each
+    job's failure history.
 
-    On PostgreSQL the rows are locked with SKIP LOCKED, so concurrent claimers look at disjoint
+    Hard limits are part of the query, ahead of the LIMIT: the job's kind, its pixels, its VRAM
+    requirement, and that it never failed on this node unless it may now retry there, so a
+    worker limited to 512x512 behind a thousand 1024x1024 jobs still finds the 512x512 one.
+    Jobs backing off after a failure (`run_after` in the future) wait their turn. On
+    PostgreSQL the rows are locked with SKIP LOCKED, so concurrent claimers look at disjoint
     heads instead of all fighting over the oldest job; SQLite serializes writers anyway."""
+    failed_here = (
+        select(attempts.c.id)
+        .where(
+            attempts.c.job_id == jobs.c.id,
+            attempts.c.node_id == worker.node_id,
+            attempts.c.outcome.in_(COUNTED_OUTCOMES),
+        )
+        .exists()
+    )
+    conditions = [
+        jobs.c.status == QUEUED,
+        jobs.c.kind.in_(worker.kinds),
+        jobs.c.pixels <= worker.max_pixels,
+        or_(jobs.c.run_after.is_(None), jobs.c.run_after <= now),
+        # Most jobs were never tried, so the subquery rarely runs.
+        or_(
+            jobs.c.attempts == 0,
+            and_(
+                jobs.c.allow_same_node.is_(True),
+                or_(jobs.c.same_node_after.is_(None), jobs.c.same_node_after <= now),
+            ),
+            ~failed_here,
+        ),
+    ]
+    if worker.vram_mb:
+        conditions.append(
+            or_(jobs.c.required_vram_mb.is_(None), jobs.c.required_vram_mb <= worker.vram_mb)
+        )
     rows = conn.execute(
         select(
             jobs.c.id,
             jobs.c.kind,
+            jobs.c.owner_key_id,
             jobs.c.priority,
             jobs.c.pixels,
             jobs.c.created_at,
@@ -144,19 +193,16 @@ def queued_candidates(
             jobs.c.allow_same_node,
             jobs.c.same_node_after,
             jobs.c.attempts,
+            jobs.c.combo_key,
+            jobs.c.cost_units,
             models.c.sha256,
         )
-        .join(models, models.c.id == jobs.c.model_id)
-        .where(
-            jobs.c.status == QUEUED,
-            jobs.c.kind.in_(kinds),
-            or_(jobs.c.run_after.is_(None), jobs.c.run_after <= now),
-        )
+        .outerjoin(models, models.c.id == jobs.c.model_id)
+        .where(*conditions)
         .order_by(jobs.c.priority.desc(), jobs.c.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True, of=jobs)
     ).all()
-    # Only jobs tried before can have failed somewhere: most of a healthy queue has not.
     failed = failed_nodes(conn, [row.id for row in rows if row.attempts])
     return [
         QueuedJob(
@@ -169,6 +215,9 @@ def queued_candidates(
             failed.get(r.id, frozenset()),
             r.min_vram_mb,
             bool(r.allow_same_node) and (r.same_node_after or 0.0) <= now,
+            r.combo_key,
+            r.owner_key_id,
+            r.cost_units,
         )
         for r in rows
     ]
@@ -336,17 +385,21 @@ def delete_jobs(conn: Connection, job_ids: list[str]) -> int:
         return 0
     conn.execute(artifacts.delete().where(artifacts.c.job_id.in_(job_ids)))
     conn.execute(attempts.delete().where(attempts.c.job_id.in_(job_ids)))
+    conn.execute(job_models.delete().where(job_models.c.job_id.in_(job_ids)))
+    conn.execute(job_inputs.delete().where(job_inputs.c.job_id.in_(job_ids)))
     return conn.execute(jobs.delete().where(jobs.c.id.in_(job_ids))).rowcount
 
 
-def count_queued(conn: Connection, owner_key_id: str) -> int:
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(jobs)
-            .where(jobs.c.owner_key_id == owner_key_id, jobs.c.status == QUEUED)
-        ).scalar_one()
+def count_queued(conn: Connection, owner_key_id: str, *, up_to: int) -> int:
+    """The owner's queued jobs, counted only up to `up_to` (a bounded index scan: a key with
+    a million queued jobs costs a submit no more than one with `up_to`)."""
+    bounded = (
+        select(jobs.c.id)
+        .where(jobs.c.owner_key_id == owner_key_id, jobs.c.status == QUEUED)
+        .limit(up_to)
+        .subquery()
     )
+    return int(conn.execute(select(func.count()).select_from(bounded)).scalar_one())
 
 
 def extend_leases(conn: Connection, until: float) -> int:

@@ -1,12 +1,14 @@
-"""The model registry: named, versioned file sets with a source and a sha256."""
+"""The model registry: named, versioned file sets with a source, a sha256, a kind and the base
+architecture they belong to."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, insert, select
 
-from imagefleet.protocol import ModelRef
+from imagefleet.protocol import ModelBase, ModelKind, ModelRef, ModelRole
 from imagefleet.store.tables import models
 
 
@@ -15,18 +17,26 @@ class Model:
     id: int
     name: str
     version: int
-    kind: str
+    kind: ModelKind
     source: str
     config_source: str | None
     config_sha256: str | None
     sha256: str
     size_bytes: int
+    base: ModelBase | None = None
+    format: str | None = None
+    trigger_words: tuple[str, ...] = field(default_factory=tuple)
 
-    def ref(self) -> ModelRef:
+    def ref(self, role: ModelRole = ModelRole.checkpoint, weight: float | None = None) -> ModelRef:
         return ModelRef(
             name=self.name,
             version=self.version,
-            kind="checkpoint",
+            kind=self.kind,
+            base=self.base,
+            role=role,
+            weight=weight,
+            format=self.format,
+            trigger_words=list(self.trigger_words),
             source=self.source,
             sha256=self.sha256,
             size_bytes=self.size_bytes,
@@ -46,30 +56,33 @@ def register_model(
     now: float,
     config_source: str | None = None,
     config_sha256: str | None = None,
+    base: str | None = None,
+    format: str | None = None,
+    trigger_words: list[str] | tuple[str, ...] = (),
 ) -> Model:
     """Adds a version of `name`. Re-adding identical content returns the existing version."""
     latest = latest_model(conn, name)
     if latest and latest.sha256 == sha256 and latest.source == source:
         return latest
     version = (latest.version + 1) if latest else 1
-    result = conn.execute(
-        insert(models).values(
-            name=name,
-            version=version,
-            kind=kind,
-            source=source,
-            config_source=config_source,
-            config_sha256=config_sha256,
-            sha256=sha256,
-            size_bytes=size_bytes,
-            created_at=now,
-        )
+    values = dict(
+        name=name,
+        version=version,
+        kind=ModelKind(kind).value,
+        source=source,
+        config_source=config_source,
+        config_sha256=config_sha256,
+        sha256=sha256,
+        size_bytes=size_bytes,
+        created_at=now,
+        base=ModelBase(base).value if base else None,
+        format=format,
+        trigger_words=json.dumps(list(trigger_words)) if trigger_words else None,
     )
+    result = conn.execute(insert(models).values(**values))
     model_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
     assert model_id is not None
-    return Model(
-        model_id, name, version, kind, source, config_source, config_sha256, sha256, size_bytes
-    )
+    return _to_model({"id": model_id, **values})
 
 
 def latest_model(conn: Connection, name: str) -> Model | None:
@@ -78,6 +91,19 @@ def latest_model(conn: Connection, name: str) -> Model | None:
         .mappings()
         .first()
     )
+    return _to_model(row) if row else None
+
+
+def find_model(
+    conn: Connection, name: str, version: int | None = None, sha256: str | None = None
+) -> Model | None:
+    """The named model at that version, or with that content, or its newest version."""
+    query = select(models).where(models.c.name == name)
+    if version is not None:
+        query = query.where(models.c.version == version)
+    if sha256 is not None:
+        query = query.where(models.c.sha256 == sha256)
+    row = conn.execute(query.order_by(models.c.version.desc())).mappings().first()
     return _to_model(row) if row else None
 
 
@@ -104,13 +130,16 @@ def list_models(conn: Connection) -> list[Model]:
 def _to_model(row: object) -> Model:
     r = dict(row)  # type: ignore[call-overload]
     return Model(
-        r["id"],
-        r["name"],
-        r["version"],
-        r["kind"],
-        r["source"],
-        r["config_source"],
-        r["config_sha256"],
-        r["sha256"],
-        r["size_bytes"],
+        id=r["id"],
+        name=r["name"],
+        version=r["version"],
+        kind=ModelKind(r["kind"]),
+        source=r["source"],
+        config_source=r["config_source"],
+        config_sha256=r["config_sha256"],
+        sha256=r["sha256"],
+        size_bytes=r["size_bytes"],
+        base=ModelBase(r["base"]) if r.get("base") else None,
+        format=r.get("format"),
+        trigger_words=tuple(json.loads(r["trigger_words"])) if r.get("trigger_words") else (),
     )

@@ -50,6 +50,9 @@ models = Table(
     Column("sha256", String(64), nullable=False),
     Column("size_bytes", BigInteger, nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("base", String(16)),
+    Column("format", String(32)),
+    Column("trigger_words", Text),
     UniqueConstraint("name", "version", name="uq_models_name_version"),
 )
 
@@ -63,7 +66,7 @@ jobs = Table(
     Column("status", String(16), nullable=False),
     Column("priority", Integer, nullable=False, default=0),
     Column("params", Text, nullable=False),
-    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("model_id", Integer, ForeignKey("models.id")),
     Column("pixels", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("started_at", Float),
@@ -84,11 +87,53 @@ jobs = Table(
     Column("min_vram_mb", Integer),
     Column("allow_same_node", Boolean, nullable=False, server_default=false()),
     Column("same_node_after", Float),
+    Column("combo_key", String(64)),
+    Column("cost_units", Float),
+    Column("required_vram_mb", Integer),
 )
 Index("ix_jobs_queue", jobs.c.status, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_owner", jobs.c.owner_key_id, jobs.c.created_at, jobs.c.id)
 Index("ix_jobs_lease", jobs.c.status, jobs.c.lease_expires_at)
 Index("ix_jobs_owner_status", jobs.c.owner_key_id, jobs.c.status)
+
+# The resolved combo of each job: which exact model versions it needs, in which role. Indexed
+# by content hash so "queued jobs needing model X" is an index lookup, not a scan.
+job_models = Table(
+    "job_models",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("position", Integer, primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("model_id", Integer, ForeignKey("models.id"), nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("weight", Float),
+)
+Index("ix_job_models_sha256", job_models.c.sha256, job_models.c.job_id)
+
+# Input files clients uploaded (init images, masks), and which job reads which.
+inputs = Table(
+    "inputs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner_key_id", String(32), ForeignKey("api_keys.id"), nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_inputs_owner_created", inputs.c.owner_key_id, inputs.c.created_at)
+
+job_inputs = Table(
+    "job_inputs",
+    metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("input_id", String(32), ForeignKey("inputs.id"), nullable=False),
+)
+Index("ix_job_inputs_input", job_inputs.c.input_id)
 
 idempotency_keys = Table(
     "idempotency_keys",

@@ -25,19 +25,19 @@ from imagefleet.protocol import (
     CompletedOutput,
     CompleteRequest,
     FailRequest,
-    StageTimings,
+    FailureCode,
     WorkerCapabilities,
 )
+from imagefleet.worker.handlers import load_handlers, serving
+from imagefleet.worker.handlers.base import InputUnavailable, InvalidJobInput, JobContext
 from imagefleet.worker.heartbeat import Heartbeat
 from imagefleet.worker.model_cache import ModelCache, SourceError, VerificationError
 from imagefleet.worker.orchestrator_client import LeaseLost, OrchestratorClient, Unauthorized
-from imagefleet.worker.png import encode_png
 
 if TYPE_CHECKING:
     from imagefleet.worker.engines.diffusers_engine import DiffusersEngine
 
 log = logging.getLogger("imagefleet.worker")
-SHUTDOWN_CODE = "worker_shutdown"
 
 
 def default_worker_id() -> str:
@@ -67,6 +67,8 @@ class WorkerConfig:
     allow_private_urls: bool = False
     # On SIGTERM/SIGINT: let the running job finish for this long, then hand it back.
     shutdown_grace_seconds: float = 0.0
+    # Extra handler modules ("module.path,other.module"); see worker/handlers/__init__.py.
+    handler_plugins: str = ""
 
 
 class Worker:
@@ -88,6 +90,10 @@ class Worker:
             # methods this loop calls.
             engine = cast("DiffusersEngine", load_engine(config.engine, config.device))
         self.engine = engine
+        self.handlers = serving(load_handlers(config.handler_plugins), engine)
+        if not self.handlers:
+            raise ValueError(f"engine {config.engine!r} serves none of the known job kinds")
+        self._last_combo: tuple[str | None, str | None] = (None, None)
         self.attempts_handled = 0
 
     def request_stop(self) -> None:
@@ -160,12 +166,17 @@ class Worker:
 
     def _claim_request(self) -> ClaimRequest:
         resident = self.engine.resident_model
+        combo, combo_model = self._last_combo
         return ClaimRequest(
             worker_id=self.config.worker_id,
             node_id=self.config.node_id,
             capabilities=WorkerCapabilities(
-                gpu_name=_gpu_name(self.engine), max_pixels=self.config.max_pixels
+                gpu_name=_gpu_name(self.engine),
+                vram_mb=int(getattr(self.engine, "vram_mb", 0)),
+                max_pixels=self.config.max_pixels,
+                kinds=sorted(self.handlers),
             ),
+            resident_combos=[combo] if combo and resident and combo_model == resident else [],
             resident_models=[resident] if resident else [],
             cached_models=self.cache.cached(),
             wait_seconds=self.config.claim_wait_seconds,
@@ -173,98 +184,86 @@ class Worker:
 
     def process(self, assignment: Assignment) -> None:
         """Runs one attempt to its end: completed, failed, handed back, or dropped (lease lost)."""
-        from imagefleet.worker.engines.base import GenerationCancelled, Txt2ImgRequest
+        from imagefleet.worker.engines.base import GenerationCancelled
 
         attempt = assignment.attempt_id
         log.info("attempt %s: job %s (%s)", attempt, assignment.job_id, assignment.kind)
+        handler = self.handlers.get(assignment.kind)
+        if handler is None:
+            self._report(
+                attempt,
+                FailureCode.worker_error,
+                f"this worker has no handler for job kind {assignment.kind!r}",
+                True,
+            )
+            return
         beat = Heartbeat(self.client, attempt, interval=assignment.lease_seconds / 3)
         beat.start()
+        ctx = JobContext(
+            assignment=assignment,
+            engine=self.engine,
+            cache=self.cache,
+            fetch=self.client.fetch,
+            on_step=beat.progress,
+            should_stop=lambda: beat.cancelled or self._must_hand_back(),
+        )
         try:
-            model = assignment.models[0]
-            path, fetch_seconds = self.cache.ensure(model.source, model.sha256, model.size_bytes)
-            config_dir = None
-            if model.config_source and model.config_sha256:
-                config_dir, _ = self.cache.ensure(model.config_source, model.config_sha256, 1 << 30)
-            load_seconds = fetch_seconds + self.engine.load(model.sha256, path, config_dir)
-            params = assignment.params
-            assert params.seed is not None
-            started = time.perf_counter()
-            images = self.engine.txt2img(
-                Txt2ImgRequest(
-                    prompt=params.prompt,
-                    negative_prompt=params.negative_prompt,
-                    width=params.width,
-                    height=params.height,
-                    steps=params.steps,
-                    guidance_scale=params.guidance_scale,
-                    seed=params.seed,
-                    num_images=params.num_images,
-                    scheduler=params.scheduler,
-                ),
-                on_step=beat.progress,
-                should_stop=lambda: beat.cancelled or self._must_hand_back(),
-            )
-            inference_seconds = time.perf_counter() - started
+            files = handler.run(ctx)
             started = time.perf_counter()
             outputs = []
-            for index, generated in enumerate(images):
-                data = encode_png(
-                    generated.image, params.model_dump(), generated.seed, model.sha256
-                )
-                self.upload(assignment, index, data)
+            for index, output in enumerate(files):
+                self.upload(assignment, index, output.data, output.content_type)
                 outputs.append(
                     CompletedOutput(
                         index=index,
-                        sha256=hashlib.sha256(data).hexdigest(),
-                        seed=generated.seed,
-                        width=generated.image.width,
-                        height=generated.image.height,
+                        sha256=hashlib.sha256(output.data).hexdigest(),
+                        seed=output.seed,
+                        width=output.width,
+                        height=output.height,
                     )
                 )
-            upload_seconds = time.perf_counter() - started
+            timings = ctx.timings(upload_seconds=time.perf_counter() - started)
             beat.stop()
-            self.client.complete(
-                attempt,
-                CompleteRequest(
-                    outputs=outputs,
-                    timings=StageTimings(
-                        model_load_seconds=load_seconds,
-                        inference_seconds=inference_seconds,
-                        upload_seconds=upload_seconds,
-                    ),
-                ),
-            )
-            log.info("attempt %s: completed in %.2fs", attempt, inference_seconds)
+            self.client.complete(attempt, CompleteRequest(outputs=outputs, timings=timings))
+            self._last_combo = (assignment.combo_key, self.engine.resident_model)
+            log.info("attempt %s: completed in %.2fs", attempt, timings.inference_seconds)
         except GenerationCancelled:
             if beat.cancelled:
                 log.info("attempt %s: stopped (%s)", attempt, beat.cancel_reason)
             else:
-                self._report(attempt, SHUTDOWN_CODE, "the worker is shutting down", True)
+                self._report(
+                    attempt, FailureCode.worker_shutdown, "the worker is shutting down", True
+                )
         except LeaseLost as exc:
             log.warning("attempt %s: lease lost, result dropped: %s", attempt, exc)
         except (SourceError, VerificationError) as exc:
-            self._report(attempt, "model_unavailable", str(exc), True)
-        except ValueError as exc:
-            self._report(attempt, "invalid_input", str(exc), False)
+            self._report(attempt, FailureCode.model_unavailable, str(exc), True)
+        except InputUnavailable as exc:
+            self._report(attempt, FailureCode.input_unavailable, str(exc), True)
+        except (InvalidJobInput, ValueError) as exc:
+            self._report(attempt, FailureCode.invalid_input, str(exc), False)
         except Exception as exc:
-            code = "out_of_memory" if "out of memory" in str(exc).lower() else "worker_error"
+            oom = getattr(self.engine, "is_out_of_memory", lambda _: False)(exc)
+            code = FailureCode.out_of_memory if oom else FailureCode.worker_error
             log.exception("attempt %s failed", attempt)
             self._report(attempt, code, f"{type(exc).__name__}: {exc}", True)
         finally:
             beat.stop()
 
-    def upload(self, assignment: Assignment, index: int, data: bytes) -> None:
+    def upload(
+        self, assignment: Assignment, index: int, data: bytes, content_type: str = "image/png"
+    ) -> None:
         """Straight into the store when the orchestrator handed out URLs (in parts when big),
         else through the API."""
         target = next((t for t in assignment.uploads if t.index == index), None)
-        if target is None:
-            self.client.upload(assignment.attempt_id, index, data)
+        if target is None or target.content_type != content_type:
+            self.client.upload(assignment.attempt_id, index, data, content_type)
         elif len(data) > target.multipart_threshold_bytes:
-            self.client.upload_multipart(assignment.attempt_id, index, data)
+            self.client.upload_multipart(assignment.attempt_id, index, data, content_type)
         else:
             self.client.put_direct(target.url, data, target.content_type)
 
-    def _report(self, attempt_id: str, code: str, message: str, retryable: bool) -> None:
+    def _report(self, attempt_id: str, code: FailureCode, message: str, retryable: bool) -> None:
         log.warning("attempt %s: %s: %s", attempt_id, code, message)
         try:
             self.client.fail(

@@ -77,12 +77,14 @@ class OrchestratorClient:
         )
         return HeartbeatResponse.model_validate(response.json())
 
-    def upload(self, attempt_id: str, index: int, data: bytes) -> UploadedArtifact:
+    def upload(
+        self, attempt_id: str, index: int, data: bytes, content_type: str = "image/png"
+    ) -> UploadedArtifact:
         response = self._call(
             lambda: self.http.put(
                 f"/v1/worker/attempts/{attempt_id}/outputs/{index}",
                 content=data,
-                headers={"Content-Type": "image/png"},
+                headers={"Content-Type": content_type},
             )
         )
         return UploadedArtifact.model_validate(response.json())
@@ -93,10 +95,19 @@ class OrchestratorClient:
             lambda: self.storage.put(url, content=data, headers={"Content-Type": content_type})
         )
 
-    def upload_multipart(self, attempt_id: str, index: int, data: bytes) -> UploadedArtifact:
+    def fetch(self, url: str) -> bytes:
+        """An input file: through the API when `url` is relative (with the worker key), else
+        from the store's presigned URL (without it)."""
+        if url.startswith("/"):
+            return self._call(lambda: self.http.get(url)).content
+        return self._call(lambda: self.storage.get(url)).content
+
+    def upload_multipart(
+        self, attempt_id: str, index: int, data: bytes, content_type: str = "image/png"
+    ) -> UploadedArtifact:
         """Uploads a big file to the store in parts through presigned part URLs."""
         prefix = f"/v1/worker/attempts/{attempt_id}/outputs/{index}/multipart"
-        body = MultipartStart(size_bytes=len(data)).model_dump()
+        body = MultipartStart(size_bytes=len(data), content_type=content_type).model_dump()
         plan = MultipartUpload.model_validate(
             self._call(lambda: self.http.post(prefix, json=body)).json()
         )

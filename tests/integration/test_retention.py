@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from imagefleet.artifacts.local import LocalArtifactStore
 from imagefleet.config import Settings
+from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.retention import purge_expired
 from imagefleet.protocol import (
     ClaimRequest,
     CompletedOutput,
     CompleteRequest,
-    Txt2ImgJob,
-    Txt2ImgParams,
 )
 from imagefleet.store.database import Database
 from imagefleet.store.models import Model

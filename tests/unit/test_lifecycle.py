@@ -12,6 +12,7 @@ from imagefleet.errors import (
     QuotaExceeded,
     StaleAttempt,
 )
+from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.protocol import (
@@ -22,8 +23,6 @@ from imagefleet.protocol import (
     FailRequest,
     HeartbeatRequest,
     JobStatus,
-    Txt2ImgJob,
-    Txt2ImgParams,
     WorkerCapabilities,
 )
 from imagefleet.store.models import Model

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from imagefleet.protocol import SCHEDULER_NAMES, Txt2ImgJob, Txt2ImgParams
+from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
+from imagefleet.protocol import SCHEDULER_NAMES
 
 BASE = {"prompt": "a cat", "model": "demo"}
 
@@ -13,7 +14,7 @@ BASE = {"prompt": "a cat", "model": "demo"}
 def error_fields(**fields: object) -> set[str]:
     with pytest.raises(ValidationError) as info:
         Txt2ImgParams(**{**BASE, **fields})
-    return {str(error["loc"][-1]) for error in info.value.errors()}
+    return {str(error["loc"][0]) for error in info.value.errors()}
 
 
 def test_defaults_are_a_valid_job_with_no_seed_yet() -> None:

@@ -31,6 +31,23 @@ class Txt2ImgRequest:
 
 
 @dataclass(frozen=True)
+class Img2ImgRequest(Txt2ImgRequest):
+    """txt2img's fields (width and height: the output size) plus the image to start from."""
+
+    init_image: Image.Image
+    strength: float
+
+
+@dataclass(frozen=True)
+class InpaintRequest(Img2ImgRequest):
+    """White in `mask` is repainted; the rest is pasted back from the init image, softened by
+    `mask_blur` pixels at the edge."""
+
+    mask: Image.Image
+    mask_blur: int
+
+
+@dataclass(frozen=True)
 class GeneratedImage:
     image: Image.Image
     seed: int

@@ -23,7 +23,11 @@ import torch
 # Imported from their defining modules: the package root re-exports them in a way type
 # checkers resolve to placeholder classes.
 from diffusers.configuration_utils import ConfigMixin
-from diffusers.pipelines.auto_pipeline import AutoPipelineForText2Image
+from diffusers.pipelines.auto_pipeline import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForInpainting,
+    AutoPipelineForText2Image,
+)
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
     StableDiffusionXLPipeline,
@@ -41,13 +45,18 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from imagefleet.worker.engines.base import (
     GeneratedImage,
     GenerationCancelled,
+    Img2ImgRequest,
+    InpaintRequest,
     StepCallback,
     StopCheck,
     Txt2ImgRequest,
 )
+from imagefleet.worker.engines.compositing import paste_unmasked
 from imagefleet.worker.engines.single_file import CheckpointFamily, checkpoint_family
 
 __all__ = ["DiffusersEngine", "GeneratedImage", "GenerationCancelled", "Txt2ImgRequest"]
+# The job kinds this engine serves (the worker advertises only kinds its engine serves).
+KINDS = ("txt2img", "img2img", "inpaint")
 
 if TYPE_CHECKING:
     pass
@@ -117,8 +126,22 @@ class DiffusersEngine:
         self._device = torch.device(device)
         self._dtype = torch.float16 if self._device.type == "cuda" else torch.float32
         self._pipeline: _Pipeline | None = None
+        self._derived: dict[str, _Pipeline] = {}
         self._resident_key: str | None = None
         self._scheduler_config: dict[str, Any] = {}
+        self.kinds = KINDS
+
+    @property
+    def vram_mb(self) -> int:
+        """The GPU's memory (0 on a CPU): sent with claims, so a job that ran out of memory
+        on this card is offered to bigger ones first."""
+        if self._device.type != "cuda":
+            return 0
+        return int(torch.cuda.get_device_properties(self._device).total_memory // 2**20)
+
+    @staticmethod
+    def is_out_of_memory(exc: BaseException) -> bool:
+        return isinstance(exc, torch.cuda.OutOfMemoryError)
 
     @property
     def resident_model(self) -> str | None:
@@ -162,13 +185,55 @@ class DiffusersEngine:
         takes one more). ``GenerationCancelled`` is raised at the first step boundary where
         should_stop() holds.
         """
-        spec = _scheduler_spec(request.scheduler)
         pipeline = self._require_pipeline()
-        pipeline.scheduler = spec.build(self._scheduler_config)
+        size = {"width": request.width, "height": request.height}
+        return self._generate_all(pipeline, request, size, on_step, should_stop)
+
+    def img2img(
+        self, request: Img2ImgRequest, on_step: StepCallback, should_stop: StopCheck
+    ) -> list[GeneratedImage]:
+        """Like txt2img, starting from `request.init_image` (resized to the output size):
+        `strength` of the denoising schedule is run, so fewer steps than `steps` are taken."""
+        pipeline = self._derive("img2img", AutoPipelineForImage2Image)
+        init = request.init_image.convert("RGB").resize((request.width, request.height))
+        extra = {"image": init, "strength": request.strength}
+        return self._generate_all(pipeline, request, extra, on_step, should_stop)
+
+    def inpaint(
+        self, request: InpaintRequest, on_step: StepCallback, should_stop: StopCheck
+    ) -> list[GeneratedImage]:
+        """Repaints the mask's white area; outside it the init image is pasted back, so those
+        pixels come out unchanged (an ordinary checkpoint's VAE would otherwise alter them)."""
+        pipeline = self._derive("inpaint", AutoPipelineForInpainting)
+        size = (request.width, request.height)
+        init = request.init_image.convert("RGB").resize(size)
+        mask = request.mask.convert("L").resize(size)
+        extra = {
+            "image": init,
+            "mask_image": mask,
+            "strength": request.strength,
+            "width": request.width,
+            "height": request.height,
+        }
+        images = self._generate_all(pipeline, request, extra, on_step, should_stop)
+        return [
+            GeneratedImage(paste_unmasked(out.image, init, mask, request.mask_blur), out.seed)
+            for out in images
+        ]
+
+    def _generate_all(
+        self,
+        pipeline: _Pipeline,
+        request: Txt2ImgRequest,
+        extra: dict[str, Any],
+        on_step: StepCallback,
+        should_stop: StopCheck,
+    ) -> list[GeneratedImage]:
+        pipeline.scheduler = _scheduler_spec(request.scheduler).build(self._scheduler_config)
         if should_stop():
             raise GenerationCancelled("cancelled before the first step")
         return [
-            self._generate(pipeline, request, index, on_step, should_stop)
+            self._generate(pipeline, request, index, extra, on_step, should_stop)
             for index in range(request.num_images)
         ]
 
@@ -177,6 +242,7 @@ class DiffusersEngine:
         pipeline: _Pipeline,
         request: Txt2ImgRequest,
         index: int,
+        extra: dict[str, Any],
         on_step: StepCallback,
         should_stop: StopCheck,
     ) -> GeneratedImage:
@@ -185,15 +251,24 @@ class DiffusersEngine:
         result = pipeline(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt,
-            width=request.width,
-            height=request.height,
             num_inference_steps=request.steps,
             guidance_scale=request.guidance_scale,
             generator=torch.Generator(device=self._device).manual_seed(seed),
             output_type="pil",
             callback_on_step_end=_step_reporter(on_step, should_stop, index, request.num_images),
+            **extra,
         )
         return GeneratedImage(image=result.images[0], seed=seed)
+
+    def _derive(self, task: str, auto: Any) -> _Pipeline:
+        """The resident model's pipeline for another task, sharing its components (no copy,
+        no reload), made once per resident model."""
+        derived = self._derived.get(task)
+        if derived is None:
+            derived = auto.from_pipe(self._require_pipeline())
+            derived.set_progress_bar_config(disable=True)
+            self._derived[task] = derived
+        return derived
 
     def _opener(self, path: Path, config_dir: Path | None) -> Callable[[], _Pipeline]:
         """Checks what ``path`` is and returns how to load it, before anything is evicted.
@@ -238,6 +313,7 @@ class DiffusersEngine:
     def _release(self) -> None:
         """Drops the resident pipeline and hands its memory back before the next one loads."""
         self._pipeline = None
+        self._derived = {}
         self._resident_key = None
         self._scheduler_config = {}
         gc.collect()

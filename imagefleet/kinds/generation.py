@@ -1,0 +1,107 @@
+"""What txt2img, img2img and inpaint share: the prompt, the model combo (checkpoint, LoRAs,
+VAE, textual-inversion embeddings), the sampler, seeds, and their admission checks."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from imagefleet.errors import InvalidField
+from imagefleet.kinds.base import Limits, Loc, ModelNeed, OutputSpec, check_side
+from imagefleet.protocol import MAX_SEED, ModelRole, ModelUse, SchedulerName, Strict
+
+PARAMS_LOC: Loc = ("body", "params")
+
+
+class LoraUse(ModelUse):
+    """A LoRA of the combo and how strongly it applies."""
+
+    weight: float = Field(1.0, ge=-10.0, le=10.0, description="Server limits may be tighter.")
+
+
+class GenerationParams(Strict):
+    """The part of every image-generation kind's params that is about the image and models."""
+
+    prompt: str = Field(min_length=1, max_length=4000)
+    negative_prompt: str | None = Field(None, max_length=4000)
+    model: ModelUse = Field(description='A checkpoint: "name", "name@version" or an object.')
+    loras: list[LoraUse] = Field(default_factory=list, max_length=32)
+    vae: ModelUse | None = Field(None, description="Replaces the checkpoint's own VAE.")
+    embeddings: list[ModelUse] = Field(
+        default_factory=list, max_length=32, description="Textual-inversion embeddings."
+    )
+    steps: int = Field(30, ge=1, le=150)
+    guidance_scale: float = Field(7.0, ge=0.0, le=50.0)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random when absent.")
+    num_images: int = Field(1, ge=1, le=8)
+    scheduler: SchedulerName = "dpmpp_2m"
+
+
+class Size(Strict):
+    """Output size in pixels; a multiple of 8 (the latent grid of every SD model)."""
+
+    @field_validator("width", "height", check_fields=False)
+    @classmethod
+    def _multiple_of_eight(cls, value: int | None) -> int | None:
+        if value is not None and value % 8:
+            raise ValueError(f"must be a multiple of 8, got {value}")
+        return value
+
+
+def admit_generation(params: Any, limits: Limits, width: int, height: int) -> Any:
+    """Checks the size and the combo against the server's limits; fixes the seed."""
+    check_side(width, "width", limits, (*PARAMS_LOC, "width"))
+    check_side(height, "height", limits, (*PARAMS_LOC, "height"))
+    if width * height > limits.max_pixels:
+        raise InvalidField(
+            (*PARAMS_LOC, "width"),
+            f"width*height must be at most {limits.max_pixels} pixels, got "
+            f"{width}x{height}={width * height}",
+        )
+    if len(params.loras) > limits.max_loras:
+        raise InvalidField(
+            (*PARAMS_LOC, "loras"),
+            f"at most {limits.max_loras} LoRAs per job, got {len(params.loras)}",
+        )
+    for index, lora in enumerate(params.loras):
+        if not limits.lora_weight_min <= lora.weight <= limits.lora_weight_max:
+            raise InvalidField(
+                (*PARAMS_LOC, "loras", index, "weight"),
+                f"LoRA weight must be between {limits.lora_weight_min} and "
+                f"{limits.lora_weight_max}, got {lora.weight}",
+            )
+    if len(params.embeddings) > limits.max_embeddings:
+        raise InvalidField(
+            (*PARAMS_LOC, "embeddings"),
+            f"at most {limits.max_embeddings} embeddings per job, got {len(params.embeddings)}",
+        )
+    if params.seed is None:
+        params = params.model_copy(update={"seed": secrets.randbelow(MAX_SEED + 1)})
+    return params
+
+
+def combo_needs(params: Any) -> tuple[ModelNeed, ...]:
+    """The models of a generation job by role, with where each was named."""
+    needs = [ModelNeed(ModelRole.checkpoint, params.model, (*PARAMS_LOC, "model"))]
+    needs += [
+        ModelNeed(ModelRole.lora, lora, (*PARAMS_LOC, "loras", i), weight=lora.weight)
+        for i, lora in enumerate(params.loras)
+    ]
+    if params.vae is not None:
+        needs.append(ModelNeed(ModelRole.vae, params.vae, (*PARAMS_LOC, "vae")))
+    needs += [
+        ModelNeed(ModelRole.embedding, use, (*PARAMS_LOC, "embeddings", i))
+        for i, use in enumerate(params.embeddings)
+    ]
+    return tuple(needs)
+
+
+def cost_units(width: int, height: int, steps: float, images: int) -> float:
+    """Megapixel-steps: the work of a generation, comparable across kinds and sizes."""
+    return width * height * steps * images / 1e6
+
+
+def image_outputs(params: Any) -> OutputSpec:
+    return OutputSpec(count=params.num_images)

@@ -1,0 +1,131 @@
+"""Submitting work: `POST /v1/jobs` (any registered kind) and `POST /v1/inputs` (an image a job
+will read). The submit body is a union of every registered kind's model, so the router is built
+once the kinds are known (`create_app` loads plug-ins first)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Header, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from imagefleet.errors import InvalidField, PayloadTooLarge, UnsupportedMediaType
+from imagefleet.images import EXTENSIONS
+from imagefleet.orchestrator.deps import ClientKey, Lifecycle, Signal
+from imagefleet.orchestrator.routes_client import render_jobs
+from imagefleet.orchestrator.views import input_view
+from imagefleet.protocol import InputView, JobView
+
+ACCEPTED_IMAGE_TYPES = tuple(EXTENSIONS)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        max_length=200,
+        description="Makes retries safe: the same key and body within 24 h return the "
+        "same job instead of queueing another.",
+    ),
+]
+
+
+def submit_router(job_type: Any) -> APIRouter:
+    """The submit routes for the union of registered job kinds."""
+    router = APIRouter(prefix="/v1", tags=["client"])
+
+    @router.post(
+        "/jobs",
+        status_code=201,
+        response_model=JobView,
+        summary="Submit a job of any kind",
+        responses={
+            200: {"description": "A repeat of an earlier submit with the same Idempotency-Key"},
+            404: {"description": "A model or input the job names does not exist"},
+            409: {"description": "The Idempotency-Key was used with a different body"},
+            429: {"description": "Rate limit or queued-jobs limit reached; see Retry-After"},
+        },
+    )
+    async def submit_job(
+        request: Request,
+        response: Response,
+        key: ClientKey,
+        job: Annotated[job_type, Body()],
+        lifecycle: Lifecycle,
+        signal: Signal,
+        idempotency_key: IdempotencyKey = None,
+    ) -> JobView:
+        row, replayed = await run_in_threadpool(lifecycle.submit, key, job, idempotency_key)
+        if replayed:
+            response.status_code = 200
+            response.headers["Idempotent-Replayed"] = "true"
+        else:
+            signal.notify()
+        return (await run_in_threadpool(render_jobs, request, [row]))[0]
+
+    @router.post(
+        "/inputs",
+        status_code=201,
+        response_model=InputView,
+        summary="Upload an input image (init image, mask) for later jobs",
+        description="The body is the image itself (Content-Type image/png, image/jpeg or "
+        "image/webp), or a multipart form with the image in a field named `file`.",
+        responses={
+            413: {"description": "Larger than IMAGEFLEET_MAX_INPUT_BYTES"},
+            415: {"description": "Not PNG, JPEG or WebP"},
+            422: {"description": "Not a decodable image, or over the pixel limit"},
+        },
+        openapi_extra={
+            "requestBody": {
+                "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                    "image/webp": {"schema": {"type": "string", "format": "binary"}},
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"file": {"type": "string", "format": "binary"}},
+                            "required": ["file"],
+                        }
+                    },
+                },
+                "required": True,
+            }
+        },
+    )
+    async def upload_input(request: Request, key: ClientKey, lifecycle: Lifecycle) -> InputView:
+        data, content_type = await read_upload(request, lifecycle.settings.max_input_bytes)
+        row = await lifecycle.upload_input(key, data, content_type)
+        return input_view(row)
+
+    return router
+
+
+async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
+    """The uploaded file and its declared type, from a raw body or a multipart form, refused
+    with 413 past `max_bytes` before it is all in memory."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes + (64 << 10):
+        raise PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
+    if content_type == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=4)
+        file = form.get("file")
+        if file is None or isinstance(file, str):
+            raise InvalidField(("body", "file"), "the form has no file field named `file`")
+        data = await file.read(max_bytes + 1)
+        file_type = (file.content_type or "").split(";")[0].strip().lower()
+        await form.close()
+    else:
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+        data, file_type = b"".join(chunks), content_type
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
+    if file_type not in ACCEPTED_IMAGE_TYPES:
+        raise UnsupportedMediaType(
+            f"inputs are {', '.join(ACCEPTED_IMAGE_TYPES)}; got {file_type or 'no content type'!r}"
+        )
+    return data, file_type
