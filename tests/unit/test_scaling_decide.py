@@ -34,8 +34,10 @@ def make_pool(**overrides: Any) -> Pool:
     return Pool(**fields)
 
 
-def demand(queued: int = 0, running: int = 0, busy: int = 0, **tier: Any) -> Demand:
-    return Demand({"free": TierDemand(queued=queued, running=running, **tier)}, busy)
+def demand(
+    queued: int = 0, running: int = 0, last_busy_at: float | None = None, **tier: Any
+) -> Demand:
+    return Demand({"free": TierDemand(queued=queued, running=running, **tier)}, last_busy_at)
 
 
 def test_default_rule_is_running_plus_queued_clamped_with_the_reason() -> None:
@@ -89,18 +91,24 @@ def test_scale_down_stops_at_the_highest_count_wanted_within_the_window() -> Non
     assert "down from 8 to 5, the most wanted in the last 120s" in decision.reason
 
 
-def test_a_worker_busy_within_the_idle_time_still_counts_so_the_pool_does_not_drop_to_zero() -> (
-    None
-):
+def test_a_pool_with_recent_work_keeps_one_worker_warm_until_the_idle_time_passes() -> None:
     pool = make_pool(scale_down_cooldown_seconds=0)
-    decision = decide_scale(pool, demand(busy=2), T0, PoolState(2))
-    assert decision.desired == 2
-    assert decision.reason == "0 queued + 0 running, 2 busy in the last 300s -> 2"
-    assert decide_scale(pool, demand(busy=0), T0 + 301, decision.state).desired == 0
+    decision = decide_scale(pool, demand(last_busy_at=T0 - 40), T0, PoolState(3))
+    assert decision.desired == 1
+    assert decision.reason.startswith(
+        "0 queued + 0 running, last busy 40s ago (idle-to-zero 300s) -> 1"
+    )
+    assert decide_scale(pool, demand(last_busy_at=T0 - 301), T0, decision.state).desired == 0
 
 
-def test_busy_workers_do_not_add_to_running_jobs() -> None:
-    decision = decide_scale(make_pool(), demand(queued=1, running=2, busy=2), T0, PoolState(3))
+def test_a_pool_that_never_worked_stays_at_zero() -> None:
+    assert decide_scale(make_pool(), demand(), T0, PoolState(0)).desired == 0
+
+
+def test_recent_work_adds_nothing_when_there_is_work_now() -> None:
+    decision = decide_scale(
+        make_pool(), demand(queued=1, running=2, last_busy_at=T0), T0, PoolState(3)
+    )
     assert decision.desired == 3
 
 
