@@ -6,8 +6,8 @@ first), the rest free; each job's cost units from its size and steps, its servic
 seconds per unit with lognormal noise. Workers pull the next job the moment they are free.
 A worker is paid from the moment it is asked for (cold start included) until it is removed.
 
-The autoscaled rows run the real `imagefleet.scaling.decide.decide_scale` and
-`choose_victims` every `--tick` seconds on the model's demand, and the real
+The autoscaled rows run the real `imagefleet.scaling.decide.decide_scale` and `plan_scale`
+(with `choose_victims`) every `--tick` seconds on the model's demand, and the real
 `imagefleet.scaling.pricing` on the resulting attempt records; busy victims are drained (they
 finish their job first). Cold starts (scale request to first claim: image pull plus model
 load) per provider are assumptions, not measurements: local processes 15 s, a Kubernetes pod
@@ -37,8 +37,8 @@ from imagefleet.scaling.decide import (
     PoolState,
     ScaleInCandidate,
     TierDemand,
-    choose_victims,
     decide_scale,
+    plan_scale,
 )
 from imagefleet.scaling.pools import LocalSettings, Pool
 from imagefleet.scaling.pricing import (
@@ -203,7 +203,7 @@ class Fleet:
     def control(self, now: float) -> None:
         """One pass of the control loop, as the orchestrator will run it."""
         assert self.pool is not None
-        active = [w for w in self.workers if w.removed_at is None and not w.draining]
+        active = [w for w in self.workers if w.removed_at is None]
         ends = [w.last_busy_end for w in self.workers if w.last_busy_end is not None]
         demand = Demand(
             {tier: self.tier_demand(tier, now) for tier in self.queues},
@@ -213,26 +213,24 @@ class Fleet:
         state = PoolState(len(active), self.state.wanted_history)
         decision = decide_scale(self.pool, demand, now, state)
         self.state, self.decisions = decision.state, self.decisions + 1
-        for _ in range(decision.desired - len(active)):
+        candidates = [
+            ScaleInCandidate(
+                w.id, ready=w.ready(now), draining=w.draining, busy=w.job is not None,
+                idle_since=w.last_busy_end, started_at=w.ready_at,
+                busy_remaining_seconds=(w.job.start + w.job.service - now)
+                if w.job and w.job.start is not None else None,
+            )
+            for w in active
+        ]  # fmt: skip
+        plan = plan_scale(decision, candidates)
+        by_id = {w.id: w for w in active}
+        for instance_id in plan.remove:
+            by_id[instance_id].removed_at = now
+        for instance_id in plan.stop_claiming:
+            by_id[instance_id].draining = True
+        for _ in range(plan.replicas - len(active)):
             ready_at = now + self.cold_start * self.rng.uniform(0.7, 1.5)
             self.workers.append(Worker(f"w{len(self.workers)}", now, ready_at))
-        if decision.desired < len(active):
-            candidates = [
-                ScaleInCandidate(
-                    w.id, ready=w.ready(now), busy=w.job is not None,
-                    idle_since=w.last_busy_end, started_at=w.ready_at,
-                    busy_remaining_seconds=(w.job.start + w.job.service - now)
-                    if w.job and w.job.start is not None else None,
-                )
-                for w in active
-            ]  # fmt: skip
-            by_id = {w.id: w for w in active}
-            for victim in choose_victims(candidates, len(active) - decision.desired):
-                worker = by_id[victim.instance_id]
-                if victim.busy:
-                    worker.draining = True
-                else:
-                    worker.removed_at = now
 
     def tier_demand(self, tier: str, now: float) -> TierDemand:
         queued = self.queues[tier]

@@ -229,3 +229,26 @@ def choose_victims(instances: Sequence[ScaleInCandidate], n: int) -> list[Victim
 
     chosen = sorted(instances, key=order)[: max(n, 0)]
     return [Victim(c.instance_id, busy=c.busy) for c in chosen]
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """What the loop does with a decision. `replicas` goes to `provider.scale_to`; `remove`
+    are idle victims to `provider.drain` first (so the provider deletes exactly them);
+    `stop_claiming` are busy victims whose workers the orchestrator tells to drain: they keep
+    their place (counted in `replicas`) until their job is done, and a later decision removes
+    them, idle, before anyone else."""
+
+    replicas: int
+    remove: tuple[str, ...] = ()
+    stop_claiming: tuple[str, ...] = ()
+
+
+def plan_scale(decision: Decision, instances: Sequence[ScaleInCandidate]) -> ScalePlan:
+    """Turns a decision into provider calls that never remove a worker mid-job."""
+    if decision.desired >= decision.current:
+        return ScalePlan(decision.desired)
+    victims = choose_victims(instances, decision.current - decision.desired)
+    busy = tuple(v.instance_id for v in victims if v.busy)
+    idle = tuple(v.instance_id for v in victims if not v.busy)
+    return ScalePlan(decision.desired + len(busy), remove=idle, stop_claiming=busy)

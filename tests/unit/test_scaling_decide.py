@@ -8,10 +8,12 @@ from imagefleet.scaling.decide import (
     Demand,
     PoolState,
     ScaleInCandidate,
+    ScalePlan,
     TierDemand,
     Victim,
     choose_victims,
     decide_scale,
+    plan_scale,
 )
 from imagefleet.scaling.pools import LocalSettings, Pool
 
@@ -216,3 +218,22 @@ def test_asking_for_no_victims_or_more_than_exist() -> None:
     instances = [ScaleInCandidate("a"), ScaleInCandidate("b")]
     assert choose_victims(instances, 0) == []
     assert len(choose_victims(instances, 5)) == 2
+
+
+def test_a_scale_up_plan_is_just_the_new_count() -> None:
+    decision = decide_scale(make_pool(), demand(queued=4), T0, PoolState(1))
+    assert plan_scale(decision, [ScaleInCandidate("a")]) == ScalePlan(4)
+
+
+def test_a_scale_in_plan_removes_idle_victims_and_keeps_busy_ones_until_done() -> None:
+    pool = make_pool(scale_down_cooldown_seconds=0)
+    decision = decide_scale(pool, demand(running=1), T0, PoolState(4))
+    assert decision.desired == 1
+    instances = [
+        ScaleInCandidate("idle-1", idle_since=T0 - 50),
+        ScaleInCandidate("busy-1", busy=True, busy_remaining_seconds=3),
+        ScaleInCandidate("busy-2", busy=True, busy_remaining_seconds=30),
+        ScaleInCandidate("idle-2", idle_since=T0 - 10),
+    ]
+    plan = plan_scale(decision, instances)
+    assert plan == ScalePlan(2, remove=("idle-1", "idle-2"), stop_claiming=("busy-1",))
