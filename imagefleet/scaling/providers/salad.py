@@ -67,8 +67,7 @@ class SaladProvider(Provider):
             raise ProviderConfigError(
                 "salad",
                 "start",
-                f"pool '{pool}': set {settings.api_key_env} to a SaladCloud "
-                "API key (Portal: Account Settings > API Access)",
+                f"pool '{pool}': set {settings.api_key_env} to a SaladCloud API key",
             )
         self.pool = pool
         self.settings = settings
@@ -112,12 +111,12 @@ class SaladProvider(Provider):
 
     def _instances(self) -> list[dict[str, Any]]:
         answer = self._call("GET", "/instances", "list instances")
-        items = answer.get("instances") or answer.get("items") or []
+        items = answer.get("instances") or []
         return [item for item in items if isinstance(item, dict)]
 
     def _protect_undrained(self) -> None:
         """Before a scale-in, every instance not drained gets the highest deletion cost, so that
-        SaladCloud removes the drained ones (cost 0) and never a busy worker."""
+        SaladCloud removes the drained ones (cost 1) and never a busy worker."""
         for item in self._instances():
             cost = item.get("deletion_cost")
             if cost not in (DRAIN_COST, KEEP_COST):
