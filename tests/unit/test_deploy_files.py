@@ -1,0 +1,178 @@
+"""The deployment files parse, follow their specifications, and their checks catch mistakes.
+
+The full validation (hadolint, `helm lint`, the Kubernetes schemas) runs in scripts/validate-deploy;
+these are the fast parts, plus the checks' own behaviour on files with known mistakes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import helm_python as helm
+import pytest
+import yaml
+
+from tests.unit.deploy_support import ROOT, load
+
+validate = load("deploy/validate.py")
+
+
+def test_every_yaml_file_under_deploy_parses() -> None:
+    files = [
+        path
+        for path in (ROOT / "deploy").rglob("*.y*ml")
+        if "templates" not in path.parts  # Helm templates are Go templates, not YAML
+    ]
+    assert len(files) >= 4
+    for path in files:
+        assert yaml.safe_load(path.read_text()) is not None, path
+
+
+def test_the_compose_file_follows_the_compose_spec_and_its_references_resolve() -> None:
+    assert validate.compose_problems() == []
+    services = validate.load_compose()["services"]
+    assert {"orchestrator-a", "orchestrator-b", "proxy", "postgres", "seaweedfs"} <= set(services)
+    assert services["worker-gpu"]["profiles"] == ["gpu"]
+
+
+def test_compose_variables_take_their_defaults_or_the_given_values() -> None:
+    assert validate.interpolate("${PORT:-8080}:${HOST}/$$x", {}) == "8080:/$x"
+    assert validate.interpolate({"a": ["${PORT:-8080}"]}, {"PORT": "9"}) == {"a": ["9"]}
+
+
+def test_compose_mistakes_are_reported(tmp_path: Path) -> None:
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text(
+        "services:\n"
+        "  web:\n"
+        "    image: caddy:latest\n"
+        "    depends_on: [db]\n"
+        "    volumes: [cache:/cache, ./missing.conf:/etc/x.conf]\n"
+        "    environment: {IMAGEFLEET_URL: http://x}\n"
+        "  api:\n"
+        "    build: {context: ., dockerfile: nope.Dockerfile}\n"
+        "    environment: {IMAGEFLEET_LEASE_SECOND: '30'}\n"
+    )
+    problems = validate.compose_problems(compose)
+    assert any("depends on unknown service 'db'" in p for p in problems)
+    assert any("undeclared volume 'cache'" in p for p in problems)
+    assert any("missing.conf, which does not exist" in p for p in problems)
+    assert any("'caddy:latest' is not pinned" in p for p in problems)
+    assert any("nope.Dockerfile, which does not exist" in p for p in problems)
+    assert any("IMAGEFLEET_LEASE_SECOND is read by nothing" in p for p in problems)
+    assert not any("IMAGEFLEET_URL" in p for p in problems)
+
+
+def test_unknown_compose_keys_fail_the_compose_spec(tmp_path: Path) -> None:
+    compose = tmp_path / "docker-compose.yml"
+    compose.write_text("services:\n  web:\n    image: caddy:2.10.2\n    enviroment: {A: b}\n")
+    assert any("enviroment" in p for p in validate.compose_problems(compose))
+
+
+def test_dockerfile_bases_are_pinned_and_unpinned_ones_are_reported(tmp_path: Path) -> None:
+    assert validate.all_dockerfile_problems() == []
+    bad = tmp_path / "bad.Dockerfile"
+    bad.write_text("ARG BASE=python:latest\nFROM ${BASE} AS build\nFROM build\nFROM debian\n")
+    validate.ROOT = tmp_path.parent  # problems name files relative to the repository root
+    try:
+        problems = validate.dockerfile_problems(bad)
+    finally:
+        validate.ROOT = ROOT
+    assert problems == [
+        "bad.Dockerfile: base image 'python:latest' is not pinned to an exact tag",
+        "bad.Dockerfile: base image 'debian' is not pinned to an exact tag",
+    ]
+
+
+@pytest.mark.parametrize("values", validate.chart_values_files(), ids=lambda p: p.name)
+def test_the_chart_renders_and_its_scaled_objects_match_keda(values: Path) -> None:
+    documents = validate.render_chart(values)
+    kinds = {doc["kind"] for doc in documents}
+    assert {"Deployment", "Service", "ConfigMap"} <= kinds
+    for doc in documents:
+        if doc["kind"] == "ScaledObject":
+            assert validate.keda_problems(doc) == []
+
+
+def test_keda_fields_that_keda_does_not_know_are_reported() -> None:
+    documents = validate.render_chart(validate.CHART / "ci" / "full-values.yaml")
+    scaled = next(doc for doc in documents if doc["kind"] == "ScaledObject")
+    scaled["spec"]["pollingIntervall"] = 15
+    scaled["spec"]["triggers"][0]["metdata"] = {}
+    assert set(validate.keda_problems(scaled)) == {
+        "unknown field spec.pollingIntervall",
+        "unknown field spec.triggers[0].metdata",
+    }
+
+
+def test_keda_owns_the_replica_count_of_the_pools_it_scales() -> None:
+    documents = validate.render_chart(validate.CHART / "ci" / "full-values.yaml")
+    workers = [
+        d for d in documents if d["kind"] == "Deployment" and "worker" in d["metadata"]["name"]
+    ]
+    scaled = {
+        d["spec"]["scaleTargetRef"]["name"]: d for d in documents if d["kind"] == "ScaledObject"
+    }
+    assert {w["metadata"]["name"] for w in workers} == set(scaled)
+    assert all("replicas" not in w["spec"] for w in workers)
+    query = scaled["fleet-imagefleet-worker-a100"]["spec"]["triggers"][0]["metadata"]["query"]
+    assert 'imagefleet_queue_depth{pool="a100"}' in query
+    assert 'imagefleet_running_jobs{pool="a100"}' in query
+    assert scaled["fleet-imagefleet-worker-rtx4090"]["spec"]["maxReplicaCount"] == 40
+
+
+def test_several_replicas_without_a_bucket_are_refused_with_the_reason() -> None:
+    with (
+        helm.Chart.load(str(validate.CHART)) as chart,
+        pytest.raises(helm.HelmError, match="needs an S3-compatible artifact store"),
+    ):
+        chart.render({"secrets": {"databaseUrl": "postgresql://db/x"}}, name="fleet")
+
+
+def test_workers_never_receive_the_orchestrators_secrets() -> None:
+    documents = validate.render_chart(validate.CHART / "ci" / "full-values.yaml")
+    for doc in documents:
+        if doc["kind"] == "Deployment" and "-worker-" in doc["metadata"]["name"]:
+            container = doc["spec"]["template"]["spec"]["containers"][0]
+            assert "envFrom" not in container
+            refs = [
+                e["valueFrom"]["secretKeyRef"]["name"]
+                for e in container["env"]
+                if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+            ]
+            assert refs == ["fleet-imagefleet-worker-key"]
+
+
+def test_image_pins_cover_pyprojects_dependencies_and_satisfy_them() -> None:
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    pins = load("deploy/docker/pin_requirements.py")
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    for image, extras in pins.IMAGES.items():
+        lines = (ROOT / "deploy/docker/requirements" / f"{image}.txt").read_text().splitlines()
+        pinned = {
+            Requirement(line).name.lower(): Requirement(line)
+            for line in lines
+            if line and not line.startswith("#")
+        }
+        wanted = [
+            r
+            for r in pins.image_requirements(pyproject, extras)
+            if r.name not in pins.SEPARATELY_PINNED
+        ]
+        assert {r.name.lower() for r in wanted} == set(pinned), image
+        for requirement in wanted:
+            (version,) = [s.version for s in pinned[requirement.name.lower()].specifier]
+            assert requirement.specifier.contains(version), (image, requirement, version)
+
+
+def test_worker_images_pin_the_torch_the_tests_run_on() -> None:
+    from importlib import metadata
+
+    tested = metadata.version("torch").split("+")[0]
+    for name in ("worker-cuda.Dockerfile", "worker-cpu.Dockerfile"):
+        text = (ROOT / "deploy/docker" / name).read_text()
+        assert re.search(rf"^ARG TORCH_VERSION={re.escape(tested)}$", text, re.M), name
