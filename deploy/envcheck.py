@@ -13,6 +13,7 @@ the command line, so a deployment file with one looks fine and runs with a defau
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -50,8 +51,9 @@ class Reader:
     convert: Callable[[str], object] | None = None
 
 
+@functools.cache
 def readers() -> dict[str, Reader]:
-    """Every IMAGEFLEET_* variable the code reads, found by introspection."""
+    """Every IMAGEFLEET_* variable the code reads, found by introspection (once per process)."""
     from imagefleet.artifacts.s3_config import S3Config
     from imagefleet.config import Settings
 

@@ -20,7 +20,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     IMAGEFLEET_DATA_DIR=/data
 RUN python -m venv /opt/venv \
-    && useradd --uid 10001 --user-group --no-create-home --home-dir /data imagefleet \
+    && groupadd --gid 10001 imagefleet \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /data imagefleet \
     && install -d -o 10001 -g 10001 /data
 # Dependencies first, in their own layer: a new imagefleet release re-pulls only the small layer
 # below this one.

@@ -26,7 +26,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     IMAGEFLEET_WORKER_CACHE_DIR=/models/imagefleet \
     IMAGEFLEET_WORKER_DEVICE=cpu
 RUN python -m venv /opt/venv \
-    && useradd --uid 10001 --user-group --no-create-home --home-dir /models imagefleet \
+    && groupadd --gid 10001 imagefleet \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /models imagefleet \
     && install -d -o 10001 -g 10001 /models
 # torch's CPU build comes from PyTorch's own index (PyPI's Linux wheel is the CUDA build).
 RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"

@@ -40,7 +40,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 RUN python3 -m venv /opt/venv \
-    && useradd --uid 10001 --user-group --no-create-home --home-dir /models imagefleet \
+    && groupadd --gid 10001 imagefleet \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /models imagefleet \
     && install -d -o 10001 -g 10001 /models
 # Largest and slowest-changing first: torch with its CUDA libraries, then the other
 # dependencies, then imagefleet itself, so an upgrade re-pulls only the layers that changed.
