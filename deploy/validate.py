@@ -46,10 +46,11 @@ def dockerfiles() -> list[Path]:
     return sorted(DOCKER.glob("*.Dockerfile"))
 
 
-def hadolint_problems() -> list[str]:
+def hadolint_problems(paths: list[Path] | None = None) -> list[str]:
+    """hadolint's findings (any level fails: its default threshold), one per line."""
     binary = Path(sys.executable).parent / "hadolint"
     result = subprocess.run(
-        [str(binary), "--no-color", *map(str, dockerfiles())],
+        [str(binary), "--no-color", *map(str, paths or dockerfiles())],
         capture_output=True,
         text=True,
         check=False,

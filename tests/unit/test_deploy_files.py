@@ -176,3 +176,35 @@ def test_worker_images_pin_the_torch_the_tests_run_on() -> None:
     for name in ("worker-cuda.Dockerfile", "worker-cpu.Dockerfile"):
         text = (ROOT / "deploy/docker" / name).read_text()
         assert re.search(rf"^ARG TORCH_VERSION={re.escape(tested)}$", text, re.M), name
+
+
+def test_hadolint_findings_are_reported(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "bad.Dockerfile"
+    dockerfile.write_text("FROM debian:12.8\nRUN apt-get update && apt-get install -y curl\n")
+    problems = validate.hadolint_problems([dockerfile])
+    assert any("DL3008" in p for p in problems)  # unpinned apt package
+    assert any("DL3015" in p for p in problems)  # --no-install-recommends missing
+
+
+def deployment(replicas: object = 1, **container: object) -> dict[str, object]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "x"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "i:1", **container}]},
+            },
+        },
+    }
+
+
+def test_manifests_with_unknown_or_mistyped_fields_fail_the_kubernetes_schemas() -> None:
+    assert validate.manifest_problems([deployment()], "test") == []
+    (mistyped, _) = validate.manifest_problems([deployment(replicas="two")], "test")
+    assert "Deployment x (Kubernetes 1.27.0): spec.replicas" in mistyped
+    (unknown, _) = validate.manifest_problems([deployment(cpu=1)], "test")
+    assert "'cpu' was unexpected" in unknown
