@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import helm_python as helm
 import pytest
 import yaml
 
@@ -123,6 +122,8 @@ def test_keda_owns_the_replica_count_of_the_pools_it_scales() -> None:
 
 
 def test_several_replicas_without_a_bucket_are_refused_with_the_reason() -> None:
+    import helm_python as helm  # loads Helm's Go library into this process: only when needed
+
     with (
         helm.Chart.load(str(validate.CHART)) as chart,
         pytest.raises(helm.HelmError, match="needs an S3-compatible artifact store"),
