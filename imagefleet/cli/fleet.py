@@ -24,7 +24,7 @@ from imagefleet.cli.common import (
     settings_for,
 )
 from imagefleet.config import Settings
-from imagefleet.store.database import Database
+from imagefleet.store.database import Database, DatabaseUnavailable, SchemaNotCurrent
 from imagefleet.store.keys import Scope, create_key
 from imagefleet.store.models import latest_model
 
@@ -235,8 +235,6 @@ def up(
 
 def check_schema(settings: Settings) -> None:
     """Exits with code 2 when the database is unreachable or its schema is not current."""
-    from imagefleet.store.database import DatabaseUnavailable, SchemaNotCurrent
-
     db = Database(settings.database_url)
     try:
         db.check_schema()
