@@ -121,14 +121,34 @@ def test_keda_owns_the_replica_count_of_the_pools_it_scales() -> None:
     assert scaled["fleet-imagefleet-worker-rtx4090"]["spec"]["maxReplicaCount"] == 40
 
 
-def test_several_replicas_without_a_bucket_are_refused_with_the_reason() -> None:
+BASE_VALUES = {"secrets": {"databaseUrl": "postgresql://db/x"}, "s3": {"bucket": "fleet"}}
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"s3": {"bucket": ""}}, "needs an S3-compatible artifact store"),
+        ({"secrets": {"databaseUrl": ""}}, "set secrets.databaseUrl"),
+        ({"keda": {"enabled": True}}, "needs keda.prometheusServerAddress"),
+        ({"workerPools": [{"name": "a"}, {"name": "a"}]}, 'pool name "a" is used twice'),
+        ({"workerPools": [{"name": "A_100"}]}, "must be lower-case letters"),
+        ({"workerPools": [{"name": "a", "cache": {"type": "nfs"}}]}, "must be emptyDir, hostPath"),
+    ],
+)
+def test_the_chart_refuses_unsafe_or_invalid_values_with_the_reason(
+    values: dict[str, object], reason: str
+) -> None:
     import helm_python as helm  # loads Helm's Go library into this process: only when needed
 
+    merged = {
+        key: {**BASE_VALUES.get(key, {}), **value} if isinstance(value, dict) else value
+        for key, value in values.items()
+    }
     with (
         helm.Chart.load(str(validate.CHART)) as chart,
-        pytest.raises(helm.HelmError, match="needs an S3-compatible artifact store"),
+        pytest.raises(helm.HelmError, match=re.escape(reason)),
     ):
-        chart.render({"secrets": {"databaseUrl": "postgresql://db/x"}}, name="fleet")
+        chart.render({**BASE_VALUES, **merged}, name="fleet")
 
 
 def test_workers_never_receive_the_orchestrators_secrets() -> None:
@@ -209,3 +229,17 @@ def test_manifests_with_unknown_or_mistyped_fields_fail_the_kubernetes_schemas()
     assert "Deployment x (Kubernetes 1.27.0): spec.replicas" in mistyped
     (unknown, _) = validate.manifest_problems([deployment(cpu=1)], "test")
     assert "'cpu' was unexpected" in unknown
+
+
+def test_gpu_pools_request_their_gpus_and_cpu_pools_none() -> None:
+    documents = validate.render_chart(validate.CHART / "ci" / "cpu-pool-values.yaml")
+    containers = {
+        doc["metadata"]["name"]: doc["spec"]["template"]["spec"]["containers"][0]
+        for doc in documents
+        if doc["kind"] == "Deployment" and "-worker-" in doc["metadata"]["name"]
+    }
+    assert containers["fleet-imagefleet-worker-gpu"]["resources"] == {
+        "limits": {"nvidia.com/gpu": 1}
+    }
+    assert "resources" not in containers["fleet-imagefleet-worker-cpu"]
+    assert containers["fleet-imagefleet-worker-cpu"]["image"] == "imagefleet/worker:0.1.0-cpu"
