@@ -26,6 +26,13 @@ class Settings(BaseSettings):
         None, description="Local artifact store; default data_dir/artifacts."
     )
 
+    migrate_on_start: bool = Field(
+        True,
+        description="Apply database migrations when the orchestrator starts. Set it to 0 where "
+        "a migrations job runs `imagefleet db upgrade` first (several replicas): replicas then "
+        "only check that the schema is current.",
+    )
+
     lease_seconds: float = Field(
         30.0, gt=0, description="How long a claim lasts without heartbeat."
     )

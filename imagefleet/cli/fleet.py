@@ -24,7 +24,7 @@ from imagefleet.cli.common import (
     settings_for,
 )
 from imagefleet.config import Settings
-from imagefleet.store.database import Database
+from imagefleet.store.database import Database, DatabaseUnavailable, SchemaNotCurrent
 from imagefleet.store.keys import Scope, create_key
 from imagefleet.store.models import latest_model
 
@@ -49,7 +49,10 @@ def serve(
     import uvicorn
 
     settings = settings_for(data_dir)
-    open_database(settings).dispose()  # migrate once, before several processes start
+    if settings.migrate_on_start:
+        open_database(settings).dispose()  # migrate once, before several processes start
+    else:
+        check_schema(settings)
     check_artifact_store(settings)
     uvicorn.run(
         "imagefleet.orchestrator.app:create_app",
@@ -74,10 +77,14 @@ def worker(
     cache_dir: Path = typer.Option(
         Path.home() / ".cache" / "imagefleet" / "models",
         "--cache-dir",
+        envvar="IMAGEFLEET_WORKER_CACHE_DIR",
         help="Where models are cached on disk.",
     ),
     device: str | None = typer.Option(
-        None, "--device", help="torch device; default cuda if present, else cpu."
+        None,
+        "--device",
+        envvar="IMAGEFLEET_WORKER_DEVICE",
+        help="torch device; default cuda if present, else cpu.",
     ),
     engine: str = typer.Option(
         "diffusers",
@@ -89,7 +96,10 @@ def worker(
         "code runs in this worker: name only code you trust. Jobs can never choose it.",
     ),
     max_pixels: int = typer.Option(
-        1536 * 1536, "--max-pixels", help="Largest width*height this worker takes."
+        1536 * 1536,
+        "--max-pixels",
+        envvar="IMAGEFLEET_WORKER_MAX_PIXELS",
+        help="Largest width*height this worker takes.",
     ),
     node_id: str | None = typer.Option(
         None, "--node-id", envvar="IMAGEFLEET_NODE_ID", help="Machine id."
@@ -101,9 +111,17 @@ def worker(
         help="Allow model URLs that resolve to private or loopback addresses.",
     ),
     max_jobs: int | None = typer.Option(
-        None, "--max-jobs", help="Exit after this many attempts (any outcome)."
+        None,
+        "--max-jobs",
+        envvar="IMAGEFLEET_WORKER_MAX_JOBS",
+        help="Exit after this many attempts (any outcome).",
     ),
-    claim_wait: float = typer.Option(20.0, "--claim-wait", help="Long-poll seconds per claim."),
+    claim_wait: float = typer.Option(
+        20.0,
+        "--claim-wait",
+        envvar="IMAGEFLEET_WORKER_CLAIM_WAIT",
+        help="Long-poll seconds per claim.",
+    ),
     shutdown_grace: float = typer.Option(
         0.0,
         "--shutdown-grace",
@@ -213,6 +231,17 @@ def up(
         typer.echo("\nstopping ...")
     finally:
         _stop_all(children)
+
+
+def check_schema(settings: Settings) -> None:
+    """Exits with code 2 when the database is unreachable or its schema is not current."""
+    db = Database(settings.database_url)
+    try:
+        db.check_schema()
+    except (DatabaseUnavailable, SchemaNotCurrent) as exc:
+        raise fail(str(exc), code=2) from exc
+    finally:
+        db.dispose()
 
 
 def check_artifact_store(settings: Settings) -> None:

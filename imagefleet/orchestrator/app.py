@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(db.upgrade)
+        await run_in_threadpool(db.upgrade if settings.migrate_on_start else db.check_schema)
         # Workers could not renew leases while this replica was down; give them one lease's
         # time to reach it again before the reaper counts them as gone.
         await run_in_threadpool(app.state.lifecycle.grace_leases)

@@ -17,6 +17,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -34,6 +36,10 @@ T = TypeVar("T")
 
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached; the message names the URL with its password hidden."""
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The schema is older (or newer) than this release's migrations."""
 
 
 WORK_CHANNEL = "imagefleet_work"
@@ -127,6 +133,20 @@ class Database:
             config.set_main_option("script_location", str(MIGRATIONS_DIR))
             config.attributes["connection"] = conn
             command.upgrade(config, "head")
+
+    def check_schema(self) -> None:
+        """Raises SchemaNotCurrent unless the schema is at the newest migration: for replicas
+        that leave migrating to a separate job (IMAGEFLEET_MIGRATE_ON_START=0)."""
+        self.check()
+        head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+        with self.engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+        if current != head:
+            raise SchemaNotCurrent(
+                f"the database at {safe_url(self.url)} has schema revision {current or 'none'}, "
+                f"this release needs {head}: run `imagefleet db upgrade` (the migrations job) "
+                "first, or set IMAGEFLEET_MIGRATE_ON_START=1 to migrate at start-up"
+            )
 
     def dispose(self) -> None:
         self.engine.dispose()
