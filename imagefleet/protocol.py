@@ -328,6 +328,23 @@ class ModelView(BaseModel):
     trigger_words: list[str] = Field(default_factory=list)
 
 
+class ModelRegistration(Strict):
+    """A model to register (`POST /v1/admin/models`, like `imagefleet models add`). A local
+    `source` is a path on the orchestrator's machine, hashed there; a remote one (https://,
+    hf:org/repo, s3://bucket/key) needs `sha256` and `size_bytes`, which workers verify."""
+
+    name: str = Field(min_length=1, max_length=200, pattern="^[^@]+$")
+    source: str = Field(min_length=1, max_length=2000)
+    kind: ModelKind = ModelKind.checkpoint
+    base: ModelBase | None = Field(None, description="Detected from the files when absent.")
+    config_source: str | None = Field(
+        None, max_length=2000, description="For a single-file checkpoint: its configs folder."
+    )
+    sha256: str | None = Field(None, pattern=SHA256_PATTERN)
+    size_bytes: int | None = Field(None, gt=0)
+    trigger_words: list[str] = Field(default_factory=list, max_length=32)
+
+
 class InputView(BaseModel):
     """An uploaded input image; pass its id as a job's `init_image`, `mask` etc."""
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import typer
 
 from imagefleet.cli.common import DataDirOption, fail, now, open_database, settings_for
-from imagefleet.hashing import path_sha256
+from imagefleet.models.registry import Registration, RegistrationError, register
+from imagefleet.protocol import ModelBase, ModelKind
 from imagefleet.store.keys import SCOPES, create_key, list_keys, revoke_key
-from imagefleet.store.models import Model, list_models, register_model
+from imagefleet.store.models import Model, list_models
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 models_app = typer.Typer(help="Register models in the registry.", no_args_is_help=True)
@@ -64,74 +65,52 @@ def models_add(
     name: str = typer.Argument(..., help="Model name clients will use."),
     source: str = typer.Argument(
         ...,
-        help="A local diffusers folder, a single-file .safetensors, an https:// URL, "
-        "or hf:org/name.",
+        help="A local diffusers folder or .safetensors file, an https:// URL, hf:org/name "
+        "or s3://bucket/key.",
     ),
-    kind: str = typer.Option("checkpoint", "--kind", help="Model kind (checkpoint)."),
+    kind: ModelKind = typer.Option(ModelKind.checkpoint, "--kind", help="What the model is."),
+    base: ModelBase | None = typer.Option(
+        None, "--base", help="Architecture family; detected from local files when absent."
+    ),
     config: str | None = typer.Option(
         None,
         "--config",
         help="For a single-file checkpoint: a local diffusers folder with its configs.",
+    ),
+    trigger: list[str] = typer.Option(
+        [], "--trigger", help="A trigger word (embeddings, LoRAs); repeat for several."
     ),
     sha256: str | None = typer.Option(None, "--sha256", help="Expected hash, for remote sources."),
     size_bytes: int | None = typer.Option(None, "--size-bytes", help="Size, for remote sources."),
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Register a model (a new version if the name exists and the content changed)."""
-    if kind != "checkpoint":
-        raise fail(f"--kind must be 'checkpoint' for now, got {kind!r}")
     model = add_model(
-        name, source, config=config, sha256=sha256, size_bytes=size_bytes, data_dir=data_dir
-    )
-    typer.echo(
-        f"registered {model.name} v{model.version} sha256 {model.sha256} ({model.size_bytes} bytes)"
-    )
-
-
-def add_model(
-    name: str,
-    source: str,
-    *,
-    config: str | None,
-    sha256: str | None,
-    size_bytes: int | None,
-    data_dir: Path | None,
-) -> Model:
-    remote = source.startswith(("hf:", "http://", "https://"))
-    if remote:
-        if not (sha256 and size_bytes):
-            raise fail(
-                "remote sources need --sha256 and --size-bytes (the worker verifies downloads "
-                "against them); compute them on a machine that has the file"
-            )
-    else:
-        path = Path(source).expanduser().resolve()
-        if not path.exists():
-            raise fail(f"no file or folder at {path}")
-        if path.is_file() and path.suffix != ".safetensors":
-            raise fail(f"only .safetensors files are accepted (no pickles), got {path.name}")
-        sha256, size_bytes = path_sha256(path)
-        source = str(path)
-    config_sha = None
-    if config:
-        config_path = Path(config).expanduser().resolve()
-        if not config_path.is_dir():
-            raise fail(f"--config must be a folder, got {config_path}")
-        config_sha, _ = path_sha256(config_path)
-        config = str(config_path)
-    db = open_database(settings_for(data_dir))
-    with db.write() as conn:
-        return register_model(
-            conn,
+        Registration(
             name=name,
-            kind="checkpoint",
             source=source,
-            sha256=sha256 or "",
-            size_bytes=size_bytes or 0,
-            now=now(),
-            config_source=config,
-            config_sha256=config_sha,
-        )
+            kind=kind,
+            base=base,
+            config=config,
+            sha256=sha256,
+            size_bytes=size_bytes,
+            trigger_words=tuple(trigger),
+        ),
+        data_dir=data_dir,
+    )
+    base_text = f", {model.base.value}" if model.base else ""
+    typer.echo(
+        f"registered {model.kind.value} {model.name} v{model.version}{base_text} "
+        f"sha256 {model.sha256} ({model.size_bytes} bytes)"
+    )
+
+
+def add_model(request: Registration, *, data_dir: Path | None) -> Model:
+    db = open_database(settings_for(data_dir))
+    try:
+        return register(db, request)
+    except RegistrationError as exc:
+        raise fail(f"{exc.message} (--{exc.option.replace('_', '-')})") from exc
 
 
 @models_app.command("list")
@@ -174,21 +153,12 @@ def create_demo(root: Path, data_dir: Path | None, *, single_file: bool = False)
     folder = (root / "models" / DEMO_NAME).resolve()
     if not (folder / "model_index.json").exists():
         save_demo_model(folder)
-    model = add_model(
-        DEMO_NAME, str(folder), config=None, sha256=None, size_bytes=None, data_dir=data_dir
-    )
+    model = add_model(Registration(DEMO_NAME, str(folder)), data_dir=data_dir)
     if single_file:
         file = folder.parent / "demo-single.safetensors"
         if not file.exists():
             export_single_file(folder, file)
-        add_model(
-            "demo-single",
-            str(file),
-            config=str(folder),
-            sha256=None,
-            size_bytes=None,
-            data_dir=data_dir,
-        )
+        add_model(Registration("demo-single", str(file), config=str(folder)), data_dir=data_dir)
     return model
 
 

@@ -95,6 +95,13 @@ def worker(
         "tests use this to run the fleet without inference. That module is imported, so its "
         "code runs in this worker: name only code you trust. Jobs can never choose it.",
     ),
+    handlers: str = typer.Option(
+        "",
+        "--handlers",
+        envvar="IMAGEFLEET_WORKER_HANDLERS",
+        help="Comma-separated modules with extra job-kind handlers (each exposes HANDLER); "
+        "imported, so name only code you trust.",
+    ),
     max_pixels: int = typer.Option(
         1536 * 1536,
         "--max-pixels",
@@ -146,6 +153,7 @@ def worker(
         claim_wait_seconds=claim_wait,
         allow_private_urls=allow_private_urls,
         shutdown_grace_seconds=shutdown_grace,
+        handler_plugins=handlers,
     )
     if node_id:
         config.node_id = node_id

@@ -108,6 +108,7 @@ class AsciiJSONResponse(JSONResponse):
 
 def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> FastAPI:
     settings = settings or Settings()
+    load_plugins(settings.kind_plugins)
     db = Database(settings.database_url)
 
     @contextlib.asynccontextmanager
@@ -159,7 +160,6 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.lifecycle = JobLifecycle(db, settings, artifacts=store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)
-    load_plugins(settings.kind_plugins)
     app.include_router(submit_router(job_union()))
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)

@@ -1,13 +1,17 @@
-"""Admin endpoints: node health and the node event log (what an autoscaler follows)."""
+"""Admin endpoints: model registration, node health and the node event log (what an
+autoscaler follows)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
+from starlette.concurrency import run_in_threadpool
 
 from imagefleet.errors import NotFound
-from imagefleet.orchestrator.deps import AdminKey, Lifecycle
+from imagefleet.models.registry import Registration, RegistrationError, register
+from imagefleet.orchestrator.deps import AdminKey, Db, Lifecycle
 from imagefleet.orchestrator.transitions import to_datetime
-from imagefleet.protocol import NodeEventView, NodeView
+from imagefleet.orchestrator.views import model_view
+from imagefleet.protocol import ModelRegistration, ModelView, NodeEventView, NodeView
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -55,3 +59,27 @@ def list_events(
         )
         for event in lifecycle.health.events(after, limit)
     ]
+
+
+@router.post(
+    "/models",
+    status_code=201,
+    response_model=ModelView,
+    summary="Register a model (a new version when the name exists and the content changed)",
+)
+async def register_model(key: AdminKey, body: ModelRegistration, db: Db) -> ModelView:
+    request = Registration(
+        name=body.name,
+        source=body.source,
+        kind=body.kind,
+        base=body.base,
+        config=body.config_source,
+        sha256=body.sha256,
+        size_bytes=body.size_bytes,
+        trigger_words=tuple(body.trigger_words),
+    )
+    try:
+        model = await run_in_threadpool(register, db, request)
+    except RegistrationError as exc:
+        raise exc.as_invalid_field() from exc
+    return model_view(model)

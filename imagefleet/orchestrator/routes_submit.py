@@ -1,8 +1,9 @@
 """Submitting work: `POST /v1/jobs` (any registered kind) and `POST /v1/inputs` (an image a job
 will read). The submit body is a union of every registered kind's model, so the router is built
-once the kinds are known (`create_app` loads plug-ins first)."""
+once the kinds are known (`create_app` loads plug-ins first).
 
-from __future__ import annotations
+No `from __future__ import annotations` here: the submit route's body annotation names a local
+(the union of kinds), which FastAPI can only see if annotations are evaluated at definition."""
 
 from typing import Annotated, Any
 

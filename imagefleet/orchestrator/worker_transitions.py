@@ -59,7 +59,6 @@ class WorkerTransitions(WorkerFiles):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._touched: dict[str, tuple[float, str]] = {}
-        self._kind_names = frozenset(kind_names())
 
     # --- claim ---------------------------------------------------------------------------------
 
@@ -70,6 +69,7 @@ class WorkerTransitions(WorkerFiles):
         claimers never get the same job."""
         now = self.clock()
         capabilities = request.capabilities
+        known_kinds = set(kind_names())
         worker = WorkerView(
             node_id=request.node_id,
             kinds=frozenset(capabilities.kinds),
@@ -80,7 +80,7 @@ class WorkerTransitions(WorkerFiles):
         )
         limits = job_sql.WorkerLimits(
             request.node_id,
-            [kind for kind in capabilities.kinds if kind in self._kind_names],
+            [kind for kind in capabilities.kinds if kind in known_kinds],
             capabilities.max_pixels,
             capabilities.vram_mb,
         )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 
 from imagefleet.store.database import Database
 from imagefleet.store.tables import metadata
@@ -20,8 +23,6 @@ def test_upgrading_twice_is_harmless(db: Database) -> None:
 
 
 def test_the_queue_index_keeps_its_order_so_claims_never_sort_the_queue(db: Database) -> None:
-    from sqlalchemy import text
-
     query = (
         "SELECT id FROM jobs WHERE status = 'queued' AND kind IN ('txt2img') "
         "ORDER BY priority DESC, created_at LIMIT 16"
@@ -37,3 +38,64 @@ def test_the_queue_index_keeps_its_order_so_claims_never_sort_the_queue(db: Data
                 text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_queue'")
             ).scalar_one()
             assert "priority DESC" in definition, definition
+
+
+def test_jobs_from_before_kinds_and_combos_stay_readable_and_claimable(tmp_path: Path) -> None:
+    """A database at 0009 (one model per job, no combos) with a queued txt2img job in it:
+    after the upgrade the job shows its combo and a worker can claim it."""
+    from alembic import command
+    from alembic.config import Config
+
+    from imagefleet.config import Settings
+    from imagefleet.orchestrator.lifecycle import JobLifecycle
+    from imagefleet.protocol import ClaimRequest
+    from imagefleet.store.database import MIGRATIONS_DIR
+    from imagefleet.store.job_models import combos
+    from imagefleet.store.jobs import get_job
+    from imagefleet.store.keys import ApiKey
+
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}")
+    with db.engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0009")
+        conn.execute(
+            text(
+                "INSERT INTO api_keys (id, name, scope, tier, secret_hash, created_at) VALUES "
+                "('k1', 'old', 'client', 'free', 'x', 1), ('k2', 'w', 'worker', 'free', 'y', 1)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO models (name, version, kind, source, sha256, size_bytes, created_at)"
+                " VALUES ('demo', 1, 'checkpoint', '/m', :sha, 1, 1)"
+            ),
+            {"sha": "d" * 64},
+        )
+        params = '{"prompt": "old", "model": "demo", "width": 64, "height": 64, "steps": 2}'
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, owner_key_id, tier, kind, status, priority, params, "
+                "model_id, pixels, created_at, progress_step, progress_total, attempts, "
+                "max_attempts) VALUES ('j1', 'k1', 'free', 'txt2img', 'queued', 0, :p, 1, "
+                "4096, 1, 0, 0, 0, 3)"
+            ),
+            {"p": params},
+        )
+    db.upgrade()
+    settings = Settings(data_dir=tmp_path / "data", database_url=db.url)
+    lifecycle = JobLifecycle(db, settings)
+    with db.read() as conn:
+        row = get_job(conn, "j1")
+        combo = combos(conn, ["j1"])["j1"]
+    assert row is not None and row.combo_key and len(row.combo_key) == 64
+    assert [(item.role.value, item.model.name) for item in combo] == [("checkpoint", "demo")]
+    worker_key = ApiKey(
+        id="k2", name="w", scope="worker", tier="free", created_at=1.0, revoked_at=None
+    )
+    assignment = lifecycle.claim(worker_key, ClaimRequest(worker_id="w", node_id="n"))
+    assert assignment is not None and assignment.job_id == "j1"
+    assert assignment.params["prompt"] == "old"
+    assert [m.sha256 for m in assignment.models] == ["d" * 64]
+    db.dispose()
