@@ -21,6 +21,7 @@ PARAMS = {"prompt": "x", "model": "demo", "width": 64, "height": 64}
 BODIES: dict[str, Any] = {
     "/v1/jobs": {"kind": "txt2img", "params": PARAMS},
     "/v1/worker/claim": {"worker_id": "w", "node_id": "n"},
+    "/v1/admin/models": {"name": "m", "source": "/nowhere"},
     "/v1/worker/attempts/{attempt_id}/heartbeat": {},
     "/v1/worker/attempts/{attempt_id}/complete": {
         "outputs": [{"index": 0, "seed": 1, "width": 64, "height": 64}]
@@ -61,6 +62,7 @@ def world(
             "attempt_id": claim["assignment"]["attempt_id"],
             "index": "0",
             "node_id": "n",
+            "name": "init_image",
         }
         tokens = {
             "client": keys.alice_token,
