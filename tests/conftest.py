@@ -73,17 +73,28 @@ def pg_url() -> Iterator[str]:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Every store and API test runs on both dialects; PostgreSQL tables start empty."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'imagefleet.db'}"
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite database file for one test."""
+    return f"sqlite:///{tmp_path / 'imagefleet.db'}"
+
+
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path, dialect: str) -> str:
+    """A database of this dialect with no rows: a fresh SQLite file, or the session's
+    PostgreSQL database with every table emptied."""
+    if dialect == "sqlite":
+        return sqlite_url(tmp_path)
     url: str = request.getfixturevalue("pg_url")
     database = Database(url)
     with database.write() as conn:
         conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
     database.dispose()
     return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store and API test runs on both dialects; PostgreSQL tables start empty."""
+    return empty_database_url(request, tmp_path, request.param)
 
 
 @dataclass
