@@ -17,7 +17,7 @@ from imagefleet.protocol import (
     Txt2ImgParams,
     WebhookDeliveryView,
 )
-from imagefleet.webhook_signing import verify as verify_webhook
+from imagefleet.webhook_signing import verify_webhook
 
 __all__ = ["ApiError", "ImageFleetClient", "verify_webhook"]
 
