@@ -1,4 +1,5 @@
-"""Fixtures shared by unit and API tests: a fresh SQLite store per test, keys, a model."""
+"""Fixtures shared by unit and API tests: a fresh store per test (SQLite and PostgreSQL), keys, a
+registered model, a hand-driven clock, and the tiny demo model for the engine tests."""
 
 from __future__ import annotations
 
@@ -78,10 +79,11 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'imagefleet.db'}"
 
 
-def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path, dialect: str) -> str:
-    """A database of this dialect with no rows: a fresh SQLite file, or the session's
-    PostgreSQL database with every table emptied."""
-    if dialect == "sqlite":
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every store and API test runs on both dialects; PostgreSQL tables start empty. A module
+    picks other dialects by parametrizing it indirectly (see the fuzz test)."""
+    if request.param == "sqlite":
         return sqlite_url(tmp_path)
     url: str = request.getfixturevalue("pg_url")
     database = Database(url)
@@ -89,12 +91,6 @@ def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path, dialect: 
         conn.execute(text(f"TRUNCATE {TABLES} CASCADE"))
     database.dispose()
     return url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Every store and API test runs on both dialects; PostgreSQL tables start empty."""
-    return empty_database_url(request, tmp_path, request.param)
 
 
 @dataclass
@@ -165,6 +161,27 @@ def model(db: Database) -> Model:
             size_bytes=1234,
             now=1.0,
         )
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread() -> Iterator[None]:
+    """Runs the tiny models on one torch thread: they gain nothing from intra-op threads, and
+    on a busy machine threads that wait on each other make them several times slower. Modules
+    that run models use it with `pytestmark = pytest.mark.usefixtures("one_cpu_thread")`."""
+    import torch  # here, not at the top: most tests never touch torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo model saved in diffusers layout, built once per session."""
+    from imagefleet.demo_model import save_demo_model
+
+    return save_demo_model(tmp_path_factory.mktemp("demo") / "pipeline")
 
 
 @pytest.fixture

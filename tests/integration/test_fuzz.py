@@ -73,7 +73,7 @@ from imagefleet.protocol import MAX_SEED
 from imagefleet.store.database import Database
 from imagefleet.store.keys import create_key, revoke_key
 from imagefleet.store.models import Model
-from tests.conftest import Keys, empty_database_url
+from tests.conftest import Keys
 
 try:  # the HTTP client TestClient is built on: httpx2 from starlette 1.x on, httpx before
     import httpx2 as http_client
@@ -194,12 +194,6 @@ def audience(path: str) -> str:
         if path.startswith(prefix):
             return name
     return "public"
-
-
-@pytest.fixture(params=DIALECTS)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Overrides conftest's so that IMAGEFLEET_FUZZ_DIALECTS picks the databases."""
-    return empty_database_url(request, tmp_path, request.param)
 
 
 @dataclass
@@ -717,6 +711,8 @@ class OperationFuzz:
             stats.found("valid request refused", label, detail, example)
 
 
+# IMAGEFLEET_FUZZ_DIALECTS picks the databases (conftest's database_url, parametrized here).
+@pytest.mark.parametrize("database_url", DIALECTS, indirect=True)
 def test_fuzz_every_operation_from_the_openapi_document(world: World) -> None:
     """Every operation of the document, positive and negative, with every role."""
     started = time.monotonic()
