@@ -103,7 +103,7 @@ def start_stack(data_dir: Path, logs: Path, worker_key: str, threads: int) -> Fl
         # A short long-poll only so that the worker exits quickly at the end: an idle
         # worker finishes its claim before it stops, and a submit wakes it either way.
         claim_wait=5.0,
-        worker_env={"OMP_NUM_THREADS": str(threads)} if threads else {},
+        torch_threads=threads or None,
         own_session=True,
     )
     fleet.start_workers(1, timeout=120)

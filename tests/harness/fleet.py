@@ -89,6 +89,7 @@ class Fleet:
     Workers get `--node-id <node_prefix>-<n>` and, unless `cache_dir` names one shared cache
     (as on a real multi-GPU machine), a cache folder each. `worker_env` is added to the
     environment of workers started from then on; `worker_args` to their command line.
+    `torch_threads` (None: torch's own default) is each worker's OMP_NUM_THREADS.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class Fleet:
         worker_env: dict[str, str] | None = None,
         numbers: Iterator[int] | None = None,
         own_session: bool = False,
+        torch_threads: int | None = 1,
     ) -> None:
         self.root = root
         self.orchestrator = orchestrator
@@ -112,7 +114,10 @@ class Fleet:
         self.cache_dir = cache_dir
         self.claim_wait = claim_wait
         self.worker_args = worker_args or []
-        self.worker_env = dict(worker_env or {})
+        # One torch thread per worker by default: several workers and the orchestrator share
+        # few cores, and torch's default of a thread per core oversubscribes them.
+        threads = {} if torch_threads is None else {"OMP_NUM_THREADS": str(torch_threads)}
+        self.worker_env = {**threads, **(worker_env or {})}
         self.own_session = own_session
         self.workers: list[WorkerProcess] = []
         self.gone: list[WorkerProcess] = []  # killed, stopped or exited
@@ -138,9 +143,7 @@ class Fleet:
             name,
             f"{self.node_prefix}-{number}",
             args,
-            # One torch thread per worker: several workers and the orchestrator share few
-            # cores, and torch's default of a thread per core oversubscribes them.
-            child_env(OMP_NUM_THREADS="1", **self.worker_env),
+            child_env(**self.worker_env),
             self.root / f"{name}.log",
             own_session=self.own_session,
         )
