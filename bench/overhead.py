@@ -16,31 +16,31 @@ Everything started here is stopped on exit, on error and on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, ClassVar
+from typing import Any
 
-import httpx
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # `tests.harness` when run as a script
 
-from imagefleet.client import ImageFleetClient
-from imagefleet.protocol import JobStatus, JobView
-from imagefleet.worker.png import encode_png
+from imagefleet.client import ImageFleetClient  # noqa: E402
+from imagefleet.protocol import JobStatus, JobView  # noqa: E402
+from imagefleet.worker.png import encode_png  # noqa: E402
+from tests.harness.fleet import Fleet, create_demo_model, create_key  # noqa: E402
+from tests.harness.orchestrator import OrchestratorProcess  # noqa: E402
+from tests.harness.processes import stop_all  # noqa: E402
 
 STAGES = ("queue", "model load", "inference", "upload", "in no stage", "orchestrator total")
-READY_LINE = "pulling from"  # the worker logs it right before its first claim
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,141 +72,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# --- child processes ---------------------------------------------------------------------------
-
-
-class Child:
-    """A child process in its own session (so a terminal's Ctrl-C reaches only us and we stop
-    the children in order), its output in a log file."""
-
-    live: ClassVar[list[Child]] = []
-
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.name = name
-        self.log_path = log
-        self._log = log.open("ab")
-        self.popen = subprocess.Popen(
-            args,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        Child.live.append(self)
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, grace: float = 10.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._log.close()
-        if self in Child.live:
-            Child.live.remove(self)
-
-
-@atexit.register
-def _stop_all() -> None:
-    """Workers before the orchestrator, newest first: a worker hands its job back on the way."""
-    for child in reversed(list(Child.live)):
-        child.stop()
+# --- child processes (the shared harness, tests/harness/) -------------------------------------
 
 
 def _raise_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the `finally` that stops the children
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEFLEET_")}
-    return {**env, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", **extra}
-
-
-def cli(*args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "imagefleet", *args],
-        env=child_env(),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        raise RuntimeError(f"imagefleet {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
-    return done.stdout
-
-
 def prepare_data_dir(data_dir: Path) -> tuple[str, str]:
     """Demo model and fresh keys; returns (client token, worker token)."""
     if not (data_dir / "models" / "demo" / "model_index.json").exists():
-        cli("models", "create-demo", "--data-dir", str(data_dir))
-    tokens = []
-    for scope in ("client", "worker"):
-        output = cli(
-            *("keys", "create", "--name", f"bench-{scope}", "--scope", scope),
-            *("--data-dir", str(data_dir)),
-        )
-        tokens.append(output.strip().splitlines()[-1])  # the token is printed alone, last
-    return tokens[0], tokens[1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_stack(
-    data_dir: Path, logs: Path, worker_key: str, threads: int
-) -> tuple[str, Child, Child]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    orchestrator = Child(
-        "orchestrator",
-        [
-            *(sys.executable, "-m", "imagefleet", "serve"),
-            *("--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)),
-        ],
-        child_env(),
-        logs / "orchestrator.log",
+        create_demo_model(data_dir)
+    client, worker = (
+        create_key(data_dir, f"bench-{scope}", scope) for scope in ("client", "worker")
     )
-    wait_until(lambda: _healthy(url), orchestrator, 60, "orchestrator /healthz")
-    extra = {"OMP_NUM_THREADS": str(threads)} if threads else {}
-    worker = Child(
-        "worker",
-        [
-            *(sys.executable, "-m", "imagefleet", "worker", "--orchestrator", url),
-            *("--key", worker_key, "--cache-dir", str(logs / "worker-cache")),
-            # A short long-poll only so that the worker exits quickly at the end: an idle
-            # worker finishes its claim before it stops, and a submit wakes it either way.
-            *("--node-id", "bench-node", "--claim-wait", "5"),
-        ],
-        child_env(**extra),
-        logs / "worker.log",
+    return client, worker
+
+
+def start_stack(data_dir: Path, logs: Path, worker_key: str, threads: int) -> Fleet:
+    """One orchestrator and one worker, in sessions of their own (a terminal's Ctrl-C reaches
+    only this script, which stops them in order)."""
+    orchestrator = OrchestratorProcess(logs, data_dir=data_dir, own_session=True)
+    orchestrator.start()
+    fleet = Fleet(
+        logs,
+        orchestrator,
+        worker_key,
+        node_prefix="bench-node",
+        cache_dir=logs / "worker-cache",
+        # A short long-poll only so that the worker exits quickly at the end: an idle
+        # worker finishes its claim before it stops, and a submit wakes it either way.
+        claim_wait=5.0,
+        torch_threads=threads or None,
+        own_session=True,
     )
-    wait_until(lambda: READY_LINE in worker.log_text(), worker, 120, "worker start")
-    return url, orchestrator, worker
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
-    except httpx.TransportError:
-        return False
-
-
-def wait_until(ready: Any, child: Child, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if child.popen.poll() is not None:
-            raise RuntimeError(f"{child.name} exited during {what}:\n{child.log_text()[-4000:]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} took over {timeout}s:\n{child.log_text()[-4000:]}")
-        time.sleep(0.1)
+    fleet.start_workers(1, timeout=120)
+    return fleet
 
 
 # --- the two sides -----------------------------------------------------------------------------
@@ -369,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"preparing {data_dir} ...", flush=True)
         client_key, worker_key = prepare_data_dir(data_dir)
-        url, _, _ = start_stack(data_dir, scratch, worker_key, args.threads)
+        fleet = start_stack(data_dir, scratch, worker_key, args.threads)
+        url = fleet.url
         print(f"stack up at {url}; logs in {scratch}", flush=True)
         direct = Direct(data_dir / "models" / "demo", args.threads, out)
         figures = Figures()
@@ -412,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         succeeded = True
         return 0
     finally:
-        _stop_all()
+        stop_all(10.0)  # the worker before the orchestrator: it hands its job back on the way
         if succeeded and not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
         else:

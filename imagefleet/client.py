@@ -18,7 +18,7 @@ from imagefleet.protocol import (
     ModelView,
     WebhookDeliveryView,
 )
-from imagefleet.webhook_signing import verify as verify_webhook
+from imagefleet.webhook_signing import verify_webhook
 
 __all__ = ["ApiError", "ImageFleetClient", "verify_webhook"]
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AnyHttpUrl,
@@ -53,13 +54,27 @@ class Strict(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _no_bool_int_confusion(cls, value: Any, info: ValidationInfo) -> Any:
-        """JSON `true` is not the integer 1, nor `0` a boolean, whatever Python thinks."""
-        annotation = cls.model_fields[info.field_name or ""].annotation
-        if isinstance(value, bool) and annotation in (int, int | None):
-            raise ValueError("must be an integer, not true or false")
-        if annotation is bool and not isinstance(value, bool):
+        """JSON `true` is not the number 1, nor `0` a boolean, whatever Python thinks: for any
+        field whose type is a number (int, float, constrained or optional) or a boolean."""
+        kinds = _scalar_types(cls.model_fields[info.field_name or ""].annotation)
+        if isinstance(value, bool) and bool not in kinds:
+            if any(issubclass(kind, float) for kind in kinds):
+                raise ValueError("must be a number, not true or false")
+            if any(issubclass(kind, int) for kind in kinds):
+                raise ValueError("must be an integer, not true or false")
+        if kinds - {type(None)} == {bool} and value is not None and not isinstance(value, bool):
             raise ValueError("must be true or false")
         return value
+
+
+def _scalar_types(annotation: Any) -> set[type]:
+    """The plain classes a field's annotation admits, seen through Annotated and unions."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _scalar_types(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        return {kind for arg in get_args(annotation) for kind in _scalar_types(arg)}
+    return {annotation} if origin is None and isinstance(annotation, type) else set()
 
 
 def _check_text(value: Any) -> None:

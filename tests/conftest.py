@@ -1,4 +1,5 @@
-"""Fixtures shared by unit and API tests: a fresh SQLite store per test, keys, a model."""
+"""Fixtures shared by unit and API tests: a fresh store per test (SQLite and PostgreSQL), keys, a
+registered model, a hand-driven clock, and the tiny demo model for the engine tests."""
 
 from __future__ import annotations
 
@@ -73,11 +74,17 @@ def pg_url() -> Iterator[str]:
         admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite database file for one test."""
+    return f"sqlite:///{tmp_path / 'imagefleet.db'}"
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Every store and API test runs on both dialects; PostgreSQL tables start empty."""
+    """Every store and API test runs on both dialects; PostgreSQL tables start empty. A module
+    picks other dialects by parametrizing it indirectly (see the fuzz test)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'imagefleet.db'}"
+        return sqlite_url(tmp_path)
     url: str = request.getfixturevalue("pg_url")
     database = Database(url)
     with database.write() as conn:
@@ -154,6 +161,27 @@ def model(db: Database) -> Model:
             size_bytes=1234,
             now=1.0,
         )
+
+
+@pytest.fixture(scope="module")
+def one_cpu_thread() -> Iterator[None]:
+    """Runs the tiny models on one torch thread: they gain nothing from intra-op threads, and
+    on a busy machine threads that wait on each other make them several times slower. Modules
+    that run models use it with `pytestmark = pytest.mark.usefixtures("one_cpu_thread")`."""
+    import torch  # here, not at the top: most tests never touch torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo model saved in diffusers layout, built once per session."""
+    from imagefleet.demo_model import save_demo_model
+
+    return save_demo_model(tmp_path_factory.mktemp("demo") / "pipeline")
 
 
 @pytest.fixture

@@ -15,9 +15,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -32,6 +29,9 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from tests.harness.ports import free_ports
+from tests.harness.processes import ManagedProcess
 
 WEED_ENV = "IMAGEFLEET_WEED_BINARY"
 START_TIMEOUT_SECONDS = 60.0
@@ -71,17 +71,6 @@ def find_weed() -> Path:
     )
 
 
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports; held open together so none is handed out twice."""
-    with contextlib.ExitStack() as stack:
-        sockets = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-
-
 class SeaweedS3:
     """One `weed server` process with its S3 gateway, data under `workdir`."""
 
@@ -94,7 +83,7 @@ class SeaweedS3:
     def __init__(self, workdir: Path, binary: Path | None = None) -> None:
         self.workdir = workdir
         self.binary = binary or find_weed()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ManagedProcess | None = None
         self.s3_port = 0
         self.ports: list[int] = []
         self.log_path = workdir / "weed.log"
@@ -154,15 +143,13 @@ class SeaweedS3:
         }
         (self.workdir / "s3.json").write_text(json.dumps(config))
         command = self.command()
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                # Whatever it puts in the temp dir is then removed with the data.
-                env={**os.environ, "TMPDIR": str(self.workdir)},
-            )
+        self.process = ManagedProcess(
+            "weed server",
+            command,
+            # Whatever it puts in the temp dir is then removed with the data.
+            {**os.environ, "TMPDIR": str(self.workdir)},
+            self.log_path,
+        )
         try:
             self._wait_until_writable()
         except BaseException:
@@ -177,7 +164,7 @@ class SeaweedS3:
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             assert self.process is not None
-            if self.process.poll() is not None:
+            if not self.process.running:
                 raise RuntimeError(
                     f"weed server exited with status {self.process.returncode} during start-up; "
                     f"its log ends with:\n{self.log_tail()}"
@@ -200,13 +187,8 @@ class SeaweedS3:
         """SIGTERM, then SIGKILL: SeaweedFS can take many seconds to stop cleanly, and tests
         throw its data away anyway."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_GRACE_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        if process is not None:
+            process.stop(STOP_GRACE_SECONDS)
         # gRPC sockets are always made in /tmp, named by port, and outlive a killed server.
         for port in self.ports:
             for leftover in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):

@@ -16,7 +16,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagefleet import __version__
 from imagefleet.artifacts.base import ArtifactStoreError
@@ -25,6 +24,7 @@ from imagefleet.config import Settings
 from imagefleet.errors import ApiError
 from imagefleet.kinds import job_union, load_plugins
 from imagefleet.orchestrator import routes_admin, routes_client, routes_worker
+from imagefleet.orchestrator.body_limit import BodySizeLimit
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.ratelimit import RateLimiter
 from imagefleet.orchestrator.retention import purge_expired
@@ -38,64 +38,6 @@ log = logging.getLogger("imagefleet.orchestrator")
 # How often a waiting claim looks at the queue without being woken (see WorkSignal).
 POLLING_RECHECK_SECONDS = 1.0
 LISTENING_RECHECK_SECONDS = 10.0
-
-
-class BodySizeLimit:
-    """Refuses JSON bodies over the limit with 413 before they are read into memory. Upload
-    routes enforce their own, larger limit while streaming to the artifact store."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        max_bytes: int,
-        exempt_method: str = "PUT",
-        exempt_paths: tuple[str, ...] = (),
-    ) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-        self.exempt_method = exempt_method
-        self.exempt_paths = exempt_paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] == self.exempt_method
-            or scope["path"] in self.exempt_paths
-        ):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _BodyTooLarge
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _BodyTooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Send) -> None:
-        response = JSONResponse(
-            {"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413
-        )
-        await response({"type": "http"}, _no_receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-async def _no_receive() -> Message:
-    return {"type": "http.disconnect"}
 
 
 class AsciiJSONResponse(JSONResponse):

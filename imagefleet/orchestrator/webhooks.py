@@ -112,8 +112,10 @@ class WebhookDispatcher:
                 "User-Agent": "imagefleet-webhooks",
                 "Imagefleet-Event": delivery.event,
                 "Imagefleet-Delivery": str(delivery.id),
-                webhook_signing.SIGNATURE_HEADER: webhook_signing.sign(
-                    delivery.secret or "", body, int(time.time())
+                # Standard Webhooks headers (webhook-id is the delivery id, the same on every
+                # retry, for deduplication) and, for one release, the older signature header.
+                **webhook_signing.delivery_headers(
+                    delivery.secret or "", str(delivery.id), body, int(time.time())
                 ),
             }
             response = await http.post(delivery.url, content=body, headers=headers)

@@ -17,7 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.chaos import SLEEP_ENGINE, ChaosConfig, run_chaos  # noqa: E402
+from bench.chaos_lib.config import SLEEP_ENGINE, ChaosConfig  # noqa: E402
+from bench.chaos_lib.run import run_chaos  # noqa: E402
 from imagefleet.worker.engines.base import (  # noqa: E402
     GenerationCancelled,
     Txt2ImgRequest,

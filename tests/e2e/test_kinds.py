@@ -51,7 +51,7 @@ def test_img2img_and_inpaint_run_through_the_fleet(shared_fleet: Fleet) -> None:
 
 def test_a_kind_defined_in_the_test_suite_runs_end_to_end(start_fleet: FleetFactory) -> None:
     fleet = start_fleet(workers=0, kind_plugins="tests.toy_kind")
-    fleet.worker_env = {"IMAGEFLEET_WORKER_HANDLERS": "tests.toy_kind"}
+    fleet.worker_env["IMAGEFLEET_WORKER_HANDLERS"] = "tests.toy_kind"
     fleet.start_worker()
     job = fleet.client.submit("echo", {"text": "  hello  ", "copies": 2, "shout": True})
     assert job.kind == "echo" and job.params["text"] == "hello"

@@ -29,10 +29,8 @@ from imagefleet.artifacts.base import (
 from imagefleet.artifacts.local import LocalArtifactStore
 from imagefleet.artifacts.s3 import S3ArtifactStore
 from imagefleet.artifacts.s3_config import S3Config
-from tests.seaweed import (
-    SeaweedS3,
-    free_ports,
-)
+from tests.harness.ports import free_ports
+from tests.seaweed import SeaweedS3
 
 MIB = 1 << 20
 SMALL_MULTIPART = {"multipart_threshold_bytes": 5 * MIB, "multipart_part_bytes": 5 * MIB}

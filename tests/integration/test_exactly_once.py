@@ -26,8 +26,9 @@ from sqlalchemy import select
 from imagefleet.store.database import Database
 from imagefleet.store.tables import artifacts, attempts, jobs, webhook_deliveries
 from tests.conftest import PgFleet
+from tests.harness.orchestrator import OrchestratorProcess
+from tests.harness.processes import child_env
 from tests.load import TINY_PNG
-from tests.processes import OrchestratorProcess
 
 JOBS = 300
 WORKERS = 32
@@ -214,7 +215,12 @@ def test_completes_fails_heartbeats_and_cancels_at_lease_expiry_accept_one_resul
         "IMAGEFLEET_WEBHOOK_POLL_SECONDS": "3600",
     }
     deadlocks_before = _deadlocks(empty_pg.url)
-    replicas = [OrchestratorProcess(tmp_path / f"replica-{i}", env=env) for i in range(2)]
+    replicas = [
+        OrchestratorProcess(
+            tmp_path / f"replica-{i}", env=child_env(**env), data_dir=tmp_path / f"replica-{i}"
+        )
+        for i in range(2)
+    ]
     record = Record()
     stop = threading.Event()
     try:

@@ -11,8 +11,9 @@ from sqlalchemy import func, select
 from imagefleet.store.database import Database
 from imagefleet.store.tables import artifacts, attempts, jobs
 from tests.conftest import PgFleet
+from tests.harness.orchestrator import OrchestratorProcess
+from tests.harness.processes import child_env
 from tests.load import LoadLog, simulated_worker, submit_jobs
-from tests.processes import OrchestratorProcess
 
 JOBS = 2000
 CLAIMERS = 32
@@ -26,7 +27,12 @@ def test_two_replicas_and_32_claimers_complete_2000_jobs_exactly_once(
         "IMAGEFLEET_LEASE_SECONDS": "120",
         "IMAGEFLEET_RATE_LIMIT_PER_SECOND": "0",
     }
-    replicas = [OrchestratorProcess(tmp_path / f"replica-{i}", env=env) for i in range(2)]
+    replicas = [
+        OrchestratorProcess(
+            tmp_path / f"replica-{i}", env=child_env(**env), data_dir=tmp_path / f"replica-{i}"
+        )
+        for i in range(2)
+    ]
     try:
         urls = [replica.start().url for replica in replicas]
         log = LoadLog()

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from imagefleet.config import Settings
 from imagefleet.orchestrator.app import create_app
@@ -21,17 +22,30 @@ from imagefleet.orchestrator.webhooks import WebhookDispatcher
 from imagefleet.store.database import Database
 from imagefleet.store.models import Model
 from imagefleet.store.tables import webhook_deliveries
-from imagefleet.webhook_signing import SIGNATURE_HEADER, verify
+from imagefleet.webhook_signing import SIGNATURE_HEADER, standard_secret, verify, verify_webhook
 from tests.conftest import Keys
 
 
 @dataclass
 class Receiver:
-    """A real HTTP endpoint that records deliveries and answers with scripted statuses."""
+    """A real HTTP endpoint that records deliveries and answers with scripted statuses. Given
+    a secret, it verifies each delivery as a receiver would, with the Standard Webhooks
+    reference library and with imagefleet's own verifier, and answers 401 unless both agree."""
 
     url: str = ""
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)
+    secret: str | None = None
+    verified: list[bool] = field(default_factory=list)
+
+    def accepts(self, headers: dict[str, str], body: bytes) -> bool:
+        if self.secret is None:
+            return True
+        try:
+            Webhook(standard_secret(self.secret)).verify(body, headers)
+        except WebhookVerificationError:
+            return False
+        return verify_webhook(self.secret, headers, body)
 
 
 @pytest.fixture
@@ -41,8 +55,12 @@ def receiver() -> Iterator[Receiver]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            found.received.append((dict(self.headers), body))
-            self.send_response(found.statuses.pop(0) if found.statuses else 200)
+            headers = dict(self.headers)
+            found.received.append((headers, body))
+            accepted = found.accepts(headers, body)
+            found.verified.append(accepted)
+            status = found.statuses.pop(0) if found.statuses else 200
+            self.send_response(status if accepted else 401)
             self.end_headers()
 
         def log_message(self, *args: object) -> None:
@@ -107,13 +125,16 @@ def dispatch(db: Database, settings: Settings) -> int:
 def test_events_are_delivered_signed_with_the_clients_secret(
     api: TestClient, keys: Keys, receiver: Receiver, db: Database, settings: Settings
 ) -> None:
+    secret = api.get("/v1/account", headers=auth(keys.alice_token)).json()["webhook_secret"]
+    receiver.secret = secret
     job_id = submit(api, keys, receiver.url)
     run_job(api, keys)
     assert dispatch(db, settings) == 2
-    secret = api.get("/v1/account", headers=auth(keys.alice_token)).json()["webhook_secret"]
+    assert receiver.verified == [True, True]  # by standardwebhooks and by imagefleet's verifier
     events = []
     for headers, body in receiver.received:
-        assert verify(secret, headers[SIGNATURE_HEADER], body)
+        assert verify(secret, headers[SIGNATURE_HEADER], body)  # the legacy header, one release
+        assert headers["webhook-id"] == headers["Imagefleet-Delivery"]
         events.append(headers["Imagefleet-Event"])
         assert f'"id":"{job_id}"' in body.decode()
     assert sorted(events) == ["running", "succeeded"]
@@ -183,3 +204,43 @@ def test_private_webhook_urls_are_refused_unless_allowed(
         assert "non-public address" in response.json()["detail"][0]["msg"]
         body["webhook"] = {"url": "ftp://example.com/x"}
         assert api.post("/v1/jobs", json=body, headers=auth(keys.alice_token)).status_code == 422
+
+
+def test_a_delivery_signed_with_another_secret_is_refused_by_the_receiver(
+    api: TestClient, keys: Keys, receiver: Receiver, db: Database, settings: Settings
+) -> None:
+    receiver.secret = "not-the-clients-secret"
+    job_id = submit(api, keys, receiver.url, events=["running"])
+    run_job(api, keys)
+    assert dispatch(db, settings) == 1
+    assert receiver.verified == [False]
+    log = api.get(f"/v1/jobs/{job_id}/webhooks", headers=auth(keys.alice_token)).json()[0]
+    assert (log["state"], log["last_status"]) == ("pending", 401)
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://[2606:4700:4700::1111]/hook", True),
+        ("https://[::ffff:1.1.1.1]:8443/hook", True),
+        ("https://[::1]/hook", False),
+        ("https://[fd00::1]/hook", False),
+        ("https://[fe80::1]/hook", False),
+        ("https://[::ffff:127.0.0.1]/hook", False),
+    ],
+)
+def test_ipv6_literal_webhook_urls_follow_the_public_address_rule(
+    settings: Settings, keys: Keys, model: Model, url: str, accepted: bool
+) -> None:
+    with TestClient(create_app(settings, run_duties=False)) as api:
+        body = {
+            "kind": "txt2img",
+            "params": {"prompt": "x", "model": "demo"},
+            "webhook": {"url": url},
+        }
+        response = api.post("/v1/jobs", json=body, headers=auth(keys.alice_token))
+    if accepted:
+        assert response.status_code == 201, response.text
+    else:
+        assert response.status_code == 422
+        assert "non-public address" in response.json()["detail"][0]["msg"]

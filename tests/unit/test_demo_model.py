@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,25 +17,13 @@ from safetensors import safe_open
 from imagefleet.demo_model import (
     build_demo_pipeline,
     export_single_file,
-    save_demo_model,
 )
 
 COMPONENTS = ("unet", "vae", "text_encoder")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread() -> Iterator[None]:
-    """Runs the tiny models on one thread: they gain nothing from intra-op threads, and on
-    a busy machine threads that wait on each other make them several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="session")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_demo_model(tmp_path_factory.mktemp("demo") / "pipeline")
+# The tiny models run on one torch thread (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,6 @@
 """DiffusersEngine on the real tiny demo model: sizes, seeds, progress, cancellation, loading."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from imagefleet.demo_model import export_single_file, save_demo_model
+from imagefleet.demo_model import export_single_file
 from imagefleet.worker.engines.diffusers_engine import (
     SCHEDULERS,
     DiffusersEngine,
@@ -32,19 +32,8 @@ REQUEST = Txt2ImgRequest(
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread() -> Iterator[None]:
-    """Runs the tiny models on one thread: they gain nothing from intra-op threads, and on
-    a busy machine threads that wait on each other make them several times slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="session")
-def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_demo_model(tmp_path_factory.mktemp("demo") / "pipeline")
+# The tiny models run on one torch thread (see tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import pytest
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
-from imagefleet.protocol import SCHEDULER_NAMES
+from imagefleet.protocol import SCHEDULER_NAMES, ClaimRequest, Strict
 
 BASE = {"prompt": "a cat", "model": "demo"}
 
@@ -60,3 +62,40 @@ def test_unknown_fields_are_refused_rather_than_ignored() -> None:
     assert error_fields(stpes=20) == {"stpes"}
     with pytest.raises(ValidationError):
         Txt2ImgJob.model_validate({"kind": "txt2img", "params": BASE, "priority": 9})
+
+
+class _Numbers(Strict):
+    """Every shape of number and boolean field a wire model may declare."""
+
+    plain: float = 0.0
+    optional: float | None = None
+    constrained: Annotated[float, Field(ge=0.0, le=10.0)] = 0.0
+    count: int | None = None
+    flag: bool | None = None
+
+
+@pytest.mark.parametrize("field", ["plain", "optional", "constrained", "count"])
+def test_json_booleans_are_refused_for_every_kind_of_number_field(field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        _Numbers.model_validate({field: True})
+    assert [(e["loc"], "not true or false" in e["msg"]) for e in info.value.errors()] == [
+        ((field,), True)
+    ]
+
+
+def test_numbers_and_none_still_pass_and_booleans_stay_booleans() -> None:
+    parsed = _Numbers.model_validate(
+        {"plain": 1, "optional": None, "constrained": 2.5, "count": 3, "flag": None}
+    )
+    assert (parsed.plain, parsed.optional, parsed.constrained, parsed.count) == (1.0, None, 2.5, 3)
+    assert _Numbers.model_validate({"flag": False}).flag is False
+    with pytest.raises(ValidationError):
+        _Numbers.model_validate({"flag": 0})
+
+
+def test_a_boolean_guidance_scale_or_claim_wait_is_refused_naming_the_field() -> None:
+    assert error_fields(guidance_scale=True) == {"guidance_scale"}
+    with pytest.raises(ValidationError) as info:
+        ClaimRequest.model_validate({"worker_id": "w", "node_id": "n", "wait_seconds": True})
+    assert [e["loc"] for e in info.value.errors()] == [("wait_seconds",)]
+    assert Txt2ImgParams(**BASE, guidance_scale=1).guidance_scale == 1.0
