@@ -190,9 +190,23 @@ class WebhookSpec(Strict):
         return value
 
 
+def _name_or_object(schema: dict[str, Any]) -> None:
+    """The JSON schema says what the validator takes: `"name"`, `"name@3"` or the object."""
+    as_object = dict(schema)
+    schema.clear()
+    schema["title"] = as_object.pop("title", "ModelUse")
+    schema["description"] = as_object.pop("description", "")
+    schema["anyOf"] = [
+        {"type": "string", "minLength": 1, "maxLength": 200, "description": "name or name@version"},
+        as_object,
+    ]
+
+
 class ModelUse(Strict):
     """A reference to a registered model: its name, and optionally the exact version or content
     hash. Without either, the newest version is used and recorded with the job."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_name_or_object)
 
     name: str = Field(min_length=1, max_length=200)
     version: int | None = Field(None, ge=1, le=2**31 - 1)
@@ -560,8 +574,19 @@ class CompleteRequest(Strict):
     timings: StageTimings = Field(default_factory=StageTimings)
 
 
+class WorkerFailureCode(StrEnum):
+    """The failure codes a worker may report (the rest of FailureCode is the orchestrator's)."""
+
+    worker_shutdown = FailureCode.worker_shutdown.value
+    out_of_memory = FailureCode.out_of_memory.value
+    model_unavailable = FailureCode.model_unavailable.value
+    input_unavailable = FailureCode.input_unavailable.value
+    invalid_input = FailureCode.invalid_input.value
+    worker_error = FailureCode.worker_error.value
+
+
 class FailRequest(Strict):
-    code: FailureCode
+    code: WorkerFailureCode
     message: str = Field("", max_length=4000)
     retryable: bool = True
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from imagefleet.errors import InvalidField
 from imagefleet.kinds.base import Limits, Loc, ModelNeed, OutputSpec, check_side
@@ -37,17 +37,6 @@ class GenerationParams(Strict):
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random when absent.")
     num_images: int = Field(1, ge=1, le=8)
     scheduler: SchedulerName = "dpmpp_2m"
-
-
-class Size(Strict):
-    """Output size in pixels; a multiple of 8 (the latent grid of every SD model)."""
-
-    @field_validator("width", "height", check_fields=False)
-    @classmethod
-    def _multiple_of_eight(cls, value: int | None) -> int | None:
-        if value is not None and value % 8:
-            raise ValueError(f"must be a multiple of 8, got {value}")
-        return value
 
 
 def admit_generation(params: Any, limits: Limits, width: int, height: int) -> Any:

@@ -20,7 +20,6 @@ from imagefleet.kinds.base import (
 from imagefleet.kinds.generation import (
     PARAMS_LOC,
     GenerationParams,
-    Size,
     admit_generation,
     combo_needs,
     cost_units,
@@ -29,7 +28,7 @@ from imagefleet.kinds.generation import (
 from imagefleet.protocol import JobSubmission
 
 
-class Img2ImgParams(GenerationParams, Size):
+class Img2ImgParams(GenerationParams):
     init_image: str = Field(
         min_length=1,
         max_length=64,
@@ -40,9 +39,13 @@ class Img2ImgParams(GenerationParams, Size):
         0.75, gt=0.0, le=1.0, description="How much to change the init image (0 < s <= 1)."
     )
     width: int | None = Field(
-        None, ge=8, le=16384, description="Default: the init image's, down to a multiple of 8."
+        None,
+        ge=8,
+        le=16384,
+        multiple_of=8,
+        description="Default: the init image's, down to a multiple of 8.",
     )
-    height: int | None = Field(None, ge=8, le=16384, description="As for width.")
+    height: int | None = Field(None, ge=8, le=16384, multiple_of=8, description="As width.")
 
 
 def output_size(params: Any, init: InputInfo) -> tuple[int, int]:

@@ -10,7 +10,6 @@ from pydantic import Field
 from imagefleet.kinds.base import InputInfo, KindSpec, Limits, OutputSpec, Requirements
 from imagefleet.kinds.generation import (
     GenerationParams,
-    Size,
     admit_generation,
     combo_needs,
     cost_units,
@@ -19,11 +18,11 @@ from imagefleet.kinds.generation import (
 from imagefleet.protocol import JobSubmission
 
 
-class Txt2ImgParams(GenerationParams, Size):
+class Txt2ImgParams(GenerationParams):
     """What a client may ask of a txt2img job. Size bounds beyond these are server settings."""
 
-    width: int = Field(512, ge=8, le=16384, description="Pixels, a multiple of 8.")
-    height: int = Field(512, ge=8, le=16384, description="Pixels, a multiple of 8.")
+    width: int = Field(512, ge=8, le=16384, multiple_of=8, description="Pixels, a multiple of 8.")
+    height: int = Field(512, ge=8, le=16384, multiple_of=8, description="Pixels, a multiple of 8.")
 
 
 class Txt2ImgJob(JobSubmission):

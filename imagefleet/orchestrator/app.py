@@ -110,7 +110,12 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_paths=("/v1/inputs",)
     )
 
-    @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")
+    @app.get(
+        "/healthz",
+        tags=["ops"],
+        summary="Liveness and database reachability",
+        responses={503: {"description": "The database is unreachable"}},
+    )
     def healthz() -> dict[str, str]:
         db.check()
         return {"status": "ok"}

@@ -247,6 +247,17 @@ class ClientTransitions(TransitionBase):
     ) -> dict[str, list[artifact_sql.ArtifactRow]]:
         return artifact_sql.job_outputs(conn, job_ids)
 
+    def output_file(self, owner: ApiKey, job_id: str, index: int) -> tuple[bytes, str, str]:
+        """An accepted output of the owner's job: its bytes, type and a file name."""
+        with self.db.read() as conn:
+            row = self._owned(conn, owner, job_id)
+            outputs = artifact_sql.job_outputs(conn, [row.id])[row.id]
+        artifact = next((a for a in outputs if a.idx == index), None)
+        if artifact is None:
+            raise NotFound(f"job {job_id} has no output {index}")
+        filename = f"{job_id}-{index}.{artifact.key.rpartition('.')[2]}"
+        return self.artifacts.read(artifact.key), artifact.content_type, filename
+
     def details(
         self, rows: list[job_sql.JobRow]
     ) -> tuple[dict[str, list[artifact_sql.ArtifactRow]], dict[str, list[job_model_sql.JobModel]]]:

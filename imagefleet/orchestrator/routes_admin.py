@@ -9,26 +9,16 @@ from starlette.concurrency import run_in_threadpool
 from imagefleet.errors import NotFound
 from imagefleet.models.registry import Registration, RegistrationError, register
 from imagefleet.orchestrator.deps import AdminKey, Db, Lifecycle
-from imagefleet.orchestrator.transitions import to_datetime
-from imagefleet.orchestrator.views import model_view
+from imagefleet.orchestrator.openapi_errors import DocumentedRoute
+from imagefleet.orchestrator.views import model_view, node_event_view, node_view
 from imagefleet.protocol import ModelRegistration, ModelView, NodeEventView, NodeView
 
-router = APIRouter(prefix="/v1/admin", tags=["admin"])
+router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=DocumentedRoute)
 
 
 @router.get("/nodes", response_model=list[NodeView], summary="Nodes, their health and quarantine")
 def list_nodes(key: AdminKey, lifecycle: Lifecycle) -> list[NodeView]:
-    return [
-        NodeView(
-            id=node.id,
-            status="quarantined" if node.quarantined_at else "active",
-            reason=node.reason,
-            quarantined_at=to_datetime(node.quarantined_at) if node.quarantined_at else None,
-            recent_failures=node.recent_failures,
-            last_seen_at=to_datetime(node.last_seen_at) if node.last_seen_at else None,
-        )
-        for node in lifecycle.health.nodes(lifecycle.clock())
-    ]
+    return [node_view(node) for node in lifecycle.health.nodes(lifecycle.clock())]
 
 
 @router.post("/nodes/{node_id}/release", response_model=list[NodeView], summary="Lift a quarantine")
@@ -49,16 +39,7 @@ def list_events(
     after: int = Query(0, ge=0, le=2**31 - 1),
     limit: int = Query(100, ge=1, le=1000),
 ) -> list[NodeEventView]:
-    return [
-        NodeEventView(
-            id=event.id,
-            node_id=event.node_id,
-            kind=event.kind,
-            reason=event.reason,
-            created_at=to_datetime(event.created_at),
-        )
-        for event in lifecycle.health.events(after, limit)
-    ]
+    return [node_event_view(event) for event in lifecycle.health.events(after, limit)]
 
 
 @router.post(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 
 from imagefleet.artifacts.base import ArtifactStore
-from imagefleet.errors import NotFound
 from imagefleet.orchestrator import webhooks
-from imagefleet.orchestrator.deps import Artifacts, ClientKey, Db, Lifecycle
+from imagefleet.orchestrator.deps import ClientKey, Db, Lifecycle
 from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.orchestrator.openapi_errors import DocumentedRoute
 from imagefleet.orchestrator.views import attempt_view, job_view, model_view
 from imagefleet.protocol import (
     AccountView,
@@ -23,7 +23,7 @@ from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.jobs import JobRow
 from imagefleet.store.models import list_models
 
-router = APIRouter(prefix="/v1", tags=["client"])
+router = APIRouter(prefix="/v1", tags=["client"], route_class=DocumentedRoute)
 
 
 def render_jobs(request: Request, rows: list[JobRow]) -> list[JobView]:
@@ -51,7 +51,7 @@ def list_jobs(
     key: ClientKey,
     lifecycle: Lifecycle,
     status: JobStatus | None = None,
-    cursor: str | None = Query(None, max_length=200),
+    cursor: str | None = Query(None, max_length=200, pattern="^[A-Za-z0-9_=-]+$"),
     limit: int = Query(50, ge=1, le=200),
 ) -> JobPage:
     rows, next_cursor = lifecycle.list_jobs(key, status=status, cursor=cursor, limit=limit)
@@ -108,20 +108,12 @@ def cancel_job(request: Request, key: ClientKey, job_id: str, lifecycle: Lifecyc
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def download_output(
-    key: ClientKey, job_id: str, index: int, lifecycle: Lifecycle, store: Artifacts
-) -> Response:
-    row = lifecycle.get(key, job_id)
-    with lifecycle.db.read() as conn:
-        outputs = lifecycle.outputs(conn, [row.id])[row.id]
-    artifact = next((a for a in outputs if a.idx == index), None)
-    if artifact is None:
-        raise NotFound(f"job {job_id} has no output {index}")
-    data = store.read(artifact.key)
+def download_output(key: ClientKey, job_id: str, index: int, lifecycle: Lifecycle) -> Response:
+    data, content_type, filename = lifecycle.output_file(key, job_id, index)
     return Response(
         data,
-        media_type=artifact.content_type,
-        headers={"Content-Disposition": f'inline; filename="{artifact.key.rpartition("/")[2]}"'},
+        media_type=content_type,
+        headers={"Content-Disposition": f'inline; filename="{filename}"'},
     )
 
 

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from imagefleet.errors import InvalidField, PayloadTooLarge, UnsupportedMediaType
 from imagefleet.images import EXTENSIONS
 from imagefleet.orchestrator.deps import ClientKey, Lifecycle, Signal
+from imagefleet.orchestrator.openapi_errors import DocumentedRoute, ErrorBody, error_responses
 from imagefleet.orchestrator.routes_client import render_jobs
 from imagefleet.orchestrator.views import input_view
 from imagefleet.protocol import InputView, JobView
@@ -30,7 +31,7 @@ IdempotencyKey = Annotated[
 
 def submit_router(job_type: Any) -> APIRouter:
     """The submit routes for the union of registered job kinds."""
-    router = APIRouter(prefix="/v1", tags=["client"])
+    router = APIRouter(prefix="/v1", tags=["client"], route_class=DocumentedRoute)
 
     @router.post(
         "/jobs",
@@ -39,9 +40,18 @@ def submit_router(job_type: Any) -> APIRouter:
         summary="Submit a job of any kind",
         responses={
             200: {"description": "A repeat of an earlier submit with the same Idempotency-Key"},
-            404: {"description": "A model or input the job names does not exist"},
-            409: {"description": "The Idempotency-Key was used with a different body"},
-            429: {"description": "Rate limit or queued-jobs limit reached; see Retry-After"},
+            404: {
+                "description": "A model or input the job names does not exist",
+                "model": ErrorBody,
+            },
+            409: {
+                "description": "The Idempotency-Key was used with a different body",
+                "model": ErrorBody,
+            },
+            429: {
+                "description": "Rate limit or queued-jobs limit reached; see Retry-After",
+                "model": ErrorBody,
+            },
         },
     )
     async def submit_job(
@@ -69,9 +79,8 @@ def submit_router(job_type: Any) -> APIRouter:
         description="The body is the image itself (Content-Type image/png, image/jpeg or "
         "image/webp), or a multipart form with the image in a field named `file`.",
         responses={
-            413: {"description": "Larger than IMAGEFLEET_MAX_INPUT_BYTES"},
-            415: {"description": "Not PNG, JPEG or WebP"},
-            422: {"description": "Not a decodable image, or over the pixel limit"},
+            **error_responses(415, 422),
+            413: {"description": "Larger than IMAGEFLEET_MAX_INPUT_BYTES", "model": ErrorBody},
         },
         openapi_extra={
             "requestBody": {

@@ -14,6 +14,7 @@ from imagefleet.artifacts.base import ArtifactTooLarge
 from imagefleet.errors import InvalidField, PayloadTooLarge
 from imagefleet.orchestrator.deps import Lifecycle, Signal, WorkerKey
 from imagefleet.orchestrator.node_health import NodeQuarantined
+from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
 from imagefleet.protocol import (
     AttemptResult,
     ClaimRequest,
@@ -30,7 +31,7 @@ from imagefleet.protocol import (
     UploadedArtifact,
 )
 
-router = APIRouter(prefix="/v1/worker", tags=["worker"])
+router = APIRouter(prefix="/v1/worker", tags=["worker"], route_class=DocumentedRoute)
 QUARANTINED_RETRY_SECONDS = 60.0
 UPLOAD_TYPES = ("image/png",)
 
@@ -73,6 +74,7 @@ def heartbeat(
     "/attempts/{attempt_id}/outputs/{index}",
     response_model=UploadedArtifact,
     summary="Upload one output file (raw body)",
+    responses=error_responses(415, 422),
 )
 async def upload_output(
     request: Request, key: WorkerKey, attempt_id: str, index: int, lifecycle: Lifecycle
@@ -120,6 +122,7 @@ async def fail(
     "/attempts/{attempt_id}/outputs/{index}/multipart",
     response_model=MultipartUpload,
     summary="Start a direct multipart upload of a big output (S3-compatible stores)",
+    responses=error_responses(415),
 )
 def start_multipart(
     key: WorkerKey, attempt_id: str, index: int, body: MultipartStart, lifecycle: Lifecycle

@@ -10,8 +10,11 @@ from imagefleet.protocol import (
     InputView,
     JobError,
     JobModelView,
+    JobStatus,
     JobView,
     ModelView,
+    NodeEventView,
+    NodeView,
     OutputView,
     Progress,
     Timings,
@@ -22,6 +25,7 @@ from imagefleet.store.inputs import InputRow
 from imagefleet.store.job_models import JobModel
 from imagefleet.store.jobs import JobRow
 from imagefleet.store.models import Model
+from imagefleet.store.nodes import NodeEvent, NodeRow
 
 OutputUrl = Callable[[ArtifactRow], str]
 
@@ -70,7 +74,7 @@ def job_view(
 ) -> JobView:
     total = row.progress_total
     fraction = (
-        1.0 if row.status.value == "succeeded" else (row.progress_step / total if total else 0.0)
+        1.0 if row.status is JobStatus.succeeded else (row.progress_step / total if total else 0.0)
     )
     stage = row.stage_timings
     error = last_error = None
@@ -126,4 +130,25 @@ def job_view(
         error=error,
         last_error=last_error,
         attempts=row.attempts,
+    )
+
+
+def node_view(node: NodeRow) -> NodeView:
+    return NodeView(
+        id=node.id,
+        status="quarantined" if node.quarantined_at else "active",
+        reason=node.reason,
+        quarantined_at=to_datetime(node.quarantined_at) if node.quarantined_at else None,
+        recent_failures=node.recent_failures,
+        last_seen_at=to_datetime(node.last_seen_at) if node.last_seen_at else None,
+    )
+
+
+def node_event_view(event: NodeEvent) -> NodeEventView:
+    return NodeEventView(
+        id=event.id,
+        node_id=event.node_id,
+        kind=event.kind,
+        reason=event.reason,
+        created_at=to_datetime(event.created_at),
     )

@@ -267,7 +267,7 @@ class WorkerTransitions(WorkerFiles):
         """Ends the attempt as failed (or handed back, for `worker_shutdown`) and requeues the
         job or fails it for good, as `decide_retry` says."""
         now = self.clock()
-        failure = Failure(request.code, request.message, request.retryable)
+        failure = Failure(FailureCode(request.code.value), request.message, request.retryable)
         with self.db.write() as conn:
             attempt, row = self._lock_current(conn, worker_key, attempt_id, "fail")
             handed_back = failure.code is FailureCode.worker_shutdown

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from imagefleet.protocol import AttemptOutcome
 from imagefleet.store.tables import attempts, node_events, nodes, workers
 
 
@@ -35,7 +36,7 @@ def recent_failures(conn: Connection, node_id: str, since: float, excluded_codes
             .select_from(attempts)
             .where(
                 attempts.c.node_id == node_id,
-                attempts.c.outcome == "failed",
+                attempts.c.outcome == AttemptOutcome.failed.value,
                 attempts.c.ended_at >= since,
                 attempts.c.error_code.not_in(excluded_codes),
             )
@@ -109,7 +110,7 @@ def list_nodes(conn: Connection, since: float, excluded_codes: set[str]) -> list
         conn.execute(
             select(attempts.c.node_id, func.count())
             .where(
-                attempts.c.outcome == "failed",
+                attempts.c.outcome == AttemptOutcome.failed.value,
                 attempts.c.ended_at >= since,
                 attempts.c.error_code.not_in(excluded_codes),
             )

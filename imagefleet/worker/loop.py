@@ -27,6 +27,7 @@ from imagefleet.protocol import (
     FailRequest,
     FailureCode,
     WorkerCapabilities,
+    WorkerFailureCode,
 )
 from imagefleet.worker.handlers import load_handlers, serving
 from imagefleet.worker.handlers.base import InputUnavailable, InvalidJobInput, JobContext
@@ -267,7 +268,10 @@ class Worker:
         log.warning("attempt %s: %s: %s", attempt_id, code, message)
         try:
             self.client.fail(
-                attempt_id, FailRequest(code=code, message=message[:4000], retryable=retryable)
+                attempt_id,
+                FailRequest(
+                    code=WorkerFailureCode(code.value), message=message[:4000], retryable=retryable
+                ),
             )
         except LeaseLost:
             pass
