@@ -12,19 +12,13 @@ from typing import Any, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from imagefleet.samplers import Sampler, resolve_sampler
+
 MAX_SEED = 2**32 - 1
-SCHEDULER_NAMES = (
-    "ddim",
-    "euler",
-    "euler_ancestral",
-    "dpmpp_2m",
-    "dpmpp_2m_karras",
-    "lms",
-    "pndm",
-)
-SchedulerName = Literal[
-    "ddim", "euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras", "lms", "pndm"
-]
+RANDOM_SEED = -1  # what A1111 users send for "pick one"; stored as absent, then filled
+# The sampler table lives in samplers.py (names, A1111 labels, aliases); these derive from it.
+SchedulerName = Sampler
+SCHEDULER_NAMES: tuple[str, ...] = tuple(sampler.value for sampler in Sampler)
 JobKind = Literal["txt2img"]
 JOB_KINDS: tuple[JobKind, ...] = ("txt2img",)
 ModelKind = Literal["checkpoint"]
@@ -90,9 +84,27 @@ class Txt2ImgParams(Strict):
     height: int = Field(512, ge=8, le=16384, description="Pixels, a multiple of 8.")
     steps: int = Field(30, ge=1, le=150)
     guidance_scale: float = Field(7.0, ge=0.0, le=50.0)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random when absent.")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="Random when absent or -1 (as in A1111)."
+    )
     num_images: int = Field(1, ge=1, le=8)
-    scheduler: SchedulerName = "dpmpp_2m"
+    scheduler: SchedulerName = Field(
+        Sampler.dpmpp_2m,
+        description="A sampler's API name; its A1111 label (`DPM++ 2M Karras`) is accepted too.",
+    )
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _minus_one_is_random(cls, value: Any) -> Any:
+        return None if type(value) is int and value == RANDOM_SEED else value
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _sampler_spellings(cls, value: Any) -> Any:
+        """A1111 labels ("Euler a") and aliases mean their sampler; the API name is stored."""
+        if isinstance(value, str) and (sampler := resolve_sampler(value)) is not None:
+            return sampler
+        return value
 
     @field_validator("width", "height")
     @classmethod
