@@ -13,7 +13,7 @@ BASE = {"prompt": "a cat", "model": "demo"}
 
 def test_every_sampler_has_a_label_and_a_diffusers_scheduler() -> None:
     assert set(SAMPLER_NAMES) == set(Sampler) == set(SCHEDULERS)
-    assert SCHEDULER_NAMES == tuple(sampler.value for sampler in Sampler)
+    assert tuple(sampler.value for sampler in Sampler) == SCHEDULER_NAMES
 
 
 @pytest.mark.parametrize(
