@@ -23,7 +23,7 @@ from imagefleet.artifacts.base import ArtifactStore, ArtifactStoreError, Artifac
 from imagefleet.artifacts.local import LocalArtifactStore
 from imagefleet.artifacts.s3_config import S3Config
 from imagefleet.config import Settings
-from imagefleet.orchestrator import routes_admin, routes_client, routes_worker
+from imagefleet.orchestrator import docs_ui, routes_admin, routes_client, routes_worker
 from imagefleet.orchestrator.errors import (
     Conflict,
     InvalidField,
@@ -187,6 +187,8 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         version=__version__,
         summary="Generative image jobs on a pull-based fleet of GPU workers.",
         lifespan=lifespan,
+        docs_url=None,  # docs_ui serves /docs and /redoc with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = db
@@ -199,6 +201,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
     app.include_router(routes_admin.router)
+    app.include_router(docs_ui.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     @app.get("/healthz", tags=["ops"], summary="Liveness and database reachability")

@@ -48,7 +48,9 @@ def require(audience: str) -> Callable[..., object]:
             )
         if key.scope not in allowed:
             raise HTTPException(
-                403, f"this endpoint needs a {audience} key; this key's scope is {key.scope!r}"
+                403,
+                f"this endpoint needs {'an' if audience[0] in 'aeiou' else 'a'} {audience} key; "
+                f"this key's scope is {key.scope!r}",
             )
         if audience == "client":
             wait = request.app.state.rate_limiter.check(key.id, time.monotonic())

@@ -222,7 +222,7 @@ class Worker:
                     )
                 )
             upload_seconds = time.perf_counter() - started
-            beat.stop()
+            beat.finish()
             self.client.complete(
                 attempt,
                 CompleteRequest(
