@@ -31,7 +31,9 @@ TEXT_WIDTH = 32
 LATENT_CHANNELS = 4
 NORM_GROUPS = 8
 # Four levels, three downsamplings: 2**3 = 8, the scale factor of every SD 1.5 and SDXL VAE.
-VAE_CHANNELS = (8, 8, 16, 16)
+# The decoder's top level runs at full image size, so it gets the fewest channels.
+VAE_CHANNELS = (4, 8, 16, 16)
+VAE_NORM_GROUPS = 4
 VAE_SCALE_FACTOR = 2 ** (len(VAE_CHANNELS) - 1)
 TEXT_VOCAB_SIZE = 1000
 MAX_PROMPT_TOKENS = 77
@@ -149,7 +151,7 @@ def _build_vae(seed: int) -> AutoencoderKL:
         up_block_types=("UpDecoderBlock2D",) * len(VAE_CHANNELS),
         layers_per_block=1,
         latent_channels=LATENT_CHANNELS,
-        norm_num_groups=NORM_GROUPS,
+        norm_num_groups=VAE_NORM_GROUPS,
         sample_size=512,
     )
 
