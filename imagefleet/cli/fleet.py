@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 STOP_GRACE_SECONDS = 15.0
 WORKER_KEY_ENV_VAR = "IMAGEFLEET_WORKER_KEY"
+# A local fleet's terminal is where a newcomer reads the key and the first command: keep the
+# libraries' progress bars and warnings about optional packages (torchvision) out of it.
+QUIET_LIBRARIES = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
 TOUR_COMMAND = (
     'imagefleet submit "a lighthouse at dawn" --model demo --width 576 --height 1024 '
     "--steps 20 --wait -o out/"
@@ -56,6 +59,9 @@ def serve(
     processes: int = typer.Option(
         1, "--processes", min=1, help="Server processes (uvicorn workers)."
     ),
+    access_log: bool = typer.Option(
+        True, "--access-log/--no-access-log", help="Log every request (uvicorn's access log)."
+    ),
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Run the orchestrator API (settings from IMAGEFLEET_* variables; see docs/operations.md)."""
@@ -71,6 +77,7 @@ def serve(
         port=port,
         workers=processes,
         log_level="info",
+        access_log=access_log,
     )
 
 
@@ -207,6 +214,8 @@ def up(
     """
     from imagefleet.store.models import latest_model
 
+    for name, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(name, value)
     settings = settings_for(data_dir, create=True)
     root = settings.data_dir.resolve()
     db = open_database(settings)
@@ -229,7 +238,7 @@ def up(
     try:
         children.append(
             subprocess.Popen(
-                [*command, "serve", "--host", host, "--port", str(port)],
+                [*command, "serve", "--host", host, "--port", str(port), "--no-access-log"],
                 env=env,
                 start_new_session=True,
             )
@@ -254,6 +263,8 @@ def up(
         typer.secho(f"\nimagefleet is up at {url} (API docs: {url}/docs)", fg="green")
         typer.echo(f"client key: {client_key}   (also in {root / CLIENT_KEY_FILE})")
         typer.echo(f"try:  {_tour_hint(url, root)}")
+        if workers:
+            typer.echo("(the first job waits a few seconds while the worker imports torch)")
         typer.echo("Ctrl-C stops everything.\n")
         while all(child.poll() is None for child in children):
             time.sleep(0.5)

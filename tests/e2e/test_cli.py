@@ -120,7 +120,7 @@ def test_a_wait_that_times_out_says_the_job_goes_on_and_how_to_follow_it(
     common = ("--url", live.url, "--key", live.client_key)
     ran = imagefleet(
         *("submit", "a cat", "--width", "64", "--height", "64", "--steps", "2"),
-        *("--wait", "--timeout", "1", *common),
+        *("--same-node-retry", "--wait", "--timeout", "1", *common),
         cwd=live.folder,
     )
     job_id = ran.out.split()[1]
