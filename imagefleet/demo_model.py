@@ -2,7 +2,7 @@
 
 Real checkpoints are gigabytes and cannot be downloaded in tests, yet the worker must be tested on
 real pipelines, not mocks. This builds a genuine diffusers ``StableDiffusionPipeline`` with the
-SD 1.5 architecture shrunk to a few megabytes: every code path (tokenizer, text encoder, UNet
+SD 1.5 architecture shrunk to 2 MB on disk: every code path (tokenizer, text encoder, UNet
 with cross-attention, VAE, scheduler, both file layouts) runs for real, fast, on a CPU. The
 images are noise, but they are deterministic noise, which is what the tests compare.
 
