@@ -11,6 +11,7 @@ import httpx
 from imagefleet.kinds.txt2img import Txt2ImgParams
 from imagefleet.protocol import (
     AccountView,
+    AttemptView,
     InputView,
     JobPage,
     JobStatus,
@@ -20,7 +21,7 @@ from imagefleet.protocol import (
 )
 from imagefleet.webhook_signing import verify_webhook
 
-__all__ = ["ApiError", "ImageFleetClient", "verify_webhook"]
+__all__ = ["ApiError", "ImageFleetClient", "JobStillRunning", "verify_webhook"]
 
 
 class ApiError(RuntimeError):
@@ -30,6 +31,15 @@ class ApiError(RuntimeError):
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
         self.detail = detail
+
+
+class JobStillRunning(TimeoutError):
+    """`wait` gave up before the job was final; the job goes on. `job` is the last state seen."""
+
+    def __init__(self, job: JobView, waited: float) -> None:
+        super().__init__(f"job {job.id} still {job.status.value} after {waited:.0f}s")
+        self.job = job
+        self.waited = waited
 
 
 class ImageFleetClient:
@@ -49,8 +59,13 @@ class ImageFleetClient:
     def close(self) -> None:
         self.http.close()
 
-    def submit_txt2img(self, params: Txt2ImgParams | dict[str, Any]) -> JobView:
-        return self.submit("txt2img", params)
+    def submit_txt2img(
+        self, params: Txt2ImgParams | dict[str, Any], *, allow_same_node_retry: bool = False
+    ) -> JobView:
+        """Queues a txt2img job; ``allow_same_node_retry`` lets it retry on a node where it
+        failed once it has failed on every live node (a one-machine fleet has only one)."""
+        options = {"allow_same_node_retry": True} if allow_same_node_retry else {}
+        return self.submit("txt2img", params, **options)
 
     def submit(self, kind: str, params: Any, **options: Any) -> JobView:
         """Submits a job of any kind; `params` is its params model or a dict; `options` are
@@ -78,6 +93,12 @@ class ImageFleetClient:
         if cursor:
             query["cursor"] = cursor
         return JobPage.model_validate(self._json("GET", "/v1/jobs", params=query))
+
+    def attempts(self, job_id: str) -> list[AttemptView]:
+        """Which workers and nodes tried the job, when, and how each try ended."""
+        return [
+            AttemptView.model_validate(a) for a in self._json("GET", f"/v1/jobs/{job_id}/attempts")
+        ]
 
     def cancel(self, job_id: str) -> JobView:
         return JobView.model_validate(self._json("POST", f"/v1/jobs/{job_id}/cancel"))
@@ -107,7 +128,8 @@ class ImageFleetClient:
         poll_seconds: float = 0.25,
         on_update: Callable[[JobView], None] | None = None,
     ) -> JobView:
-        """Polls until the job is final; calls `on_update` with every state seen."""
+        """Polls until the job is final; calls `on_update` with every state seen. Raises
+        JobStillRunning (a TimeoutError) when `timeout` seconds pass first."""
         deadline = time.monotonic() + timeout
         while True:
             job = self.get(job_id)
@@ -116,7 +138,7 @@ class ImageFleetClient:
             if job.status.is_final:
                 return job
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job.status.value} after {timeout}s")
+                raise JobStillRunning(job, timeout)
             time.sleep(poll_seconds)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:

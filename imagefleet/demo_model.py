@@ -2,7 +2,7 @@
 
 Real checkpoints are gigabytes and cannot be downloaded in tests, yet the worker must be tested on
 real pipelines, not mocks. This builds a genuine diffusers ``StableDiffusionPipeline`` with the
-SD 1.5 architecture shrunk to a few megabytes: every code path (tokenizer, text encoder, UNet
+SD 1.5 architecture shrunk to 2 MB on disk: every code path (tokenizer, text encoder, UNet
 with cross-attention, VAE, scheduler, both file layouts) runs for real, fast, on a CPU. The
 images are noise, but they are deterministic noise, which is what the tests compare.
 
@@ -28,6 +28,13 @@ if TYPE_CHECKING:
     from transformers import CLIPTextModel, CLIPTokenizer
 
 TEXT_WIDTH = 32
+LATENT_CHANNELS = 4
+NORM_GROUPS = 8
+# Four levels, three downsamplings: 2**3 = 8, the scale factor of every SD 1.5 and SDXL VAE.
+# The decoder's top level runs at full image size, so it gets the fewest channels.
+VAE_CHANNELS = (4, 8, 16, 16)
+VAE_NORM_GROUPS = 4
+VAE_SCALE_FACTOR = 2 ** (len(VAE_CHANNELS) - 1)
 TEXT_VOCAB_SIZE = 1000
 MAX_PROMPT_TOKENS = 77
 BOS_TOKEN = "<|startoftext|>"
@@ -105,26 +112,33 @@ def export_single_file(pipeline_dir: Path, dest_file: Path) -> Path:
 
 
 def _build_unet(seed: int) -> UNet2DConditionModel:
-    """SD 1.5's UNet layout (cross-attention in the inner block) at two resolutions only."""
+    """SD 1.5's UNet parts (resnets, cross-attention transformers, skip connections) at tiny width.
+
+    Three resolutions, with attention only at the innermost one: the latents are as large as
+    SD 1.5's (the VAE downscales by 8), and self-attention over a 576x1024 image's 9,216 latent
+    positions would cost seconds a step on a CPU, so it runs on the 576 of the innermost level.
+    """
     import torch
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     torch.manual_seed(seed)
     return UNet2DConditionModel(
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        sample_size=64,
+        in_channels=LATENT_CHANNELS,
+        out_channels=LATENT_CHANNELS,
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=TEXT_WIDTH,
-        norm_num_groups=32,
+        attention_head_dim=2,
+        norm_num_groups=NORM_GROUPS,
     )
 
 
 def _build_vae(seed: int) -> AutoencoderKL:
-    """A two-level VAE: it scales by 2, so every multiple-of-8 image size maps to whole latents."""
+    """SD 1.5's VAE layout (four levels, a mid-block attention) at tiny width: it downscales by
+    8 like every real checkpoint, so a 512x512 image is a 64x64 latent, as in production."""
     import torch
     from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
@@ -132,12 +146,13 @@ def _build_vae(seed: int) -> AutoencoderKL:
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        block_out_channels=(32, 64),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=64,
+        block_out_channels=VAE_CHANNELS,
+        down_block_types=("DownEncoderBlock2D",) * len(VAE_CHANNELS),
+        up_block_types=("UpDecoderBlock2D",) * len(VAE_CHANNELS),
+        layers_per_block=1,
+        latent_channels=LATENT_CHANNELS,
+        norm_num_groups=VAE_NORM_GROUPS,
+        sample_size=512,
     )
 
 

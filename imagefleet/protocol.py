@@ -22,19 +22,13 @@ from pydantic import (
     model_validator,
 )
 
+from imagefleet.samplers import Sampler
+
 MAX_SEED = 2**32 - 1
-SCHEDULER_NAMES = (
-    "ddim",
-    "euler",
-    "euler_ancestral",
-    "dpmpp_2m",
-    "dpmpp_2m_karras",
-    "lms",
-    "pndm",
-)
-SchedulerName = Literal[
-    "ddim", "euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_karras", "lms", "pndm"
-]
+RANDOM_SEED = -1  # what A1111 users send for "pick one"; stored as absent, then filled
+# The sampler table lives in samplers.py (names, A1111 labels, aliases); these derive from it.
+SchedulerName = Sampler
+SCHEDULER_NAMES: tuple[str, ...] = tuple(sampler.value for sampler in Sampler)
 SHA256_PATTERN = "^[0-9a-f]{64}$"
 
 
@@ -372,6 +366,9 @@ class ModelRegistration(Strict):
     sha256: str | None = Field(None, pattern=SHA256_PATTERN)
     size_bytes: int | None = Field(None, gt=0)
     trigger_words: list[str] = Field(default_factory=list, max_length=32)
+    fetch_configs: bool = Field(
+        False, description="A single-file checkpoint without configs: workers fetch them."
+    )
 
 
 class InputView(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from imagefleet.cli import admin, fleet, submit
+from imagefleet.cli import admin, fleet, jobs, submit
 
 app = typer.Typer(
     help="imagefleet: serve generative image models on a pull-based fleet of GPU workers.",
@@ -15,6 +15,7 @@ app = typer.Typer(
 app.add_typer(admin.keys_app, name="keys")
 app.add_typer(admin.models_app, name="models")
 app.add_typer(admin.db_app, name="db")
+app.add_typer(jobs.jobs_app, name="jobs")
 fleet.register(app)
 submit.register(app)
 

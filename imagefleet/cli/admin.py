@@ -1,50 +1,103 @@
-"""Operator commands that act on the database directly: keys, models, migrations."""
+"""Operator commands that act on the database directly: keys, models, migrations.
+
+The store is imported inside the commands: `imagefleet submit` and `imagefleet jobs` need none
+of it, and SQLAlchemy with Alembic would double their start-up time.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from imagefleet.cli.common import DataDirOption, fail, now, open_database, settings_for
+from imagefleet.cli.common import fail, now
+from imagefleet.cli.datadir import DataDirOption, open_database, settings_for
+from imagefleet.cli.tables import print_table, when
 from imagefleet.models.registry import Registration, RegistrationError, register
 from imagefleet.protocol import ModelBase, ModelKind
-from imagefleet.store.keys import SCOPES, create_key, list_keys, revoke_key
-from imagefleet.store.models import Model, list_models
+
+if TYPE_CHECKING:
+    from imagefleet.config import Settings
+    from imagefleet.store.models import Model
 
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-models_app = typer.Typer(help="Register models in the registry.", no_args_is_help=True)
+models_app = typer.Typer(help="Register and list models.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 DEMO_NAME = "demo"
+SCOPE_NAMES = ("client", "worker", "admin")
+NO_TIER = "-"  # what listings show as the tier of worker and admin keys, which have none
+
+
+def default_tier(settings: Settings) -> str:
+    """`free` when configured, else the lowest-priority tier."""
+    tiers = settings.tier_priority
+    if "free" in tiers:
+        return "free"
+    return min(tiers, key=lambda name: tiers[name])
 
 
 @keys_app.command("create")
 def keys_create(
     name: str = typer.Option(..., "--name", help="A label for the key, e.g. the team using it."),
-    scope: str = typer.Option("client", "--scope", help=f"One of: {', '.join(SCOPES)}."),
-    tier: str = typer.Option("free", "--tier", help="Client priority tier (e.g. free, paid)."),
+    scope: str = typer.Option("client", "--scope", help="One of: client, worker, admin."),
+    tier: str | None = typer.Option(
+        None,
+        "--tier",
+        help="For client keys: a priority tier configured in IMAGEFLEET_TIER_PRIORITY "
+        "(default tiers: free, paid). Default: free.",
+    ),
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Create a key and print it once (only its hash is stored)."""
-    if scope not in SCOPES:
-        raise fail(f"--scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-    db = open_database(settings_for(data_dir))
+    from imagefleet.store.keys import create_key
+
+    if scope not in SCOPE_NAMES:
+        raise fail(f"--scope must be one of {', '.join(SCOPE_NAMES)}, got {scope!r}")
+    settings = settings_for(data_dir)
+    if scope != "client" and tier is not None:
+        raise fail(f"--tier is for client keys only; a {scope} key has no queue priority")
+    chosen = tier or default_tier(settings)
+    if chosen not in settings.tier_priority:
+        configured = ", ".join(sorted(settings.tier_priority))
+        raise fail(
+            f"--tier must be a configured tier ({configured}), got {chosen!r}; tiers and their "
+            'priorities are set with IMAGEFLEET_TIER_PRIORITY, e.g. {"free": 0, "paid": 10}'
+        )
+    db = open_database(settings)
     with db.write() as conn:
-        key, token = create_key(conn, name=name, scope=scope, tier=tier, now=now())
-    typer.echo(f"created {key.scope} key {key.id} ({key.name}, tier {key.tier})")
-    typer.echo(f"webhook signing secret (also at GET /v1/account): {key.webhook_secret}")
+        key, token = create_key(conn, name=name, scope=scope, tier=chosen, now=now())  # type: ignore[arg-type]
+    tier_note = f", tier {key.tier}" if key.scope == "client" else ""
+    typer.echo(f"created {key.scope} key {key.id} ({key.name}{tier_note})")
+    if key.scope == "client":
+        typer.echo(f"webhook signing secret (also at GET /v1/account): {key.webhook_secret}")
     typer.echo("the key, shown only this once; store it now:")
     typer.echo(token)
 
 
 @keys_app.command("list")
 def keys_list(data_dir: Path | None = DataDirOption) -> None:
-    """List keys (ids, names, scopes; never secrets)."""
+    """List keys (ids, names, scopes, tiers; never secrets)."""
+    from imagefleet.store.keys import list_keys
+
     db = open_database(settings_for(data_dir))
     with db.read() as conn:
-        for key in list_keys(conn):
-            state = "revoked" if key.revoked_at else "active"
-            typer.echo(f"{key.id}  {key.scope:<7} {key.tier:<8} {state:<8} {key.name}")
+        keys = list_keys(conn)
+    print_table(
+        ("id", "scope", "tier", "state", "created (UTC)", "name"),
+        (
+            (
+                key.id,
+                key.scope,
+                key.tier if key.scope == "client" else NO_TIER,
+                "revoked" if key.revoked_at else "active",
+                when(key.created_at),
+                key.name,
+            )
+            for key in keys
+        ),
+        empty="no keys yet; create one with `imagefleet keys create --name NAME`",
+    )
 
 
 @keys_app.command("revoke")
@@ -53,10 +106,12 @@ def keys_revoke(
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Revoke a key: it stops working at once."""
+    from imagefleet.store.keys import revoke_key
+
     db = open_database(settings_for(data_dir))
     with db.write() as conn:
         if not revoke_key(conn, key_id, now()):
-            raise fail(f"no active key with id {key_id!r}")
+            raise fail(f"no active key with id {key_id!r} (`imagefleet keys list` shows them)")
     typer.echo(f"revoked {key_id}")
 
 
@@ -75,7 +130,14 @@ def models_add(
     config: str | None = typer.Option(
         None,
         "--config",
-        help="For a single-file checkpoint: a local diffusers folder with its configs.",
+        help="For a single-file checkpoint: a local diffusers folder with its configs "
+        "(model_index.json and each component's config), so workers need no network.",
+    ),
+    fetch_configs: bool = typer.Option(
+        False,
+        "--fetch-configs",
+        help="For a single-file checkpoint without --config: let workers download its "
+        "configs from Hugging Face when they load it (they need network access).",
     ),
     trigger: list[str] = typer.Option(
         [], "--trigger", help="A trigger word (embeddings, LoRAs); repeat for several."
@@ -85,6 +147,7 @@ def models_add(
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Register a model (a new version if the name exists and the content changed)."""
+    settings_for(data_dir)  # says which data directory, and stops early if it has no database
     model = add_model(
         Registration(
             name=name,
@@ -95,6 +158,7 @@ def models_add(
             sha256=sha256,
             size_bytes=size_bytes,
             trigger_words=tuple(trigger),
+            fetch_configs=fetch_configs,
         ),
         data_dir=data_dir,
     )
@@ -105,8 +169,8 @@ def models_add(
     )
 
 
-def add_model(request: Registration, *, data_dir: Path | None) -> Model:
-    db = open_database(settings_for(data_dir))
+def add_model(request: Registration, *, data_dir: Path | None, create: bool = False) -> Model:
+    db = open_database(settings_for(data_dir, create=create, quiet=True))
     try:
         return register(db, request)
     except RegistrationError as exc:
@@ -116,13 +180,27 @@ def add_model(request: Registration, *, data_dir: Path | None) -> Model:
 @models_app.command("list")
 def models_list(data_dir: Path | None = DataDirOption) -> None:
     """List the newest version of every model."""
+    from imagefleet.store.models import list_models
+
     db = open_database(settings_for(data_dir))
     with db.read() as conn:
-        for model in list_models(conn):
-            typer.echo(
-                f"{model.name}  v{model.version}  {model.sha256[:12]}  "
-                f"{model.size_bytes:>12}  {model.source}"
+        models = list_models(conn)
+    print_table(
+        ("name", "version", "kind", "base", "sha256", "size (bytes)", "source"),
+        (
+            (
+                m.name,
+                f"v{m.version}",
+                m.kind.value,
+                m.base.value if m.base else "-",
+                m.sha256[:12],
+                str(m.size_bytes),
+                m.source,
             )
+            for m in models
+        ),
+        empty="no models yet; `imagefleet models add NAME SOURCE` registers one",
+    )
 
 
 @models_app.command("create-demo")
@@ -136,10 +214,12 @@ def models_create_demo(
 ) -> None:
     """Build the tiny random-weight SD 1.5-architecture model and register it as `demo`.
 
-    Its images are noise-like (random weights) but it runs the real diffusers pipeline in about a
-    second on a CPU, through the same registry, download and verification path as any model.
+    Its images are noise (random weights), but it runs the real diffusers pipeline, at real
+    SD 1.5 latent sizes, in seconds on a CPU, through the same registry, download and
+    verification path as any model.
     """
-    model = create_demo(settings_for(data_dir).data_dir, data_dir, single_file=single_file)
+    root = settings_for(data_dir, create=True).data_dir
+    model = create_demo(root, data_dir, single_file=single_file)
     typer.echo(f"registered {model.name} v{model.version} from {model.source}")
 
 
@@ -153,20 +233,23 @@ def create_demo(root: Path, data_dir: Path | None, *, single_file: bool = False)
     folder = (root / "models" / DEMO_NAME).resolve()
     if not (folder / "model_index.json").exists():
         save_demo_model(folder)
-    model = add_model(Registration(DEMO_NAME, str(folder)), data_dir=data_dir)
+    model = add_model(Registration(DEMO_NAME, str(folder)), data_dir=data_dir, create=True)
     if single_file:
         file = folder.parent / "demo-single.safetensors"
         if not file.exists():
             export_single_file(folder, file)
-        add_model(Registration("demo-single", str(file), config=str(folder)), data_dir=data_dir)
+        add_model(
+            Registration("demo-single", str(file), config=str(folder)),
+            data_dir=data_dir,
+            create=True,
+        )
     return model
 
 
 @db_app.command("upgrade")
 def db_upgrade(data_dir: Path | None = DataDirOption) -> None:
-    """Apply all migrations (safe to run repeatedly)."""
-    settings = settings_for(data_dir)
-    open_database(settings)
+    """Apply all migrations (safe to run repeatedly); creates the database if there is none."""
+    open_database(settings_for(data_dir, create=True))
     typer.echo("database schema is up to date")
 
 

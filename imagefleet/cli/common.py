@@ -1,42 +1,17 @@
-"""Options and helpers shared by the command groups."""
+"""Small things every command group shares: exits with a message, notes, names and options."""
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import typer
 
-from imagefleet.config import Settings
-from imagefleet.store.database import Database, DatabaseUnavailable
-
-DataDirOption = typer.Option(
-    None,
-    "--data-dir",
-    help="Data directory (SQLite, artifacts, models). "
-    "Default: $IMAGEFLEET_DATA_DIR or ./.imagefleet",
-)
 DEFAULT_URL = "http://127.0.0.1:8000"
+URL_ENV_VAR = "IMAGEFLEET_URL"
 CLIENT_KEY_FILE = "client.key"
 WORKER_KEY_FILE = "worker.key"
 
-
-def settings_for(data_dir: Path | None) -> Settings:
-    if data_dir is not None:
-        os.environ["IMAGEFLEET_DATA_DIR"] = str(data_dir)
-    return Settings()
-
-
-def open_database(settings: Settings) -> Database:
-    """The database with its schema up to date, or a clear exit when it cannot be reached."""
-    db = Database(settings.database_url)
-    try:
-        db.upgrade()
-    except DatabaseUnavailable as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from exc
-    return db
+UrlOption = typer.Option(DEFAULT_URL, "--url", envvar=URL_ENV_VAR, help="Orchestrator base URL.")
 
 
 def now() -> float:
@@ -44,5 +19,16 @@ def now() -> float:
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
+    """An exit with one red line on stderr; raise what it returns."""
     typer.secho(f"error: {message}", fg="red", err=True)
     return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    typer.secho(f"warning: {message}", fg="yellow", err=True)
+
+
+def note(message: str) -> None:
+    """Context a person wants (which data directory, which URL) on stderr, out of the way of
+    output that scripts read."""
+    typer.secho(message, dim=True, err=True)

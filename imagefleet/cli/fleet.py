@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import typer
@@ -16,19 +17,34 @@ import typer
 from imagefleet.cli.admin import DEMO_NAME, create_demo
 from imagefleet.cli.common import (
     CLIENT_KEY_FILE,
+    DEFAULT_URL,
+    URL_ENV_VAR,
     WORKER_KEY_FILE,
-    DataDirOption,
     fail,
     now,
+    warn,
+)
+from imagefleet.cli.datadir import (
+    DataDirOption,
+    found_by_default,
     open_database,
     settings_for,
 )
-from imagefleet.config import Settings
-from imagefleet.store.database import Database, DatabaseUnavailable, SchemaNotCurrent
-from imagefleet.store.keys import Scope, create_key
-from imagefleet.store.models import latest_model
+
+if TYPE_CHECKING:
+    from imagefleet.config import Settings
+    from imagefleet.store.database import Database
+    from imagefleet.store.keys import Scope
 
 STOP_GRACE_SECONDS = 15.0
+WORKER_KEY_ENV_VAR = "IMAGEFLEET_WORKER_KEY"
+# A local fleet's terminal is where a newcomer reads the key and the first command: keep the
+# libraries' progress bars and warnings about optional packages (torchvision) out of it.
+QUIET_LIBRARIES = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+TOUR_COMMAND = (
+    'imagefleet submit "a lighthouse at dawn" --model demo --width 576 --height 1024 '
+    "--steps 20 --wait -o out/"
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -43,12 +59,15 @@ def serve(
     processes: int = typer.Option(
         1, "--processes", min=1, help="Server processes (uvicorn workers)."
     ),
+    access_log: bool = typer.Option(
+        True, "--access-log/--no-access-log", help="Log every request (uvicorn's access log)."
+    ),
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Run the orchestrator API (settings from IMAGEFLEET_* variables; see docs/operations.md)."""
     import uvicorn
 
-    settings = settings_for(data_dir)
+    settings = settings_for(data_dir, create=True)
     if settings.migrate_on_start:
         open_database(settings).dispose()  # migrate once, before several processes start
     else:
@@ -61,18 +80,27 @@ def serve(
         port=port,
         workers=processes,
         log_level="info",
+        access_log=access_log,
     )
 
 
 def worker(
-    orchestrator: str = typer.Option(
-        "http://127.0.0.1:8000",
-        "--orchestrator",
-        envvar="IMAGEFLEET_URL",
-        help="Orchestrator base URL.",
+    url: str = typer.Option(
+        DEFAULT_URL, "--url", envvar=URL_ENV_VAR, help="Orchestrator base URL."
     ),
-    key: str = typer.Option(
-        ..., "--key", envvar="IMAGEFLEET_WORKER_KEY", help="A worker-scope API key."
+    orchestrator: str | None = typer.Option(
+        None, "--orchestrator", hidden=True, help="Deprecated name of --url."
+    ),
+    key_file: Path | None = typer.Option(
+        None,
+        "--key-file",
+        help=f"A file holding the worker-scope API key (preferred, with ${WORKER_KEY_ENV_VAR}).",
+    ),
+    key: str | None = typer.Option(
+        None,
+        "--key",
+        help=f"A worker-scope API key. Prefer --key-file or ${WORKER_KEY_ENV_VAR}: a key on "
+        "the command line is visible to every user of this machine (ps).",
     ),
     cache_dir: Path = typer.Option(
         Path.home() / ".cache" / "imagefleet" / "models",
@@ -141,11 +169,15 @@ def worker(
     from imagefleet.worker.loop import Worker, WorkerConfig
     from imagefleet.worker.orchestrator_client import Unauthorized
 
+    if orchestrator is not None:
+        warn("--orchestrator is deprecated and will be removed; use --url")
+        url = orchestrator
+    token = _worker_key(key, key_file)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = WorkerConfig(
-        orchestrator_url=orchestrator,
-        key=key,
+        orchestrator_url=url,
+        key=token,
         cache_dir=cache_dir,
         device=device,
         engine=engine,
@@ -170,6 +202,32 @@ def worker(
         raise fail(str(exc), code=3) from exc
 
 
+def _worker_key(key: str | None, key_file: Path | None) -> str:
+    """The worker key from --key-file, --key (with a warning) or the environment."""
+    if key and key_file:
+        raise fail("pass the worker key once: --key-file or --key, not both")
+    if key_file is not None:
+        try:
+            token = key_file.expanduser().read_text().strip()
+        except OSError as exc:
+            raise fail(f"cannot read --key-file {key_file}: {exc.strerror or exc}") from exc
+        if not token:
+            raise fail(f"--key-file {key_file} is empty")
+        return token
+    if key:
+        warn(
+            "a key on the command line is visible to every user of this machine (ps); "
+            f"use --key-file FILE or ${WORKER_KEY_ENV_VAR} instead"
+        )
+        return key
+    if token := os.environ.get(WORKER_KEY_ENV_VAR, "").strip():
+        return token
+    raise fail(
+        f"no worker key: pass --key-file FILE or set ${WORKER_KEY_ENV_VAR} "
+        "(`imagefleet keys create --name workers --scope worker` makes one)"
+    )
+
+
 def up(
     workers: int = typer.Option(1, "--workers", min=0, help="Local worker processes to start."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address the orchestrator binds."),
@@ -180,7 +238,11 @@ def up(
 
     On first start it creates the demo model and a client key. Ctrl-C stops everything.
     """
-    settings = settings_for(data_dir)
+    from imagefleet.store.models import latest_model
+
+    for name, value in QUIET_LIBRARIES.items():
+        os.environ.setdefault(name, value)
+    settings = settings_for(data_dir, create=True)
     root = settings.data_dir.resolve()
     db = open_database(settings)
     with db.read() as conn:
@@ -189,11 +251,12 @@ def up(
         typer.echo("first start: building the demo model ...")
         create_demo(root, data_dir)
     client_key = _stored_key(db, root / CLIENT_KEY_FILE, "client", "local client")
-    worker_key = _stored_key(db, root / WORKER_KEY_FILE, "worker", "local workers")
+    _stored_key(db, root / WORKER_KEY_FILE, "worker", "local workers")
     db.dispose()
 
     url = f"http://{host}:{port}"
     env = {**os.environ, "IMAGEFLEET_DATA_DIR": str(root)}
+    worker_env = {**env, "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS") or _threads(workers)}
     # SIGTERM (a process manager, `kill`) stops the fleet as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     command = [sys.executable, "-m", "imagefleet"]
@@ -201,7 +264,7 @@ def up(
     try:
         children.append(
             subprocess.Popen(
-                [*command, "serve", "--host", host, "--port", str(port)],
+                [*command, "serve", "--host", host, "--port", str(port), "--no-access-log"],
                 env=env,
                 start_new_session=True,
             )
@@ -213,14 +276,11 @@ def up(
                     [
                         *command,
                         "worker",
-                        "--orchestrator",
-                        url,
-                        "--key",
-                        worker_key,
-                        "--cache-dir",
-                        str(root / "cache"),
+                        *("--url", url),
+                        *("--key-file", str(root / WORKER_KEY_FILE)),
+                        *("--cache-dir", str(root / "cache")),
                     ],
-                    env=env,
+                    env=worker_env,
                     # Own session: a terminal's Ctrl-C reaches only `up`, which then stops the
                     # workers before the orchestrator they must hand their jobs back to.
                     start_new_session=True,
@@ -228,9 +288,9 @@ def up(
             )
         typer.secho(f"\nimagefleet is up at {url} (API docs: {url}/docs)", fg="green")
         typer.echo(f"client key: {client_key}   (also in {root / CLIENT_KEY_FILE})")
-        typer.echo(
-            f'try:  imagefleet submit "a lighthouse at dawn" --model {DEMO_NAME} --wait -o out/'
-        )
+        typer.echo(f"try:  {_tour_hint(url, root)}")
+        if workers:
+            typer.echo("(the first job waits a few seconds while the worker imports torch)")
         typer.echo("Ctrl-C stops everything.\n")
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
@@ -243,6 +303,8 @@ def up(
 
 def check_schema(settings: Settings) -> None:
     """Exits with code 2 when the database is unreachable or its schema is not current."""
+    from imagefleet.store.database import Database, DatabaseUnavailable, SchemaNotCurrent
+
     db = Database(settings.database_url)
     try:
         db.check_schema()
@@ -250,6 +312,27 @@ def check_schema(settings: Settings) -> None:
         raise fail(str(exc), code=2) from exc
     finally:
         db.dispose()
+
+
+def _tour_hint(url: str, root: Path) -> str:
+    """The README's first command, with what it needs to reach this fleet from this folder."""
+    hint = TOUR_COMMAND
+    if url != DEFAULT_URL:
+        hint += f" --url {url}"
+    if found_by_default() != root:
+        hint += f" --data-dir {root}"
+    return hint
+
+
+def _threads(workers: int) -> str:
+    """torch threads per local worker: the cores, less one for the orchestrator, shared out.
+
+    torch takes a thread per core by default; several workers (and the orchestrator) doing that
+    on one machine oversubscribe it, and spinning threads that wait on each other make a CPU
+    run several times slower.
+    """
+    cores = os.cpu_count() or 1
+    return str(max(1, (cores - 1) // max(1, workers)))
 
 
 def check_artifact_store(settings: Settings) -> None:
@@ -266,6 +349,8 @@ def check_artifact_store(settings: Settings) -> None:
 
 def _stored_key(db: Database, path: Path, scope: Scope, name: str) -> str:
     """The key kept in the data directory for `up`, created on first start (mode 0600)."""
+    from imagefleet.store.keys import create_key
+
     if path.exists():
         return path.read_text().strip()
     with db.write() as conn:

@@ -1,95 +1,132 @@
-"""`imagefleet submit`: queue a txt2img job, optionally wait with a progress bar and save PNGs."""
+"""`imagefleet submit`: queue a txt2img, img2img or inpaint job, optionally wait with a progress
+bar and save the PNGs."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from imagefleet.cli.common import CLIENT_KEY_FILE, DEFAULT_URL, fail
-from imagefleet.client import ApiError, ImageFleetClient
-from imagefleet.protocol import SCHEDULER_NAMES, JobView
+from imagefleet.cli.common import UrlOption, fail
+from imagefleet.cli.connection import KeyOption, connect, talking_to
+from imagefleet.cli.datadir import DataDirOption
+from imagefleet.cli.jobs import error_line, save_outputs
+from imagefleet.client import ImageFleetClient
+from imagefleet.protocol import SCHEDULER_NAMES, JobStatus, JobView
+from imagefleet.samplers import SAMPLER_NAMES, Sampler
+
+DEFAULT_WAIT_SECONDS = 600.0
 
 
 def register(app: typer.Typer) -> None:
     app.command("submit")(submit)
 
 
-def _default_key() -> str | None:
-    if key := os.environ.get("IMAGEFLEET_KEY"):
-        return key
-    stored = Path(os.environ.get("IMAGEFLEET_DATA_DIR", ".imagefleet")) / CLIENT_KEY_FILE
-    return stored.read_text().strip() if stored.exists() else None
-
-
 def submit(
-    prompt: str = typer.Argument(..., help="What to draw."),
+    prompt: str = typer.Argument(
+        ..., help="What to draw; A1111 weights like (word:1.3) and long prompts work."
+    ),
     model: str = typer.Option("demo", "--model", help="A registered model name."),
     negative_prompt: str | None = typer.Option(None, "--negative", help="What to avoid."),
     width: int = typer.Option(512, "--width", help="Pixels, a multiple of 8."),
     height: int = typer.Option(512, "--height", help="Pixels, a multiple of 8."),
     steps: int = typer.Option(30, "--steps", help="Denoising steps (1..150)."),
     guidance: float = typer.Option(7.0, "--guidance", help="Classifier-free guidance scale."),
-    seed: int | None = typer.Option(None, "--seed", help="Random seed; random when absent."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed; random when absent or -1."),
     num_images: int = typer.Option(1, "--num-images", help="Images per job (1..8)."),
     scheduler: str = typer.Option(
-        "dpmpp_2m", "--scheduler", help=f"One of: {', '.join(SCHEDULER_NAMES)}."
+        Sampler.dpmpp_2m.value,
+        "--scheduler",
+        help=f"One of: {', '.join(SCHEDULER_NAMES)}; A1111 names work too "
+        f"(e.g. {SAMPLER_NAMES[Sampler.dpmpp_2m_karras].label!r}).",
+    ),
+    init_image: Path | None = typer.Option(
+        None,
+        "--init-image",
+        exists=True,
+        dir_okay=False,
+        help="Start from this PNG/JPEG/WebP (an img2img job; with --mask, inpaint).",
+    ),
+    mask: Path | None = typer.Option(
+        None,
+        "--mask",
+        exists=True,
+        dir_okay=False,
+        help="With --init-image: repaint where this grey-scale mask is white.",
+    ),
+    strength: float | None = typer.Option(
+        None,
+        "--strength",
+        help="With --init-image: how much to change it (0 < s <= 1; img2img 0.75, inpaint 1).",
+    ),
+    same_node_retry: bool = typer.Option(
+        False,
+        "--same-node-retry",
+        help="If the job fails on every live node, retry it on one where it already failed "
+        "(a one-machine fleet, like `imagefleet up`, has only one node).",
     ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the result with a progress bar."),
+    timeout: float = typer.Option(
+        DEFAULT_WAIT_SECONDS,
+        "--timeout",
+        min=0.0,
+        help="With --wait: seconds to wait before leaving the job to finish on its own.",
+    ),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Folder to write PNGs to (implies --wait)."
     ),
-    url: str = typer.Option(
-        DEFAULT_URL, "--url", envvar="IMAGEFLEET_URL", help="Orchestrator URL."
-    ),
-    key: str | None = typer.Option(
-        None,
-        "--key",
-        help="Client API key. Default: $IMAGEFLEET_KEY, else the key `imagefleet up` stored.",
-    ),
+    url: str = UrlOption,
+    key: str | None = KeyOption,
+    data_dir: Path | None = DataDirOption,
 ) -> None:
-    """Submit a txt2img job."""
-    key = key or _default_key()
-    if not key:
-        raise fail("no API key: pass --key, set IMAGEFLEET_KEY, or run `imagefleet up` here first")
+    """Submit a txt2img job (img2img with --init-image, inpaint with --init-image and --mask)."""
+    if (mask or strength is not None) and init_image is None:
+        raise fail("--mask and --strength need --init-image")
+    image_to_image = init_image is not None
     params = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
         "model": model,
-        "width": width,
-        "height": height,
+        # An img2img job defaults to its init image's size.
+        "width": None if image_to_image and width == 512 else width,
+        "height": None if image_to_image and height == 512 else height,
         "steps": steps,
         "guidance_scale": guidance,
         "seed": seed,
         "num_images": num_images,
         "scheduler": scheduler,
     }
-    with ImageFleetClient(url, key) as client:
+    with talking_to(url), connect(url, key, data_dir) as client:
+        kind = "txt2img"
+        if init_image is not None:
+            kind = "inpaint" if mask else "img2img"
+            params["init_image"] = client.upload_input(*_image_file(init_image)).id
+            params["mask"] = client.upload_input(*_image_file(mask)).id if mask else None
+            params["strength"] = strength
+        options = {"allow_same_node_retry": True} if same_node_retry else {}
+        job = client.submit(kind, {k: v for k, v in params.items() if v is not None}, **options)
+        typer.echo(f"job {job.id} queued (seed {job.params.get('seed')})")
+        if not (wait or output):
+            typer.echo(f"follow it with `imagefleet jobs get {job.id}`")
+            return
         try:
-            job = client.submit_txt2img({k: v for k, v in params.items() if v is not None})
-            typer.echo(f"job {job.id} queued (seed {job.params.get('seed')})")
-            if not (wait or output):
-                return
-            job = _wait_with_progress(client, job)
-            if job.status.value != "succeeded":
-                error = f": {job.error.code}: {job.error.message}" if job.error else ""
-                raise fail(f"job {job.id} {job.status.value}{error}")
-            _report(job)
-            if output:
-                output.mkdir(parents=True, exist_ok=True)
-                for out in job.outputs:
-                    path = output / f"{job.id}-{out.index}.png"
-                    path.write_bytes(client.download(job.id, out.index))
-                    typer.echo(f"wrote {path} ({out.width}x{out.height}, seed {out.seed})")
-        except ApiError as exc:
-            raise fail(_explain(exc)) from exc
-        except OSError as exc:
-            raise fail(f"cannot reach the orchestrator at {url}: {exc}") from exc
+            job = _wait_with_progress(client, job, timeout)
+        except KeyboardInterrupt:
+            raise fail(
+                f"stopped waiting; job {job.id} goes on: `imagefleet jobs get {job.id}`", 130
+            ) from None
+        if job.status is not JobStatus.succeeded:
+            raise fail(f"job {job.id} {job.status.value}{error_line(job)}")
+        _report(job)
+        if output:
+            save_outputs(client, job, output)
 
 
-def _wait_with_progress(client: ImageFleetClient, job: JobView) -> JobView:
+def _wait_with_progress(client: ImageFleetClient, job: JobView, timeout: float) -> JobView:
+    """Shows status and steps until the job is final; a queued job's last error (it failed
+    once and waits for a retry) is printed above the bar when it appears."""
+    shown_errors: set[str] = set()
     with Progress(
         TextColumn("[bold]{task.fields[status]:<9}"),
         BarColumn(),
@@ -101,8 +138,14 @@ def _wait_with_progress(client: ImageFleetClient, job: JobView) -> JobView:
         def update(seen: JobView) -> None:
             total = seen.progress.total_steps or seen.params.get("steps", 1)
             bar.update(task, completed=seen.progress.step, total=total, status=seen.status.value)
+            if seen.status is JobStatus.queued and seen.last_error:
+                error = f": {seen.last_error.code}: {seen.last_error.message}"
+                line = f"attempt {seen.attempts} failed{error}; waiting for a retry"
+                if line not in shown_errors:
+                    shown_errors.add(line)
+                    bar.console.print(line, markup=False, highlight=False)
 
-        return client.wait(job.id, on_update=update)
+        return client.wait(job.id, timeout=timeout, on_update=update)
 
 
 def _report(job: JobView) -> None:
@@ -117,9 +160,16 @@ def _report(job: JobView) -> None:
     typer.echo("timings: " + ", ".join(parts))
 
 
-def _explain(exc: ApiError) -> str:
-    if isinstance(exc.detail, list):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in exc.detail
-        )
-    return f"HTTP {exc.status}: {exc.detail}"
+IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+}
+
+
+def _image_file(path: Path) -> tuple[bytes, str]:
+    content_type = IMAGE_TYPES.get(path.suffix.lower())
+    if content_type is None:
+        raise fail(f"{path} is not a .png, .jpg or .webp file")
+    return path.read_bytes(), content_type

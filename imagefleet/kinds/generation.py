@@ -6,11 +6,19 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from imagefleet.errors import InvalidField
 from imagefleet.kinds.base import Limits, Loc, ModelNeed, OutputSpec, check_side
-from imagefleet.protocol import MAX_SEED, ModelRole, ModelUse, SchedulerName, Strict
+from imagefleet.protocol import (
+    MAX_SEED,
+    RANDOM_SEED,
+    ModelRole,
+    ModelUse,
+    SchedulerName,
+    Strict,
+)
+from imagefleet.samplers import Sampler, resolve_sampler
 
 PARAMS_LOC: Loc = ("body", "params")
 
@@ -34,9 +42,27 @@ class GenerationParams(Strict):
     )
     steps: int = Field(30, ge=1, le=150)
     guidance_scale: float = Field(7.0, ge=0.0, le=50.0)
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random when absent.")
+    seed: int | None = Field(
+        None, ge=0, le=MAX_SEED, description="Random when absent or -1 (as in A1111)."
+    )
     num_images: int = Field(1, ge=1, le=8)
-    scheduler: SchedulerName = "dpmpp_2m"
+    scheduler: SchedulerName = Field(
+        Sampler.dpmpp_2m,
+        description="A sampler's API name; its A1111 label (`DPM++ 2M Karras`) is accepted too.",
+    )
+
+    @field_validator("seed", mode="before")
+    @classmethod
+    def _minus_one_is_random(cls, value: Any) -> Any:
+        return None if type(value) is int and value == RANDOM_SEED else value
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _sampler_spellings(cls, value: Any) -> Any:
+        """A1111 labels ("Euler a") and aliases mean their sampler; the API name is stored."""
+        if isinstance(value, str) and (sampler := resolve_sampler(value)) is not None:
+            return sampler
+        return value
 
 
 def admit_generation(params: Any, limits: Limits, width: int, height: int) -> Any:

@@ -33,6 +33,8 @@ class Registration:
     sha256: str | None = None
     size_bytes: int | None = None
     trigger_words: tuple[str, ...] = field(default_factory=tuple)
+    # A single-file checkpoint without `config`: workers fetch its configs from the Hub.
+    fetch_configs: bool = False
 
 
 class RegistrationError(ValueError):
@@ -86,6 +88,20 @@ def prepare(request: Registration) -> Prepared:
     name = request.name.strip()
     if not name or len(name) > 200 or "@" in name:
         raise RegistrationError("name", "a model name is 1 to 200 characters without '@'")
+    single_file = request.source.split("?")[0].lower().endswith(".safetensors")
+    if (
+        request.kind is ModelKind.checkpoint
+        and single_file
+        and not request.config
+        and not request.fetch_configs
+    ):
+        raise RegistrationError(
+            "config",
+            f"{request.source} is a single-file checkpoint, which carries weights but no "
+            "configs: pass --config DIR (a diffusers folder of the same architecture; its "
+            "configs are enough), or --fetch-configs to let workers download them from "
+            "Hugging Face",
+        )
     if request.source.startswith(REMOTE_PREFIXES):
         return _prepare_remote(request, name)
     path = Path(request.source).expanduser().resolve()
@@ -158,7 +174,9 @@ def _config(config: str | None) -> tuple[str | None, str | None]:
     if not config:
         return None, None
     path = Path(config).expanduser().resolve()
-    if not path.is_dir():
-        raise RegistrationError("config", f"--config must be a diffusers folder, got {path}")
+    if not (path / "model_index.json").is_file():
+        raise RegistrationError(
+            "config", f"--config must be a diffusers folder with a model_index.json: {path}"
+        )
     sha, _ = path_sha256(path)
     return str(path), sha

@@ -23,7 +23,7 @@ from imagefleet.artifacts.factory import artifact_store_for
 from imagefleet.config import Settings
 from imagefleet.errors import ApiError
 from imagefleet.kinds import job_union, load_plugins
-from imagefleet.orchestrator import routes_admin, routes_client, routes_worker
+from imagefleet.orchestrator import docs_ui, routes_admin, routes_client, routes_worker
 from imagefleet.orchestrator.body_limit import BodySizeLimit
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.ratelimit import RateLimiter
@@ -95,6 +95,8 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         version=__version__,
         summary="Generative image jobs on a pull-based fleet of GPU workers.",
         lifespan=lifespan,
+        docs_url=None,  # docs_ui serves /docs and /redoc with local assets
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = db
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
     app.include_router(routes_admin.router)
+    app.include_router(docs_ui.router)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_paths=("/v1/inputs",)
     )

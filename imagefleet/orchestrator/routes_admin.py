@@ -58,6 +58,7 @@ async def register_model(key: AdminKey, body: ModelRegistration, db: Db) -> Mode
         sha256=body.sha256,
         size_bytes=body.size_bytes,
         trigger_words=tuple(body.trigger_words),
+        fetch_configs=body.fetch_configs,
     )
     try:
         model = await run_in_threadpool(register, db, request)

@@ -2,7 +2,9 @@
 
 It beats at least every `interval` seconds (a third of the lease) and sooner when progress
 moved, at most every `progress_interval` seconds, so clients see steps advance without a
-request per denoising step.
+request per denoising step. `finish()` sends the last step before the job completes: a job
+faster than one beat would otherwise end as "step 0 of 0", since the orchestrator only knows
+the totals that heartbeats told it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,27 @@ class Heartbeat:
         self._wake.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=35)
+
+    def finish(self) -> None:
+        """Stops beating, then reports the final progress if the last beat did not carry it.
+
+        Called before `complete`, which counts the job as having run every step it was told
+        about; a failed beat here is only logged, because the result matters more.
+        """
+        self.stop()
+        if self.cancelled or self._step == self._sent_step:
+            return
+        try:
+            answer = self.client.heartbeat(self.attempt_id, self._step, self._total)
+        except LeaseLost as exc:
+            self.cancel_reason = f"lease lost: {exc}"
+            return
+        except Exception as exc:
+            log.warning("final progress beat failed: %s", exc)
+            return
+        self._sent_step = self._step
+        if answer.action == "cancel":
+            self.cancel_reason = answer.reason or "cancelled"
 
     def _run(self) -> None:
         last_beat = time.monotonic()

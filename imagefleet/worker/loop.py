@@ -224,7 +224,7 @@ class Worker:
                     )
                 )
             timings = ctx.timings(upload_seconds=time.perf_counter() - started)
-            beat.stop()
+            beat.finish()
             self.client.complete(attempt, CompleteRequest(outputs=outputs, timings=timings))
             self._last_combo = (assignment.combo_key, self.engine.resident_model)
             log.info("attempt %s: completed in %.2fs", attempt, timings.inference_seconds)

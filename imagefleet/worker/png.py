@@ -1,8 +1,9 @@
 """PNG encoding with the generation parameters embedded as text chunks.
 
 Two chunks: `parameters` in the plain-text form image tools already read (prompt, then
-`Negative prompt:`, then `Steps: …, Seed: …`), and `imagefleet` with the exact JSON, so an
-image can be regenerated from the file alone.
+`Negative prompt:`, then `Steps: …, Sampler: DPM++ 2M Karras, Seed: …`, samplers named by their
+A1111 labels), and `imagefleet` with the exact JSON, so an image can be regenerated from the
+file alone.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from typing import Any
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from imagefleet.samplers import sampler_label
+
 
 def parameters_text(params: dict[str, Any], seed: int, model_sha256: str) -> str:
     lines = [params["prompt"]]
     if params.get("negative_prompt"):
         lines.append(f"Negative prompt: {params['negative_prompt']}")
     lines.append(
-        f"Steps: {params['steps']}, Sampler: {params['scheduler']}, "
+        f"Steps: {params['steps']}, Sampler: {sampler_label(params['scheduler'])}, "
         f"CFG scale: {params['guidance_scale']}, Seed: {seed}, "
         f"Size: {params['width']}x{params['height']}, Model: {params['model']}, "
         f"Model hash: {model_sha256[:10]}"

@@ -58,6 +58,13 @@ VARIED_JOBS = [
     job_params(scheduler="dpmpp_2m_karras", width=96, height=64, seed=505),
     job_params(scheduler="lms", width=64, height=96, seed=606, negative_prompt="blurry"),
     job_params(scheduler="pndm", seed=707, num_images=2),
+    job_params(scheduler="heun", width=64, height=72, seed=808),
+    job_params(scheduler="dpmpp_sde", seed=909),
+    job_params(scheduler="dpmpp_sde_karras", width=72, height=64, seed=1010),
+    job_params(scheduler="dpmpp_2m_sde", seed=1111),
+    job_params(scheduler="dpmpp_2m_sde_karras", seed=1212),
+    job_params(scheduler="unipc", seed=1313),
+    job_params(scheduler="lcm", seed=1414),
 ]
 
 

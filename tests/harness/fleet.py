@@ -134,7 +134,7 @@ class Fleet:
         cache = self.cache_dir or self.root / f"cache-{number}"
         args = [
             *(sys.executable, "-m", "imagefleet", "worker"),
-            *("--orchestrator", self.url, "--key", self.worker_key),
+            *("--url", self.url),
             *("--cache-dir", str(cache)),
             *("--node-id", f"{self.node_prefix}-{number}", "--claim-wait", f"{self.claim_wait:g}"),
             *self.worker_args,
@@ -143,7 +143,8 @@ class Fleet:
             name,
             f"{self.node_prefix}-{number}",
             args,
-            child_env(**self.worker_env),
+            # The key through the environment, as documented (a --key shows in `ps`).
+            child_env(IMAGEFLEET_WORKER_KEY=self.worker_key, **self.worker_env),
             self.root / f"{name}.log",
             own_session=self.own_session,
         )

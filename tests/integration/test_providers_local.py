@@ -198,7 +198,7 @@ def test_unknown_instances_and_unstartable_commands_are_typed_errors(make: Make)
 
 
 def test_the_default_command_is_this_pythons_imagefleet_worker() -> None:
-    settings = LocalSettings(type="local", args=["--orchestrator", "http://127.0.0.1:8000"])
+    settings = LocalSettings(type="local", args=["--url", "http://127.0.0.1:8000"])
     assert LocalProvider("cpu", settings).command == [
-        sys.executable, "-m", "imagefleet", "worker", "--orchestrator", "http://127.0.0.1:8000",
+        sys.executable, "-m", "imagefleet", "worker", "--url", "http://127.0.0.1:8000",
     ]  # fmt: skip

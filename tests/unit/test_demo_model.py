@@ -15,6 +15,7 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
 from safetensors import safe_open
 
 from imagefleet.demo_model import (
+    VAE_SCALE_FACTOR,
     build_demo_pipeline,
     export_single_file,
 )
@@ -63,6 +64,14 @@ def test_same_seed_builds_same_weights_and_another_seed_does_not() -> None:
     assert not torch.equal(first.unet.conv_in.weight, other.unet.conv_in.weight)
 
 
+def test_vae_downscales_by_eight_like_every_real_checkpoint() -> None:
+    pipeline = build_demo_pipeline()
+    assert pipeline.vae_scale_factor == VAE_SCALE_FACTOR == 8
+    with torch.no_grad():
+        latents = pipeline.vae.encode(torch.zeros(1, 3, 64, 128)).latent_dist.mode()
+    assert latents.shape == (1, 4, 8, 16)
+
+
 @pytest.mark.parametrize("prompt", ["a photo of the cat", "", "Ünïcødé, 日本語 & emoji 🙂\n\ttabs"])
 def test_tokenizer_takes_any_text(prompt: str) -> None:
     pipeline = build_demo_pipeline()
@@ -95,18 +104,21 @@ def test_single_file_uses_original_key_names(single_file: Path) -> None:
     assert all(key.startswith(prefixes) for key in keys)
     assert {
         "model.diffusion_model.input_blocks.0.0.weight",
-        "model.diffusion_model.input_blocks.3.0.op.weight",
-        "model.diffusion_model.input_blocks.4.1.proj_in.weight",
+        "model.diffusion_model.input_blocks.2.0.op.weight",
+        "model.diffusion_model.input_blocks.4.0.op.weight",
+        "model.diffusion_model.input_blocks.5.1.proj_in.weight",
         "model.diffusion_model.middle_block.1.transformer_blocks.0.attn2.to_k.weight",
-        "model.diffusion_model.output_blocks.2.2.conv.weight",
+        "model.diffusion_model.output_blocks.1.2.conv.weight",
+        "model.diffusion_model.output_blocks.3.1.conv.weight",
         "model.diffusion_model.output_blocks.5.0.skip_connection.weight",
         "model.diffusion_model.out.2.weight",
-        "first_stage_model.encoder.down.0.downsample.conv.weight",
-        "first_stage_model.decoder.up.1.upsample.conv.weight",
+        "first_stage_model.encoder.down.2.downsample.conv.weight",
+        "first_stage_model.decoder.up.3.upsample.conv.weight",
         "first_stage_model.decoder.norm_out.weight",
         "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
     } <= keys
-    assert attention_q == [64, 64, 1, 1]
+    assert not any(key.startswith("first_stage_model.encoder.down.3.downsample") for key in keys)
+    assert attention_q == [16, 16, 1, 1]
 
 
 def test_single_file_loads_back_to_the_same_weights(demo_dir: Path, single_file: Path) -> None:

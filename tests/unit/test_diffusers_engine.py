@@ -11,12 +11,12 @@ from safetensors.torch import save_file
 
 from imagefleet.demo_model import export_single_file
 from imagefleet.worker.engines.diffusers_engine import (
-    SCHEDULERS,
     DiffusersEngine,
     GeneratedImage,
     GenerationCancelled,
     Txt2ImgRequest,
 )
+from imagefleet.worker.engines.schedulers import SCHEDULERS
 from imagefleet.worker.engines.single_file import checkpoint_family
 
 REQUEST = Txt2ImgRequest(
@@ -77,7 +77,25 @@ def test_same_seed_repeats_pixels_and_another_seed_does_not(engine: DiffusersEng
     assert not np.array_equal(_pixels(first), _pixels(other))
 
 
-@pytest.mark.parametrize("scheduler", ["dpmpp_2m", "euler_ancestral"])
+@pytest.mark.parametrize("scheduler", ["dpmpp_sde", "dpmpp_2m_sde_karras", "lcm"])
+def test_stochastic_samplers_repeat_pixels_for_the_same_seed(
+    engine: DiffusersEngine, scheduler: str
+) -> None:
+    request = replace(REQUEST, scheduler=scheduler)
+    [first] = _run(engine, request)
+    [again] = _run(engine, request)
+    [other] = _run(engine, replace(request, seed=REQUEST.seed + 1))
+    assert np.array_equal(_pixels(first), _pixels(again))
+    assert not np.array_equal(_pixels(first), _pixels(other))
+
+
+def test_an_a1111_sampler_label_selects_that_sampler(engine: DiffusersEngine) -> None:
+    [by_label] = _run(engine, replace(REQUEST, scheduler="DPM++ 2M Karras"))
+    [by_name] = _run(engine, replace(REQUEST, scheduler="dpmpp_2m_karras"))
+    assert np.array_equal(_pixels(by_label), _pixels(by_name))
+
+
+@pytest.mark.parametrize("scheduler", ["dpmpp_2m", "euler_ancestral", "dpmpp_sde"])
 def test_each_image_is_reproduced_alone_by_its_seed(
     engine: DiffusersEngine, scheduler: str
 ) -> None:
@@ -121,8 +139,8 @@ def test_stop_request_before_the_start_runs_no_step(engine: DiffusersEngine) -> 
 
 
 def test_unknown_scheduler_is_refused_with_the_allowed_names(engine: DiffusersEngine) -> None:
-    with pytest.raises(ValueError, match=r"unknown scheduler 'heun'.*dpmpp_2m_karras"):
-        _run(engine, replace(REQUEST, scheduler="heun"))
+    with pytest.raises(ValueError, match=r"unknown scheduler 'dpm_fast'.*dpmpp_2m_karras"):
+        _run(engine, replace(REQUEST, scheduler="dpm_fast"))
 
 
 def test_generating_with_nothing_resident_is_an_error() -> None:

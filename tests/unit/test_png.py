@@ -18,7 +18,7 @@ PARAMS = {
     "guidance_scale": 7.0,
     "seed": 5,
     "num_images": 2,
-    "scheduler": "ddim",
+    "scheduler": "dpmpp_2m_karras",
 }
 
 
@@ -28,5 +28,5 @@ def test_png_text_chunks_hold_exact_and_human_readable_parameters() -> None:
     with Image.open(io.BytesIO(data)) as image:
         text = image.text["parameters"]  # type: ignore[attr-defined]
         assert image.size == (64, 32)
-    assert text.startswith("a cat\nNegative prompt: blurry\nSteps: 4, Sampler: ddim")
+    assert text.startswith("a cat\nNegative prompt: blurry\nSteps: 4, Sampler: DPM++ 2M Karras, ")
     assert "Seed: 6" in text

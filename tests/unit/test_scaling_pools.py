@@ -55,7 +55,7 @@ price_per_hour = 0
 max = 2
 [pools.here.provider]
 type = "local"
-args = ["--orchestrator", "http://127.0.0.1:8000"]
+args = ["--url", "http://127.0.0.1:8000"]
 """
 
 

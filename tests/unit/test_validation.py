@@ -41,7 +41,7 @@ def test_sizes_must_be_multiples_of_eight(side: str) -> None:
         ("steps", 151),
         ("num_images", 0),
         ("num_images", 9),
-        ("seed", -1),
+        ("seed", -2),
         ("seed", 2**32),
         ("guidance_scale", -1.0),
         ("prompt", ""),
@@ -56,6 +56,11 @@ def test_every_documented_scheduler_is_accepted_and_others_refused() -> None:
     for name in SCHEDULER_NAMES:
         assert Txt2ImgParams(**BASE, scheduler=name).scheduler == name
     assert error_fields(scheduler="heun_magic") == {"scheduler"}
+
+
+def test_seed_minus_one_means_random_as_in_a1111() -> None:
+    assert Txt2ImgParams(**BASE, seed=-1).seed is None
+    assert Txt2ImgParams(**BASE, seed=0).seed == 0
 
 
 def test_unknown_fields_are_refused_rather_than_ignored() -> None:

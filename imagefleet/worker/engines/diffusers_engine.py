@@ -12,17 +12,15 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 # Imported from their defining modules: the package root re-exports them in a way type
 # checkers resolve to placeholder classes.
-from diffusers.configuration_utils import ConfigMixin
 from diffusers.pipelines.auto_pipeline import (
     AutoPipelineForImage2Image,
     AutoPipelineForInpainting,
@@ -32,15 +30,6 @@ from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import Stabl
 from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
     StableDiffusionXLPipeline,
 )
-from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
-from diffusers.schedulers.scheduling_euler_ancestral_discrete import (
-    EulerAncestralDiscreteScheduler,
-)
-from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
-from diffusers.schedulers.scheduling_lms_discrete import LMSDiscreteScheduler
-from diffusers.schedulers.scheduling_pndm import PNDMScheduler
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from imagefleet.worker.engines.base import (
     GeneratedImage,
@@ -52,6 +41,8 @@ from imagefleet.worker.engines.base import (
     Txt2ImgRequest,
 )
 from imagefleet.worker.engines.compositing import paste_unmasked
+from imagefleet.worker.engines.prompts import prompt_embeddings
+from imagefleet.worker.engines.schedulers import scheduler_spec, seed_scheduler
 from imagefleet.worker.engines.single_file import CheckpointFamily, checkpoint_family
 
 __all__ = ["DiffusersEngine", "GeneratedImage", "GenerationCancelled", "Txt2ImgRequest"]
@@ -60,40 +51,6 @@ KINDS = ("txt2img", "img2img", "inpaint")
 
 if TYPE_CHECKING:
     pass
-
-
-@dataclass(frozen=True)
-class SchedulerSpec:
-    """How to derive one named sampler from the scheduler config a checkpoint ships with.
-
-    Starting from the checkpoint's own config keeps its noise schedule (betas, prediction type,
-    timestep spacing); the options pin what the name promises, so that e.g. "euler" is never
-    silently Karras-spaced just because the checkpoint's default scheduler was.
-    """
-
-    cls: type[ConfigMixin]  # a scheduler class; its config half is what builds it
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    def build(self, base_config: dict[str, Any]) -> SchedulerMixin:
-        return cast(SchedulerMixin, self.cls.from_config(base_config, **self.options))
-
-
-_DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
-
-SCHEDULERS: dict[str, SchedulerSpec] = {
-    "ddim": SchedulerSpec(DDIMScheduler),
-    "euler": SchedulerSpec(EulerDiscreteScheduler, {"use_karras_sigmas": False}),
-    "euler_ancestral": SchedulerSpec(EulerAncestralDiscreteScheduler),
-    "dpmpp_2m": SchedulerSpec(
-        DPMSolverMultistepScheduler, {**_DPMPP_2M, "use_karras_sigmas": False}
-    ),
-    "dpmpp_2m_karras": SchedulerSpec(
-        DPMSolverMultistepScheduler, {**_DPMPP_2M, "use_karras_sigmas": True}
-    ),
-    "lms": SchedulerSpec(LMSDiscreteScheduler, {"use_karras_sigmas": False}),
-    # SD's own PNDM config skips the Runge-Kutta warm-up; without it a few steps cost many more.
-    "pndm": SchedulerSpec(PNDMScheduler, {"skip_prk_steps": True}),
-}
 
 
 class _Pipeline(Protocol):
@@ -229,11 +186,12 @@ class DiffusersEngine:
         on_step: StepCallback,
         should_stop: StopCheck,
     ) -> list[GeneratedImage]:
-        pipeline.scheduler = _scheduler_spec(request.scheduler).build(self._scheduler_config)
+        pipeline.scheduler = scheduler_spec(request.scheduler).build(self._scheduler_config)
         if should_stop():
             raise GenerationCancelled("cancelled before the first step")
+        embeddings = prompt_embeddings(pipeline, request.prompt, request.negative_prompt)
         return [
-            self._generate(pipeline, request, index, extra, on_step, should_stop)
+            self._generate(pipeline, request, embeddings, index, extra, on_step, should_stop)
             for index in range(request.num_images)
         ]
 
@@ -241,16 +199,18 @@ class DiffusersEngine:
         self,
         pipeline: _Pipeline,
         request: Txt2ImgRequest,
+        embeddings: dict[str, torch.Tensor],
         index: int,
         extra: dict[str, Any],
         on_step: StepCallback,
         should_stop: StopCheck,
     ) -> GeneratedImage:
-        """Makes image ``index`` of the request from its own seed."""
+        """Makes image ``index`` of the request from its own seed (the prompt already encoded,
+        by prompts.py, which reads A1111 weights and prompts past 77 tokens)."""
         seed = request.seed + index
+        seed_scheduler(pipeline.scheduler, seed)
         result = pipeline(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
+            **embeddings,
             num_inference_steps=request.steps,
             guidance_scale=request.guidance_scale,
             generator=torch.Generator(device=self._device).manual_seed(seed),
@@ -331,14 +291,6 @@ def _safety_checker_off(model_dir: Path) -> dict[str, Any]:
     if not index.is_file() or "safety_checker" not in json.loads(index.read_text()):
         return {}
     return {"safety_checker": None, "requires_safety_checker": False}
-
-
-def _scheduler_spec(name: str) -> SchedulerSpec:
-    try:
-        return SCHEDULERS[name]
-    except KeyError:
-        allowed = ", ".join(sorted(SCHEDULERS))
-        raise ValueError(f"unknown scheduler {name!r}; allowed: {allowed}") from None
 
 
 def _step_reporter(
