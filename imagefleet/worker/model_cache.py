@@ -95,12 +95,13 @@ class ModelCache:
         budget_bytes: int | None = None,
         progress: Callable[[str], Progress] | None = None,
     ) -> None:
-        """``budget_bytes`` (or settings.cache_bytes; 0 or None: no budget) caps the bytes the
-        cached models take; ``progress(name)`` makes a download progress callback (default:
-        one log line every few seconds)."""
+        """``settings`` default to the ``IMAGEFLEET_WORKER_*`` environment; ``budget_bytes``
+        (else settings.cache_bytes; 0: no budget) caps the bytes the cached models take;
+        ``progress(name)`` makes a download progress callback (default: one log line every few
+        seconds)."""
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        settings = settings or ModelSettings.model_construct()
+        settings = settings or ModelSettings()
         if allow_private_urls:
             settings = settings.model_copy(update={"allow_private_urls": True})
         self.settings = settings

@@ -38,8 +38,6 @@ class HttpOptions:
     allow_private: bool = False
     auth: Mapping[str, SecretStr] | None = None
     timeout_seconds: float = 60.0
-    # Hosts the operator configured (an S3 endpoint): exempt from the private-address check.
-    trusted_hosts: frozenset[str] = frozenset()
 
 
 def download(
@@ -111,7 +109,7 @@ def _open(
         host = urlparse(url).hostname or ""
         if urlparse(url).scheme not in ("http", "https"):
             raise SourceError(f"refusing to follow a redirect to {redact(url)}")
-        if not options.allow_private and host not in options.trusted_hosts:
+        if not options.allow_private:
             check_public_host(host)
         hop_headers = dict(headers)
         secret = (options.auth or {}).get(host)

@@ -28,7 +28,6 @@ from imagefleet.worker.source_errors import (
 from imagefleet.worker.source_http import HttpOptions, Progress, ProgressLog, download, redact
 
 HF_PREFIX = source_hf.PREFIX
-HF_PATTERNS = list(source_hf.ANY_KIND)
 # A download URL without a file name (Civitai's /api/download/models/<id>) is saved under this
 # name; the cache then renames it after its content (safetensors or a refused pickle).
 UNNAMED = "model.download"
@@ -61,9 +60,10 @@ def fetch(
 
     ``dest`` must not exist, or hold what an interrupted fetch of the same source left there
     (an https or s3 download then resumes). ``kind`` (checkpoint, lora, vae, embedding,
-    controlnet) narrows which files of a repository or S3 folder are fetched.
+    controlnet) narrows which files of a repository or S3 folder are fetched. ``settings``
+    default to the ``IMAGEFLEET_WORKER_*`` environment.
     """
-    settings = settings or ModelSettings.model_construct()
+    settings = settings or ModelSettings()
     allow_private = allow_private or settings.allow_private_urls
     if source.startswith(HF_PREFIX):
         return source_hf.fetch_hf(

@@ -18,6 +18,7 @@ from imagefleet.worker.engines.components import decode_latents, diffusers_clip_
 from imagefleet.worker.engines.model_manager import ModelManager
 from imagefleet.worker.engines.model_specs import ModelSpec
 from imagefleet.worker.engines.pipeline_pool import ResidentPool, resident_bytes
+from imagefleet.worker.engines.timings import StageClock
 from imagefleet.worker.model_cache import ModelCache
 from imagefleet.worker.model_settings import ModelSettings
 from tests.tiny_zoo import difference, render, spec, tiny_zoo
@@ -121,6 +122,23 @@ def test_a_controlnet_file_in_the_original_layout_loads_without_a_config(tmp_pat
     loaded = open_controlnet(path, unet=base.unet, device=torch.device("cpu"), dtype=torch.float32)
     want, got = original.state_dict(), loaded.state_dict()
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
+
+
+def test_img2img_and_inpaint_share_the_resident_checkpoint_and_its_loras(
+    manager: ModelManager,
+) -> None:
+    zoo = tiny_zoo()
+    models = [*sd15(), spec(zoo.sd15_lora_peft, "lora", weight=1.0)]
+    init = control_image()
+    mask = Image.fromarray(np.pad(np.full((32, 32), 255, np.uint8), 16))
+    render(manager, sd15())
+    clock = StageClock()
+    plain = render(manager, sd15(), task="img2img", image=init, strength=0.9, clock=clock)
+    with_lora = render(manager, models, task="img2img", image=init, strength=0.9, clock=clock)
+    inpainted = render(manager, models, task="inpaint", image=init, mask_image=mask, clock=clock)
+    assert plain.shape == with_lora.shape == inpainted.shape == (64, 64, 3)
+    assert difference(plain, with_lora) > 1.0
+    assert clock.load_seconds == 0.0  # the txt2img checkpoint served every task
 
 
 def test_an_sdxl_base_and_refiner_run_both_ways(manager: ModelManager) -> None:

@@ -275,3 +275,15 @@ def test_eviction_takes_the_least_recently_used_first_and_skips_models_in_use() 
     assert [e.sha256 for e in plan_evictions(order, deficit=5, in_use=set()) or []] == ["a"]
     assert [e.sha256 for e in plan_evictions(order, deficit=5, in_use={"a"}) or []] == ["b"]
     assert plan_evictions(order, deficit=15, in_use={"a"}) is None
+
+
+def test_the_budget_and_policy_come_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGEFLEET_WORKER_CACHE_BYTES", "25000")
+    monkeypatch.setenv("IMAGEFLEET_WORKER_ALLOW_PICKLE", "1")
+    monkeypatch.setenv("IMAGEFLEET_WORKER_HTTP_AUTH", '{"hub.example": "Bearer s3cret"}')
+    cache = ModelCache(tmp_path / "cache")
+    assert cache.budget_bytes == 25_000 and cache.settings.allow_pickle
+    assert "s3cret" not in repr(cache.settings)
+    assert cache.settings.http_auth["hub.example"].get_secret_value() == "Bearer s3cret"

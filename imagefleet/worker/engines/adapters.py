@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,23 @@ class LoraSpec:
     weight: float = 1.0
 
 
+@contextmanager
+def _adapter_noise_muted() -> Iterator[None]:
+    """Silences what the libraries say each time a second adapter joins a model: peft warns
+    that several adapters are present, and transformers prints a "load report" listing the
+    other adapters' weights as missing from the new file. Both describe the design here."""
+    from transformers.utils import logging as transformers_logging
+
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            yield
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+
+
 class LoraManager:
     """The adapters loaded on one resident pipeline, active or parked."""
 
@@ -46,6 +64,7 @@ class LoraManager:
         self._pipeline = pipeline
         self._max_parked = max_parked
         self._loaded: OrderedDict[str, str] = OrderedDict()  # key -> adapter name, LRU first
+        self._layers: list[Any] | None = None  # peft layers, cached until adapters change
 
     @property
     def loaded(self) -> list[str]:
@@ -71,10 +90,15 @@ class LoraManager:
         while len(self._loaded) > self._max_parked:
             key, name = self._loaded.popitem(last=False)
             self._pipeline.delete_adapters([name])
+            self._changed()
             log.debug("unloaded LoRA %s", key[:12])
         if not self._loaded:
             # Removes the peft layers too: the pipeline is then exactly as it was loaded.
             self._pipeline.unload_lora_weights()
+            self._changed()
+
+    def _changed(self) -> None:
+        self._layers = None
 
     def _load(self, lora: LoraSpec) -> None:
         from safetensors.torch import load_file
@@ -82,13 +106,15 @@ class LoraManager:
         name = f"lora_{lora.key[:16]}"
         # Read here, as safetensors: a path given to diffusers could fall back to pickle.
         state_dict = load_file(str(lora.path))
+        self._changed()
         try:
-            with warnings.catch_warnings():
-                # peft warns whenever a second adapter joins a model: that is the design here.
-                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            with _adapter_noise_muted():
                 self._pipeline.load_lora_weights(state_dict, adapter_name=name)
         except (ValueError, KeyError, RuntimeError) as exc:
             self._forget(name)
+            if not self._loaded:
+                self._pipeline.unload_lora_weights()
+            self._changed()
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             raise ValueError(
                 f"LoRA {lora.path.name} does not fit this checkpoint ({reason}); check that "
@@ -108,27 +134,32 @@ class LoraManager:
             self._pipeline.delete_adapters([name])
 
     def _activate(self, weights: dict[str, float]) -> None:
-        """Per component: these adapters (those it has) at these weights, or LoRA off."""
-        from diffusers.loaders.lora_base import (
-            disable_lora_for_text_encoder,
-            enable_lora_for_text_encoder,
-            set_adapters_for_text_encoder,
-        )
+        """Makes exactly these adapters active at these weights (none: no LoRA at all).
 
-        present = self._pipeline.get_list_adapters()
-        for component in COMPONENTS:
-            model = getattr(self._pipeline, component, None)
-            if model is None or component not in present:
-                continue
-            names = [name for name in weights if name in present[component]]
-            is_unet = component == "unet"
-            if not names:
-                model.disable_lora() if is_unet else disable_lora_for_text_encoder(model)
-                continue
-            values = [weights[name] for name in names]
-            if is_unet:
-                model.enable_lora()
-                model.set_adapters(names, values)
-            else:
-                enable_lora_for_text_encoder(model)
-                set_adapters_for_text_encoder(names, model, values)
+        Works on the adapted layers directly, through peft's per-layer API, instead of
+        diffusers' ``set_adapters``/``disable_lora``: those walk every module of every component
+        on each call, which cost more than a whole switch should. "No LoRA" is an empty list of
+        active adapters, which leaves each layer computing exactly its base layer; adapters are
+        never disabled and re-enabled, which would cost two more passes. Each layer gets the
+        full list of names; peft skips those a layer lacks (a UNet-only LoRA in a text encoder).
+        """
+        names = list(weights)
+        for layer in self._adapted_layers():
+            # inference_mode: adapter weights stay frozen (no requires_grad flips to undo).
+            layer.set_adapter(names, inference_mode=True)
+            for name, weight in weights.items():
+                layer.set_scale(name, weight)
+
+    def _adapted_layers(self) -> list[Any]:
+        """The peft-wrapped layers of every component, found once per change of adapters."""
+        if self._layers is None:
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            self._layers = [
+                module
+                for component in COMPONENTS
+                if (model := getattr(self._pipeline, component, None)) is not None
+                for module in model.modules()
+                if isinstance(module, BaseTunerLayer)
+            ]
+        return self._layers

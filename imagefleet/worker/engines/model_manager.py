@@ -121,11 +121,14 @@ class ModelManager:
             refiner = None
             if refiner_spec is not None:
                 refiner_key = f"refiner:{refiner_spec.sha256}"
+                refiner_config = self._config_dir(stack, refiner_spec, clock)
                 refiner = self._resident(
                     stack,
                     clock,
                     refiner_key,
-                    lambda: self._open_checkpoint(files[refiner_spec.sha256], None, refiner=True),
+                    lambda: self._open_checkpoint(
+                        files[refiner_spec.sha256], refiner_config, refiner=True
+                    ),
                     refiner_spec.size_bytes,
                 )
                 needs.add(refiner_key)
