@@ -41,7 +41,7 @@ from imagefleet.worker.cache_index import (
     write_entry,
 )
 from imagefleet.worker.file_locks import FileLock, locked
-from imagefleet.worker.model_formats import pickle_to_safetensors, sniff
+from imagefleet.worker.model_formats import normalize
 from imagefleet.worker.model_settings import ModelSettings
 from imagefleet.worker.source_errors import (
     CacheFullError,
@@ -50,7 +50,7 @@ from imagefleet.worker.source_errors import (
     VerificationError,
 )
 from imagefleet.worker.source_http import Progress, ProgressLog, redact
-from imagefleet.worker.sources import UNNAMED, fetch
+from imagefleet.worker.sources import fetch
 
 log = logging.getLogger("imagefleet.worker.cache")
 SHA_LENGTH = 64
@@ -228,7 +228,7 @@ class ModelCache:
                     f"{sha256}; the download was discarded. The source changed since it was "
                     "registered (re-add it) or was tampered with"
                 )
-            stored = self._normalize_format(fetched)
+            stored = normalize(fetched, allow_pickle=self.settings.allow_pickle)
             content_sha = sha256 if stored == fetched else path_sha256(stored)[0]
             record = IndexEntry(
                 sha256=sha256,
@@ -242,33 +242,6 @@ class ModelCache:
             (staging / "model").rename(self.root / sha256)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-    def _normalize_format(self, fetched: Path) -> Path:
-        """Names an unnamed download after its content; converts an allowed pickle.
-
-        A file named .safetensors is kept as it is: the safetensors loader refuses anything
-        else without running it. A pickle is recognised by its name or, for a download that
-        had none, by its first bytes.
-        """
-        if not fetched.is_file() or fetched.suffix in (".safetensors", ".json"):
-            return fetched
-        found = sniff(fetched)
-        if found == "safetensors":
-            return fetched.rename(fetched.with_name("model.safetensors"))
-        if found != "pickle" and fetched.name == UNNAMED:
-            raise PickleRefusedError(
-                "the download is neither a safetensors file nor a checkpoint this worker can "
-                "convert"
-            )
-        if not self.settings.allow_pickle:
-            raise PickleRefusedError(
-                f"{fetched.name} is a pickle file, which can run code when loaded; this worker "
-                "refuses them (set IMAGEFLEET_WORKER_ALLOW_PICKLE=1 to convert it)"
-            )
-        stem = "model" if fetched.name == UNNAMED else Path(fetched.name).stem
-        converted = pickle_to_safetensors(fetched, fetched.with_name(stem + ".safetensors"))
-        fetched.unlink()
-        return converted
 
     def _reserve(self, sha256: str, size_bytes: int) -> None:
         """Makes room for size_bytes (evicting LRU models not in use) and records the claim."""

@@ -16,9 +16,14 @@ import struct
 from pathlib import Path
 from typing import Any, Literal
 
+from imagefleet.worker.source_errors import PickleRefusedError, SourceError
+
 FileFormat = Literal["safetensors", "pickle", "unknown"]
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin"})
 MAX_SAFETENSORS_HEADER = 100 << 20
+# A download URL without a file name (Civitai's /api/download/models/<id>) is saved under this
+# name, then renamed after its content by normalize().
+UNNAMED = "model.download"
 
 
 def sniff(path: Path) -> FileFormat:
@@ -31,6 +36,34 @@ def sniff(path: Path) -> FileFormat:
     if head[:2] == b"PK" or head[:1] == b"\x80":
         return "pickle"
     return "unknown"
+
+
+def normalize(fetched: Path, *, allow_pickle: bool) -> Path:
+    """Names an unnamed download after its content; converts an allowed pickle; returns the
+    file to keep (or the folder, untouched).
+
+    A file named .safetensors is kept as it is: the safetensors loader refuses anything else
+    without running it. A pickle is recognised by its name or, for a download that had none, by
+    its first bytes. Call it only on content whose hash was verified.
+    """
+    if not fetched.is_file() or fetched.suffix in (".safetensors", ".json"):
+        return fetched
+    found = sniff(fetched)
+    if found == "safetensors":
+        return fetched.rename(fetched.with_name("model.safetensors"))
+    if found != "pickle" and fetched.name == UNNAMED:
+        raise PickleRefusedError(
+            "the download is neither a safetensors file nor a checkpoint this worker can convert"
+        )
+    if not allow_pickle:
+        raise PickleRefusedError(
+            f"{fetched.name} is a pickle file, which can run code when loaded; this worker "
+            "refuses them (set IMAGEFLEET_WORKER_ALLOW_PICKLE=1 to convert it)"
+        )
+    stem = "model" if fetched.name == UNNAMED else Path(fetched.name).stem
+    converted = pickle_to_safetensors(fetched, fetched.with_name(stem + ".safetensors"))
+    fetched.unlink()
+    return converted
 
 
 def pickle_to_safetensors(path: Path, dest: Path) -> Path:
@@ -46,16 +79,12 @@ def pickle_to_safetensors(path: Path, dest: Path) -> Path:
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        from imagefleet.worker.source_errors import PickleRefusedError
-
         raise PickleRefusedError(
             f"{path.name} cannot be read as plain tensors (torch.load weights_only=True said: "
             f"{exc}); convert it to safetensors yourself and register that file"
         ) from exc
     tensors = _tensors(loaded)
     if not tensors:
-        from imagefleet.worker.source_errors import SourceError
-
         raise SourceError(f"{path.name} holds no tensors")
     # safetensors refuses tensors that share memory; a copy of each is always safe.
     save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, str(dest))

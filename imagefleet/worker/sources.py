@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from imagefleet.worker import source_hf, source_s3
-from imagefleet.worker.model_formats import PICKLE_SUFFIXES
+from imagefleet.worker.model_formats import PICKLE_SUFFIXES, UNNAMED
 from imagefleet.worker.model_settings import ModelSettings
 from imagefleet.worker.source_errors import (
     CacheFullError,
@@ -28,9 +28,6 @@ from imagefleet.worker.source_errors import (
 from imagefleet.worker.source_http import HttpOptions, Progress, ProgressLog, download, redact
 
 HF_PREFIX = source_hf.PREFIX
-# A download URL without a file name (Civitai's /api/download/models/<id>) is saved under this
-# name; the cache then renames it after its content (safetensors or a refused pickle).
-UNNAMED = "model.download"
 
 __all__ = [
     "CacheFullError",
