@@ -3,6 +3,7 @@
 import json
 import random
 import shutil
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from imagefleet.hashing import file_sha256
+from imagefleet.worker.training.archive import pack_checkpoint, unpack_checkpoint
 from imagefleet.worker.training.checkpoint import (
     CheckpointRef,
     CorruptCheckpoint,
@@ -225,3 +227,27 @@ def test_random_states_survive_a_round_trip_through_a_folder(tmp_path: Path) -> 
         loaded.optimizer["state"][0]["exp_avg"], optimizer.state_dict()["state"][0]["exp_avg"]
     )
     assert not (tmp_path / "ckpt.partial").exists()
+
+
+def test_a_checkpoint_travels_as_one_archive_and_unpacks_to_a_readable_folder(
+    run: Run, tmp_path: Path
+) -> None:
+    packed = pack_checkpoint(run.store.path(8), tmp_path / "step-8.zip")
+    folder = unpack_checkpoint(packed, tmp_path / "unpacked")
+    assert read_checkpoint(folder).step == 8
+
+
+def test_an_archive_with_unexpected_entries_is_corrupt_and_writes_nothing_outside(
+    run: Run, tmp_path: Path
+) -> None:
+    packed = tmp_path / "evil.zip"
+    with zipfile.ZipFile(packed, "w") as archive:
+        for name in ("lora.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"):
+            archive.write(run.store.path(8) / name, arcname=name)
+        archive.writestr("../escaped.txt", "x")
+    with pytest.raises(CorruptCheckpoint, match="expected exactly"):
+        unpack_checkpoint(packed, tmp_path / "unpacked")
+    assert not (tmp_path / "escaped.txt").exists()
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    with pytest.raises(CorruptCheckpoint, match="not a readable checkpoint archive"):
+        unpack_checkpoint(tmp_path / "junk.zip", tmp_path / "unpacked")

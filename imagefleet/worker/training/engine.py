@@ -20,7 +20,6 @@ What makes it a service on interruptible GPUs:
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
@@ -31,23 +30,15 @@ from typing import cast
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.optim.lr_scheduler import LambdaLR
 
 from imagefleet.hashing import file_sha256
 from imagefleet.training.dataset import DatasetManifest
 from imagefleet.training.params import LoraTrainingParams
-from imagefleet.training.schedule import lr_factor
 from imagefleet.worker.training import components
-from imagefleet.worker.training.checkpoint import (
-    CorruptCheckpoint,
-    IncompatibleCheckpoint,
-    RunIdentity,
-    TrainingState,
-    capture_rng,
-    restore_rng,
-)
+from imagefleet.worker.training.checkpoint import RunIdentity, TrainingState
 from imagefleet.worker.training.data import batch_indices
 from imagefleet.worker.training.lora_file import export_lora
+from imagefleet.worker.training.optimization import Optimization
 from imagefleet.worker.training.types import (
     CheckpointCallback,
     CheckpointReport,
@@ -63,9 +54,6 @@ from imagefleet.worker.training.types import (
 )
 from imagefleet.worker.training.uploader import CheckpointUploader
 
-ADAM_BETAS = (0.9, 0.999)
-ADAM_WEIGHT_DECAY = 1e-2
-ADAM_EPSILON = 1e-8
 _DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -135,6 +123,7 @@ class LoraTrainer:
 
     def _setup(self, resume: TrainingState | None, stop_check: StopCheck) -> None:
         params = self.params
+        self._start_step = 0 if resume is None else resume.step
         self._models = models = components.open_models(self._base_model, self._config_dir)
         components.check_resolution(models, params.resolution)
         # Opened in float32; cast only when asked (diffusers warns about casts it did not make).
@@ -164,26 +153,15 @@ class LoraTrainer:
         torch.manual_seed(self.seed)
         random.seed(self.seed)
         np.random.seed(self.seed % 2**32)
-        self._trainable = components.add_adapters(models, params)
-        parameters = [parameter for _, parameter in self._trainable]
-        self._optimizer = torch.optim.AdamW(
-            parameters,
-            lr=params.learning_rate,
-            betas=ADAM_BETAS,
-            weight_decay=ADAM_WEIGHT_DECAY,
-            eps=ADAM_EPSILON,
+        self._opt = Optimization.create(
+            components.add_adapters(models, params),
+            params,
+            self.seed,
+            self.device.type,
+            fp16=self._autocast_dtype == torch.float16,
         )
-        schedule, warmup, total = params.lr_schedule, params.lr_warmup_steps, params.steps
-        self._lr_scheduler = LambdaLR(
-            self._optimizer, lambda step: lr_factor(min(step, total - 1), schedule, warmup, total)
-        )
-        self._scaler = torch.amp.GradScaler(
-            self.device.type, enabled=self._autocast_dtype == torch.float16
-        )
-        self._noise = torch.Generator("cpu").manual_seed(self.seed)
-        self._start_step = 0
         if resume is not None:
-            self._restore(resume)
+            self.notices += self._opt.restore(resume, self.identity, params)
 
     def _loop(
         self,
@@ -198,13 +176,13 @@ class LoraTrainer:
             reason = stop_check()
             if reason is not None:
                 self._stop(reason, step, submitted, uploader)
-            learning_rate = float(self._lr_scheduler.get_last_lr()[0])
+            learning_rate = self._opt.learning_rate
             loss = self._train_step(step, learning_rate)
             done = step + 1
             if on_progress is not None:
                 on_progress(StepProgress(done, params.steps, loss, learning_rate))
             if uploader is not None and done % params.checkpoint_every == 0 and done < params.steps:
-                uploader.submit(self._snapshot(done))
+                uploader.submit(self._opt.snapshot(self.identity, done, params))
                 submitted = done
         return loss
 
@@ -238,7 +216,7 @@ class LoraTrainer:
                 0,
                 self._models.noise_scheduler.config["num_train_timesteps"],
                 (latents.shape[0],),
-                generator=self._noise,
+                generator=self._opt.noise,
             )
             timesteps = cast(torch.IntTensor, drawn.to(self.device))
             noisy = self._models.noise_scheduler.add_noise(latents, noise, timesteps)
@@ -249,13 +227,7 @@ class LoraTrainer:
         value = float(loss.detach())
         if not math.isfinite(value):
             raise NonFiniteLoss(step + 1, value, learning_rate)
-        self._scaler.scale(loss).backward()
-        self._scaler.unscale_(self._optimizer)
-        torch.nn.utils.clip_grad_norm_([p for _, p in self._trainable], params.max_grad_norm)
-        self._scaler.step(self._optimizer)
-        self._scaler.update()
-        self._lr_scheduler.step()
-        self._optimizer.zero_grad(set_to_none=True)
+        self._opt.step(loss, params.max_grad_norm)
         return value
 
     def _text_states(self, batch: list[int]) -> torch.Tensor:
@@ -292,7 +264,7 @@ class LoraTrainer:
 
     def _randn(self, shape: torch.Size) -> torch.Tensor:
         """Normal noise from the job's CPU generator, moved to the device: the same on any GPU."""
-        return torch.randn(shape, generator=self._noise).to(self.device)
+        return torch.randn(shape, generator=self._opt.noise).to(self.device)
 
     def _stop(
         self,
@@ -305,7 +277,7 @@ class LoraTrainer:
             raise TrainingStopped(reason, steps_done, None)
         if reason == StopReason.hand_back:
             if steps_done > submitted:
-                uploader.submit(self._snapshot(steps_done))
+                uploader.submit(self._opt.snapshot(self.identity, steps_done, self.params))
             uploader.drain()
         report = uploader.close(drop_waiting=True)
         raise TrainingStopped(reason, steps_done, max(report.finished, default=None), report)
@@ -314,52 +286,6 @@ class LoraTrainer:
         reason = stop_check()
         if reason is not None:
             raise TrainingStopped(reason, self._start_step, None)
-
-    def _snapshot(self, step: int) -> TrainingState:
-        """A CPU copy of everything a resumed run needs; the training thread goes on at once."""
-        optimizer = self._optimizer.state_dict()
-        return TrainingState(
-            identity=self.identity,
-            step=step,
-            total_steps=self.params.steps,
-            samples_seen=step * self.params.batch_size,
-            lora={name: p.detach().to("cpu", copy=True) for name, p in self._trainable},
-            optimizer={
-                "state": {
-                    index: {
-                        key: v.detach().to("cpu", copy=True) if isinstance(v, torch.Tensor) else v
-                        for key, v in entry.items()
-                    }
-                    for index, entry in optimizer["state"].items()
-                },
-                "param_groups": copy.deepcopy(optimizer["param_groups"]),
-            },
-            lr_scheduler=copy.deepcopy(self._lr_scheduler.state_dict()),
-            grad_scaler=dict(self._scaler.state_dict()),
-            rng=capture_rng(self._noise),
-        )
-
-    def _restore(self, state: TrainingState) -> None:
-        """Continues from ``state``; raises a CheckpointError if it cannot belong to this run."""
-        source = state.source or Path("(in memory)")
-        if state.identity != self.identity:
-            raise IncompatibleCheckpoint(source, "belongs to another run")
-        batch = self.params.batch_size
-        if state.samples_seen != state.step * batch or state.step >= self.params.steps:
-            raise CorruptCheckpoint(source, f"impossible position at step {state.step}")
-        expected = {name: p.shape for name, p in self._trainable}
-        found = {name: tensor.shape for name, tensor in state.lora.items()}
-        if expected != found:
-            raise CorruptCheckpoint(source, "its LoRA tensors do not fit this model")
-        with torch.no_grad():
-            for name, parameter in self._trainable:
-                parameter.copy_(state.lora[name])
-        self._optimizer.load_state_dict(state.optimizer)
-        self._lr_scheduler.load_state_dict(state.lr_scheduler)
-        if state.grad_scaler:
-            self._scaler.load_state_dict(state.grad_scaler)
-        self.notices += restore_rng(state.rng, self._noise)
-        self._start_step = state.step
 
     def _result(
         self,
