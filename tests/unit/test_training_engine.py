@@ -139,9 +139,7 @@ def test_mixed_precision_on_a_cpu_trains_in_float32_and_says_so(
 def test_a_cancel_before_the_first_step_stops_with_no_step_done(
     demo_dir: Path, tmp_path: Path, prior: bool
 ) -> None:
-    params = tiny_params(
-        prior_preservation=prior, class_prompt="a photo of cat" if prior else None
-    )
+    params = tiny_params(prior_preservation=prior, class_prompt="a photo of cat" if prior else None)
     with pytest.raises(TrainingStopped) as caught:
         trainer(demo_dir, tmp_path, params).train(should_stop=lambda: StopReason.cancel)
     assert (caught.value.reason, caught.value.steps_done, caught.value.checkpoint_step) == (

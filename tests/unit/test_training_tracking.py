@@ -81,4 +81,3 @@ def test_a_failing_tracker_is_logged_and_never_fails_the_job(
 def test_a_malformed_tracking_option_says_what_is_expected(spec: str) -> None:
     with pytest.raises(ValueError, match="expected 'jsonl:PATH' or 'mlflow:TRACKING_URI'"):
         parse_tracking(spec)
-
