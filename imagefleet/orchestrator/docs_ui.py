@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 
-from imagefleet.orchestrator.errors import NotFound
+from imagefleet.errors import NotFound
 
 ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
 ASSETS_ROUTE = "/docs-assets"

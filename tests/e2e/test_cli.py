@@ -14,8 +14,9 @@ import pytest
 from imagefleet.store.database import Database
 from imagefleet.store.keys import create_key
 from imagefleet.store.models import register_model
-from tests.e2e.conftest import child_env, free_port
-from tests.processes import OrchestratorProcess
+from tests.harness.orchestrator import OrchestratorProcess
+from tests.harness.ports import free_port
+from tests.harness.processes import child_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -67,7 +68,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFleet]:
             conn, name="demo", kind="checkpoint", source="/m", sha256="d" * 64, size_bytes=1, now=1
         )
     db.dispose()
-    orchestrator = OrchestratorProcess(data_dir, env=child_env()).start()
+    orchestrator = OrchestratorProcess(data_dir, env=child_env(), data_dir=data_dir).start()
     try:
         yield LiveFleet(orchestrator.url, client_key, worker_key, folder)
     finally:

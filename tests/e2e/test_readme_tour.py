@@ -22,7 +22,8 @@ import pytest
 from PIL import Image
 
 from imagefleet.cli.fleet import TOUR_COMMAND
-from tests.e2e.conftest import child_env, free_port
+from tests.harness.ports import free_port
+from tests.harness.processes import child_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from imagefleet.protocol import SCHEDULER_NAMES, Txt2ImgParams
+from imagefleet.kinds.txt2img import Txt2ImgParams
+from imagefleet.protocol import SCHEDULER_NAMES
 from imagefleet.samplers import SAMPLER_NAMES, Sampler, resolve_sampler, sampler_label
 from imagefleet.worker.engines.schedulers import SCHEDULERS, scheduler_spec
 
