@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from imagefleet.cli import admin, fleet, submit
+from imagefleet.cli import admin, fleet, simulate, submit
 
 app = typer.Typer(
     help="imagefleet: serve generative image models on a pull-based fleet of GPU workers.",
@@ -17,6 +17,7 @@ app.add_typer(admin.models_app, name="models")
 app.add_typer(admin.db_app, name="db")
 fleet.register(app)
 submit.register(app)
+simulate.register(app)
 
 
 def main() -> None:
