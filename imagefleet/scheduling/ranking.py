@@ -185,9 +185,9 @@ def _evaluate_all(
         # Round robin between owners: a job waits, for fairness, only since its owner's last
         # job was handed out, so a batch's queued jobs do not outrank other owners' by age.
         served = served_at.get(job.owner)
-        behind = (
-            fairness_weight * (served - since) if served is not None and served > since else 0.0
-        )
+        behind = 0.0
+        if served is not None and served > since:
+            behind = fairness_weight * (served - since)
         score = job.priority * per_priority + waited - behind - price
         evaluations.append((score, setup, affinity, waited, behind, False))
     return runnable, evaluations

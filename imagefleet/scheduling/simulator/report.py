@@ -83,7 +83,9 @@ def chart(results: list[RunResult], path: Path, title: str = "Fleet simulation")
     )
     ax.set_title("Images per dollar (higher is better)")
     ax.set_xticks(positions, names)
-    ax.legend(loc="lower right", fontsize=8)
+    top = max([r.images_per_busy_dollar for r in results] + [1.0])
+    ax.set_ylim(0, 1.2 * top)
+    ax.legend(loc="upper center", ncol=2, fontsize=8, frameon=False)
 
     ax = axes[0][1]
     bottoms = [0.0] * len(results)
@@ -93,8 +95,9 @@ def chart(results: list[RunResult], path: Path, title: str = "Fleet simulation")
         bottoms = [b + v for b, v in zip(bottoms, values, strict=True)]
     ax.set_title("GPU time (%)")
     ax.set_xticks(positions, names)
-    ax.set_ylim(0, 100)
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    ax.set_ylim(0, 118)
+    ax.set_yticks(range(0, 101, 20))
+    ax.legend(loc="upper center", ncol=5, fontsize=8, frameon=False)
 
     ax = axes[1][0]
     tiers = list(results[0].wait) if results else []
