@@ -14,7 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from imagefleet.cli.common import fail
 
-POLICY_HELP = "Comma-separated: model-aware, fifo, declared-models, lookahead-32."
+POLICY_HELP = (
+    "Comma-separated: model-aware, fifo, declared-models, lookahead-32 (default: all four; "
+    "with --plan, model-aware)."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -25,9 +28,7 @@ def simulate(
     config_file: Path | None = typer.Option(
         None, "--config", help="YAML or JSON parameters (docs/simulator.md); defaults otherwise."
     ),
-    policies: str = typer.Option(
-        "model-aware,fifo,declared-models,lookahead-32", "--policies", help=POLICY_HELP
-    ),
+    policies: str | None = typer.Option(None, "--policies", help=POLICY_HELP),
     seed: int | None = typer.Option(None, "--seed", help="Overrides `seed`."),
     hours: float | None = typer.Option(None, "--hours", help="Overrides `workload.hours`."),
     load: float | None = typer.Option(None, "--load", help="Overrides `workload.offered_load`."),
@@ -57,7 +58,7 @@ def simulate(
         return
     try:
         config = _load(config_file, seed, hours, load, scale, target_p95, tier, max_per_type)
-        names = _policy_names(policies)
+        names = _policy_names(policies, plan)
         if plan:
             _run_plan(config, names, json_path, quiet)
         else:
@@ -112,10 +113,12 @@ def _load(
     return parse_config(data)
 
 
-def _policy_names(text: str) -> list[str]:
+def _policy_names(text: str | None, plan: bool) -> list[str]:
     from imagefleet.scheduling.policies import POLICY_NAMES
     from imagefleet.scheduling.simulator.config import ConfigError
 
+    if text is None:
+        return ["model-aware"] if plan else list(POLICY_NAMES)
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in POLICY_NAMES]
     if unknown or not names:
@@ -171,13 +174,13 @@ def _run_compare(
 def _run_plan(config: Any, names: list[str], json_path: Path | None, quiet: bool) -> None:
     from imagefleet.scheduling.policies import make_policy
     from imagefleet.scheduling.simulator.compare import describe
+    from imagefleet.scheduling.simulator.config import ConfigError
     from imagefleet.scheduling.simulator.plan import plan
     from imagefleet.scheduling.simulator.workload import generate
 
     console = Console()
     if len(names) != 1:
-        names = names[:1]
-        console.print(f"planning with the first policy given: {names[0]}")
+        raise ConfigError("--policies: --plan plans for one policy; name one")
     workload = generate(config)
     facts = describe(config, workload)
     spec = config.plan

@@ -29,8 +29,12 @@ DECLARED_SELECTION = Selection(
 LOOKAHEAD_SELECTION = Selection(oldest_per_tier=32)
 
 
+def _queue_key(job: Candidate) -> tuple[int, float, str]:
+    return (-job.priority, job.queued_since, job.job_id)
+
+
 def _queue_order(candidates: Sequence[Candidate]) -> list[Candidate]:
-    return sorted(candidates, key=lambda job: (-job.priority, job.queued_since, job.job_id))
+    return sorted(candidates, key=_queue_key)
 
 
 def _holds_all(models: Container[str], job: Candidate) -> bool:
@@ -100,8 +104,12 @@ class DeclaredModelsPolicy:
     def best(
         self, worker: WorkerView, candidates: Sequence[Candidate], fleet: FleetView
     ) -> Decision | None:
-        ranked = self.rank(worker, candidates, fleet)
-        return ranked[0] if ranked else None
+        declared = [job for job in candidates if _holds_all(worker.cached_models, job)]
+        for pool, reason in ((declared, "declared model"), (candidates, "oldest job, undeclared")):
+            runnable = [job for job in pool if can_run(worker, job)]
+            if runnable:
+                return Decision(min(runnable, key=_queue_key), 0, reason)
+        return None
 
     def choose_waiter(
         self, job: Candidate, waiters: Sequence[WorkerView], fleet: FleetView

@@ -204,7 +204,7 @@ class WorkloadConfig(_Model):
 
 
 class PlanSpec(_Model):
-    target_p95_s: float = Field(60.0, gt=0, description="Wait target for the tier below.")
+    target_p95_s: float = Field(120.0, gt=0, description="Wait target for the tier below.")
     tier: str = Field("paid")
     max_per_type: int = Field(64, ge=1, le=10_000, description="Search bound per GPU type.")
     min_per_type: int = Field(0, ge=0)
