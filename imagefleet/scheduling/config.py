@@ -28,8 +28,9 @@ class PolicyConfig:
       combos whose models are all resident costs `combo_switch_s`.
     - `fairness_weight`: round robin between owners of a tier: a job ranks this many seconds
       later for every second its owner was being served while it waited. 1 makes a job's wait
-      count only from its owner's last claim; above 1 an owner being served yields to owners who
-      are not, so a batch fills the gaps other clients leave rather than taking turns with them.
+      count only from its owner's last claim (round robin). Above 1 a busy owner's jobs sink
+      while it is served, which in the simulator held the heaviest ordinary users back as hard
+      as batches and tipped a busy fleet into overload (docs/benchmarks.md).
     - `reference_seconds_per_unit`: generation time per cost unit for a worker that has not
       measured its own yet.
     - `max_defer_s`, `defer_margin_s`: leave a job for a busy worker that holds its combo when
