@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from imagefleet.cli import admin, fleet, jobs, submit
+from imagefleet.cli import admin, fleet, jobs, simulate, submit
 
 app = typer.Typer(
     help="imagefleet: serve generative image models on a pull-based fleet of GPU workers.",
@@ -18,6 +18,7 @@ app.add_typer(admin.db_app, name="db")
 app.add_typer(jobs.jobs_app, name="jobs")
 fleet.register(app)
 submit.register(app)
+simulate.register(app)
 
 
 def main() -> None:
