@@ -102,6 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--pg-outage-seconds", type=float, default=d.pg_outage_seconds)
     parser.add_argument("--pg-admin-url", default=d.pg_admin_url, help="Where to create the DB.")
+    parser.add_argument(
+        "--attackers",
+        type=int,
+        default=d.attackers,
+        help="Simulated workers that complete, fail and heartbeat at lease expiry (0: none).",
+    )
     parser.add_argument("--scratch", type=Path, default=None, help="Logs and data go here.")
     parser.add_argument("--keep", action="store_true", help="Keep logs and data afterwards.")
     parser.add_argument(
@@ -130,6 +136,7 @@ def config_from(args: argparse.Namespace) -> ChaosConfig:
         pg_outage=args.pg_outage,
         pg_outage_seconds=args.pg_outage_seconds,
         pg_admin_url=args.pg_admin_url,
+        attackers=args.attackers,
         scratch=args.scratch,
         keep=args.keep,
     )

@@ -109,3 +109,22 @@ def _picture(width: int, height: int, seed: int) -> Image.Image:
     for x in range(rng.randrange(8), width, 8):
         draw.line([(x, 0), (x, height - 1)], fill=stripe)
     return image
+
+
+class FailOnceEngine(SleepEngine):
+    """The sleep engine, except that the first job this worker process runs fails (a flaky
+    GPU, say): what a one-node fleet does with a job that failed on its only node."""
+
+    device_name = "fail-once engine (test)"
+
+    def __init__(self, device: str | None = None) -> None:
+        super().__init__(device)
+        self._failed = False
+
+    def txt2img(
+        self, request: Txt2ImgRequest, on_step: StepCallback, should_stop: StopCheck
+    ) -> list[GeneratedImage]:
+        if not self._failed:
+            self._failed = True
+            raise RuntimeError("injected failure: the first job on this worker fails")
+        return super().txt2img(request, on_step, should_stop)

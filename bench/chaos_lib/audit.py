@@ -18,6 +18,7 @@ from bench.chaos_lib.fleet import ChaosFleet
 from bench.chaos_lib.report import ChaosReport
 from imagefleet.store.database import Database
 from imagefleet.store.tables import artifacts, attempts, jobs, nodes
+from tests.harness.races import AnswerLog, contradictions
 
 # Worker log lines that mean an attempt was abandoned because its lease was gone (409 answers).
 DROPPED_MARKERS = ("lease lost, result dropped", "stopped (lease lost")
@@ -166,6 +167,32 @@ def audit(report: ChaosReport, fleet: ChaosFleet, acknowledged: Sequence[str | N
     report.unexpected_exits = list(fleet.unexpected_exits)
     violations += [f"unexpected exit: {text}" for text in fleet.unexpected_exits]
     del violations[50:]  # one broken invariant tends to repeat; the first ones tell the story
+
+
+def audit_attacks(report: ChaosReport, fleet: ChaosFleet, log: AnswerLog) -> None:
+    """Every answer the timing attackers got, checked against the database."""
+    report.attack_calls = dict(Counter(answer.action for answer in log.answers))
+    db = Database(fleet.audit_url)
+    try:
+        with db.read() as conn:
+            job_rows = {row.id: row for row in conn.execute(select(jobs)).all()}
+            attempt_rows = {row.id: row for row in conn.execute(select(attempts)).all()}
+            accepted = [
+                (row.job_id, row.attempt_id, row.idx)
+                for row in conn.execute(
+                    select(artifacts.c.job_id, artifacts.c.attempt_id, artifacts.c.idx).where(
+                        artifacts.c.accepted.is_(True)
+                    )
+                ).all()
+            ]
+    finally:
+        db.dispose()
+    # Answers lost with an orchestrator killed mid-call never reached the log; 503s while the
+    # database is cut are the documented answer to an outage, not a finding.
+    answers = [a for a in log.answers if a.status != 503]
+    problems = contradictions(answers, job_rows, attempt_rows, accepted)
+    report.contradicted = len(problems)
+    report.violations += [f"timing attack: {p}" for p in problems[:20]]
 
 
 def _params(value: Any) -> dict[str, Any]:

@@ -47,6 +47,9 @@ class ChaosConfig:
     pg_outage: str = "proxy"  # or "restart"
     pg_outage_seconds: float = 5.0
     pg_admin_url: str = DEFAULT_PG_ADMIN_URL
+    # Simulated workers that complete, fail and heartbeat at lease expiry (tests/harness/
+    # races.py), beside the real ones; every answer they get is audited against the database.
+    attackers: int = 4
     scratch: Path | None = None  # logs and data; default a temporary folder
     keep: bool = False  # keep the scratch folder (and the PostgreSQL database) afterwards
 

@@ -106,6 +106,14 @@ class ChaosFleet(Fleet):
             proxied = direct.set(host="127.0.0.1", port=self.proxy.port)
             self.orchestrator_url = proxied.render_as_string(hide_password=False)
 
+    def pg_deadlocks(self) -> int | None:
+        """PostgreSQL's deadlock count for the run's database; None on SQLite."""
+        if self.pg_database is None:
+            return None
+        from tests.harness.races import pg_deadlocks
+
+        return pg_deadlocks(self.audit_url)
+
     def drop_pg_database(self) -> None:
         if self.pg_database is None:
             return

@@ -48,6 +48,9 @@ class ChaosReport:
     setup_seconds: float = 0.0
     timed_out: bool = False
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)  # of the machine, at the start
+    attack_calls: dict[str, int] = field(default_factory=dict)  # timing attacks sent, by call
+    contradicted: int = 0  # attack answers the database contradicts (stale 2xx, 5xx)
+    deadlocks: int | None = None  # PostgreSQL's deadlock count during the run
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -78,6 +81,15 @@ class ChaosReport:
                 f"{self.submit_retries} ({self.replayed})",
             ),
             ("succeeded (must be N)", f"{self.succeeded}"),
+            (
+                "timing attacks at lease expiry (calls)",
+                ", ".join(f"{k} {v}" for k, v in sorted(self.attack_calls.items())) or "-",
+            ),
+            ("stale or contradicted 2xx, 5xx to attacks (must be 0)", f"{self.contradicted}"),
+            (
+                "deadlocks counted by PostgreSQL (must be 0)",
+                "-" if self.deadlocks is None else f"{self.deadlocks}",
+            ),
             ("accepted duplicates (must be 0)", f"{self.duplicates}"),
             ("lost (must be 0)", f"{self.lost}"),
             ("failed", f"{self.failed}"),

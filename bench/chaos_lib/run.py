@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.chaos_lib.audit import audit
+from bench.chaos_lib.audit import audit, audit_attacks
 from bench.chaos_lib.clients import StatusCounts, Submitter
 from bench.chaos_lib.config import (
     DB_OUTAGE_AT,
@@ -21,6 +21,7 @@ from bench.chaos_lib.config import (
 )
 from bench.chaos_lib.fleet import ChaosFleet
 from bench.chaos_lib.report import ChaosReport
+from tests.harness.races import AnswerLog, start_attackers
 
 
 def run_chaos(config: ChaosConfig, say: Callable[[str], None] = print) -> ChaosReport:
@@ -45,8 +46,23 @@ def run_chaos(config: ChaosConfig, say: Callable[[str], None] = print) -> ChaosR
         report.setup_seconds = time.monotonic() - began
         say(f"fleet up after {report.setup_seconds:.1f} s; submitting {config.jobs} jobs")
         submitter = Submitter(fleet.url, fleet.client_key, config)
-        _drive(config, fleet, submitter, report, say)
+        deadlocks_before = fleet.pg_deadlocks()
+        log = AnswerLog()
+        stop_attacks, attackers = start_attackers(
+            config.attackers, [fleet.url], fleet.worker_key, log, seed=config.seed or 0
+        )
+        try:
+            _drive(config, fleet, submitter, report, say)
+        finally:
+            stop_attacks.set()
+            for thread in attackers:
+                thread.join(timeout=30)
+        if deadlocks_before is not None:
+            report.deadlocks = (fleet.pg_deadlocks() or 0) - deadlocks_before
+            if report.deadlocks:
+                report.violations.append(f"PostgreSQL counted {report.deadlocks} deadlocks")
         fleet.stop_processes()
+        audit_attacks(report, fleet, log)
         report.acknowledged = submitter.acknowledged
         report.created = submitter.created
         report.replayed = submitter.replayed
