@@ -75,8 +75,10 @@ def render(
             "generator": torch.Generator().manual_seed(0),
             **call,
         }
-        if task == "txt2img":
-            arguments.update(height=64, width=64)
+        if task in ("txt2img", "inpaint"):
+            # An inpainting pipeline, like txt2img, defaults to the UNet's native size.
+            arguments.setdefault("height", 64)
+            arguments.setdefault("width", 64)
         if ready.controlnet_scale is not None:
             arguments["controlnet_conditioning_scale"] = ready.controlnet_scale
         refiner = None

@@ -94,6 +94,7 @@ def worker(
     key_file: Path | None = typer.Option(
         None,
         "--key-file",
+        envvar="IMAGEFLEET_WORKER_KEY_FILE",
         help=f"A file holding the worker-scope API key (preferred, with ${WORKER_KEY_ENV_VAR}).",
     ),
     key: str | None = typer.Option(

@@ -102,8 +102,9 @@ def jobs_get(
         job = client.get(job_id)
     p, t = job.params, job.timings
     lines = [
-        f"job {job.id} ({job.kind}): {job.status.value}, step {progress_text(job)}, "
+        f"job {job.id}: {job.status.value}, step {progress_text(job)}, "
         f"{job.attempts} attempt{'s' if job.attempts != 1 else ''}",
+        f"kind: {job.kind}",
     ]
     if job.error:
         lines.append(f"error: {job.error.code}: {job.error.message}")

@@ -65,6 +65,13 @@ class GenerationParams(Strict):
         return value
 
 
+def multiple_of_eight(value: int | None) -> int | None:
+    """Sides on the latent grid of every SD model (the schema says multipleOf 8)."""
+    if value is not None and value % 8:
+        raise ValueError(f"must be a multiple of 8, got {value}")
+    return value
+
+
 def admit_generation(params: Any, limits: Limits, width: int, height: int) -> Any:
     """Checks the size and the combo against the server's limits; fixes the seed."""
     check_side(width, "width", limits, (*PARAMS_LOC, "width"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from imagefleet.errors import InvalidField
 from imagefleet.kinds.base import (
@@ -24,6 +24,7 @@ from imagefleet.kinds.generation import (
     combo_needs,
     cost_units,
     image_outputs,
+    multiple_of_eight,
 )
 from imagefleet.protocol import JobSubmission
 
@@ -42,10 +43,14 @@ class Img2ImgParams(GenerationParams):
         None,
         ge=8,
         le=16384,
-        multiple_of=8,
+        json_schema_extra={"multipleOf": 8},
         description="Default: the init image's, down to a multiple of 8.",
     )
-    height: int | None = Field(None, ge=8, le=16384, multiple_of=8, description="As width.")
+    height: int | None = Field(
+        None, ge=8, le=16384, json_schema_extra={"multipleOf": 8}, description="As width."
+    )
+
+    _sides_on_the_grid = field_validator("width", "height")(multiple_of_eight)
 
 
 def output_size(params: Any, init: InputInfo) -> tuple[int, int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from imagefleet.kinds.base import InputInfo, KindSpec, Limits, OutputSpec, Requirements
 from imagefleet.kinds.generation import (
@@ -14,6 +14,7 @@ from imagefleet.kinds.generation import (
     combo_needs,
     cost_units,
     image_outputs,
+    multiple_of_eight,
 )
 from imagefleet.protocol import JobSubmission
 
@@ -21,8 +22,22 @@ from imagefleet.protocol import JobSubmission
 class Txt2ImgParams(GenerationParams):
     """What a client may ask of a txt2img job. Size bounds beyond these are server settings."""
 
-    width: int = Field(512, ge=8, le=16384, multiple_of=8, description="Pixels, a multiple of 8.")
-    height: int = Field(512, ge=8, le=16384, multiple_of=8, description="Pixels, a multiple of 8.")
+    width: int = Field(
+        512,
+        ge=8,
+        le=16384,
+        json_schema_extra={"multipleOf": 8},
+        description="Pixels, a multiple of 8.",
+    )
+    height: int = Field(
+        512,
+        ge=8,
+        le=16384,
+        json_schema_extra={"multipleOf": 8},
+        description="Pixels, a multiple of 8.",
+    )
+
+    _sides_on_the_grid = field_validator("width", "height")(multiple_of_eight)
 
 
 class Txt2ImgJob(JobSubmission):

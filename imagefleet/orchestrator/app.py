@@ -22,7 +22,7 @@ from imagefleet.artifacts.base import ArtifactStoreError
 from imagefleet.artifacts.factory import artifact_store_for
 from imagefleet.config import Settings
 from imagefleet.errors import ApiError
-from imagefleet.kinds import job_union, load_plugins
+from imagefleet.kinds import job_union, kind_names, load_plugins
 from imagefleet.orchestrator import docs_ui, routes_admin, routes_client, routes_worker
 from imagefleet.orchestrator.body_limit import BodySizeLimit
 from imagefleet.orchestrator.lifecycle import JobLifecycle
@@ -125,7 +125,8 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        errors = [_without_kind_tag(error) for error in jsonable_encoder(exc.errors())]
+        return AsciiJSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -153,6 +154,15 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         )
 
     return app
+
+
+def _without_kind_tag(error: dict[str, Any]) -> dict[str, Any]:
+    """pydantic names the union member in a submit's error location (`body.txt2img.params`);
+    the kinds' own checks say `body.params`: one location per field, whichever check speaks."""
+    loc = error.get("loc")
+    if isinstance(loc, list) and len(loc) > 2 and loc[0] == "body" and loc[1] in kind_names():
+        return {**error, "loc": [loc[0], *loc[2:]]}
+    return error
 
 
 async def _reap_forever(app: FastAPI) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from imagefleet.store.database import Database
@@ -19,6 +20,7 @@ JOBS = 2000
 CLAIMERS = 32
 
 
+@pytest.mark.timeout(900)  # 2,000 lifecycles; minutes on a loaded 2-core machine
 def test_two_replicas_and_32_claimers_complete_2000_jobs_exactly_once(
     empty_pg: PgFleet, tmp_path: Path
 ) -> None:
