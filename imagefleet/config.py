@@ -126,6 +126,20 @@ class Settings(BaseSettings):
         64 << 20, gt=0, description="Largest artifact a worker may upload."
     )
 
+    # Control-plane speed (issue 16).
+    key_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long a replica trusts an API key it has looked up: a revoked key "
+        "keeps working on a replica for at most this long. 0 looks every request up.",
+    )
+    db_pool_size: int = Field(
+        40,
+        ge=1,
+        description="PostgreSQL connections per replica, and as many request threads, so that "
+        "no request waits for a connection or opens a new one.",
+    )
+
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:
         if not self.database_url:

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +25,7 @@ from imagefleet.config import Settings
 from imagefleet.errors import ApiError
 from imagefleet.kinds import job_union, kind_names, load_plugins
 from imagefleet.orchestrator import docs_ui, routes_admin, routes_client, routes_worker
+from imagefleet.orchestrator.auth import KeyCache
 from imagefleet.orchestrator.body_limit import BodySizeLimit
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.ratelimit import RateLimiter
@@ -51,10 +53,12 @@ class AsciiJSONResponse(JSONResponse):
 def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> FastAPI:
     settings = settings or Settings()
     load_plugins(settings.kind_plugins)
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # As many request threads as pooled connections: no thread waits for a connection.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
         await run_in_threadpool(db.upgrade if settings.migrate_on_start else db.check_schema)
         # Workers could not renew leases while this replica was down; give them one lease's
         # time to reach it again before the reaper counts them as gone.
@@ -62,12 +66,13 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         # A misconfigured bucket is reported now, not at the first upload.
         await run_in_threadpool(app.state.artifacts.check)
         signal = app.state.work_signal = WorkSignal(
-            POLLING_RECHECK_SECONDS if db.is_sqlite else LISTENING_RECHECK_SECONDS
+            POLLING_RECHECK_SECONDS if db.is_sqlite else LISTENING_RECHECK_SECONDS,
+            listening=not db.is_sqlite,
         )
         listener = None
         if not db.is_sqlite:
             loop = asyncio.get_running_loop()
-            listener = WorkListener(db.url, lambda: signal.notify_threadsafe(loop))
+            listener = WorkListener(db.url, lambda hint: signal.notify_threadsafe(loop, hint))
             listener.start()
         duties = (
             [
@@ -103,6 +108,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.artifacts = store = artifact_store_for(settings)
     app.state.lifecycle = JobLifecycle(db, settings, artifacts=store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)
     app.include_router(submit_router(job_union()))
     app.include_router(routes_client.router)
@@ -173,7 +179,7 @@ async def _reap_forever(app: FastAPI) -> None:
         await asyncio.sleep(lifecycle.settings.reaper_interval_seconds)
         try:
             if await run_in_threadpool(lifecycle.reap_expired):
-                app.state.work_signal.notify()
+                app.state.work_signal.announce()
         except (OperationalError, DatabaseUnavailable) as exc:
             log.warning("lease reaper: database unavailable (%s); retrying", type(exc).__name__)
         except Exception:

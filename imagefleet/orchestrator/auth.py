@@ -1,8 +1,16 @@
-"""Bearer-key authentication and scope checks, as FastAPI dependencies."""
+"""Bearer-key authentication and scope checks, as FastAPI dependencies.
+
+Keys live in the database, but a request does not read them there every time: a replica
+keeps the keys it looked up for `key_cache_seconds` (5 s by default), so the common request
+costs no query and no thread hop. The price is stated in docs/operations.md: a revoked key
+keeps working on a replica that cached it for at most that long.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
 import time
 from collections.abc import Callable
 
@@ -24,6 +32,57 @@ _ALLOWED: dict[str, frozenset[Scope]] = {
 }
 
 
+class KeyCache:
+    """Live keys this replica looked up recently, by a hash of the full token (the token
+    itself is never kept). Only keys that authenticated are cached: an unknown or revoked
+    token is looked up again every time, so a new key works at once and guessing costs a
+    query each. Bounded: past `max_entries` the whole cache is dropped (a few misses)."""
+
+    def __init__(
+        self,
+        ttl_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 10_000,
+    ) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.clock = clock
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, ApiKey]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _digest(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def get(self, token: str) -> ApiKey | None:
+        """The cached key for this token while its entry is fresh, else None."""
+        if self.ttl_seconds <= 0:
+            return None
+        digest = self._digest(token)
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if self.clock() >= entry[0]:
+                del self._entries[digest]
+                return None
+            return entry[1]
+
+    def put(self, token: str, key: ApiKey) -> None:
+        if self.ttl_seconds <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[self._digest(token)] = (self.clock() + self.ttl_seconds, key)
+
+    def forget(self, key_id: str) -> None:
+        """Drops every entry of this key (a revocation made through this replica)."""
+        with self._lock:
+            for digest in [d for d, (_, key) in self._entries.items() if key.id == key_id]:
+                del self._entries[digest]
+
+
 def require(audience: str) -> Callable[..., object]:
     allowed = _ALLOWED[audience]
 
@@ -32,15 +91,20 @@ def require(audience: str) -> Callable[..., object]:
     ) -> ApiKey:
         if credentials is None:
             raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-        db = request.app.state.db
-
-        def lookup() -> ApiKey | None:
-            with db.read() as conn:
-                return authenticate(conn, credentials.credentials)
-
-        key = await run_in_threadpool(lookup)
+        token = credentials.credentials
+        cache: KeyCache = request.app.state.key_cache
+        key = cache.get(token)
         if key is None:
-            raise Unauthorized("invalid or revoked API key")
+            db = request.app.state.db
+
+            def lookup() -> ApiKey | None:
+                with db.read() as conn:
+                    return authenticate(conn, token)
+
+            key = await run_in_threadpool(lookup)
+            if key is None:
+                raise Unauthorized("invalid or revoked API key")
+            cache.put(token, key)
         if key.scope not in allowed:
             article = "an" if audience[0] in "aeiou" else "a"
             raise Forbidden(

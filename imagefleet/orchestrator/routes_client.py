@@ -20,17 +20,23 @@ from imagefleet.protocol import (
     WebhookDeliveryView,
 )
 from imagefleet.store.artifacts import ArtifactRow
+from imagefleet.store.job_models import JobModel
 from imagefleet.store.jobs import JobRow
 from imagefleet.store.models import list_models
 
 router = APIRouter(prefix="/v1", tags=["client"], route_class=DocumentedRoute)
 
 
-def render_jobs(request: Request, rows: list[JobRow]) -> list[JobView]:
-    """Job rows as the API shows them: with accepted outputs (download URLs) and combos."""
+def render_jobs(
+    request: Request,
+    rows: list[JobRow],
+    details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]] | None = None,
+) -> list[JobView]:
+    """Job rows as the API shows them: with accepted outputs (download URLs) and combos,
+    read unless the caller already has them (`details`, as `JobLifecycle.details` returns)."""
     lifecycle: JobLifecycle = request.app.state.lifecycle
     store: ArtifactStore = request.app.state.artifacts
-    outputs, combos = lifecycle.details(rows)
+    outputs, combos = details if details is not None else lifecycle.details(rows)
     proxied = lifecycle.settings.proxy_downloads
 
     def url(artifact: ArtifactRow) -> str:

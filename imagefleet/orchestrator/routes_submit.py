@@ -17,6 +17,7 @@ from imagefleet.orchestrator.openapi_errors import DocumentedRoute, ErrorBody, e
 from imagefleet.orchestrator.routes_client import render_jobs
 from imagefleet.orchestrator.views import input_view
 from imagefleet.protocol import InputView, JobView
+from imagefleet.store.database import WorkHint
 
 ACCEPTED_IMAGE_TYPES = tuple(EXTENSIONS)
 IdempotencyKey = Annotated[
@@ -63,13 +64,16 @@ def submit_router(job_type: Any) -> APIRouter:
         signal: Signal,
         idempotency_key: IdempotencyKey = None,
     ) -> JobView:
-        row, replayed = await run_in_threadpool(lifecycle.submit, key, job, idempotency_key)
-        if replayed:
+        row, replayed, combo = await run_in_threadpool(
+            lifecycle.submit_with_combo, key, job, idempotency_key
+        )
+        if replayed or combo is None:
             response.status_code = 200
             response.headers["Idempotent-Replayed"] = "true"
-        else:
-            signal.notify()
-        return (await run_in_threadpool(render_jobs, request, [row]))[0]
+            return (await run_in_threadpool(render_jobs, request, [row]))[0]
+        signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
+        # A new job has no outputs yet and its combo is the one just resolved: no read.
+        return render_jobs(request, [row], ({row.id: []}, {row.id: combo}))[0]
 
     @router.post(
         "/inputs",

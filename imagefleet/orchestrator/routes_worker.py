@@ -15,6 +15,7 @@ from imagefleet.errors import InvalidField, PayloadTooLarge
 from imagefleet.orchestrator.deps import Lifecycle, Signal, WorkerKey
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
+from imagefleet.orchestrator.work_signal import WaiterProfile
 from imagefleet.protocol import (
     AttemptResult,
     ClaimRequest,
@@ -46,21 +47,32 @@ async def claim(
 ) -> ClaimResponse:
     wait = min(body.wait_seconds, lifecycle.settings.claim_wait_max_seconds)
     deadline = time.monotonic() + wait
+    capabilities = body.capabilities
+    profile = WaiterProfile(
+        frozenset(capabilities.kinds), capabilities.max_pixels, capabilities.vram_mb
+    )
     while True:
-        waiter = signal.waiter()
+        waiter = signal.waiter(profile)
+        looks_again = False  # see WorkSignal: an unused wake-up is passed on
         try:
-            assignment = await run_in_threadpool(lifecycle.claim, key, body)
-        except NodeQuarantined as exc:
-            return ClaimResponse(
-                quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
-            )
-        if assignment is not None:
-            return ClaimResponse(assignment=assignment)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or await request.is_disconnected():
-            return ClaimResponse(retry_after_seconds=1.0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter.wait(), timeout=min(remaining, signal.recheck_seconds))
+            try:
+                assignment = await run_in_threadpool(lifecycle.claim, key, body)
+            except NodeQuarantined as exc:
+                return ClaimResponse(
+                    quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
+                )
+            if assignment is not None:
+                return ClaimResponse(assignment=assignment)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or await request.is_disconnected():
+                return ClaimResponse(retry_after_seconds=1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    waiter.event.wait(), timeout=min(remaining, signal.recheck_seconds)
+                )
+            looks_again = True
+        finally:
+            signal.release(waiter, pass_on=not looks_again)
 
 
 @router.post("/attempts/{attempt_id}/heartbeat", response_model=HeartbeatResponse)
@@ -114,7 +126,7 @@ async def fail(
 ) -> AttemptResult:
     outcome = await run_in_threadpool(lifecycle.fail, key, attempt_id, body)
     if outcome.job_status is JobStatus.queued:
-        signal.notify()
+        signal.announce()
     return outcome
 
 

@@ -185,17 +185,17 @@ class WorkerTransitions(WorkerFiles):
         now = self.clock()
         expires = now + self.settings.lease_seconds
         with self.db.write() as conn:
-            attempt = self._attempt(conn, attempt_id, worker_key)
             if job_sql.renew_lease(
                 conn,
                 attempt_id,
+                worker_key_id=worker_key.id,
                 step=request.step,
                 total=request.total_steps,
                 lease_expires_at=expires,
             ):
                 return HeartbeatResponse(action="continue", lease_expires_at=to_datetime(expires))
-            ended = attempt_sql.get_attempt(conn, attempt_id)
-            if ended is not None and ended.outcome is AttemptOutcome.cancelled:
+            attempt = self._attempt(conn, attempt_id, worker_key)  # 404 unless this key's
+            if attempt.outcome is AttemptOutcome.cancelled:
                 return HeartbeatResponse(action="cancel", reason="the client cancelled the job")
         raise StaleAttempt(
             f"attempt {attempt_id} no longer holds the lease on job {attempt.job_id}"
@@ -223,9 +223,7 @@ class WorkerTransitions(WorkerFiles):
     ) -> AttemptResult:
         now = self.clock()
         with self.db.write() as conn:
-            attempt = self._attempt(conn, attempt_id, worker_key)
-            row = job_sql.lock_job(conn, attempt.job_id)
-            assert row is not None
+            row = self._attempt_job(conn, worker_key, attempt_id)
             if row.status is JobStatus.succeeded and row.result_attempt_id == attempt_id:
                 return AttemptResult(job_id=row.id, job_status=row.status)
             if row.current_attempt_id != attempt_id:
@@ -259,7 +257,7 @@ class WorkerTransitions(WorkerFiles):
             ):
                 raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
             attempt_sql.end_attempt(conn, attempt_id, outcome=AttemptOutcome.succeeded, now=now)
-            self._emit_final(conn, row.id, "succeeded", now)
+            self._emit_final(conn, row, "succeeded", now)
         return AttemptResult(job_id=row.id, job_status=JobStatus.succeeded)
 
     @retry_conflicts
@@ -370,7 +368,7 @@ class WorkerTransitions(WorkerFiles):
         if not written:
             raise StaleAttempt(stale_reason(attempt_id, row, "fail"))
         if status is JobStatus.failed:
-            self._emit_final(conn, row.id, "failed", now)
+            self._emit_final(conn, row, "failed", now)
         return status
 
     def _retry_policy(self, row: job_sql.JobRow) -> RetryPolicy:

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -19,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -58,12 +59,37 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def notify_work(conn: Connection) -> None:
-    """Tells every replica's waiting claims that work may have arrived. On PostgreSQL this is a
-    NOTIFY, delivered at commit (so never before the job is visible); SQLite has no such thing
-    and its claims re-check on a timer instead."""
+@dataclass(frozen=True)
+class WorkHint:
+    """What a queued job needs (the claim's hard limits), so that a replica wakes one waiting
+    claim that can run it. Travels as the NOTIFY payload `<kind> <pixels> <vram_mb>`."""
+
+    kind: str
+    pixels: int
+    vram_mb: int | None = None
+
+    def encode(self) -> str:
+        return f"{self.kind} {self.pixels} {self.vram_mb or 0}"
+
+    @classmethod
+    def decode(cls, payload: str) -> WorkHint | None:
+        """None for an empty or unreadable payload: a wake-up for anything."""
+        parts = payload.split()
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            return None
+        return cls(parts[0], int(parts[1]), int(parts[2]) or None)
+
+
+def notify_work(conn: Connection, hint: WorkHint | None = None) -> None:
+    """Tells every replica's waiting claims that work may have arrived (with `hint`, which
+    job). On PostgreSQL this is a NOTIFY, delivered at commit (so never before the job is
+    visible); SQLite has no such thing: the process that queued the job wakes its own claims
+    and the others re-check on a timer."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"NOTIFY {WORK_CHANNEL}")
+        conn.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": WORK_CHANNEL, "payload": hint.encode() if hint else ""},
+        )
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -95,10 +121,10 @@ def retry_conflicts(fn: Callable[P, T]) -> Callable[P, T]:
 class Database:
     """An engine plus the two kinds of transaction the rest of the code needs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = normalize_url(url)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
-        self.engine = _create_engine(self.url, self.is_sqlite)
+        self.engine = _create_engine(self.url, self.is_sqlite, pool_size)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -152,15 +178,19 @@ class Database:
         self.engine.dispose()
 
 
-def _create_engine(url: str, is_sqlite: bool) -> Engine:
+def _create_engine(url: str, is_sqlite: bool, pool_size: int) -> Engine:
     if not is_sqlite:
         # pre_ping turns connections broken by a database restart into fresh ones instead of
         # errors; the short connect timeout makes an outage a quick 503, not a hung request.
+        # The orchestrator sizes the pool to its request threads (Settings.db_pool_size), so
+        # connections are opened once and kept: an overflow connection is a backend fork on
+        # PostgreSQL, opened and closed again per burst. The small overflow is for callers
+        # outside the request threads (start-up, tests).
         return create_engine(
             url,
             pool_pre_ping=True,
-            pool_size=10,
-            max_overflow=20,
+            pool_size=pool_size,
+            max_overflow=4,
             pool_timeout=10,
             connect_args={"connect_timeout": 5},
         )

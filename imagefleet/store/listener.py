@@ -1,8 +1,9 @@
 """Wakes this process's waiting claims when any replica queues work (PostgreSQL LISTEN).
 
 One dedicated connection per process listens on the work channel from a daemon thread and calls
-back on every notification. If the connection drops (database restart) it reconnects with
-backoff; claims fall back to their slow re-check timer meanwhile, so nothing is missed for long.
+back on every notification with what the job needs (its WorkHint, or None: anything). If the
+connection drops (database restart) it reconnects with backoff; claims fall back to their
+slow re-check timer meanwhile, so nothing is missed for long.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from collections.abc import Callable
 
 from sqlalchemy.engine import make_url
 
-from imagefleet.store.database import WORK_CHANNEL
+from imagefleet.store.database import WORK_CHANNEL, WorkHint
 
 log = logging.getLogger("imagefleet.store.listener")
 
 
 class WorkListener:
-    def __init__(self, url: str, on_work: Callable[[], None]) -> None:
+    def __init__(self, url: str, on_work: Callable[[WorkHint | None], None]) -> None:
         self.url = url
         self.on_work = on_work
         self._stop = threading.Event()
@@ -42,10 +43,10 @@ class WorkListener:
                 with psycopg.connect(conninfo, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {WORK_CHANNEL}")
                     delay = 0.5
-                    self.on_work()  # anything queued while we were not listening
+                    self.on_work(None)  # anything queued while we were not listening
                     while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=0.25, stop_after=1):
-                            self.on_work()
+                        for notify in conn.notifies(timeout=0.25, stop_after=1):
+                            self.on_work(WorkHint.decode(notify.payload))
             except Exception as exc:
                 if self._stop.is_set():
                     return
