@@ -593,3 +593,48 @@ class AttemptResult(BaseModel):
 
     job_id: str
     job_status: JobStatus
+
+
+# --- batched worker calls (issue 16) -------------------------------------------------------------
+
+MAX_BATCH_ATTEMPTS = 64
+
+
+class AttemptHeartbeat(HeartbeatRequest):
+    attempt_id: str = Field(min_length=1, max_length=64)
+
+
+class BatchHeartbeatRequest(Strict):
+    """Renews the leases of several attempts of one worker (a micro-batch) in one call."""
+
+    attempts: list[AttemptHeartbeat] = Field(min_length=1, max_length=MAX_BATCH_ATTEMPTS)
+
+
+class AttemptHeartbeatResult(BaseModel):
+    """One attempt's answer: `continue` (lease renewed), `cancel` (the client cancelled the
+    job) or `lost` (not this key's attempt, or its lease went to another attempt): each
+    attempt of a batch keeps its own lease and fate."""
+
+    attempt_id: str
+    action: Literal["continue", "cancel", "lost"]
+    lease_expires_at: datetime | None = None
+    reason: str | None = None
+
+
+class BatchHeartbeatResponse(BaseModel):
+    results: list[AttemptHeartbeatResult]
+
+
+class InlineOutput(CompletedOutput):
+    """A small output sent inside the complete call, base64-encoded (the JSON body limit,
+    IMAGEFLEET_MAX_BODY_BYTES, bounds what fits; bigger outputs are uploaded first)."""
+
+    content_type: str = Field("image/png", max_length=100)
+    data_base64: str = Field(min_length=1)
+
+
+class InlineCompleteRequest(Strict):
+    """Upload-and-complete in one call: the outputs' files and the completion together."""
+
+    outputs: list[InlineOutput] = Field(min_length=1, max_length=MAX_BATCH_ATTEMPTS)
+    timings: StageTimings = Field(default_factory=StageTimings)

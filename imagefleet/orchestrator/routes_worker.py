@@ -18,12 +18,15 @@ from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_respon
 from imagefleet.orchestrator.work_signal import WaiterProfile
 from imagefleet.protocol import (
     AttemptResult,
+    BatchHeartbeatRequest,
+    BatchHeartbeatResponse,
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
     FailRequest,
     HeartbeatRequest,
     HeartbeatResponse,
+    InlineCompleteRequest,
     JobStatus,
     MultipartFinish,
     MultipartPart,
@@ -82,6 +85,19 @@ def heartbeat(
     return lifecycle.heartbeat(key, attempt_id, body)
 
 
+@router.post(
+    "/heartbeats",
+    response_model=BatchHeartbeatResponse,
+    summary="Renew the leases of several attempts at once (micro-batches)",
+)
+def heartbeat_many(
+    key: WorkerKey, body: BatchHeartbeatRequest, lifecycle: Lifecycle
+) -> BatchHeartbeatResponse:
+    """One transaction for all; each attempt answers for itself (`lost` instead of a 404 or
+    409 for the whole batch)."""
+    return BatchHeartbeatResponse(results=lifecycle.heartbeat_many(key, body.attempts))
+
+
 @router.put(
     "/attempts/{attempt_id}/outputs/{index}",
     response_model=UploadedArtifact,
@@ -118,6 +134,23 @@ def complete(
     """Accepts the result, once. Files the worker put straight into the store are checked
     there (present, within the size limit) before the job is marked succeeded."""
     return lifecycle.complete(key, attempt_id, body)
+
+
+@router.post(
+    "/attempts/{attempt_id}/complete-inline",
+    response_model=AttemptResult,
+    summary="Upload small outputs and complete, in one call",
+    responses=error_responses(415, 422),
+)
+async def complete_inline(
+    key: WorkerKey, attempt_id: str, body: InlineCompleteRequest, lifecycle: Lifecycle
+) -> AttemptResult:
+    """`complete` with the output files inside the body (base64; the JSON body limit bounds
+    them): one request instead of an upload per output plus a complete."""
+    try:
+        return await lifecycle.complete_inline(key, attempt_id, body)
+    except ArtifactTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from exc
 
 
 @router.post("/attempts/{attempt_id}/fail", response_model=AttemptResult)

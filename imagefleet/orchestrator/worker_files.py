@@ -46,6 +46,7 @@ class StoredFile:
     key: str
     size: int
     sha256: str
+    content_type: str | None = None  # None: the kind's first output type
 
 
 class WorkerFiles(TransitionBase):

@@ -230,7 +230,9 @@ class WorkerTransitions(WorkerFiles):
                 raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
             spec = self._output_spec(row)
             for upload in direct:
-                self._record(conn, row.id, attempt_id, upload, spec.media_types[0])
+                self._record(
+                    conn, row.id, attempt_id, upload, upload.content_type or spec.media_types[0]
+                )
             expected = spec.count
             indexes = sorted(output.index for output in request.outputs)
             uploaded = {a.idx for a in artifact_sql.attempt_artifacts(conn, attempt_id)}

@@ -197,7 +197,12 @@ def _create_engine(url: str, is_sqlite: bool, pool_size: int) -> Engine:
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    # A file database gets a pool as large as the request threads too (SQLAlchemy's default
+    # of 5 + 10 overflow would open and close connections, each re-running the PRAGMAs).
+    sized = (
+        {"pool_size": pool_size, "max_overflow": 4} if database and database != ":memory:" else {}
+    )
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **sized)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_conn: Any, _record: Any) -> None:
