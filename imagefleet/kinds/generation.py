@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from imagefleet.errors import InvalidField
-from imagefleet.kinds.base import Limits, Loc, ModelNeed, OutputSpec, check_side
+from imagefleet.kinds.base import InputNeed, Limits, Loc, ModelNeed, OutputSpec, check_side
 from imagefleet.protocol import (
     MAX_SEED,
     RANDOM_SEED,
@@ -27,6 +27,19 @@ class LoraUse(ModelUse):
     """A LoRA of the combo and how strongly it applies."""
 
     weight: float = Field(1.0, ge=-10.0, le=10.0, description="Server limits may be tighter.")
+
+
+class ControlNetUse(ModelUse):
+    """A ControlNet of the combo, the image that conditions it, and how strongly it steers."""
+
+    image: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern="^[0-9a-f]+$",
+        description="The id of an uploaded input (POST /v1/inputs): the control image, e.g. "
+        "an edge map; resized to the output size.",
+    )
+    weight: float = Field(1.0, ge=0.0, le=2.0, description="The conditioning scale.")
 
 
 class GenerationParams(Strict):
@@ -49,6 +62,10 @@ class GenerationParams(Strict):
     scheduler: SchedulerName = Field(
         Sampler.dpmpp_2m,
         description="A sampler's API name; its A1111 label (`DPM++ 2M Karras`) is accepted too.",
+    )
+
+    controlnet: ControlNetUse | None = Field(
+        None, description="Steers the image with a control image (e.g. edges or depth)."
     )
 
     @field_validator("seed", mode="before")
@@ -117,7 +134,24 @@ def combo_needs(params: Any) -> tuple[ModelNeed, ...]:
         ModelNeed(ModelRole.embedding, use, (*PARAMS_LOC, "embeddings", i))
         for i, use in enumerate(params.embeddings)
     ]
+    if params.controlnet is not None:
+        needs.append(
+            ModelNeed(
+                ModelRole.controlnet,
+                params.controlnet,
+                (*PARAMS_LOC, "controlnet"),
+                weight=params.controlnet.weight,
+            )
+        )
     return tuple(needs)
+
+
+def control_inputs(params: Any) -> tuple[InputNeed, ...]:
+    """The ControlNet's control image, an input of the job like an init image."""
+    if params.controlnet is None:
+        return ()
+    loc = (*PARAMS_LOC, "controlnet", "image")
+    return (InputNeed("control_image", params.controlnet.image, loc),)
 
 
 def cost_units(width: int, height: int, steps: float, images: int) -> float:
