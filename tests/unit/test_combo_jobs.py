@@ -139,3 +139,28 @@ def test_a_controlnet_with_its_control_image_steers_the_image(engine: ManagedEng
     ).image
     assert difference(steered(1.0, "img2img", init_image=init).image, plain_variation) > 0.1
     assert np.array_equal(Job(engine, [checkpoint()]).image, plain)
+
+
+def test_an_sdxl_base_and_refiner_job_runs_both_ways(engine: ManagedEngine) -> None:
+    zoo = tiny_zoo()
+    base = ref(zoo.sdxl, ModelRole.checkpoint)
+    refiner = ref(zoo.sdxl_refiner, ModelRole.refiner)
+    alone = Job(engine, [base]).image
+    switched = Job(engine, [base, refiner], refiner="refiner", refiner_switch=0.5)
+    stepped = Job(engine, [base, refiner], refiner="refiner", refiner_steps=2)
+    assert difference(switched.image, alone) > 0.1
+    assert difference(stepped.image, alone) > 0.1
+    assert difference(stepped.image, switched.image) > 0.1
+    assert refiner.sha256 in engine.resident_models()
+
+
+def test_clip_skip_and_the_hires_fix_take_effect(engine: ManagedEngine) -> None:
+    plain = Job(engine, [checkpoint()])
+    skipped = Job(engine, [checkpoint()], clip_skip=2)
+    assert difference(skipped.image, plain.image) > 0.1
+    assert np.array_equal(Job(engine, [checkpoint()], clip_skip=1).image, plain.image)
+    hires = Job(engine, [checkpoint()], hires={"scale": 2.0, "steps": 2, "strength": 0.5})
+    assert hires.image.shape == (128, 128, 3)
+    assert (hires.outputs[0].width, hires.outputs[0].height) == (128, 128)
+    upscaled = Image.fromarray(plain.image.astype(np.uint8)).resize((128, 128), Image.LANCZOS)
+    assert difference(hires.image, np.asarray(upscaled).astype(np.float64)) > 0.5

@@ -23,6 +23,20 @@ class ComboOptions:
     """What a job may add to its request beyond the plain generation fields."""
 
     control_image: Image.Image | None = None  # the ControlNet's condition, resized to the output
+    refiner_steps: int | None = None  # refiner steps after a complete base run
+    refiner_switch: float | None = None  # or: the base's share of the schedule
+    clip_skip: int | None = None  # A1111's numbering: 2 = the penultimate layer
+    hires: HiresPass | None = None
+
+
+@dataclass(frozen=True)
+class HiresPass:
+    """Hires fix: the image upscaled to ``width`` x ``height``, then an image-to-image pass."""
+
+    width: int
+    height: int
+    steps: int
+    strength: float
 
 
 @dataclass

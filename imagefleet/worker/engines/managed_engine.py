@@ -26,14 +26,17 @@ from imagefleet.worker.engines.base import (
     StepCallback,
     StopCheck,
 )
-from imagefleet.worker.engines.combo_job import ComboJob
+from imagefleet.worker.engines.combo_job import ComboJob, HiresPass
+from imagefleet.worker.engines.components import for_task
 from imagefleet.worker.engines.compositing import paste_unmasked
-from imagefleet.worker.engines.generation import generate
+from imagefleet.worker.engines.generation import RefinerPass, generate
 from imagefleet.worker.engines.model_manager import ModelManager, PreparedCombo
 from imagefleet.worker.engines.prompts import prompt_embeddings
 from imagefleet.worker.engines.schedulers import scheduler_spec, seed_scheduler
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from imagefleet.worker.model_cache import ModelCache
 
 KINDS = ("txt2img", "img2img", "inpaint")
@@ -151,33 +154,79 @@ class ManagedEngine:
         on_step: StepCallback,
         should_stop: StopCheck,
     ) -> list[GeneratedImage]:
-        request, pipeline = job.request, ready.pipeline
+        request, pipeline, options = job.request, ready.pipeline, job.options
         prompt = _with_trigger_tokens(pipeline, request.prompt)
         negative = (
             None
             if request.negative_prompt is None
             else _with_trigger_tokens(pipeline, request.negative_prompt)
         )
-        embeddings = prompt_embeddings(pipeline, prompt, negative)
+        embeddings = prompt_embeddings(pipeline, prompt, negative, options.clip_skip)
+        refiner_embeddings: dict[str, Any] = {}
+        if ready.refiner is not None:
+            if not ready.is_sdxl:
+                raise ValueError("a refiner runs after an SDXL base; this checkpoint is not SDXL")
+            refiner_embeddings = prompt_embeddings(ready.refiner, prompt, negative)
+        hires = None if options.hires is None else for_task(pipeline, "img2img")
         results = []
         for index in range(request.num_images):
             if should_stop():
                 raise GenerationCancelled(f"cancelled before image {index}")
             seed = request.seed + index
             seed_scheduler(pipeline.scheduler, seed)
+            reporter = _step_reporter(on_step, should_stop, index, request.num_images)
             call = {
                 **embeddings,
                 "num_inference_steps": request.steps,
                 "guidance_scale": request.guidance_scale,
                 "generator": torch.Generator(device=self._device).manual_seed(seed),
-                "callback_on_step_end": _step_reporter(
-                    on_step, should_stop, index, request.num_images
-                ),
+                "callback_on_step_end": reporter,
                 **extra,
             }
-            image = generate(pipeline, call, job.clock)[0]
+            refiner = None
+            if ready.refiner is not None:
+                seed_scheduler(ready.refiner.scheduler, seed)
+                refiner = RefinerPass(
+                    ready.refiner,
+                    switch=options.refiner_switch,
+                    steps=options.refiner_steps,
+                    arguments=refiner_embeddings,
+                )
+            image = generate(pipeline, call, job.clock, refiner=refiner)[0]
+            if hires is not None and options.hires is not None:
+                image = self._hires(hires, options.hires, image, call, seed, job)
             results.append(GeneratedImage(image=image, seed=seed))
         return results
+
+    def _hires(
+        self,
+        pipeline: Any,
+        hires: HiresPass,
+        image: Image.Image,
+        call: dict[str, Any],
+        seed: int,
+        job: ComboJob,
+    ) -> Image.Image:
+        """The hires fix's second pass: Lanczos upscale, then image-to-image at that size."""
+        from PIL import Image
+
+        size = (hires.width, hires.height)
+        big = image.resize(size, Image.Resampling.LANCZOS)
+        dropped = ("width", "height", "image", "mask_image")
+        second = {k: v for k, v in call.items() if k not in dropped}
+        # img2img runs strength x num_inference_steps steps: ask for enough to run `steps`.
+        second.update(
+            image=big,
+            strength=hires.strength,
+            num_inference_steps=max(hires.steps, round(hires.steps / hires.strength)),
+            generator=torch.Generator(device=self._device).manual_seed(seed),
+        )
+        if "control_image" in second or _has_controlnet(pipeline):
+            control = job.options.control_image
+            assert control is not None  # checked in _task_arguments
+            second["control_image"] = control.convert("RGB").resize(size)
+        seed_scheduler(pipeline.scheduler, seed)
+        return generate(pipeline, second, job.clock)[0]
 
 
 def _has_controlnet(pipeline: Any) -> bool:

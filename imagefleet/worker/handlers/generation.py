@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from imagefleet.kinds import get_kind
+from imagefleet.kinds.generation import hires_size
 from imagefleet.protocol import ModelRef, ModelRole
 from imagefleet.worker.engines.base import GeneratedImage
-from imagefleet.worker.engines.combo_job import ComboJob, ComboOptions
+from imagefleet.worker.engines.combo_job import ComboJob, ComboOptions, HiresPass
 from imagefleet.worker.engines.model_specs import spec_from_ref
 from imagefleet.worker.engines.timings import StageClock
 from imagefleet.worker.handlers.base import InvalidJobInput, JobContext, OutputFile
@@ -93,6 +94,8 @@ def run_generation(ctx: JobContext, method: str, request: Any, model: ModelRef) 
     return png_outputs(images, params, model)
 
 
+DEFAULT_REFINER_SWITCH = 0.8  # diffusers' documented ensemble-of-experts hand-over
+
 # The model manager's stage names -> the job context's (StageTimings' fields).
 _STAGES = {
     "download": "download",
@@ -104,10 +107,26 @@ _STAGES = {
 
 
 def combo_options(ctx: JobContext) -> ComboOptions:
-    """What the job adds to its request: the ControlNet's control image when it has one."""
+    """What the job adds to its request: the ControlNet's control image, the refiner's
+    hand-over, clip skip and the hires pass."""
     names = {item.name for item in ctx.assignment.inputs}
     control = ctx.input_image("control_image") if "control_image" in names else None
-    return ComboOptions(control_image=control)
+    params = parsed_params(ctx)
+    hires = None
+    if getattr(params, "hires", None) is not None:
+        width, height = hires_size(params.width, params.height, params.hires.scale)
+        hires = HiresPass(width, height, params.hires.steps, params.hires.strength)
+    refiner_steps = getattr(params, "refiner_steps", None)
+    refiner_switch = getattr(params, "refiner_switch", None)
+    if getattr(params, "refiner", None) is not None and refiner_steps is None:
+        refiner_switch = DEFAULT_REFINER_SWITCH if refiner_switch is None else refiner_switch
+    return ComboOptions(
+        control_image=control,
+        refiner_steps=refiner_steps,
+        refiner_switch=refiner_switch,
+        clip_skip=getattr(params, "clip_skip", None),
+        hires=hires,
+    )
 
 
 def run_task(ctx: JobContext, task: Task, request: Any) -> list[OutputFile]:
