@@ -162,5 +162,7 @@ def test_clip_skip_and_the_hires_fix_take_effect(engine: ManagedEngine) -> None:
     hires = Job(engine, [checkpoint()], hires={"scale": 2.0, "steps": 2, "strength": 0.5})
     assert hires.image.shape == (128, 128, 3)
     assert (hires.outputs[0].width, hires.outputs[0].height) == (128, 128)
-    upscaled = Image.fromarray(plain.image.astype(np.uint8)).resize((128, 128), Image.Resampling.LANCZOS)
+    upscaled = Image.fromarray(plain.image.astype(np.uint8)).resize(
+        (128, 128), Image.Resampling.LANCZOS
+    )
     assert difference(hires.image, np.asarray(upscaled).astype(np.float64)) > 0.5
