@@ -81,6 +81,12 @@ class ImageFleetClient:
             self._json("POST", "/v1/inputs", content=data, headers={"Content-Type": content_type})
         )
 
+    def input_from_output(self, job_id: str, index: int = 0) -> InputView:
+        """Makes output `index` of a succeeded job an input (e.g. a preprocess job's edge
+        map as a ControlNet's control image); pass the returned id in a job's params."""
+        path = f"/v1/jobs/{job_id}/outputs/{index}/input"
+        return InputView.model_validate(self._json("POST", path))
+
     def get(self, job_id: str) -> JobView:
         return JobView.model_validate(self._json("GET", f"/v1/jobs/{job_id}"))
 

@@ -109,6 +109,23 @@ def submit_router(job_type: Any) -> APIRouter:
         row = await lifecycle.upload_input(key, data, content_type)
         return input_view(row)
 
+    @router.post(
+        "/jobs/{job_id}/outputs/{index}/input",
+        status_code=201,
+        response_model=InputView,
+        summary="Use one of your job's outputs as an input of later jobs",
+        description="Copies output `index` of a succeeded job (e.g. a preprocess job's edge "
+        "map) into a new input, as if uploaded: pass its id as a later job's "
+        "`controlnet.image`, `init_image` or `mask`.",
+        responses=error_responses(404, 422),
+    )
+    async def output_as_input(
+        key: ClientKey, job_id: str, index: int, lifecycle: Lifecycle
+    ) -> InputView:
+        data, content_type, _ = await run_in_threadpool(lifecycle.output_file, key, job_id, index)
+        row = await lifecycle.upload_input(key, data, content_type)
+        return input_view(row)
+
     return router
 
 

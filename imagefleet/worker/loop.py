@@ -91,6 +91,9 @@ class Worker:
             # methods this loop calls.
             engine = cast("DiffusersEngine", load_engine(config.engine, config.device))
         self.engine = engine
+        bind_cache = getattr(engine, "bind_cache", None)
+        if bind_cache is not None:  # a combo engine loads the job's models from our cache
+            bind_cache(self.cache)
         self.handlers = serving(load_handlers(config.handler_plugins), engine)
         if not self.handlers:
             raise ValueError(f"engine {config.engine!r} serves none of the known job kinds")
@@ -177,8 +180,10 @@ class Worker:
                 max_pixels=self.config.max_pixels,
                 kinds=sorted(self.handlers),
             ),
-            resident_combos=[combo] if combo and resident and combo_model == resident else [],
-            resident_models=[resident] if resident else [],
+            resident_combos=_listed(self.engine, "resident_combos")[:64]
+            or ([combo] if combo and resident and combo_model == resident else []),
+            resident_models=_listed(self.engine, "resident_models")[:256]
+            or ([resident] if resident else []),
             cached_models=self.cache.cached(),
             wait_seconds=self.config.claim_wait_seconds,
         )
@@ -277,6 +282,12 @@ class Worker:
             pass
         except Exception as exc:  # the lease will expire and the job be requeued anyway
             log.warning("could not report failure of %s: %s", attempt_id, exc)
+
+
+def _listed(engine: object, method: str) -> list[str]:
+    """What a combo engine reports of itself (resident combos or models); [] for others."""
+    report = getattr(engine, method, None)
+    return list(report()) if callable(report) else []
 
 
 def _gpu_name(engine: DiffusersEngine) -> str:
