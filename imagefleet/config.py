@@ -126,6 +126,13 @@ class Settings(BaseSettings):
         64 << 20, gt=0, description="Largest artifact a worker may upload."
     )
 
+    # Training (train_lora): what a job's lease time costs, by the GPU name workers report.
+    gpu_prices: dict[str, float] = Field(
+        default_factory=dict,
+        description='USD per worker-hour by GPU name, as JSON: {"NVIDIA GeForce RTX 4090": '
+        '0.35, "cpu": 0.02}; a job on an unpriced GPU reports its seconds but no cost.',
+    )
+
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:
         if not self.database_url:
