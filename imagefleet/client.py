@@ -17,6 +17,7 @@ from imagefleet.protocol import (
     JobStatus,
     JobView,
     ModelView,
+    TrainingView,
     WebhookDeliveryView,
 )
 from imagefleet.webhook_signing import verify_webhook
@@ -120,6 +121,10 @@ class ImageFleetClient:
 
     def models(self) -> list[ModelView]:
         return [ModelView.model_validate(m) for m in self._json("GET", "/v1/models")]
+
+    def training(self, job_id: str) -> TrainingView:
+        """A training job's progress, loss curve, checkpoints, interruptions and cost."""
+        return TrainingView.model_validate(self._json("GET", f"/v1/jobs/{job_id}/training"))
 
     def download(self, job_id: str, index: int) -> bytes:
         response = self.http.get(f"/v1/jobs/{job_id}/outputs/{index}")

@@ -139,6 +139,12 @@ class Settings(BaseSettings):
         description="PostgreSQL connections per replica, and as many request threads, so that "
         "no request waits for a connection or opens a new one.",
     )
+    # Training (train_lora): what a job's lease time costs, by the GPU name workers report.
+    gpu_prices: dict[str, float] = Field(
+        default_factory=dict,
+        description='USD per worker-hour by GPU name, as JSON: {"NVIDIA GeForce RTX 4090": '
+        '0.35, "cpu": 0.02}; a job on an unpriced GPU reports its seconds but no cost.',
+    )
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

@@ -24,7 +24,13 @@ from imagefleet.artifacts.factory import artifact_store_for
 from imagefleet.config import Settings
 from imagefleet.errors import ApiError
 from imagefleet.kinds import job_union, kind_names, load_plugins
-from imagefleet.orchestrator import docs_ui, routes_admin, routes_client, routes_worker
+from imagefleet.orchestrator import (
+    checkpoint_routes,
+    docs_ui,
+    routes_admin,
+    routes_client,
+    routes_worker,
+)
 from imagefleet.orchestrator.auth import KeyCache
 from imagefleet.orchestrator.body_limit import BodySizeLimit
 from imagefleet.orchestrator.lifecycle import JobLifecycle
@@ -113,6 +119,8 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(submit_router(job_union()))
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
+    app.include_router(checkpoint_routes.worker_router)
+    app.include_router(checkpoint_routes.client_router)
     app.include_router(routes_admin.router)
     app.include_router(docs_ui.router)
     app.add_middleware(

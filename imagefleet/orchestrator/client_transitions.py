@@ -163,7 +163,9 @@ class ClientTransitions(TransitionBase):
                     f"no input {need.input_id!r} (field {'.'.join(map(str, need.loc))}); "
                     "upload it first with POST /v1/inputs"
                 )
-            infos[need.name] = InputInfo(row.id, row.content_type, row.width, row.height)
+            infos[need.name] = InputInfo(
+                row.id, row.content_type, row.width, row.height, row.images, row.uncaptioned
+            )
             ids[need.name] = row.id
         return _NamedInputs(infos, ids)
 

@@ -20,6 +20,8 @@ from imagefleet.protocol import InputView, JobView
 from imagefleet.store.database import WorkHint
 
 ACCEPTED_IMAGE_TYPES = tuple(EXTENSIONS)
+# A train_lora dataset: a zip of images and captions (see imagefleet/training/dataset.py).
+ACCEPTED_INPUT_TYPES = (*ACCEPTED_IMAGE_TYPES, "application/zip")
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -92,6 +94,7 @@ def submit_router(job_type: Any) -> APIRouter:
                     "image/png": {"schema": {"type": "string", "format": "binary"}},
                     "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
                     "image/webp": {"schema": {"type": "string", "format": "binary"}},
+                    "application/zip": {"schema": {"type": "string", "format": "binary"}},
                     "multipart/form-data": {
                         "schema": {
                             "type": "object",
@@ -155,8 +158,8 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
         data, file_type = b"".join(chunks), content_type
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes")
-    if file_type not in ACCEPTED_IMAGE_TYPES:
+    if file_type not in ACCEPTED_INPUT_TYPES:
         raise UnsupportedMediaType(
-            f"inputs are {', '.join(ACCEPTED_IMAGE_TYPES)}; got {file_type or 'no content type'!r}"
+            f"inputs are {', '.join(ACCEPTED_INPUT_TYPES)}; got {file_type or 'no content type'!r}"
         )
     return data, file_type

@@ -20,9 +20,10 @@ from imagefleet.errors import (
 )
 from imagefleet.kinds import kind_names
 from imagefleet.orchestrator import webhooks
+from imagefleet.orchestrator.checkpoint_transitions import CheckpointTransitions, StagedModel
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
 from imagefleet.orchestrator.transitions import stale_reason, to_datetime
-from imagefleet.orchestrator.worker_files import StoredFile, WorkerFiles, output_key
+from imagefleet.orchestrator.worker_files import StoredFile, output_key
 from imagefleet.protocol import (
     Assignment,
     AttemptOutcome,
@@ -40,6 +41,7 @@ from imagefleet.protocol import (
 from imagefleet.scheduling.policy import Candidate, WorkerView
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
+from imagefleet.store import checkpoints as checkpoint_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
@@ -55,7 +57,7 @@ WORKER_TOUCH_SECONDS = 10.0
 LEASE_EXPIRED_MESSAGE = "the worker stopped sending heartbeats and its lease expired"
 
 
-class WorkerTransitions(WorkerFiles):
+class WorkerTransitions(CheckpointTransitions):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._touched: dict[str, tuple[float, str]] = {}
@@ -114,7 +116,9 @@ class WorkerTransitions(WorkerFiles):
                 webhooks.emit(conn, row, "running", now)
                 combo = job_model_sql.combos(conn, [row.id])[row.id]
                 inputs = input_sql.job_input_rows(conn, row.id)
-                return self._assignment(row, attempt_id, expires, combo, inputs)
+                assignment = self._assignment(row, attempt_id, expires, combo, inputs)
+                assignment.checkpoints = self._resume_points(conn, row, attempt_id)
+                return assignment
         return None
 
     def _assignment(
@@ -193,6 +197,17 @@ class WorkerTransitions(WorkerFiles):
                 total=request.total_steps,
                 lease_expires_at=expires,
             ):
+                trained = attempt_sql.get_attempt(conn, attempt_id) if request.loss else None
+                if trained is not None and request.loss is not None:
+                    checkpoint_sql.record_point(
+                        conn,
+                        job_id=trained.job_id,
+                        attempt_id=attempt_id,
+                        step=request.step,
+                        loss=request.loss,
+                        learning_rate=request.learning_rate or 0.0,
+                        now=now,
+                    )
                 return HeartbeatResponse(action="continue", lease_expires_at=to_datetime(expires))
             attempt = self._attempt(conn, attempt_id, worker_key)  # 404 unless this key's
             if attempt.outcome is AttemptOutcome.cancelled:
@@ -211,7 +226,10 @@ class WorkerTransitions(WorkerFiles):
         Files the worker put straight into the store are checked there first (present, within
         the size limit), outside the transaction, then recorded inside it."""
         direct = self._direct_uploads(worker_key, attempt_id, request)
-        return self._complete(worker_key, attempt_id, request, direct)
+        staged = self._stage_result(worker_key, attempt_id)
+        result, doomed = self._complete(worker_key, attempt_id, request, direct, staged)
+        self._delete_files(doomed)
+        return result
 
     @retry_conflicts
     def _complete(
@@ -220,12 +238,14 @@ class WorkerTransitions(WorkerFiles):
         attempt_id: str,
         request: CompleteRequest,
         direct: list[StoredFile],
-    ) -> AttemptResult:
+        staged: StagedModel | None,
+    ) -> tuple[AttemptResult, list[str]]:
+        """The transaction of `complete`; also returns the checkpoint files to delete."""
         now = self.clock()
         with self.db.write() as conn:
             row = self._attempt_job(conn, worker_key, attempt_id)
             if row.status is JobStatus.succeeded and row.result_attempt_id == attempt_id:
-                return AttemptResult(job_id=row.id, job_status=row.status)
+                return AttemptResult(job_id=row.id, job_status=row.status), []
             if row.current_attempt_id != attempt_id:
                 raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
             spec = self._output_spec(row)
@@ -259,8 +279,9 @@ class WorkerTransitions(WorkerFiles):
             ):
                 raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
             attempt_sql.end_attempt(conn, attempt_id, outcome=AttemptOutcome.succeeded, now=now)
+            doomed = self._finish_training(conn, row, staged, now)
             self._emit_final(conn, row, "succeeded", now)
-        return AttemptResult(job_id=row.id, job_status=JobStatus.succeeded)
+        return AttemptResult(job_id=row.id, job_status=JobStatus.succeeded), doomed
 
     @retry_conflicts
     def fail(self, worker_key: ApiKey, attempt_id: str, request: FailRequest) -> AttemptResult:

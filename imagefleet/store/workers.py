@@ -42,3 +42,17 @@ def vram_mb(conn: Connection, worker_id: str) -> int | None:
 
     row = conn.execute(select(workers.c.capabilities).where(workers.c.id == worker_id)).first()
     return WorkerCapabilities.model_validate_json(row.capabilities).vram_mb if row else None
+
+
+def gpu_names(conn: Connection, worker_ids: list[str]) -> dict[str, str]:
+    """The GPU name each worker reported in its last claim (for pricing its lease time)."""
+    from imagefleet.protocol import WorkerCapabilities
+
+    if not worker_ids:
+        return {}
+    rows = conn.execute(
+        select(workers.c.id, workers.c.capabilities).where(workers.c.id.in_(worker_ids))
+    ).all()
+    return {
+        row.id: WorkerCapabilities.model_validate_json(row.capabilities).gpu_name for row in rows
+    }

@@ -37,6 +37,8 @@ class Heartbeat:
         self.cancel_reason: str | None = None
         self._step = 0
         self._total = 0
+        self._loss: float | None = None
+        self._learning_rate: float | None = None
         self._sent_step = -1
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -50,8 +52,16 @@ class Heartbeat:
     def start(self) -> None:
         self._thread.start()
 
-    def progress(self, step: int, total: int) -> None:
+    def progress(
+        self,
+        step: int,
+        total: int,
+        loss: float | None = None,
+        learning_rate: float | None = None,
+    ) -> None:
+        """Records progress (training kinds add the step's loss and learning rate)."""
         self._step, self._total = step, total
+        self._loss, self._learning_rate = loss, learning_rate
         self._wake.set()
 
     def stop(self) -> None:
@@ -70,7 +80,9 @@ class Heartbeat:
         if self.cancelled or self._step == self._sent_step:
             return
         try:
-            answer = self.client.heartbeat(self.attempt_id, self._step, self._total)
+            answer = self.client.heartbeat(
+                self.attempt_id, self._step, self._total, self._loss, self._learning_rate
+            )
         except LeaseLost as exc:
             self.cancel_reason = f"lease lost: {exc}"
             return
@@ -95,9 +107,9 @@ class Heartbeat:
             # wait out the pause.
             if since < self.progress_interval and self._stop.wait(self.progress_interval - since):
                 return
-            step, total = self._step, self._total
+            step, total, loss, rate = self._step, self._total, self._loss, self._learning_rate
             try:
-                answer = self.client.heartbeat(self.attempt_id, step, total)
+                answer = self.client.heartbeat(self.attempt_id, step, total, loss, rate)
             except LeaseLost as exc:
                 self.cancel_reason = f"lease lost: {exc}"
                 return

@@ -212,6 +212,8 @@ class Worker:
             fetch=self.client.fetch,
             on_step=beat.progress,
             should_stop=lambda: beat.cancelled or self._must_hand_back(),
+            client=self.client,
+            heartbeat=beat,
         )
         try:
             files = handler.run(ctx)

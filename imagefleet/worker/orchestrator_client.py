@@ -21,6 +21,7 @@ from imagefleet.protocol import (
     AttemptResult,
     BatchHeartbeatRequest,
     BatchHeartbeatResponse,
+    CheckpointReceipt,
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
@@ -30,6 +31,7 @@ from imagefleet.protocol import (
     InlineCompleteRequest,
     MultipartStart,
     MultipartUpload,
+    ResumeReport,
     UploadedArtifact,
 )
 
@@ -72,10 +74,19 @@ class OrchestratorClient:
         response = self._call(lambda: self.http.post("/v1/worker/claim", json=request.model_dump()))
         return ClaimResponse.model_validate(response.json())
 
-    def heartbeat(self, attempt_id: str, step: int, total: int) -> HeartbeatResponse:
+    def heartbeat(
+        self,
+        attempt_id: str,
+        step: int,
+        total: int,
+        loss: float | None = None,
+        learning_rate: float | None = None,
+    ) -> HeartbeatResponse:
         """One try: the heartbeat loop beats again soon anyway, and a long backoff here would
         let the lease run out after a short orchestrator restart."""
-        body = HeartbeatRequest(step=step, total_steps=total).model_dump()
+        body = HeartbeatRequest(
+            step=step, total_steps=total, loss=loss, learning_rate=learning_rate
+        ).model_dump(exclude_none=True)
         response = self._call(
             lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/heartbeat", json=body),
             retry_for_seconds=0.0,
@@ -143,6 +154,21 @@ class OrchestratorClient:
         done = {"upload_id": plan.upload_id, "parts": finished}
         response = self._call(lambda: self.http.post(f"{prefix}/complete", json=done))
         return UploadedArtifact.model_validate(response.json())
+
+    def upload_checkpoint(self, attempt_id: str, step: int, data: bytes) -> CheckpointReceipt:
+        """The `checkpoint` transition: the archive goes through the API, which records it."""
+        response = self._call(
+            lambda: self.http.put(
+                f"/v1/worker/attempts/{attempt_id}/checkpoints/{step}",
+                content=data,
+                headers={"Content-Type": "application/zip"},
+            )
+        )
+        return CheckpointReceipt.model_validate(response.json())
+
+    def report_resume(self, attempt_id: str, report: ResumeReport) -> None:
+        body = report.model_dump()
+        self._call(lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/resume", json=body))
 
     def complete(self, attempt_id: str, request: CompleteRequest) -> AttemptResult:
         body = request.model_dump()
