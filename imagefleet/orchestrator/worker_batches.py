@@ -85,7 +85,7 @@ class WorkerBatches(WorkerTransitions):
         except StaleAttempt:
             # A repeat of a completion that succeeded gets the same answer; any other 409.
             return await run_in_threadpool(
-                self._complete, worker_key, attempt_id, _plain(request), []
+                self._complete_stored, worker_key, attempt_id, _plain(request), []
             )
         store = self._file_store()
         stored = []
@@ -102,7 +102,7 @@ class WorkerBatches(WorkerTransitions):
             )
             stored.append(StoredFile(output.index, key, size, sha256, output.content_type))
         return await run_in_threadpool(
-            self._complete, worker_key, attempt_id, _plain(request), stored
+            self._complete_stored, worker_key, attempt_id, _plain(request), stored
         )
 
 

@@ -226,8 +226,19 @@ class WorkerTransitions(CheckpointTransitions):
         Files the worker put straight into the store are checked there first (present, within
         the size limit), outside the transaction, then recorded inside it."""
         direct = self._direct_uploads(worker_key, attempt_id, request)
+        return self._complete_stored(worker_key, attempt_id, request, direct)
+
+    def _complete_stored(
+        self,
+        worker_key: ApiKey,
+        attempt_id: str,
+        request: CompleteRequest,
+        stored: list[StoredFile],
+    ) -> AttemptResult:
+        """Completes with the files already in the store (`stored`), staging a trained model
+        first and deleting the checkpoints the completion made obsolete after it."""
         staged = self._stage_result(worker_key, attempt_id)
-        result, doomed = self._complete(worker_key, attempt_id, request, direct, staged)
+        result, doomed = self._complete(worker_key, attempt_id, request, stored, staged)
         self._delete_files(doomed)
         return result
 
