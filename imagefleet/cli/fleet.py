@@ -158,6 +158,13 @@ def worker(
         envvar="IMAGEFLEET_WORKER_CLAIM_WAIT",
         help="Long-poll seconds per claim.",
     ),
+    pool: str | None = typer.Option(
+        None,
+        "--pool",
+        envvar="IMAGEFLEET_POOL",
+        help="The autoscaling pool this worker belongs to (its price and scaling); the "
+        "providers set it for the workers they start.",
+    ),
     shutdown_grace: float = typer.Option(
         0.0,
         "--shutdown-grace",
@@ -187,6 +194,7 @@ def worker(
         allow_private_urls=allow_private_urls,
         shutdown_grace_seconds=shutdown_grace,
         handler_plugins=handlers,
+        pool=pool,
     )
     if node_id:
         config.node_id = node_id

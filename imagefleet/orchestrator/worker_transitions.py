@@ -55,6 +55,10 @@ WORKER_TOUCH_SECONDS = 10.0
 LEASE_EXPIRED_MESSAGE = "the worker stopped sending heartbeats and its lease expired"
 
 
+class WorkerDraining(RuntimeError):
+    """The claiming worker's node is being removed by the autoscaler; the message says why."""
+
+
 class WorkerTransitions(WorkerFiles):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -89,6 +93,9 @@ class WorkerTransitions(WorkerFiles):
         with self.db.write() as conn:
             self._touch_worker(conn, request, now)
             self.health.check_claim(conn, request.node_id)
+            draining = worker_sql.drain_reason(conn, request.node_id)
+            if draining is not None:
+                raise WorkerDraining(draining)
             queued = job_sql.queued_candidates(conn, limits, CANDIDATE_WINDOW, now)
             if any(job.allow_same_node and worker.node_id in job.failed_nodes for job in queued):
                 worker = replace(worker, live_nodes=self._live_nodes(conn, now))
@@ -110,6 +117,9 @@ class WorkerTransitions(WorkerFiles):
                     node_id=request.node_id,
                     worker_key_id=worker_key.id,
                     now=now,
+                    pool=request.pool,
+                    gpu=capabilities.gpu_name,
+                    model_cache=_model_cache(candidate.model_sha256, request),
                 )
                 webhooks.emit(conn, row, "running", now)
                 combo = job_model_sql.combos(conn, [row.id])[row.id]
@@ -193,7 +203,11 @@ class WorkerTransitions(WorkerFiles):
                 total=request.total_steps,
                 lease_expires_at=expires,
             ):
-                return HeartbeatResponse(action="continue", lease_expires_at=to_datetime(expires))
+                return HeartbeatResponse(
+                    action="continue",
+                    lease_expires_at=to_datetime(expires),
+                    drain=worker_sql.drain_reason(conn, attempt.node_id),
+                )
             ended = attempt_sql.get_attempt(conn, attempt_id)
             if ended is not None and ended.outcome is AttemptOutcome.cancelled:
                 return HeartbeatResponse(action="cancel", reason="the client cancelled the job")
@@ -397,6 +411,15 @@ class WorkerTransitions(WorkerFiles):
         if len(self._touched) > 10_000:  # workers come and go; forget the old ones
             self._touched.clear()
         self._touched[request.worker_id] = (now, capabilities)
+
+
+def _model_cache(sha256: str, request: ClaimRequest) -> str | None:
+    """Where the job's checkpoint was on the claiming worker (model usage in /metrics)."""
+    if not sha256:
+        return None
+    if sha256 in request.resident_models:
+        return "gpu"
+    return "disk" if sha256 in request.cached_models else "miss"
 
 
 def _candidate(job: job_sql.QueuedJob, now: float) -> Candidate:
