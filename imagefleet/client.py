@@ -20,6 +20,13 @@ from imagefleet.protocol import (
     TrainingView,
     WebhookDeliveryView,
 )
+from imagefleet.scaling.wire import (
+    DecisionView,
+    FleetUsageView,
+    KeyUsageView,
+    PoolEdit,
+    PoolView,
+)
 from imagefleet.webhook_signing import verify_webhook
 
 __all__ = ["ApiError", "ImageFleetClient", "JobStillRunning", "verify_webhook"]
@@ -151,6 +158,38 @@ class ImageFleetClient:
             if time.monotonic() > deadline:
                 raise JobStillRunning(job, timeout)
             time.sleep(poll_seconds)
+
+    # --- autoscaling and usage (admin key for pools and fleet usage) ---
+
+    def usage(self, days: int = 30) -> KeyUsageView:
+        return KeyUsageView.model_validate(self._json("GET", "/v1/usage", params={"days": days}))
+
+    def fleet_usage(self, hours: float = 24.0) -> FleetUsageView:
+        return FleetUsageView.model_validate(
+            self._json("GET", "/v1/admin/usage", params={"hours": hours})
+        )
+
+    def pools(self) -> list[PoolView]:
+        return [PoolView.model_validate(p) for p in self._json("GET", "/v1/admin/pools")]
+
+    def pool(self, name: str) -> PoolView:
+        return PoolView.model_validate(self._json("GET", f"/v1/admin/pools/{name}"))
+
+    def edit_pool(self, name: str, edit: PoolEdit) -> PoolView:
+        body = edit.model_dump(exclude_none=True)
+        return PoolView.model_validate(self._json("PATCH", f"/v1/admin/pools/{name}", json=body))
+
+    def reset_pool(self, name: str) -> PoolView:
+        return PoolView.model_validate(self._json("POST", f"/v1/admin/pools/{name}/reset"))
+
+    def scaling_decisions(self, pool: str | None = None, limit: int = 20) -> list[DecisionView]:
+        params: dict[str, Any] = {"limit": limit}
+        if pool:
+            params["pool"] = pool
+        return [
+            DecisionView.model_validate(d)
+            for d in self._json("GET", "/v1/admin/scaling/decisions", params=params)
+        ]
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)

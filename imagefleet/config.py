@@ -145,6 +145,19 @@ class Settings(BaseSettings):
         description='USD per worker-hour by GPU name, as JSON: {"NVIDIA GeForce RTX 4090": '
         '0.35, "cpu": 0.02}; a job on an unpriced GPU reports its seconds but no cost.',
     )
+    # --- autoscaling (docs/autoscaling.md) ---
+    pools_file: Path | None = Field(
+        None, description="A TOML pools file; its pools are seeded into the database at start."
+    )
+    autoscale: bool = Field(
+        True, description="Run the control loop (on the one replica holding the leader lease)."
+    )
+    autoscale_interval_seconds: float = Field(
+        5.0, gt=0, description="How often the leader decides every pool's replicas."
+    )
+    leader_lease_seconds: float = Field(
+        15.0, gt=0, description="The leader lease; another replica takes over after it expires."
+    )
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

@@ -28,17 +28,23 @@ from imagefleet.orchestrator import (
     checkpoint_routes,
     docs_ui,
     routes_admin,
+    routes_autoscaling,
     routes_client,
+    routes_usage,
     routes_worker,
 )
 from imagefleet.orchestrator.auth import KeyCache
+from imagefleet.orchestrator.autoscaler import Autoscaler
+from imagefleet.orchestrator.autoscaler_pools import PoolService
 from imagefleet.orchestrator.body_limit import BodySizeLimit
 from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.orchestrator.metrics import registry_for
 from imagefleet.orchestrator.ratelimit import RateLimiter
 from imagefleet.orchestrator.retention import purge_expired
 from imagefleet.orchestrator.routes_submit import submit_router
 from imagefleet.orchestrator.webhooks import WebhookDispatcher
 from imagefleet.orchestrator.work_signal import WorkSignal
+from imagefleet.scaling.pools import load_pools
 from imagefleet.store.database import Database, DatabaseUnavailable
 from imagefleet.store.listener import WorkListener
 
@@ -71,6 +77,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         await run_in_threadpool(app.state.lifecycle.grace_leases)
         # A misconfigured bucket is reported now, not at the first upload.
         await run_in_threadpool(app.state.artifacts.check)
+        await run_in_threadpool(app.state.pools.seed, time.time())
         signal = app.state.work_signal = WorkSignal(
             POLLING_RECHECK_SECONDS if db.is_sqlite else LISTENING_RECHECK_SECONDS,
             listening=not db.is_sqlite,
@@ -89,6 +96,9 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
             if run_duties
             else []
         )
+        if run_duties and settings.autoscale and await run_in_threadpool(app.state.pools.pools):
+            app.state.autoscaler = Autoscaler(db, settings, app.state.pools)
+            duties.append(asyncio.create_task(app.state.autoscaler.run_forever()))
         try:
             yield
         finally:
@@ -116,12 +126,21 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)
+    # A bad pools file stops start-up here, naming each bad pool and field.
+    pools_config = load_pools(settings.pools_file) if settings.pools_file else None
+    app.state.pools = PoolService(db, pools_config, settings.lease_seconds)
+    app.state.metrics = registry_for(
+        db, app.state.pools, settings.lease_seconds, settings.tier_priority
+    )
     app.include_router(submit_router(job_union()))
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
     app.include_router(checkpoint_routes.worker_router)
     app.include_router(checkpoint_routes.client_router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_autoscaling.router)
+    app.include_router(routes_usage.router)
+    app.include_router(routes_usage.metrics_router)
     app.include_router(docs_ui.router)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_paths=("/v1/inputs",)

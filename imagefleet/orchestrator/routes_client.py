@@ -9,6 +9,7 @@ from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.deps import ClientKey, Db, Lifecycle
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute
+from imagefleet.orchestrator.usage import job_cost_views
 from imagefleet.orchestrator.views import attempt_view, job_view, model_view
 from imagefleet.protocol import (
     AccountView,
@@ -48,7 +49,15 @@ def render_jobs(
                 return direct
         return str(request.url_for("download_output", job_id=artifact.job_id, index=artifact.idx))
 
-    return [job_view(row, outputs[row.id], url, combos[row.id]) for row in rows]
+    costs = job_cost_views(
+        lifecycle.db, [row.id for row in rows], request.app.state.pools.prices(), lifecycle.clock()
+    )
+    return [
+        job_view(row, outputs[row.id], url, combos[row.id]).model_copy(
+            update={"cost": costs.get(row.id)}
+        )
+        for row in rows
+    ]
 
 
 @router.get("/jobs", response_model=JobPage, summary="List your jobs, newest first")

@@ -16,6 +16,7 @@ from imagefleet.orchestrator.deps import Lifecycle, Signal, WorkerKey
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
 from imagefleet.orchestrator.work_signal import WaiterProfile
+from imagefleet.orchestrator.worker_transitions import WorkerDraining
 from imagefleet.protocol import (
     AttemptResult,
     BatchHeartbeatRequest,
@@ -37,6 +38,8 @@ from imagefleet.protocol import (
 
 router = APIRouter(prefix="/v1/worker", tags=["worker"], route_class=DocumentedRoute)
 QUARANTINED_RETRY_SECONDS = 60.0
+# A drained worker keeps asking this often: it may be kept after all, or it waits to be stopped.
+DRAINING_RETRY_SECONDS = 5.0
 UPLOAD_TYPES = ("image/png",)
 
 
@@ -64,6 +67,8 @@ async def claim(
                 return ClaimResponse(
                     quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
                 )
+            except WorkerDraining as exc:
+                return ClaimResponse(drain=str(exc), retry_after_seconds=DRAINING_RETRY_SECONDS)
             if assignment is not None:
                 return ClaimResponse(assignment=assignment)
             remaining = deadline - time.monotonic()

@@ -57,6 +57,10 @@ WORKER_TOUCH_SECONDS = 10.0
 LEASE_EXPIRED_MESSAGE = "the worker stopped sending heartbeats and its lease expired"
 
 
+class WorkerDraining(RuntimeError):
+    """The claiming worker's node is being removed by the autoscaler; the message says why."""
+
+
 class WorkerTransitions(CheckpointTransitions):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -91,6 +95,9 @@ class WorkerTransitions(CheckpointTransitions):
         with self.db.write() as conn:
             self._touch_worker(conn, request, now)
             self.health.check_claim(conn, request.node_id)
+            draining = worker_sql.drain_reason(conn, request.node_id)
+            if draining is not None:
+                raise WorkerDraining(draining)
             queued = job_sql.queued_candidates(conn, limits, CANDIDATE_WINDOW, now)
             if any(job.allow_same_node and worker.node_id in job.failed_nodes for job in queued):
                 worker = replace(worker, live_nodes=self._live_nodes(conn, now))
@@ -112,6 +119,9 @@ class WorkerTransitions(CheckpointTransitions):
                     node_id=request.node_id,
                     worker_key_id=worker_key.id,
                     now=now,
+                    pool=request.pool,
+                    gpu=capabilities.gpu_name,
+                    model_cache=_model_cache(candidate.model_sha256, request),
                 )
                 webhooks.emit(conn, row, "running", now)
                 combo = job_model_sql.combos(conn, [row.id])[row.id]
@@ -197,18 +207,23 @@ class WorkerTransitions(CheckpointTransitions):
                 total=request.total_steps,
                 lease_expires_at=expires,
             ):
-                trained = attempt_sql.get_attempt(conn, attempt_id) if request.loss else None
-                if trained is not None and request.loss is not None:
+                running = attempt_sql.get_attempt(conn, attempt_id)
+                assert running is not None  # the lease was just renewed on it
+                if request.loss is not None:
                     checkpoint_sql.record_point(
                         conn,
-                        job_id=trained.job_id,
+                        job_id=running.job_id,
                         attempt_id=attempt_id,
                         step=request.step,
                         loss=request.loss,
                         learning_rate=request.learning_rate or 0.0,
                         now=now,
                     )
-                return HeartbeatResponse(action="continue", lease_expires_at=to_datetime(expires))
+                return HeartbeatResponse(
+                    action="continue",
+                    lease_expires_at=to_datetime(expires),
+                    drain=worker_sql.drain_reason(conn, running.node_id),
+                )
             attempt = self._attempt(conn, attempt_id, worker_key)  # 404 unless this key's
             if attempt.outcome is AttemptOutcome.cancelled:
                 return HeartbeatResponse(action="cancel", reason="the client cancelled the job")
@@ -429,6 +444,15 @@ class WorkerTransitions(CheckpointTransitions):
         if len(self._touched) > 10_000:  # workers come and go; forget the old ones
             self._touched.clear()
         self._touched[request.worker_id] = (now, capabilities)
+
+
+def _model_cache(sha256: str, request: ClaimRequest) -> str | None:
+    """Where the job's checkpoint was on the claiming worker (model usage in /metrics)."""
+    if not sha256:
+        return None
+    if sha256 in request.resident_models:
+        return "gpu"
+    return "disk" if sha256 in request.cached_models else "miss"
 
 
 def _candidate(job: job_sql.QueuedJob, now: float) -> Candidate:

@@ -70,12 +70,15 @@ class WorkerConfig:
     shutdown_grace_seconds: float = 0.0
     # Extra handler modules ("module.path,other.module"); see worker/handlers/__init__.py.
     handler_plugins: str = ""
+    # The autoscaling pool it belongs to (set by the providers as IMAGEFLEET_POOL).
+    pool: str | None = field(default_factory=lambda: os.environ.get("IMAGEFLEET_POOL") or None)
 
 
 class Worker:
     def __init__(self, config: WorkerConfig, engine: DiffusersEngine | None = None) -> None:
         self.config = config
         self._stopping = False
+        self._draining = False
         self._waiting_for_work = False
         self._hand_back_at = float("inf")
         self.client = OrchestratorClient(
@@ -153,6 +156,13 @@ class Worker:
                 if answer.quarantined:
                     log.warning("this node is quarantined: %s", answer.quarantined)
                     self._sleep(answer.retry_after_seconds)
+                elif answer.drain:
+                    # Being removed: no more work, but keep asking, since the autoscaler may
+                    # keep this worker after all; the provider stops the process.
+                    if not self._draining:
+                        log.info("draining (%s): claiming no more work", answer.drain)
+                    self._draining = True
+                    self._sleep(answer.retry_after_seconds)
                 elif answer.assignment is not None:
                     self.process(answer.assignment)
                     self.attempts_handled += 1
@@ -186,6 +196,7 @@ class Worker:
             or ([resident] if resident else []),
             cached_models=self.cache.cached(),
             wait_seconds=self.config.claim_wait_seconds,
+            pool=self.config.pool,
         )
 
     def process(self, assignment: Assignment) -> None:
