@@ -126,6 +126,25 @@ class Settings(BaseSettings):
         64 << 20, gt=0, description="Largest artifact a worker may upload."
     )
 
+    # Progress streams and the synchronous compatibility endpoints (docs/api.md, compat.md).
+    events_stream_max_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="An event stream closes after this long (clients reconnect with "
+        "Last-Event-ID, as EventSource does); 0 sends what is recorded and closes.",
+    )
+    compat_wait_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How long the OpenAI and A1111 endpoints wait for their job before "
+        "answering 504 with its id.",
+    )
+    compat_default_model: str = Field(
+        "",
+        description="The checkpoint the OpenAI and A1111 endpoints use when a request names "
+        "none (or names an OpenAI model such as dall-e-3).",
+    )
+
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:
         if not self.database_url:

@@ -20,11 +20,21 @@ from starlette.concurrency import run_in_threadpool
 from imagefleet import __version__
 from imagefleet.artifacts.base import ArtifactStoreError
 from imagefleet.artifacts.factory import artifact_store_for
+from imagefleet.compat import a1111 as compat_a1111
+from imagefleet.compat import a1111_info as compat_a1111_info
+from imagefleet.compat import openai as compat_openai
 from imagefleet.config import Settings
 from imagefleet.errors import ApiError
 from imagefleet.kinds import job_union, kind_names, load_plugins
-from imagefleet.orchestrator import docs_ui, routes_admin, routes_client, routes_worker
+from imagefleet.orchestrator import (
+    docs_ui,
+    routes_admin,
+    routes_client,
+    routes_events,
+    routes_worker,
+)
 from imagefleet.orchestrator.body_limit import BodySizeLimit
+from imagefleet.orchestrator.events import EventBus, start_event_bus
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.ratelimit import RateLimiter
 from imagefleet.orchestrator.retention import purge_expired
@@ -64,6 +74,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         signal = app.state.work_signal = WorkSignal(
             POLLING_RECHECK_SECONDS if db.is_sqlite else LISTENING_RECHECK_SECONDS
         )
+        stop_events = start_event_bus(app.state.event_bus, db)
         listener = None
         if not db.is_sqlite:
             loop = asyncio.get_running_loop()
@@ -83,6 +94,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         finally:
             if listener:
                 listener.stop()
+            stop_events()
             for duty in duties:
                 duty.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -104,11 +116,16 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.lifecycle = JobLifecycle(db, settings, artifacts=store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)
+    app.state.event_bus = EventBus()
     app.include_router(submit_router(job_union()))
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
     app.include_router(routes_admin.router)
     app.include_router(docs_ui.router)
+    app.include_router(routes_events.router)
+    app.include_router(compat_openai.router)
+    app.include_router(compat_a1111.router)
+    app.include_router(compat_a1111_info.router)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_paths=("/v1/inputs",)
     )

@@ -17,7 +17,7 @@ from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.artifacts.factory import artifact_store_for
 from imagefleet.config import Settings
 from imagefleet.errors import NotFound, StaleAttempt
-from imagefleet.orchestrator import webhooks
+from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.node_health import NodeHealth
 from imagefleet.scheduling.policy import Policy, rank_affinity
 from imagefleet.store import attempts as attempt_sql
@@ -84,9 +84,11 @@ class TransitionBase:
 
     @staticmethod
     def _emit_final(conn: Connection, job_id: str, event: str, now: float) -> None:
-        """Queues the webhook event for a job that just reached a final state (read again only
-        when it has a webhook, to send its final status and error)."""
+        """Records the final event for a job that just reached a final state, and queues its
+        webhook event (read again to tell its final status and error)."""
         final = job_sql.get_job(conn, job_id)
+        if final is not None:
+            events.final(conn, final, now)
         if final is not None and final.webhook_url:
             webhooks.emit(conn, final, event, now)
 

@@ -19,7 +19,7 @@ from imagefleet.errors import (
     StaleAttempt,
 )
 from imagefleet.kinds import kind_names
-from imagefleet.orchestrator import webhooks
+from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
 from imagefleet.orchestrator.transitions import stale_reason, to_datetime
 from imagefleet.orchestrator.worker_files import StoredFile, WorkerFiles, output_key
@@ -40,6 +40,7 @@ from imagefleet.protocol import (
 from imagefleet.scheduling.policy import Candidate, WorkerView
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
+from imagefleet.store import events as event_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
@@ -111,6 +112,7 @@ class WorkerTransitions(WorkerFiles):
                     worker_key_id=worker_key.id,
                     now=now,
                 )
+                events.running(conn, row, now)
                 webhooks.emit(conn, row, "running", now)
                 combo = job_model_sql.combos(conn, [row.id])[row.id]
                 inputs = input_sql.job_input_rows(conn, row.id)
@@ -186,6 +188,7 @@ class WorkerTransitions(WorkerFiles):
         expires = now + self.settings.lease_seconds
         with self.db.write() as conn:
             attempt = self._attempt(conn, attempt_id, worker_key)
+            before = event_sql.reported_progress(conn, attempt.job_id)
             if job_sql.renew_lease(
                 conn,
                 attempt_id,
@@ -193,6 +196,9 @@ class WorkerTransitions(WorkerFiles):
                 total=request.total_steps,
                 lease_expires_at=expires,
             ):
+                events.progress(
+                    conn, attempt.job_id, before, request.step, request.total_steps, now
+                )
                 return HeartbeatResponse(action="continue", lease_expires_at=to_datetime(expires))
             ended = attempt_sql.get_attempt(conn, attempt_id)
             if ended is not None and ended.outcome is AttemptOutcome.cancelled:
@@ -357,6 +363,10 @@ class WorkerTransitions(WorkerFiles):
                 expired_before=expired_before,
             )
             status = JobStatus.queued
+            if written:
+                requeued = job_sql.get_job(conn, row.id)
+                assert requeued is not None
+                events.queued(conn, requeued, now, retry=True)
         else:
             written = job_sql.finish_job(
                 conn,

@@ -235,3 +235,19 @@ Index(
     webhook_deliveries.c.next_attempt_at,
 )
 Index("ix_webhook_deliveries_job", webhook_deliveries.c.job_id)
+
+# What happened to each job, in order (queued, running, progress, succeeded, failed,
+# cancelled): the server-sent event streams read it. `id` is global and only grows, so it is
+# the SSE event id a client resumes from (Last-Event-ID), for one job or all of a key's jobs.
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("owner_key_id", String(32), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_job_events_job", job_events.c.job_id, job_events.c.id)
+Index("ix_job_events_owner", job_events.c.owner_key_id, job_events.c.id)
