@@ -12,7 +12,6 @@ polls the database in a loop: a waiter reads when woken, or after the re-check i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -64,10 +63,21 @@ class EventBus:
         if not loop.is_closed():
             loop.call_soon_threadsafe(self.notify, [tuple(pair) for pair in pairs])
 
-    async def wait(self, waiter: asyncio.Event, timeout: float) -> None:
-        """Returns when woken or after `min(timeout, recheck_seconds)`, whichever comes first."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter.wait(), max(0.0, min(timeout, self.recheck_seconds)))
+    async def wait(
+        self, waiter: asyncio.Event, timeout: float, until: asyncio.Future[None] | None = None
+    ) -> None:
+        """Returns when woken, when `until` is done (the client went away), or after
+        `min(timeout, recheck_seconds)`, whichever comes first."""
+        woken = asyncio.ensure_future(waiter.wait())
+        waits: set[asyncio.Future[Any]] = {woken} if until is None else {woken, until}
+        try:
+            await asyncio.wait(
+                waits,
+                timeout=max(0.0, min(timeout, self.recheck_seconds)),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            woken.cancel()
 
     def _waiter(self, name: str) -> asyncio.Event:
         event = self._events.get(name)
