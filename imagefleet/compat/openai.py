@@ -240,6 +240,7 @@ async def edit_images(
     response_format: Annotated[Literal["url", "b64_json"], Form()] = "url",
     quality: Annotated[str | None, Form(max_length=20)] = None,
     user: Annotated[str | None, Form(max_length=200)] = None,
+    steps: Annotated[int | None, Form(ge=1, le=150, description="imagefleet extension.")] = None,
 ) -> ImagesResponse:
     if n > MAX_IMAGES:
         raise InvalidField(("body", "n"), f"n must be at most {MAX_IMAGES} here, got {n}")
@@ -262,7 +263,9 @@ async def edit_images(
     }
     if size not in (None, "auto"):
         params["width"], params["height"] = fleet.parse_size(size, ("body", "size"))
-    if quality in STEPS_BY_QUALITY:
+    if steps is not None:
+        params["steps"] = steps
+    elif quality in STEPS_BY_QUALITY:
         params["steps"] = STEPS_BY_QUALITY[quality]
     job = InpaintJob(params=InpaintParams.model_validate(params))
     return await _answer(request, key, job, response_format)
