@@ -170,7 +170,9 @@ class ImageFleetClient:
         while True:
             headers = {"Last-Event-ID": str(last)} if last is not None else {}
             try:
-                with self.http.stream("GET", path, headers=headers, timeout=STREAM_TIMEOUT) as r:
+                with self.http.stream(
+                    "GET", path, headers=headers, timeout=_stream_timeout(deadline)
+                ) as r:
                     if not r.is_success:
                         r.read()
                         _raise_for(r)
@@ -179,6 +181,8 @@ class ImageFleetClient:
                         last = event.id or last
                         yield event
             except httpx.TransportError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise StreamDeadline from None
                 time.sleep(RECONNECT_SECONDS)  # the server went away: resume where we were
 
     def wait(
@@ -242,6 +246,13 @@ class ImageFleetClient:
 
 class StreamDeadline(TimeoutError):
     """A stream read past its caller's deadline."""
+
+
+def _stream_timeout(deadline: float | None) -> httpx.Timeout:
+    """Reads wait for the next keepalive, or no longer than the caller's deadline."""
+    if deadline is None:
+        return STREAM_TIMEOUT
+    return httpx.Timeout(30.0, read=min(60.0, max(0.05, deadline - time.monotonic())))
 
 
 def _until(lines: Iterator[str], deadline: float | None) -> Iterator[str]:
