@@ -158,6 +158,24 @@ class Settings(BaseSettings):
     leader_lease_seconds: float = Field(
         15.0, gt=0, description="The leader lease; another replica takes over after it expires."
     )
+    # Progress streams and the synchronous compatibility endpoints (docs/api.md, compat.md).
+    events_stream_max_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="An event stream closes after this long (clients reconnect with "
+        "Last-Event-ID, as EventSource does); 0 sends what is recorded and closes.",
+    )
+    compat_wait_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How long the OpenAI and A1111 endpoints wait for their job before "
+        "answering 504 with its id.",
+    )
+    compat_default_model: str = Field(
+        "",
+        description="The checkpoint the OpenAI and A1111 endpoints use when a request names "
+        "none (or names an OpenAI model such as dall-e-3).",
+    )
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

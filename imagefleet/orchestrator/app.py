@@ -21,6 +21,9 @@ from starlette.concurrency import run_in_threadpool
 from imagefleet import __version__
 from imagefleet.artifacts.base import ArtifactStoreError
 from imagefleet.artifacts.factory import artifact_store_for
+from imagefleet.compat import a1111 as compat_a1111
+from imagefleet.compat import a1111_info as compat_a1111_info
+from imagefleet.compat import openai as compat_openai
 from imagefleet.config import Settings
 from imagefleet.errors import ApiError
 from imagefleet.kinds import job_union, kind_names, load_plugins
@@ -30,6 +33,7 @@ from imagefleet.orchestrator import (
     routes_admin,
     routes_autoscaling,
     routes_client,
+    routes_events,
     routes_usage,
     routes_worker,
 )
@@ -37,6 +41,7 @@ from imagefleet.orchestrator.auth import KeyCache
 from imagefleet.orchestrator.autoscaler import Autoscaler
 from imagefleet.orchestrator.autoscaler_pools import PoolService
 from imagefleet.orchestrator.body_limit import BodySizeLimit
+from imagefleet.orchestrator.events import EventBus, start_event_bus
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.metrics import registry_for
 from imagefleet.orchestrator.ratelimit import RateLimiter
@@ -82,6 +87,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
             POLLING_RECHECK_SECONDS if db.is_sqlite else LISTENING_RECHECK_SECONDS,
             listening=not db.is_sqlite,
         )
+        stop_events = start_event_bus(app.state.event_bus, db)
         listener = None
         if not db.is_sqlite:
             loop = asyncio.get_running_loop()
@@ -104,6 +110,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         finally:
             if listener:
                 listener.stop()
+            stop_events()
             for duty in duties:
                 duty.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -132,6 +139,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.metrics = registry_for(
         db, app.state.pools, settings.lease_seconds, settings.tier_priority
     )
+    app.state.event_bus = EventBus()
     app.include_router(submit_router(job_union()))
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
@@ -142,6 +150,10 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(routes_usage.router)
     app.include_router(routes_usage.metrics_router)
     app.include_router(docs_ui.router)
+    app.include_router(routes_events.router)
+    app.include_router(compat_openai.router)
+    app.include_router(compat_a1111.router)
+    app.include_router(compat_a1111_info.router)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_paths=("/v1/inputs",)
     )

@@ -83,40 +83,45 @@ class KeyCache:
                 del self._entries[digest]
 
 
-def require(audience: str) -> Callable[..., object]:
+async def check_key(request: Request, token: str | None, audience: str) -> ApiKey:
+    """The key `token` names, if it may call an endpoint of `audience` (and, for clients,
+    is within its rate limit): shared by the Bearer dependency below and the compatibility
+    APIs, which also accept the key as an HTTP Basic password."""
     allowed = _ALLOWED[audience]
+    if token is None:
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    cache: KeyCache = request.app.state.key_cache
+    key = cache.get(token)
+    if key is None:
+        db = request.app.state.db
 
+        def lookup() -> ApiKey | None:
+            with db.read() as conn:
+                return authenticate(conn, token)
+
+        key = await run_in_threadpool(lookup)
+        if key is None:
+            raise Unauthorized("invalid or revoked API key")
+        cache.put(token, key)
+    if key.scope not in allowed:
+        article = "an" if audience[0] in "aeiou" else "a"
+        raise Forbidden(
+            f"this endpoint needs {article} {audience} key; this key's scope is {key.scope!r}"
+        )
+    if audience == "client":
+        wait = request.app.state.rate_limiter.check(key.id, time.monotonic())
+        if wait:
+            raise QuotaExceeded(
+                "rate limit exceeded for this key; slow down", retry_after=math.ceil(wait)
+            )
+    return key
+
+
+def require(audience: str) -> Callable[..., object]:
     async def dependency(
         request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
     ) -> ApiKey:
-        if credentials is None:
-            raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-        token = credentials.credentials
-        cache: KeyCache = request.app.state.key_cache
-        key = cache.get(token)
-        if key is None:
-            db = request.app.state.db
-
-            def lookup() -> ApiKey | None:
-                with db.read() as conn:
-                    return authenticate(conn, token)
-
-            key = await run_in_threadpool(lookup)
-            if key is None:
-                raise Unauthorized("invalid or revoked API key")
-            cache.put(token, key)
-        if key.scope not in allowed:
-            article = "an" if audience[0] in "aeiou" else "a"
-            raise Forbidden(
-                f"this endpoint needs {article} {audience} key; this key's scope is {key.scope!r}"
-            )
-        if audience == "client":
-            wait = request.app.state.rate_limiter.check(key.id, time.monotonic())
-            if wait:
-                raise QuotaExceeded(
-                    "rate limit exceeded for this key; slow down", retry_after=math.ceil(wait)
-                )
-        return key
+        return await check_key(request, credentials.credentials if credentials else None, audience)
 
     return dependency
 

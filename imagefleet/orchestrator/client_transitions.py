@@ -15,7 +15,7 @@ from imagefleet.errors import Conflict, InvalidField, NotFound, QuotaExceeded
 from imagefleet.kinds import KindSpec, Limits, Requirements, combo_key, get_kind
 from imagefleet.kinds.base import InputInfo
 from imagefleet.models.resolve import resolve_models
-from imagefleet.orchestrator import webhooks
+from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.transitions import TransitionBase
 from imagefleet.protocol import AttemptOutcome, JobStatus, ModelRole
 from imagefleet.store import artifacts as artifact_sql
@@ -132,7 +132,8 @@ class ClientTransitions(TransitionBase):
                     conn, owner.id, idempotency_key, request_hash, job_id, now
                 )
             row = job_sql.get_job(conn, job_id)
-        assert row is not None
+            assert row is not None
+            events.queued(conn, row, now)
         return row, False, combo
 
     def _replay(
@@ -237,6 +238,7 @@ class ClientTransitions(TransitionBase):
                 )
             row = job_sql.get_job(conn, job_id)
             assert row is not None
+            events.final(conn, row, now)
             webhooks.emit(conn, row, "cancelled", now)
         return row
 

@@ -17,7 +17,7 @@ from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.artifacts.factory import artifact_store_for
 from imagefleet.config import Settings
 from imagefleet.errors import NotFound, StaleAttempt
-from imagefleet.orchestrator import webhooks
+from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.node_health import NodeHealth
 from imagefleet.scheduling.policy import Policy, rank_affinity
 from imagefleet.store import attempts as attempt_sql
@@ -96,13 +96,13 @@ class TransitionBase:
 
     @staticmethod
     def _emit_final(conn: Connection, locked: job_sql.JobRow, event: str, now: float) -> None:
-        """Queues the webhook event for a job that just reached a final state. `locked` is the
-        row as the transition locked it (its webhook settings never change): only a job with
-        a webhook is read again, to send its final status and error."""
-        if not locked.webhook_url:
-            return
+        """Records the final event for a job that just reached a final state, and queues its
+        webhook event; the job is read again to tell its final status and error. `locked` is
+        the row as the transition locked it (its webhook settings never change)."""
         final = job_sql.get_job(conn, locked.id)
         if final is not None:
+            events.final(conn, final, now)
+        if final is not None and locked.webhook_url:
             webhooks.emit(conn, final, event, now)
 
 

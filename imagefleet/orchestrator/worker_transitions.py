@@ -19,7 +19,7 @@ from imagefleet.errors import (
     StaleAttempt,
 )
 from imagefleet.kinds import kind_names
-from imagefleet.orchestrator import webhooks
+from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.checkpoint_transitions import CheckpointTransitions, StagedModel
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
 from imagefleet.orchestrator.transitions import stale_reason, to_datetime
@@ -42,6 +42,7 @@ from imagefleet.scheduling.policy import Candidate, WorkerView
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import checkpoints as checkpoint_sql
+from imagefleet.store import events as event_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
@@ -123,6 +124,7 @@ class WorkerTransitions(CheckpointTransitions):
                     gpu=capabilities.gpu_name,
                     model_cache=_model_cache(candidate.model_sha256, request),
                 )
+                events.running(conn, row, now)
                 webhooks.emit(conn, row, "running", now)
                 combo = job_model_sql.combos(conn, [row.id])[row.id]
                 inputs = input_sql.job_input_rows(conn, row.id)
@@ -199,6 +201,8 @@ class WorkerTransitions(CheckpointTransitions):
         now = self.clock()
         expires = now + self.settings.lease_seconds
         with self.db.write() as conn:
+            attempt = self._attempt(conn, attempt_id, worker_key)
+            before = event_sql.reported_progress(conn, attempt.job_id)
             if job_sql.renew_lease(
                 conn,
                 attempt_id,
@@ -207,25 +211,26 @@ class WorkerTransitions(CheckpointTransitions):
                 total=request.total_steps,
                 lease_expires_at=expires,
             ):
-                running = attempt_sql.get_attempt(conn, attempt_id)
-                assert running is not None  # the lease was just renewed on it
                 if request.loss is not None:
                     checkpoint_sql.record_point(
                         conn,
-                        job_id=running.job_id,
+                        job_id=attempt.job_id,
                         attempt_id=attempt_id,
                         step=request.step,
                         loss=request.loss,
                         learning_rate=request.learning_rate or 0.0,
                         now=now,
                     )
+                events.progress(
+                    conn, attempt.job_id, before, request.step, request.total_steps, now
+                )
                 return HeartbeatResponse(
                     action="continue",
                     lease_expires_at=to_datetime(expires),
-                    drain=worker_sql.drain_reason(conn, running.node_id),
+                    drain=worker_sql.drain_reason(conn, attempt.node_id),
                 )
-            attempt = self._attempt(conn, attempt_id, worker_key)  # 404 unless this key's
-            if attempt.outcome is AttemptOutcome.cancelled:
+            ended = attempt_sql.get_attempt(conn, attempt_id)
+            if ended is not None and ended.outcome is AttemptOutcome.cancelled:
                 return HeartbeatResponse(action="cancel", reason="the client cancelled the job")
         raise StaleAttempt(
             f"attempt {attempt_id} no longer holds the lease on job {attempt.job_id}"
@@ -404,6 +409,10 @@ class WorkerTransitions(CheckpointTransitions):
                 expired_before=expired_before,
             )
             status = JobStatus.queued
+            if written:
+                requeued = job_sql.get_job(conn, row.id)
+                assert requeued is not None
+                events.queued(conn, requeued, now, retry=True)
         else:
             written = job_sql.finish_job(
                 conn,

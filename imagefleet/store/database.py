@@ -44,6 +44,10 @@ class SchemaNotCurrent(RuntimeError):
 
 
 WORK_CHANNEL = "imagefleet_work"
+EVENTS_CHANNEL = "imagefleet_events"
+# Key in a connection's info under which a write transaction collects what it must announce
+# once committed (see store/events.py and `Database.commit_hooks`).
+AFTER_COMMIT = "imagefleet_after_commit"
 
 
 def safe_url(url: str) -> str:
@@ -125,6 +129,9 @@ class Database:
         self.url = normalize_url(url)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
         self.engine = _create_engine(self.url, self.is_sqlite, pool_size)
+        # Called after a write transaction committed with what it collected under
+        # AFTER_COMMIT (never for one that rolled back): wakes this process's event streams.
+        self.commit_hooks: list[Callable[[list[Any]], None]] = []
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -137,8 +144,15 @@ class Database:
         """A transaction that takes the write lock up front on SQLite (no lock upgrades)."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(imagefleet_write=True)
-            with conn.begin():
-                yield conn
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                # The info outlives this checkout (it belongs to the pooled connection).
+                pending = conn.info.pop(AFTER_COMMIT, None)
+        if pending:
+            for hook in self.commit_hooks:
+                hook(pending)
 
     def check(self) -> None:
         """Raises DatabaseUnavailable when a connection cannot be opened."""

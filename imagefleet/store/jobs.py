@@ -22,7 +22,15 @@ from imagefleet.protocol import FailureCode, JobStatus
 from imagefleet.store.attempts import COUNTED_OUTCOMES, failed_nodes
 from imagefleet.store.database import WorkHint, notify_work
 from imagefleet.store.ids import plausible_id
-from imagefleet.store.tables import artifacts, attempts, job_inputs, job_models, jobs, models
+from imagefleet.store.tables import (
+    artifacts,
+    attempts,
+    job_events,
+    job_inputs,
+    job_models,
+    jobs,
+    models,
+)
 
 RUNNING = JobStatus.running.value
 QUEUED = JobStatus.queued.value
@@ -418,6 +426,7 @@ def delete_jobs(conn: Connection, job_ids: list[str]) -> int:
     conn.execute(attempts.delete().where(attempts.c.job_id.in_(job_ids)))
     conn.execute(job_models.delete().where(job_models.c.job_id.in_(job_ids)))
     conn.execute(job_inputs.delete().where(job_inputs.c.job_id.in_(job_ids)))
+    conn.execute(job_events.delete().where(job_events.c.job_id.in_(job_ids)))
     return conn.execute(jobs.delete().where(jobs.c.id.in_(job_ids))).rowcount
 
 

@@ -358,3 +358,18 @@ attempts.append_column(Column("pool", String(64)))
 attempts.append_column(Column("gpu", String(200)))
 # Where the job's checkpoint was when the worker claimed it: gpu, disk or miss (/metrics).
 attempts.append_column(Column("model_cache", String(8)))
+# What happened to each job, in order (queued, running, progress, succeeded, failed,
+# cancelled): the server-sent event streams read it. `id` is global and only grows, so it is
+# the SSE event id a client resumes from (Last-Event-ID), for one job or all of a key's jobs.
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("owner_key_id", String(32), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_job_events_job", job_events.c.job_id, job_events.c.id)
+Index("ix_job_events_owner", job_events.c.owner_key_id, job_events.c.id)
