@@ -3,7 +3,7 @@
 const NS = "http://www.w3.org/2000/svg";
 const W = 560;
 const H = 180;
-const PAD = { left: 44, right: 12, top: 12, bottom: 26 };
+const PAD = { left: 58, right: 12, top: 12, bottom: 26 };
 
 function el(tag, attrs = {}, text) {
   const node = document.createElementNS(NS, tag);
@@ -12,7 +12,9 @@ function el(tag, attrs = {}, text) {
   return node;
 }
 
-function niceMax(value) {
+// The top of the axis: a round number, or for counts a multiple of 4 so every tick is whole.
+function niceMax(value, integer) {
+  if (integer) return Math.max(4, Math.ceil(value / 4) * 4);
   if (!(value > 0)) return 1;
   const step = 10 ** Math.floor(Math.log10(value));
   for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= value) return m * step;
@@ -48,7 +50,7 @@ function yAt(value, max) {
 
 // values: numbers; labels: one per value.
 export function barChart(values, labels, { format = (v) => String(Math.round(v)), title = "" } = {}) {
-  const max = niceMax(Math.max(0, ...values));
+  const max = niceMax(Math.max(0, ...values), true);
   const svg = frame(max, labels, format);
   const slot = (W - PAD.left - PAD.right) / Math.max(1, values.length);
   values.forEach((value, i) => {
@@ -64,9 +66,9 @@ export function barChart(values, labels, { format = (v) => String(Math.round(v))
 }
 
 // lines: [{name, values (number|null), cls}]; gaps where a value is null.
-export function lineChart(lines, labels, { format = (v) => String(v) } = {}) {
+export function lineChart(lines, labels, { format = (v) => String(v), integer = false } = {}) {
   const all = lines.flatMap((l) => l.values.filter((v) => v !== null && v !== undefined));
-  const max = niceMax(Math.max(0, ...all));
+  const max = niceMax(Math.max(0, ...all), integer);
   const svg = frame(max, labels, format);
   for (const line of lines) {
     let d = "";

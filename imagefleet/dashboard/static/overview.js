@@ -37,7 +37,7 @@ function charts(o, depth) {
     card("Images per 5 minutes", barChart(o.series.map((b) => b.images), labels, { title: "images" })),
     card("Queue wait", legend(waits), lineChart(waits, labels, { format: (v) => seconds(v) })),
     card("Queue depth (live)", legend(depthLines),
-      lineChart(depthLines, depth.map((d) => d.label), { format: (v) => String(Math.round(v)) })),
+      lineChart(depthLines, depth.map((d) => d.label), { format: (v) => String(Math.round(v)), integer: true })),
     card("Queue by tier", table(["Tier", "Queued", "Running"],
       o.queue.map((t) => h("tr", {}, h("td", {}, t.tier), h("td", {}, number(t.queued)), h("td", {}, number(t.running)))),
       "The queue is empty.")));
