@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Select, func, or_, select
 
@@ -57,7 +58,8 @@ def queue_counts(conn: Connection, owner_key_id: str | None) -> list[tuple[str, 
         .where(jobs.c.status.in_(ACTIVE))
         .group_by(jobs.c.tier, jobs.c.status)
     )
-    return [(r[0], r[1], int(r[2])) for r in conn.execute(_owned(query, owner_key_id))]
+    rows: list[Any] = list(conn.execute(_owned(query, owner_key_id)))
+    return [(str(tier), str(status), int(count)) for tier, status, count in rows]
 
 
 def window_jobs(conn: Connection, owner_key_id: str | None, since: float) -> list[JobTimes]:
@@ -116,7 +118,7 @@ def recent_jobs(conn: Connection, limit: int) -> list[RecentJobRow]:
 
 def worker_rows(conn: Connection, seen_since: float) -> list[WorkerRow]:
     """Workers that claimed since `seen_since`, each with its count of running jobs."""
-    running = dict(
+    running: dict[str, int] = dict(
         conn.execute(
             select(attempts.c.worker_id, func.count())
             .select_from(jobs)

@@ -17,7 +17,7 @@ function niceMax(value, integer) {
   if (integer) return Math.max(4, Math.ceil(value / 4) * 4);
   if (!(value > 0)) return 1;
   const step = 10 ** Math.floor(Math.log10(value));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * step >= value) return m * step;
+  for (const m of [1, 2, 4, 8, 10]) if (m * step >= value) return m * step;
   return 10 * step;
 }
 

@@ -9,8 +9,14 @@ const TIMINGS = [
   ["upload_seconds", "Upload"], ["total_seconds", "Total"],
 ];
 
+// A parameter as a person reads it: models as name@version (weight), lists joined.
 function value(v) {
   if (v === null || v === undefined) return "–";
+  if (Array.isArray(v)) return v.length ? v.map(value).join(", ") : "none";
+  if (typeof v === "object" && v.name) {
+    const name = v.version ? `${v.name}@${v.version}` : v.name;
+    return v.weight === undefined || v.weight === null ? name : `${name} (${v.weight})`;
+  }
   if (typeof v === "object") return JSON.stringify(v);
   return String(v);
 }
