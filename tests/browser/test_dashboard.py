@@ -27,6 +27,8 @@ CHROMIUM = os.environ.get("IMAGEFLEET_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("IMAGEFLEET_TEST_ARTIFACTS", "tmp/artifacts")) / "browser"
 TIMEOUT_MS = 60_000
 VIEWPORT = {"width": 1440, "height": 900}
+# A worker imports torch and diffusers before its first claim: slow on a shared, loaded machine.
+WORKER_START_TIMEOUT = 240.0
 # Conditions, not clocks: waits end as soon as the page shows what is expected; the bound is
 # only there so that a broken page fails instead of hanging (a loaded CI machine is slow).
 expect.set_options(timeout=TIMEOUT_MS)
@@ -53,7 +55,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, fleet_template) -> Iterator[
     so a stand-in flaky node can fail one) and one real worker; one failure quarantines."""
     factory = FleetFactory(tmp_path_factory.mktemp("browser"), fleet_template)
     try:
-        yield factory(workers=1, kind_plugins="tests.toy_kind", quarantine_failures="1")
+        fleet = factory(workers=0, kind_plugins="tests.toy_kind", quarantine_failures="1")
+        fleet.start_workers(1, timeout=WORKER_START_TIMEOUT)
+        yield fleet
     finally:
         factory.close()
 
