@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from imagefleet.protocol import JobStatus
-from tests.e2e.conftest import Fleet, FleetFactory, fleet_template, start_fleet  # noqa: F401
+from tests.e2e.conftest import Fleet, FleetFactory, fleet_template  # noqa: F401
 from tests.harness.fleet import create_key
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,8 @@ from imagefleet.store.models import Model
 from tests.conftest import Keys
 
 PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 2}
-SESSION = "imagefleet_session"
+# The page and the session do not touch SQL beyond a key lookup: SQLite is enough for them.
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -55,6 +56,7 @@ def run_one_job(api: TestClient, keys: Keys, token: str) -> str:
     return job_id
 
 
+@sqlite_only
 def test_the_page_and_its_files_are_served_with_a_strict_policy(api: TestClient) -> None:
     page = api.get("/ui")
     assert page.status_code == 200 and 'src="ui/static/app.js"' in page.text
@@ -65,8 +67,11 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(api: TestClient)
     )
     assert api.get("/ui/static/..%2Fprotocol.py").status_code == 404
     assert api.get("/ui/static/nope.js").status_code == 404
+    slash = api.get("/ui/", follow_redirects=False)
+    assert slash.status_code == 308 and slash.headers["location"] == "/ui"
 
 
+@sqlite_only
 def test_login_sets_an_httponly_cookie_that_authenticates_reads(
     api: TestClient, keys: Keys
 ) -> None:
@@ -85,6 +90,7 @@ def test_login_sets_an_httponly_cookie_that_authenticates_reads(
     assert api.get("/v1/jobs").status_code == 401
 
 
+@sqlite_only
 def test_a_cookie_session_changes_state_only_with_the_dashboard_header(
     api: TestClient, keys: Keys
 ) -> None:
