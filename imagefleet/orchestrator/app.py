@@ -46,7 +46,10 @@ from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.metrics import registry_for
 from imagefleet.orchestrator.ratelimit import RateLimiter
 from imagefleet.orchestrator.retention import purge_expired
+from imagefleet.orchestrator.routes_overview import router as overview_router
 from imagefleet.orchestrator.routes_submit import submit_router
+from imagefleet.orchestrator.routes_ui import pages as ui_pages
+from imagefleet.orchestrator.routes_ui import session as ui_session
 from imagefleet.orchestrator.webhooks import WebhookDispatcher
 from imagefleet.orchestrator.work_signal import WorkSignal
 from imagefleet.scaling.pools import load_pools
@@ -154,6 +157,10 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(compat_openai.router)
     app.include_router(compat_a1111.router)
     app.include_router(compat_a1111_info.router)
+    # The dashboard at /ui, its login session and the overview it reads.
+    app.include_router(ui_pages)
+    app.include_router(ui_session)
+    app.include_router(overview_router)
     app.add_middleware(
         BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_paths=("/v1/inputs",)
     )

@@ -23,6 +23,29 @@ from imagefleet.store.keys import ApiKey, Scope, authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="An imagefleet API key: `if_<id>_<secret>`.")
 
+# The dashboard's login (routes_ui.py) keeps the key in this HttpOnly cookie, which no script can
+# read. A request may authenticate with it instead of a Bearer header; one that changes anything
+# must also carry SESSION_HEADER, which a cross-site page cannot send without a CORS preflight
+# this server never grants (the cookie is SameSite=Strict besides).
+SESSION_COOKIE = "imagefleet_session"
+SESSION_HEADER = "X-Imagefleet-Dashboard"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def presented_key(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    """The token a request authenticates with: its Bearer header, else the dashboard cookie."""
+    if credentials is not None:
+        return credentials.credentials
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is None:
+        raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
+    if request.method not in _SAFE_METHODS and SESSION_HEADER.lower() not in request.headers:
+        raise Forbidden(
+            f"a dashboard session must send the {SESSION_HEADER} header to change state"
+        )
+    return cookie
+
+
 # Which key scopes may call endpoints of each audience. An admin may act as a client; nobody
 # but a worker key may act as a worker, so a leaked client key cannot steal or fake work.
 _ALLOWED: dict[str, frozenset[Scope]] = {
@@ -121,7 +144,7 @@ def require(audience: str) -> Callable[..., object]:
     async def dependency(
         request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)
     ) -> ApiKey:
-        return await check_key(request, credentials.credentials if credentials else None, audience)
+        return await check_key(request, presented_key(request, credentials), audience)
 
     return dependency
 

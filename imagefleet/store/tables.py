@@ -95,6 +95,8 @@ Index("ix_jobs_queue", jobs.c.status, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_owner", jobs.c.owner_key_id, jobs.c.created_at, jobs.c.id)
 Index("ix_jobs_lease", jobs.c.status, jobs.c.lease_expires_at)
 Index("ix_jobs_owner_status", jobs.c.owner_key_id, jobs.c.status)
+# The dashboard's overview window (store/overview.py).
+Index("ix_jobs_finished", jobs.c.finished_at)
 
 # The resolved combo of each job: which exact model versions it needs, in which role. Indexed
 # by content hash so "queued jobs needing model X" is an index lookup, not a scan.
@@ -193,6 +195,11 @@ workers = Table(
     Column("capabilities", Text, nullable=False),
     Column("first_seen_at", Float, nullable=False),
     Column("last_seen_at", Float, nullable=False),
+    # What the worker reported in its last claim, for the dashboard's workers page: a JSON list
+    # of the sha256s resident on its GPU, and of those cached on its disk a count and the first
+    # few (see store/workers.py).
+    Column("resident_models", Text),
+    Column("cached_models", Text),
 )
 
 nodes = Table(

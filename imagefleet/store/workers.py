@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import Connection, insert, select, update
 
 from imagefleet.protocol import ClaimRequest
 from imagefleet.store.tables import workers
 
+# A worker may report thousands of cached files; the dashboard shows a count and the first ones,
+# so each claim writes a bounded row.
+CACHED_MODELS_KEPT = 64
+
 
 def touch_worker(conn: Connection, request: ClaimRequest, now: float) -> None:
     """Upserts the worker row with its latest capabilities and sighting."""
-    capabilities = request.capabilities.model_dump_json()
-    result = conn.execute(
-        update(workers)
-        .where(workers.c.id == request.worker_id)
-        .values(
-            node_id=request.node_id,
-            capabilities=capabilities,
-            pool=request.pool,
-            last_seen_at=now,
-        )
-    )
+    seen = {
+        "node_id": request.node_id,
+        "capabilities": request.capabilities.model_dump_json(),
+        "pool": request.pool,
+        "resident_models": json.dumps(request.resident_models),
+        "cached_models": json.dumps(
+            {
+                "count": len(request.cached_models),
+                "first": request.cached_models[:CACHED_MODELS_KEPT],
+            }
+        ),
+        "last_seen_at": now,
+    }
+    result = conn.execute(update(workers).where(workers.c.id == request.worker_id).values(seen))
     if result.rowcount == 0:
-        conn.execute(
-            insert(workers).values(
-                id=request.worker_id,
-                node_id=request.node_id,
-                capabilities=capabilities,
-                pool=request.pool,
-                first_seen_at=now,
-                last_seen_at=now,
-            )
-        )
+        conn.execute(insert(workers).values(id=request.worker_id, first_seen_at=now, **seen))
 
 
 def live_nodes(conn: Connection, seen_since: float) -> frozenset[str]:
