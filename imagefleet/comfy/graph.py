@@ -190,12 +190,20 @@ def links_of(node: Node) -> Iterator[tuple[str, int]]:
 
 def image_count(nodes: Mapping[str, Node], specs: Mapping[str, NodeSpec]) -> int:
     """How many images the graph's output nodes write (a completed run uploads exactly these)."""
-    total = 0
+    return len(output_images(nodes, specs))
+
+
+def output_images(
+    nodes: Mapping[str, Node], specs: Mapping[str, NodeSpec]
+) -> list[tuple[str, str]]:
+    """(output node id, ComfyUI folder type) of each image a run writes, in upload order."""
+    slots: list[tuple[str, str]] = []
     for node_id in execution_order(nodes, specs):
         spec = specs[nodes[node_id].class_type]
         if spec.saves_images:
-            total += _batch_of_input(nodes, specs, nodes[node_id], spec.saves_images)
-    return total
+            count = _batch_of_input(nodes, specs, nodes[node_id], spec.saves_images)
+            slots += [(node_id, spec.output_type)] * count
+    return slots
 
 
 def model_uses(nodes: Mapping[str, Node], specs: Mapping[str, NodeSpec]) -> list[ModelUseInGraph]:

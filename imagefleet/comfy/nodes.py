@@ -73,6 +73,7 @@ class NodeSpec:
     batch_widget: str | None = None
     batch_input: str | None = None
     saves_images: str | None = None  # the input whose images an output node writes
+    output_type: str = "output"  # where ComfyUI files them: output, or temp for previews
     size_widgets: tuple[str, str] | None = None  # (width, height) widgets in pixels
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -322,5 +323,6 @@ BUILTIN_SPECS: tuple[NodeSpec, ...] = (
         output_node=True,
         category="image",
         saves_images="images",
+        output_type="temp",
     ),
 )

@@ -56,6 +56,9 @@ class ComfyParams(Strict):
         'to {"class_type", "inputs"}. Model names are registered model names (a file extension '
         "is ignored); LoadImage's image is an uploaded input's id."
     )
+    client_id: str | None = Field(
+        None, max_length=200, description="A ComfyUI client's id: its /ws hears of this job."
+    )
     pixels: int | None = Field(
         None, ge=0, description="Set by the server at submit: the largest image the graph makes."
     )

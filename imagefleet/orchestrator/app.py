@@ -23,7 +23,13 @@ from imagefleet.artifacts.factory import artifact_store_for
 from imagefleet.config import Settings
 from imagefleet.errors import ApiError
 from imagefleet.kinds import job_union, kind_names, load_plugins
-from imagefleet.orchestrator import docs_ui, routes_admin, routes_client, routes_worker
+from imagefleet.orchestrator import (
+    docs_ui,
+    routes_admin,
+    routes_client,
+    routes_comfy,
+    routes_worker,
+)
 from imagefleet.orchestrator.body_limit import BodySizeLimit
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.ratelimit import RateLimiter
@@ -109,8 +115,11 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(routes_worker.router)
     app.include_router(routes_admin.router)
     app.include_router(docs_ui.router)
+    app.include_router(routes_comfy.router)  # ComfyUI-compatible: /prompt, /history, /ws...
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_paths=("/v1/inputs",)
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        exempt_paths=("/v1/inputs", "/upload/image"),
     )
 
     @app.get(
