@@ -16,8 +16,8 @@ def txt2img(
     sampler: str = "euler",
     scheduler: str = "normal",
 ) -> dict[str, Any]:
-    """ComfyUI's default workflow (node ids as it numbers them)."""
-    return {
+    """ComfyUI's default workflow (node ids and titles as it writes them)."""
+    graph: dict[str, Any] = {
         "3": {
             "class_type": "KSampler",
             "inputs": {
@@ -46,6 +46,19 @@ def txt2img(
             "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]},
         },
     }
+    for node in graph.values():
+        node["_meta"] = {"title": TITLES.get(node["class_type"], node["class_type"])}
+    return graph
+
+
+TITLES = {
+    "KSampler": "KSampler",
+    "CheckpointLoaderSimple": "Load Checkpoint",
+    "EmptyLatentImage": "Empty Latent Image",
+    "CLIPTextEncode": "CLIP Text Encode (Prompt)",
+    "VAEDecode": "VAE Decode",
+    "SaveImage": "Save Image",
+}
 
 
 def lora_controlnet_img2img(

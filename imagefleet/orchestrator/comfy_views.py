@@ -12,7 +12,7 @@ from imagefleet.comfy.nodes import NodeSpec
 from imagefleet.protocol import JobStatus
 from imagefleet.store.jobs import JobRow
 
-FILENAME = re.compile(r"^ComfyUI_(?P<job>[0-9a-f]{8,64})_(?P<index>\d{1,4})_\.png$")
+FILENAME = re.compile(r"^ComfyUI_(?P<job>[0-9a-f]{8,64})_(?P<index>\d{1,5})_\.png$")
 SAMPLERS = ("KSampler", "KSamplerAdvanced")
 
 

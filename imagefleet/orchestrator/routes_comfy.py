@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from functools import cache
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, Request, Response, WebSocket
+from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
@@ -22,7 +24,7 @@ from imagefleet.comfy.graph import GraphError, GraphInvalid, parse_graph, valida
 from imagefleet.comfy.nodes import NodeSpec
 from imagefleet.comfy.protocol import ComfyPrompt, PromptAccepted, PromptRejected, UploadedImage
 from imagefleet.comfy.registry import node_specs
-from imagefleet.errors import InvalidField, NotFound, PayloadTooLarge
+from imagefleet.errors import BadRequest, InvalidField, NotFound, PayloadTooLarge
 from imagefleet.kinds.comfy import ComfyJob, ComfyParams
 from imagefleet.orchestrator import comfy_events, comfy_views
 from imagefleet.orchestrator.comfy_auth import comfy_client_key, websocket_key
@@ -67,10 +69,19 @@ def _rejected(error: dict[str, Any], nodes: dict[str, Any] | None = None) -> JSO
     return JSONResponse({"error": error, "node_errors": nodes or {}}, status_code=400)
 
 
+_JSON_BODY = {
+    "requestBody": {
+        "content": {"application/json": {"schema": ComfyPrompt.model_json_schema()}},
+        "required": True,
+    }
+}
+
+
 @router.post(
     "/prompt",
     response_model=PromptAccepted,
     summary="Queue an API-format graph (ComfyUI's POST /prompt)",
+    description="The body is JSON whatever its Content-Type says, as ComfyUI reads it.",
     responses={
         400: {
             "description": "The graph cannot run: ComfyUI's error and node_errors",
@@ -79,10 +90,22 @@ def _rejected(error: dict[str, Any], nodes: dict[str, Any] | None = None) -> JSO
         **_AUTH,
         **error_responses(413),
     },
+    openapi_extra=_JSON_BODY,
 )
-def post_prompt(
-    body: Annotated[ComfyPrompt, Body()], key: ComfyKey, lifecycle: Lifecycle, signal: Signal
-) -> Any:
+async def post_prompt(request: Request, key: ComfyKey, lifecycle: Lifecycle, signal: Signal) -> Any:
+    try:
+        body = ComfyPrompt.model_validate_json(await request.body())
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "body"
+        return _rejected(
+            {
+                "type": "invalid_prompt",
+                "message": f"{where}: {problem['msg']}",
+                "details": "",
+                "extra_info": {},
+            }
+        )
     try:
         errors = validate(parse_graph(body.prompt), _specs())
     except GraphInvalid as exc:
@@ -92,12 +115,26 @@ def post_prompt(
         return _rejected(summary, by_node)
     job = ComfyJob(params=ComfyParams(graph=body.prompt, client_id=body.client_id))
     try:
-        row, _ = lifecycle.submit(key, job)
+        row, _ = await run_in_threadpool(lifecycle.submit, key, job)
     except (InvalidField, NotFound) as exc:
         summary, by_node = comfy_views.node_errors(_located(exc))
         return _rejected(summary, by_node)
     signal.notify()
     return PromptAccepted(prompt_id=row.id, number=comfy_views.number(row), node_errors={})
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    """A ComfyUI client's JSON body (any Content-Type; empty means {})."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise BadRequest("the body must be a JSON object")
+    return value
 
 
 def _located(exc: InvalidField | NotFound) -> list[GraphError]:
@@ -178,11 +215,14 @@ def get_queue(key: ComfyKey, lifecycle: Lifecycle) -> dict[str, Any]:
 @router.post(
     "/queue",
     summary='Delete pending prompts: {"delete": [ids]} or {"clear": true}',
-    responses={**_AUTH, **error_responses(413)},
+    responses={**_AUTH, **error_responses(400, 413)},
 )
-def post_queue(
-    key: ComfyKey, lifecycle: Lifecycle, body: Annotated[dict[str, Any], Body()]
-) -> dict[str, Any]:
+async def post_queue(request: Request, key: ComfyKey, lifecycle: Lifecycle) -> dict[str, Any]:
+    body = await _json_object(request)
+    return await run_in_threadpool(_delete_pending, key, lifecycle, body)
+
+
+def _delete_pending(key: ApiKey, lifecycle: JobLifecycle, body: dict[str, Any]) -> dict[str, Any]:
     pending = {row.id for row in comfy_jobs(lifecycle, key, JobStatus.queued)}
     chosen = pending if body.get("clear") is True else set()
     if isinstance(body.get("delete"), list):
@@ -195,15 +235,18 @@ def post_queue(
 @router.post(
     "/interrupt",
     summary="Stop your running prompts (or the one named by prompt_id)",
-    responses={**_AUTH, **error_responses(413)},
+    responses={**_AUTH, **error_responses(400, 413)},
 )
-def interrupt(
-    key: ComfyKey,
-    lifecycle: Lifecycle,
-    body: Annotated[dict[str, Any] | None, Body()] = None,
+async def interrupt(request: Request, key: ComfyKey, lifecycle: Lifecycle) -> dict[str, Any]:
+    body = await _json_object(request)
+    return await run_in_threadpool(_interrupt_running, key, lifecycle, body)
+
+
+def _interrupt_running(
+    key: ApiKey, lifecycle: JobLifecycle, body: dict[str, Any]
 ) -> dict[str, Any]:
     running = [row.id for row in comfy_jobs(lifecycle, key, JobStatus.running)]
-    wanted = (body or {}).get("prompt_id")
+    wanted = body.get("prompt_id")
     chosen = [job_id for job_id in running if wanted in (None, job_id)]
     for job_id in chosen:
         lifecycle.cancel(key, job_id)
