@@ -33,6 +33,7 @@ from imagefleet.orchestrator import (
     routes_admin,
     routes_autoscaling,
     routes_client,
+    routes_comfy,
     routes_events,
     routes_usage,
     routes_worker,
@@ -161,8 +162,11 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(ui_pages)
     app.include_router(ui_session)
     app.include_router(overview_router)
+    app.include_router(routes_comfy.router)  # ComfyUI-compatible: /prompt, /history, /ws...
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_paths=("/v1/inputs",)
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        exempt_paths=("/v1/inputs", "/upload/image"),
     )
 
     @app.get(
