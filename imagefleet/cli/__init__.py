@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from imagefleet.cli import admin, fleet, jobs, simulate, submit
+from imagefleet.cli import admin, fleet, jobs, simulate, submit, tiny_zoo
 
 app = typer.Typer(
     help="imagefleet: serve generative image models on a pull-based fleet of GPU workers.",
@@ -19,6 +19,7 @@ app.add_typer(jobs.jobs_app, name="jobs")
 fleet.register(app)
 submit.register(app)
 simulate.register(app)
+tiny_zoo.register(admin.models_app)
 
 
 def main() -> None:
