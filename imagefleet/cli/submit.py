@@ -61,6 +61,23 @@ def submit(
         "--strength",
         help="With --init-image: how much to change it (0 < s <= 1; img2img 0.75, inpaint 1).",
     ),
+    lora: list[str] = typer.Option(
+        [], "--lora", help="A LoRA as NAME or NAME:WEIGHT (default 1.0); repeat for several."
+    ),
+    vae: str | None = typer.Option(None, "--vae", help="A registered VAE replacing the model's."),
+    embedding: list[str] = typer.Option(
+        [], "--embedding", help="A textual-inversion embedding; write its trigger in the prompt."
+    ),
+    controlnet: str | None = typer.Option(
+        None, "--controlnet", help="A ControlNet as NAME or NAME:WEIGHT; needs --control-image."
+    ),
+    control_image: Path | None = typer.Option(
+        None,
+        "--control-image",
+        exists=True,
+        dir_okay=False,
+        help="With --controlnet: the condition image (e.g. an edge map).",
+    ),
     same_node_retry: bool = typer.Option(
         False,
         "--same-node-retry",
@@ -81,11 +98,12 @@ def submit(
     key: str | None = KeyOption,
     data_dir: Path | None = DataDirOption,
 ) -> None:
-    """Submit a txt2img job (img2img with --init-image, inpaint with --init-image and --mask)."""
+    """Submit a txt2img job (img2img with --init-image, inpaint with --init-image and --mask),
+    with LoRAs, a VAE, embeddings and a ControlNet if asked."""
     if (mask or strength is not None) and init_image is None:
         raise fail("--mask and --strength need --init-image")
     image_to_image = init_image is not None
-    params = {
+    params: dict[str, Any] = {
         "prompt": prompt,
         "negative_prompt": negative_prompt,
         "model": model,
@@ -98,7 +116,17 @@ def submit(
         "num_images": num_images,
         "scheduler": scheduler,
     }
+    if (controlnet is None) != (control_image is None):
+        raise fail("--controlnet and --control-image go together")
+    params["loras"] = [_weighted(item, "--lora") for item in lora] or None
+    params["vae"] = vae
+    params["embeddings"] = list(embedding) or None
     with talking_to(url), connect(url, key, data_dir) as client:
+        if controlnet is not None and control_image is not None:
+            params["controlnet"] = {
+                **_weighted(controlnet, "--controlnet"),
+                "image": client.upload_input(*_image_file(control_image)).id,
+            }
         kind = "txt2img"
         if init_image is not None:
             kind = "inpaint" if mask else "img2img"
@@ -173,6 +201,17 @@ IMAGE_TYPES = {
     ".jpeg": "image/jpeg",
     ".webp": "image/webp",
 }
+
+
+def _weighted(value: str, option: str) -> dict[str, object]:
+    """NAME or NAME:WEIGHT (a name may hold @VERSION) as a model reference with its weight."""
+    name, colon, weight = value.rpartition(":")
+    if not colon:
+        return {"name": value}
+    try:
+        return {"name": name, "weight": float(weight)}
+    except ValueError:
+        raise fail(f"{option} {value!r}: expected NAME or NAME:WEIGHT") from None
 
 
 def _image_file(path: Path) -> tuple[bytes, str]:

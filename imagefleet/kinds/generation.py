@@ -95,6 +95,11 @@ class GenerationParams(Strict):
         None, ge=1, le=2, description="A1111's clip skip: 2 reads CLIP's penultimate layer."
     )
     hires: HiresFix | None = Field(None, description="Hires fix: upscale and refine.")
+    safety_filter: bool = Field(
+        False,
+        description="Run the worker's safety filter: an unsafe image comes back black, and "
+        "its PNG metadata says safety_filtered.",
+    )
 
     @model_validator(mode="after")
     def _refiner_fields(self) -> Any:

@@ -32,8 +32,8 @@ class PreprocessParams(Strict):
         description="The id of an uploaded input (POST /v1/inputs) to annotate.",
     )
     annotator: Literal["canny"] = Field("canny", description="What to extract.")
-    low_threshold: int = Field(100, ge=0, le=1000, description="Canny: weak-edge gradient.")
-    high_threshold: int = Field(200, ge=0, le=1000, description="Canny: strong-edge gradient.")
+    low_threshold: int = Field(100, ge=0, le=2000, description="Canny: weak-edge gradient.")
+    high_threshold: int = Field(200, ge=0, le=2000, description="Canny: strong-edge gradient.")
 
     @model_validator(mode="after")
     def _ordered_thresholds(self) -> PreprocessParams:

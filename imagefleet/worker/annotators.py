@@ -2,9 +2,10 @@
 
 A worker that preprocesses needs no annotator weights and no OpenCV, so any worker (CPU ones
 included) can run a `preprocess` job and GPU workers stay small. Canny follows the classic
-algorithm: Gaussian smoothing, Sobel gradients, non-maximum suppression along the gradient
-direction, a double threshold and hysteresis (weak edges kept only when connected to strong
-ones). Thresholds are on the 0-255 gradient scale, as OpenCV's and A1111's canny take them.
+algorithm: optional Gaussian smoothing, 3x3 Sobel gradients, non-maximum suppression along the
+gradient direction, a double threshold and hysteresis (weak edges kept only when connected to
+strong ones). Thresholds are on OpenCV's scale (the L2 Sobel magnitude of 0-255 grey levels,
+up to about 1443), as OpenCV's and A1111's canny take them.
 The result is white edges on black, the layout canny ControlNets were trained on.
 """
 
@@ -18,8 +19,11 @@ from PIL import Image, ImageFilter
 _MAX_HYSTERESIS_ROUNDS = 10_000
 
 
-def canny(image: Image.Image, low: int = 100, high: int = 200, blur: float = 1.4) -> Image.Image:
-    """The canny edge map of ``image`` (RGB, same size): 255 on edges, 0 elsewhere."""
+def canny(image: Image.Image, low: int = 100, high: int = 200, blur: float = 0.0) -> Image.Image:
+    """The canny edge map of ``image`` (RGB, same size): 255 on edges, 0 elsewhere.
+
+    ``blur`` (a Gaussian radius) is off by default, as in OpenCV's ``Canny``, which the
+    ControlNet canny annotator calls on the raw image."""
     if not 0 <= low <= high:
         raise ValueError(f"canny thresholds must satisfy 0 <= low <= high, got {low}, {high}")
     grey = image.convert("L")

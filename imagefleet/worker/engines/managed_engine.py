@@ -190,11 +190,11 @@ class ManagedEngine:
                     ready.refiner,
                     switch=options.refiner_switch,
                     steps=options.refiner_steps,
-                    arguments=refiner_embeddings,
+                    arguments={**refiner_embeddings, "callback_on_step_end": _stops(should_stop)},
                 )
             image = generate(pipeline, call, job.clock, refiner=refiner)[0]
             if hires is not None and options.hires is not None:
-                image = self._hires(hires, options.hires, image, call, seed, job)
+                image = self._hires(hires, options.hires, image, call, seed, job, should_stop)
             results.append(GeneratedImage(image=image, seed=seed))
         return results
 
@@ -206,6 +206,7 @@ class ManagedEngine:
         call: dict[str, Any],
         seed: int,
         job: ComboJob,
+        job_stop: StopCheck,
     ) -> Image.Image:
         """The hires fix's second pass: Lanczos upscale, then image-to-image at that size."""
         from PIL import Image
@@ -220,6 +221,7 @@ class ManagedEngine:
             strength=hires.strength,
             num_inference_steps=max(hires.steps, round(hires.steps / hires.strength)),
             generator=torch.Generator(device=self._device).manual_seed(seed),
+            callback_on_step_end=_stops(job_stop),
         )
         if "control_image" in second or _has_controlnet(pipeline):
             control = job.options.control_image
@@ -253,6 +255,18 @@ def _with_trigger_tokens(pipeline: Any, prompt: str) -> str:
         return prompt
     converted: str = convert(prompt, pipeline.tokenizer)
     return converted
+
+
+def _stops(should_stop: StopCheck) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
+    """For a second pass (refiner, hires): stops between steps; progress, counted on the base's
+    schedule, stays where the base pass left it instead of going back."""
+
+    def check(pipeline: Any, step_index: int, timestep: Any, tensors: dict[str, Any]) -> Any:
+        if should_stop():
+            raise GenerationCancelled(f"cancelled in a second pass, after step {step_index + 1}")
+        return tensors
+
+    return check
 
 
 def _step_reporter(

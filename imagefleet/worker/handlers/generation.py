@@ -7,6 +7,7 @@ checkpoint to load and refuses jobs with more models than that."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from imagefleet.kinds import get_kind
@@ -17,6 +18,7 @@ from imagefleet.worker.engines.combo_job import ComboJob, ComboOptions, HiresPas
 from imagefleet.worker.engines.model_specs import spec_from_ref
 from imagefleet.worker.engines.timings import StageClock
 from imagefleet.worker.handlers.base import InvalidJobInput, JobContext, OutputFile
+from imagefleet.worker.plugins import SafetyFilter, filtered, rewriter, safety_filter
 from imagefleet.worker.png import encode_png
 
 if TYPE_CHECKING:
@@ -73,25 +75,34 @@ def request_fields(params: Any) -> dict[str, Any]:
     }
 
 
-def png_outputs(images: list[GeneratedImage], params: Any, model: ModelRef) -> list[OutputFile]:
+def png_outputs(
+    images: list[GeneratedImage],
+    params: Any,
+    model: ModelRef,
+    check: SafetyFilter | None = None,
+    rewritten: str | None = None,
+) -> list[OutputFile]:
+    """PNGs carrying the job's parameters; with a safety filter, each says whether it was
+    filtered (and an unsafe image is replaced, see worker/plugins.py)."""
     described = params.model_dump(mode="json")
     described["model"] = model.name
-    return [
-        OutputFile(
-            encode_png(generated.image, described, generated.seed, model.sha256),
-            seed=generated.seed,
-            width=generated.image.width,
-            height=generated.image.height,
+    if rewritten is not None and rewritten != params.prompt:
+        described["rewritten_prompt"] = rewritten
+    outputs = []
+    for generated in images:
+        image, meta = generated.image, described
+        if check is not None:
+            image, flagged = filtered(image, check)
+            meta = {**described, "safety_filtered": flagged}
+        outputs.append(
+            OutputFile(
+                encode_png(image, meta, generated.seed, model.sha256),
+                seed=generated.seed,
+                width=image.width,
+                height=image.height,
+            )
         )
-        for generated in images
-    ]
-
-
-def run_generation(ctx: JobContext, method: str, request: Any, model: ModelRef) -> list[OutputFile]:
-    params = parsed_params(ctx)
-    with ctx.stage("inference"):
-        images = getattr(ctx.engine, method)(request, ctx.on_step, ctx.should_stop)
-    return png_outputs(images, params, model)
+    return outputs
 
 
 DEFAULT_REFINER_SWITCH = 0.8  # diffusers' documented ensemble-of-experts hand-over
@@ -131,10 +142,24 @@ def combo_options(ctx: JobContext) -> ComboOptions:
 
 def run_task(ctx: JobContext, task: Task, request: Any) -> list[OutputFile]:
     """Runs the request on the engine: the whole combo when it supports combos, else the
-    checkpoint alone (loaded first) through the engine's method named after the task."""
+    checkpoint alone (loaded first) through the engine's method named after the task. The
+    worker's prompt rewriter runs before, the safety filter after when the job asks for it."""
+    settings = ctx.cache.settings
+    params = parsed_params(ctx)
+    check = safety_filter(settings.safety_filter) if params.safety_filter else None
+    rewrite = rewriter(settings.prompt_rewriter)
+    if rewrite is not None:
+        negative = request.negative_prompt
+        request = replace(
+            request,
+            prompt=rewrite.rewrite(request.prompt),
+            negative_prompt=None if negative is None else rewrite.rewrite(negative),
+        )
     if not getattr(ctx.engine, "supports_combos", False):
         model = load_checkpoint(ctx)
-        return run_generation(ctx, task, request, model)
+        with ctx.stage("inference"):
+            images = getattr(ctx.engine, task)(request, ctx.on_step, ctx.should_stop)
+        return png_outputs(images, params, model, check, request.prompt)
     model = checkpoint(ctx)
     clock = StageClock()
     job = ComboJob(
@@ -150,4 +175,4 @@ def run_task(ctx: JobContext, task: Task, request: Any) -> list[OutputFile]:
     finally:
         for stage, name in _STAGES.items():
             ctx.seconds[name] = ctx.seconds.get(name, 0.0) + getattr(clock, f"{stage}_seconds")
-    return png_outputs(images, parsed_params(ctx), model)
+    return png_outputs(images, params, model, check, request.prompt)
