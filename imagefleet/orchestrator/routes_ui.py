@@ -111,7 +111,9 @@ def whoami(key: ClientKey) -> SessionView:
 
 
 @session.delete("/session", status_code=204, summary="Log out: the session cookie is cleared")
-def logout() -> Response:
+def logout(key: ClientKey) -> Response:
+    """Like every /v1 call it needs a live key (the cookie itself, usually); a session whose key
+    was revoked is over anyway, and its cookie is replaced at the next login."""
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

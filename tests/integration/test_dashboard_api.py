@@ -14,6 +14,7 @@ from imagefleet.store.models import Model
 from tests.conftest import Keys
 
 PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 2}
+SESSION = "imagefleet_session"
 # The page and the session do not touch SQL beyond a key lookup: SQLite is enough for them.
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -86,8 +87,10 @@ def test_login_sets_an_httponly_cookie_that_authenticates_reads(
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
     assert api.get("/v1/dashboard/session").json()["scope"] == "client"
     assert api.get("/v1/jobs").status_code == 200
-    api.delete("/v1/dashboard/session")
+    out = api.delete("/v1/dashboard/session", headers={"X-Imagefleet-Dashboard": "1"})
+    assert out.status_code == 204 and SESSION in out.headers["set-cookie"]
     assert api.get("/v1/jobs").status_code == 401
+    assert api.delete("/v1/dashboard/session").status_code == 401
 
 
 @sqlite_only
