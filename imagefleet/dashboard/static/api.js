@@ -17,8 +17,8 @@ function describeDetail(detail) {
   return detail.map((e) => `${(e.loc || []).slice(1).join(".")}: ${e.msg}`).join("; ");
 }
 
-export async function api(path, { method = "GET", body } = {}) {
-  const headers = { ...HEADERS };
+export async function api(path, { method = "GET", body, headers: extra = {} } = {}) {
+  const headers = { ...HEADERS, ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(ROOT + path, {
     method,
