@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "dashboard"
-down_revision = "0010"
+down_revision = "job_events"
 branch_labels = None
 depends_on = None
 
