@@ -7,15 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from imagefleet.protocol import JobStatus, Strict
+from imagefleet.protocol import JobStatus
 
 WorkerState = Literal["busy", "idle", "offline", "quarantined"]
-
-
-class SessionRequest(Strict):
-    """The API key to log in with; it comes back only as an HttpOnly cookie."""
-
-    key: str = Field(min_length=1, max_length=200)
 
 
 class SessionView(BaseModel):

@@ -1,12 +1,12 @@
 """The dashboard at /ui: its static files, and the login session that keeps the API key in an
 HttpOnly cookie.
 
+Logging in is one POST with the key as a Bearer header (not in a URL, so in no access log).
 Why a cookie and not sessionStorage: a key in sessionStorage is readable by every script of
 the origin (the API docs pages included), and an `<img>` cannot send a Bearer header, so every
 output would have to be fetched by script. An HttpOnly, SameSite=Strict cookie is sent by the
 browser alone and read by no script; state-changing calls made with it must also carry
-`X-Imagefleet-Dashboard` (see auth.py), which a cross-site page cannot add. The key never
-appears in a URL, so it is in no access log.
+`X-Imagefleet-Dashboard` (see auth.py), which a cross-site page cannot add.
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse
-from starlette.concurrency import run_in_threadpool
 
-from imagefleet.dashboard.protocol import SessionRequest, SessionView
-from imagefleet.errors import Forbidden, NotFound, Unauthorized
+from imagefleet.dashboard.protocol import SessionView
+from imagefleet.errors import NotFound, Unauthorized
 from imagefleet.orchestrator.auth import SESSION_COOKIE
-from imagefleet.orchestrator.deps import ClientKey, Db
+from imagefleet.orchestrator.deps import ClientKey
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute
-from imagefleet.store.keys import ApiKey, authenticate
+from imagefleet.store.keys import ApiKey
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "dashboard" / "static"
 CONTENT_TYPES = {
@@ -79,23 +78,17 @@ def _view(key: ApiKey) -> SessionView:
 @session.post(
     "/session",
     response_model=SessionView,
-    summary="Log in to the dashboard: the key comes back as an HttpOnly cookie",
+    summary="Log in to the dashboard: the Bearer key comes back as an HttpOnly cookie",
 )
-async def login(request: Request, body: SessionRequest, response: Response, db: Db) -> SessionView:
-    def lookup() -> ApiKey | None:
-        with db.read() as conn:
-            return authenticate(conn, body.key)
-
-    key = await run_in_threadpool(lookup)
-    if key is None:
-        raise Unauthorized("invalid or revoked API key")
-    if key.scope not in ("client", "admin"):
-        raise Forbidden(
-            f"the dashboard needs a client or admin key; this key's scope is {key.scope!r}"
-        )
+def login(request: Request, key: ClientKey, response: Response) -> SessionView:
+    """Authenticated like any client call (a worker key gets 403); the key is then set as the
+    session cookie, so the page never has to hold it."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("log in with `Authorization: Bearer <key>`")
     response.set_cookie(
         SESSION_COOKIE,
-        body.key,
+        token,
         max_age=SESSION_SECONDS,
         path="/",
         httponly=True,
@@ -111,7 +104,9 @@ def whoami(key: ClientKey) -> SessionView:
 
 
 @session.delete("/session", status_code=204, summary="Log out: the session cookie is cleared")
-def logout() -> Response:
+def logout(key: ClientKey) -> Response:
+    """Like every /v1 call it needs a live key (the cookie itself, usually); a session whose key
+    was revoked is over anyway, and its cookie is replaced at the next login."""
     response = Response(status_code=204)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

@@ -14,6 +14,7 @@ from imagefleet.store.models import Model
 from tests.conftest import Keys
 
 PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 2}
+SESSION = "imagefleet_session"
 # The page and the session do not touch SQL beyond a key lookup: SQLite is enough for them.
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -75,26 +76,27 @@ def test_the_page_and_its_files_are_served_with_a_strict_policy(api: TestClient)
 def test_login_sets_an_httponly_cookie_that_authenticates_reads(
     api: TestClient, keys: Keys
 ) -> None:
-    refused = api.post("/v1/dashboard/session", json={"key": "if_nope_nope"})
-    assert refused.status_code == 401
-    worker = api.post("/v1/dashboard/session", json={"key": keys.worker_token})
-    assert worker.status_code == 403
-    login = api.post("/v1/dashboard/session", json={"key": keys.alice_token})
+    login_path = "/v1/dashboard/session"
+    assert api.post(login_path, headers=auth("if_nope_nope")).status_code == 401
+    assert api.post(login_path, headers=auth(keys.worker_token)).status_code == 403
+    login = api.post(login_path, headers=auth(keys.alice_token))
     assert login.status_code == 200 and login.json()["name"] == "alice"
     assert keys.alice_token not in login.text
     cookie = login.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
-    assert api.get("/v1/dashboard/session").json()["scope"] == "client"
+    assert api.get(login_path).json()["scope"] == "client"
     assert api.get("/v1/jobs").status_code == 200
-    api.delete("/v1/dashboard/session")
+    out = api.delete(login_path, headers={"X-Imagefleet-Dashboard": "1"})
+    assert out.status_code == 204 and SESSION in out.headers["set-cookie"]
     assert api.get("/v1/jobs").status_code == 401
+    assert api.delete(login_path).status_code == 401
 
 
 @sqlite_only
 def test_a_cookie_session_changes_state_only_with_the_dashboard_header(
     api: TestClient, keys: Keys
 ) -> None:
-    api.post("/v1/dashboard/session", json={"key": keys.alice_token})
+    api.post("/v1/dashboard/session", headers=auth(keys.alice_token))
     body = {"kind": "txt2img", "params": PARAMS}
     forged = api.post("/v1/jobs", json=body)
     assert forged.status_code == 403 and "X-Imagefleet-Dashboard" in forged.json()["detail"]

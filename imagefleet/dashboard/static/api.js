@@ -3,7 +3,6 @@
 
 export const ROOT = location.pathname.replace(/\/ui\/?$/, "");
 const HEADERS = { "X-Imagefleet-Dashboard": "1" };
-const POLL_MS = 1000;
 
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -17,8 +16,8 @@ function describeDetail(detail) {
   return detail.map((e) => `${(e.loc || []).slice(1).join(".")}: ${e.msg}`).join("; ");
 }
 
-export async function api(path, { method = "GET", body } = {}) {
-  const headers = { ...HEADERS };
+export async function api(path, { method = "GET", body, headers: extra = {} } = {}) {
+  const headers = { ...HEADERS, ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch(ROOT + path, {
     method,
@@ -34,29 +33,48 @@ export async function api(path, { method = "GET", body } = {}) {
 }
 
 // Calls onUpdate(job) with each state of the job until it is final, and returns a function
-// that stops watching. It polls GET /v1/jobs/{id} every second; moving to server-sent events
-// (GET /v1/jobs/{id}/events) means replacing this one function, nothing else.
+// that stops watching. It reads the job once, then follows its server-sent events
+// (GET /v1/jobs/{id}/events: its history replayed, then live): status and progress events
+// update the job, a final event carries the whole job with its outputs. EventSource sends the
+// session cookie, and on a dropped stream reconnects with Last-Event-ID by itself.
 export function watchJob(id, onUpdate, onError = () => {}) {
+  const path = `/v1/jobs/${encodeURIComponent(id)}`;
+  let job = null;
+  let source = null;
   let stopped = false;
-  let timer = null;
-  async function tick() {
-    if (stopped) return;
-    try {
-      const job = await api(`/v1/jobs/${encodeURIComponent(id)}`);
-      if (stopped) return;
-      onUpdate(job);
-      if (FINAL.has(job.status)) return;
-    } catch (error) {
-      if (stopped) return;
-      onError(error);
-    }
-    timer = setTimeout(tick, POLL_MS);
-  }
-  tick();
-  return () => {
+  const stop = () => {
     stopped = true;
-    clearTimeout(timer);
+    if (source) source.close();
   };
+  function apply(kind, message) {
+    if (stopped || !job) return;
+    const event = JSON.parse(message.data);
+    const data = event.data || {};
+    if (event.job) job = event.job;
+    else if (kind === "progress") {
+      job = { ...job, progress: { step: data.step, total_steps: data.total_steps, fraction: data.fraction } };
+    } else {
+      job = { ...job, status: data.status || kind, attempts: data.attempt ?? data.attempts ?? job.attempts,
+        last_error: data.last_error ?? job.last_error };
+    }
+    onUpdate(job);
+    if (FINAL.has(job.status)) stop();
+  }
+  api(path).then((first) => {
+    if (stopped) return;
+    job = first;
+    onUpdate(job);
+    if (FINAL.has(job.status)) return;
+    source = new EventSource(`${ROOT}${path}/events`);
+    for (const kind of EVENTS) source.addEventListener(kind, (message) => apply(kind, message));
+    source.onerror = () => {
+      if (!stopped && source.readyState === EventSource.CLOSED) onError(new Error("the job's event stream closed"));
+    };
+  }, (error) => {
+    if (!stopped) onError(error);
+  });
+  return stop;
 }
 
+const EVENTS = ["queued", "running", "progress", "succeeded", "failed", "cancelled"];
 export const FINAL = new Set(["succeeded", "failed", "cancelled"]);

@@ -75,7 +75,8 @@ async function login(event) {
   event.preventDefault();
   const key = $("login-key").value.trim();
   try {
-    const session = await api("/v1/dashboard/session", { method: "POST", body: { key } });
+    // The one time the page holds the key: sent as a header, answered with an HttpOnly cookie.
+    const session = await api("/v1/dashboard/session", { method: "POST", headers: { Authorization: `Bearer ${key}` } });
     $("login-key").value = "";
     showShell(session);
   } catch (error) {
@@ -86,7 +87,8 @@ async function login(event) {
 async function logout() {
   if (state.leave) state.leave();
   state.leave = null;
-  await api("/v1/dashboard/session", { method: "DELETE" });
+  // A session whose key was revoked answers 401 here: it is over either way.
+  await api("/v1/dashboard/session", { method: "DELETE" }).catch(() => {});
   showLogin();
 }
 
