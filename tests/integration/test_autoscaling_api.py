@@ -235,3 +235,23 @@ def test_metrics_parse_as_prometheus_text_with_the_fleet_figures(
     assert value("imagefleet_model_attempts_total", model="demo", pool="cpu") == 2
     assert value("imagefleet_model_cache_total", pool="cpu", result="miss") == 2
     assert value("imagefleet_workers", pool="cpu", state="idle") >= 0
+
+
+def test_the_cli_tables_print_the_same_figures(
+    api: TestClient, keys: Keys, known_run: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imagefleet.cli.pools import POOL_HEADERS, pool_rows, print_fleet_usage, print_key_usage
+    from imagefleet.cli.tables import print_table
+    from imagefleet.scaling.wire import FleetUsageView, KeyUsageView, PoolView
+
+    usage = api.get("/v1/usage", headers=auth(keys.alice_token)).json()
+    print_key_usage(KeyUsageView.model_validate(usage))
+    fleet = api.get("/v1/admin/usage", headers=auth(keys.admin_token)).json()
+    print_fleet_usage(FleetUsageView.model_validate(fleet))
+    pools = api.get("/v1/admin/pools", headers=auth(keys.admin_token)).json()
+    print_table(POOL_HEADERS, pool_rows([PoolView.model_validate(p) for p in pools]), empty="")
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:6] == ["total", "2", "3", "70.0", "0.0080"] for line in lines), lines
+    cpu = next(line.split() for line in lines if line.startswith("cpu ") and "%" in line)
+    assert cpu == ["cpu", "cpu", "1", "0.0", "60.00", "100", "40%", "0.0100"]
+    assert any(line.split()[:5] == ["cpu", "command", "cpu", "0.36", "0..4"] for line in lines)
