@@ -392,7 +392,7 @@ def local_pool_toml(
             'type = "local"',
             f"args = {json.dumps(args)}",
             f"env = {{ {', '.join(f'{json.dumps(k)} = {json.dumps(v)}' for k, v in env)} }}",
-            "drain_grace_seconds = 10",
+            "drain_grace_seconds = 5",
             f"log_dir = {json.dumps(str(root / 'logs'))}",
             "",
         ]

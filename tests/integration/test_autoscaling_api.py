@@ -105,12 +105,14 @@ def known_run(api: TestClient, db: Database, settings: Settings, keys: Keys) -> 
     clock = Clock(t0 - 40)
     lifecycle = JobLifecycle(db, settings, clock=clock)
     assert claim(lifecycle, keys, "w1", "cpu") is None  # seen, idle
-    clock.now = t0
+    clock.now = t0 - 2  # A first: the older job is claimed first
     params = Txt2ImgParams(prompt="a", model="demo", width=64, height=64)
     job_a = lifecycle.submit(keys.alice, Txt2ImgJob(params=params))[0].id
+    clock.now = t0 - 1
     job_b = lifecycle.submit(
         keys.alice, Txt2ImgJob(params=params.model_copy(update={"num_images": 2}))
     )[0].id
+    clock.now = t0
     first = claim(lifecycle, keys, "w1", "cpu")
     assert first is not None and first.job_id == job_a
     clock.now = t0 + 20
