@@ -257,3 +257,19 @@ def test_the_cli_tables_print_the_same_figures(
     cpu = next(line.split() for line in lines if line.startswith("cpu ") and "%" in line)
     assert cpu == ["cpu", "cpu", "1", "0.0", "60.00", "100", "40%", "0.0100"]
     assert any(line.split()[:5] == ["cpu", "command", "cpu", "0.36", "0..4"] for line in lines)
+
+
+def test_a_pool_dropped_from_the_file_is_removed_at_the_next_start(
+    settings: Settings, keys: Keys, model: Model
+) -> None:
+    with TestClient(create_app(settings, run_duties=False)) as client:
+        assert [
+            p["name"] for p in client.get("/v1/admin/pools", headers=auth(keys.admin_token)).json()
+        ] == ["cpu"]
+    assert settings.pools_file is not None
+    settings.pools_file.write_text(POOLS.replace("[pools.cpu", "[pools.gpu"))
+    with TestClient(create_app(settings, run_duties=False)) as client:
+        names = [
+            p["name"] for p in client.get("/v1/admin/pools", headers=auth(keys.admin_token)).json()
+        ]
+    assert names == ["gpu"]
