@@ -211,6 +211,9 @@ def test_metrics_parse_as_prometheus_text_with_the_fleet_figures(
     lifecycle = JobLifecycle(db, settings)
     params = Txt2ImgParams(prompt="queued", model="demo", width=64, height=64)
     lifecycle.submit(keys.bob, Txt2ImgJob(params=params))
+    lifecycle.submit(keys.bob, Txt2ImgJob(params=params))
+    # A worker of a pool the file does not define (a Helm pool scaled by KEDA) still counts.
+    assert claim(lifecycle, keys, "k1", "helm-pool") is not None
     response = api.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     samples = {
@@ -225,6 +228,7 @@ def test_metrics_parse_as_prometheus_text_with_the_fleet_figures(
     assert value("imagefleet_queue_depth", pool="cpu", tier="paid") == 1
     assert value("imagefleet_oldest_queued_seconds", pool="cpu", tier="paid") >= 0
     assert value("imagefleet_running_jobs", pool="cpu") == 0
+    assert value("imagefleet_running_jobs", pool="helm-pool") == 1
     assert value("imagefleet_jobs_finished_total", kind="txt2img", outcome="succeeded") == 2
     assert value("imagefleet_billable_seconds_total", pool="cpu", gpu="cpu") == pytest.approx(60)
     assert value("imagefleet_cost_usd_total", pool="cpu", gpu="cpu") == pytest.approx(0.006)
