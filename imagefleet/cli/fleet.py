@@ -181,6 +181,16 @@ def worker(
         warn("--orchestrator is deprecated and will be removed; use --url")
         url = orchestrator
     token = _worker_key(key, key_file)
+    if pool is not None:
+        import re
+
+        from imagefleet.scaling.pools import NAME_PATTERN
+
+        if not re.match(NAME_PATTERN, pool):
+            raise fail(
+                f"--pool {pool!r} is not a pool name (lower-case letters, digits, - and _, "
+                "as in the pools file)"
+            )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = WorkerConfig(
@@ -392,7 +402,7 @@ def local_pool_toml(
             'type = "local"',
             f"args = {json.dumps(args)}",
             f"env = {{ {', '.join(f'{json.dumps(k)} = {json.dumps(v)}' for k, v in env)} }}",
-            "drain_grace_seconds = 10",
+            "drain_grace_seconds = 5",
             f"log_dir = {json.dumps(str(root / 'logs'))}",
             "",
         ]

@@ -29,14 +29,22 @@ log = logging.getLogger("imagefleet.autoscaler")
 class PoolService:
     def __init__(self, db: Database, config: PoolsConfig | None, lease_seconds: float) -> None:
         self.db = db
+        self.has_file = config is not None
         self.config = config or PoolsConfig()
         # A worker not seen for this long is gone (three leases: it would have renewed).
         self.seen_within = 3 * lease_seconds
 
     def seed(self, now: float) -> None:
-        """Writes the pools file's pools into the database (edits made since win)."""
+        """Writes the pools file's pools into the database (edits made since win) and, when
+        a file is configured, removes the pools it no longer has. Without a file the stored
+        pools stay (another replica's file put them there)."""
         with self.db.write() as conn:
             kept = pool_sql.seed_pools(conn, list(self.config.pools.values()), now)
+            gone = (
+                pool_sql.remove_pools_except(conn, list(self.config.pools)) if self.has_file else []
+            )
+        for name in gone:
+            log.warning("pool %s is no longer in the pools file; removed", name)
         for name in kept:
             log.warning(
                 "pool %s was edited through the API; keeping those settings over the pools file "

@@ -59,7 +59,6 @@ class FleetCollector(Collector):
             per_image = sql.seconds_per_image(conn, SECONDS_PER_IMAGE_BUCKETS)
             usage = sql.model_usage(conn)
             backlog = sql.webhook_backlog(conn)
-            running_total = sql.running_attempts(conn)
         views = self.pools.views(now)
         demands = pool_demands(pools, fleet.items, now, fleet.last_busy_at, {})
 
@@ -74,25 +73,28 @@ class FleetCollector(Collector):
         running = GaugeMetricFamily(
             "imagefleet_running_jobs", "Jobs running on the pool's workers", labels=["pool"]
         )
-        served = 0
-        for name, demand in demands.items():
-            running.add_metric([name], demand.running)
-            for tier, t in demand.tiers.items():
-                depth.add_metric([name, tier], t.queued)
-                oldest.add_metric([name, tier], t.oldest_queued_seconds or 0.0)
-                served += t.queued
+        # Running jobs by the pool their worker named, configured or not (a Helm pool that
+        # KEDA scales need not be in the pools file for its running jobs to count).
+        by_pool: dict[str, int] = defaultdict(int)
+        for item in fleet.items:
+            if item.running:
+                by_pool[item.pool or NO_POOL] += 1
+        for name in demands:
+            by_pool.setdefault(name, 0)
+        for name, n in sorted(by_pool.items()):
+            running.add_metric([name], n)
         unserved: dict[str, int] = defaultdict(int)
         for item in fleet.items:
             if not item.running:
                 unserved[item.tier] += 1
+        for name, demand in demands.items():
+            for tier, t in demand.tiers.items():
+                depth.add_metric([name, tier], t.queued)
+                oldest.add_metric([name, tier], t.oldest_queued_seconds or 0.0)
+                unserved[tier] -= t.queued
         for tier, n in unserved.items():
-            for name in demands:
-                n -= demands[name].tiers[tier].queued if tier in demands[name].tiers else 0
             if n > 0:  # queued work no pool serves: shown under pool=""
                 depth.add_metric([NO_POOL, tier], n)
-        running.add_metric(
-            [NO_POOL], max(0, running_total - sum(d.running for d in demands.values()))
-        )
         yield from (depth, oldest, running)
 
         workers = GaugeMetricFamily(

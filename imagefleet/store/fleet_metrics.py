@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, case, func, select
 
-from imagefleet.protocol import AttemptOutcome, JobStatus
+from imagefleet.protocol import JobStatus
 from imagefleet.store.tables import (
     artifacts,
     attempts,
@@ -90,15 +90,5 @@ def webhook_backlog(conn: Connection) -> int:
                 webhook_deliveries.c.delivered_at.is_(None),
                 webhook_deliveries.c.gave_up_at.is_(None),
             )
-        ).scalar_one()
-    )
-
-
-def running_attempts(conn: Connection) -> int:
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(attempts)
-            .where(attempts.c.outcome == AttemptOutcome.running.value)
         ).scalar_one()
     )

@@ -83,6 +83,15 @@ def seed_pools(conn: Connection, configured: list[Pool], now: float) -> list[str
     return kept
 
 
+def remove_pools_except(conn: Connection, names: list[str]) -> list[str]:
+    """Deletes the pools (and their status) not named: the pools file's set is the fleet's."""
+    gone = [name for name in conn.execute(select(pools.c.name)).scalars() if name not in set(names)]
+    if gone:
+        conn.execute(delete(pool_status).where(pool_status.c.pool.in_(gone)))
+        conn.execute(delete(pools).where(pools.c.name.in_(gone)))
+    return gone
+
+
 def list_pools(conn: Connection) -> list[StoredPool]:
     rows = conn.execute(select(pools).order_by(pools.c.name))
     return [_stored(row) for row in rows]

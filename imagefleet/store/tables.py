@@ -360,6 +360,8 @@ leader_leases = Table(
 workers.append_column(Column("pool", String(64)))
 workers.append_column(Column("drain_requested_at", Float))
 workers.append_column(Column("drain_reason", Text))
+# Every claim and heartbeat asks whether its node is being drained.
+Index("ix_workers_node", workers.c.node_id)
 # The pool and GPU an attempt ran on: its cost is its lease time at that pool's price.
 attempts.append_column(Column("pool", String(64)))
 attempts.append_column(Column("gpu", String(200)))

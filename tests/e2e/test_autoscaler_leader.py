@@ -1,7 +1,7 @@
 """Two orchestrator processes on one database: only the one holding the leader lease scales;
 killed, it is replaced by the other once its lease has expired, within one more lease, and
 never while it still held it. The pool's provider is a `command` script that logs which
-process called it (its parent's pid) and the replica count."""
+orchestrator called it and the replica count."""
 
 from __future__ import annotations
 
@@ -26,11 +26,11 @@ LEASE_SECONDS = 5.0
 JOB = {"prompt": "scale me", "model": "demo", "width": 64, "height": 64, "steps": 1}
 
 
-def scale_calls(log: Path) -> list[tuple[int, int]]:
-    """(pid of the orchestrator that scaled, replicas) per scale call so far."""
+def scale_calls(log: Path) -> list[tuple[str, int]]:
+    """(name of the orchestrator that scaled, replicas) per scale call so far."""
     if not log.exists():
         return []
-    return [(int(a), int(b)) for a, b in (line.split() for line in log.read_text().splitlines())]
+    return [(a, int(b)) for a, b in (line.split() for line in log.read_text().splitlines())]
 
 
 def wait_for(what: str, check: object, timeout: float = 60.0) -> None:
@@ -50,7 +50,7 @@ def test_only_the_leader_scales_and_the_other_replica_takes_over_when_it_dies(
     calls = tmp_path / "scale-calls.log"
     script = (
         f"import os; out = open({str(calls)!r}, 'a'); "
-        "out.write(str(os.getppid()) + ' ' + os.environ['IMAGEFLEET_REPLICAS'] + '\\n')"
+        "out.write(os.environ['SCALER'] + ' ' + os.environ['IMAGEFLEET_REPLICAS'] + '\\n')"
     )
     pools = tmp_path / "pools.toml"
     pools.write_text(
@@ -66,28 +66,28 @@ scale = {json.dumps([sys.executable, "-c", script])}
 replace = ["true"]
 """
     )
-    env = child_env(
-        IMAGEFLEET_POOLS_FILE=str(pools),
-        IMAGEFLEET_AUTOSCALE_INTERVAL_SECONDS="0.5",
-        IMAGEFLEET_LEADER_LEASE_SECONDS=str(LEASE_SECONDS),
+    settings = {
+        "IMAGEFLEET_POOLS_FILE": str(pools),
+        "IMAGEFLEET_AUTOSCALE_INTERVAL_SECONDS": "0.5",
+        "IMAGEFLEET_LEADER_LEASE_SECONDS": str(LEASE_SECONDS),
+    }
+    first, second = (
+        # The scripts inherit the orchestrator's environment: SCALER says whose call it was.
+        OrchestratorProcess(
+            tmp_path, env=child_env(SCALER=name, **settings), data_dir=data, name=name
+        ).start()
+        for name in ("first", "second")
     )
-    first = OrchestratorProcess(tmp_path, env=env, data_dir=data, name="first").start()
-    second = OrchestratorProcess(tmp_path, env=env, data_dir=data, name="second").start()
     db = Database(f"sqlite:///{data / DB_FILE}")
     try:
         with ImageFleetClient(first.url, fleet_template.keys.alice) as client:
             for _ in range(2):
                 client.submit_txt2img(JOB)
-            wait_for(
-                "scaled to 2",
-                lambda: (
-                    (first.pid, 2) in scale_calls(calls) or (second.pid, 2) in scale_calls(calls)
-                ),
-            )
+            wait_for("scaled to 2", lambda: any(n == 2 for _, n in scale_calls(calls)))
             time.sleep(3)  # several passes of both replicas
-            leaders = {pid for pid, _ in scale_calls(calls)}
+            leaders = {name for name, _ in scale_calls(calls)}
             assert len(leaders) == 1, scale_calls(calls)
-            leader, follower = (first, second) if first.pid in leaders else (second, first)
+            leader, follower = (first, second) if "first" in leaders else (second, first)
 
             with db.read() as conn:
                 held = conn.execute(select(leader_leases)).one()
@@ -98,7 +98,7 @@ replace = ["true"]
 
         with ImageFleetClient(follower.url, fleet_template.keys.alice) as client:
             client.submit_txt2img(JOB)
-            wait_for("taken over", lambda: (follower.pid, 3) in scale_calls(calls))
+            wait_for("taken over", lambda: (follower.name, 3) in scale_calls(calls))
         with db.read() as conn:
             taken = conn.execute(select(leader_leases)).one()
         assert f"-{follower.pid}-" in taken.holder
@@ -106,7 +106,7 @@ replace = ["true"]
         assert taken.acquired_at >= last.expires_at
         # ... and within one more lease of that.
         assert taken.acquired_at - last.expires_at < LEASE_SECONDS
-        assert {pid for pid, _ in scale_calls(calls)} == {leader.pid, follower.pid}
+        assert {name for name, _ in scale_calls(calls)} == {"first", "second"}
     finally:
         db.dispose()
         first.stop()

@@ -105,12 +105,14 @@ def known_run(api: TestClient, db: Database, settings: Settings, keys: Keys) -> 
     clock = Clock(t0 - 40)
     lifecycle = JobLifecycle(db, settings, clock=clock)
     assert claim(lifecycle, keys, "w1", "cpu") is None  # seen, idle
-    clock.now = t0
+    clock.now = t0 - 2  # A first: the older job is claimed first
     params = Txt2ImgParams(prompt="a", model="demo", width=64, height=64)
     job_a = lifecycle.submit(keys.alice, Txt2ImgJob(params=params))[0].id
+    clock.now = t0 - 1
     job_b = lifecycle.submit(
         keys.alice, Txt2ImgJob(params=params.model_copy(update={"num_images": 2}))
     )[0].id
+    clock.now = t0
     first = claim(lifecycle, keys, "w1", "cpu")
     assert first is not None and first.job_id == job_a
     clock.now = t0 + 20
@@ -209,6 +211,9 @@ def test_metrics_parse_as_prometheus_text_with_the_fleet_figures(
     lifecycle = JobLifecycle(db, settings)
     params = Txt2ImgParams(prompt="queued", model="demo", width=64, height=64)
     lifecycle.submit(keys.bob, Txt2ImgJob(params=params))
+    lifecycle.submit(keys.bob, Txt2ImgJob(params=params))
+    # A worker of a pool the file does not define (a Helm pool scaled by KEDA) still counts.
+    assert claim(lifecycle, keys, "k1", "helm-pool") is not None
     response = api.get("/metrics")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
     samples = {
@@ -223,6 +228,7 @@ def test_metrics_parse_as_prometheus_text_with_the_fleet_figures(
     assert value("imagefleet_queue_depth", pool="cpu", tier="paid") == 1
     assert value("imagefleet_oldest_queued_seconds", pool="cpu", tier="paid") >= 0
     assert value("imagefleet_running_jobs", pool="cpu") == 0
+    assert value("imagefleet_running_jobs", pool="helm-pool") == 1
     assert value("imagefleet_jobs_finished_total", kind="txt2img", outcome="succeeded") == 2
     assert value("imagefleet_billable_seconds_total", pool="cpu", gpu="cpu") == pytest.approx(60)
     assert value("imagefleet_cost_usd_total", pool="cpu", gpu="cpu") == pytest.approx(0.006)
@@ -235,3 +241,39 @@ def test_metrics_parse_as_prometheus_text_with_the_fleet_figures(
     assert value("imagefleet_model_attempts_total", model="demo", pool="cpu") == 2
     assert value("imagefleet_model_cache_total", pool="cpu", result="miss") == 2
     assert value("imagefleet_workers", pool="cpu", state="idle") >= 0
+
+
+def test_the_cli_tables_print_the_same_figures(
+    api: TestClient, keys: Keys, known_run: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from imagefleet.cli.pools import POOL_HEADERS, pool_rows, print_fleet_usage, print_key_usage
+    from imagefleet.cli.tables import print_table
+    from imagefleet.scaling.wire import FleetUsageView, KeyUsageView, PoolView
+
+    usage = api.get("/v1/usage", headers=auth(keys.alice_token)).json()
+    print_key_usage(KeyUsageView.model_validate(usage))
+    fleet = api.get("/v1/admin/usage", headers=auth(keys.admin_token)).json()
+    print_fleet_usage(FleetUsageView.model_validate(fleet))
+    pools = api.get("/v1/admin/pools", headers=auth(keys.admin_token)).json()
+    print_table(POOL_HEADERS, pool_rows([PoolView.model_validate(p) for p in pools]), empty="")
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:6] == ["total", "2", "3", "70.0", "0.0080"] for line in lines), lines
+    cpu = next(line.split() for line in lines if line.startswith("cpu ") and "%" in line)
+    assert cpu == ["cpu", "cpu", "1", "0.0", "60.00", "100", "40%", "0.0100"]
+    assert any(line.split()[:5] == ["cpu", "command", "cpu", "0.36", "0..4"] for line in lines)
+
+
+def test_a_pool_dropped_from_the_file_is_removed_at_the_next_start(
+    settings: Settings, keys: Keys, model: Model
+) -> None:
+    with TestClient(create_app(settings, run_duties=False)) as client:
+        assert [
+            p["name"] for p in client.get("/v1/admin/pools", headers=auth(keys.admin_token)).json()
+        ] == ["cpu"]
+    assert settings.pools_file is not None
+    settings.pools_file.write_text(POOLS.replace("[pools.cpu", "[pools.gpu"))
+    with TestClient(create_app(settings, run_duties=False)) as client:
+        names = [
+            p["name"] for p in client.get("/v1/admin/pools", headers=auth(keys.admin_token)).json()
+        ]
+    assert names == ["gpu"]
