@@ -37,7 +37,8 @@ from imagefleet.store.database import Database, DatabaseUnavailable
 from imagefleet.store.listener import WorkListener
 
 log = logging.getLogger("imagefleet.orchestrator")
-# How often a waiting claim looks at the queue without being woken (see WorkSignal).
+# Without notifications (SQLite), how often the oldest parked claim of each kind of worker
+# looks at the queue; and the longest any parked claim waits unwoken (see WorkSignal).
 POLLING_RECHECK_SECONDS = 1.0
 LISTENING_RECHECK_SECONDS = 10.0
 
@@ -66,9 +67,11 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         # A misconfigured bucket is reported now, not at the first upload.
         await run_in_threadpool(app.state.artifacts.check)
         signal = app.state.work_signal = WorkSignal(
-            POLLING_RECHECK_SECONDS if db.is_sqlite else LISTENING_RECHECK_SECONDS,
+            LISTENING_RECHECK_SECONDS,
             listening=not db.is_sqlite,
+            poll_seconds=POLLING_RECHECK_SECONDS,
         )
+        ticker = asyncio.create_task(signal.tick_forever()) if db.is_sqlite else None
         listener = None
         if not db.is_sqlite:
             loop = asyncio.get_running_loop()
@@ -86,6 +89,10 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         try:
             yield
         finally:
+            if ticker:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
             if listener:
                 listener.stop()
             for duty in duties:
@@ -109,7 +116,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.lifecycle = JobLifecycle(db, settings, artifacts=store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
-    app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)
+    app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)  # replaced at start-up
     app.include_router(submit_router(job_union()))
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
