@@ -1,10 +1,12 @@
 """Control-plane benchmark: how many job lifecycles per second the orchestrator sustains, how
 fast a claim is answered, and what the database does for each job, with no GPU involved.
 
-Simulated workers (HTTP clients that claim, heartbeat once, upload a tiny PNG and complete at
-once) and submitters run against real `imagefleet serve` processes on SQLite and PostgreSQL,
-with one and two replicas. The same lifecycle is also run in a tight loop straight through
-`JobLifecycle` on the database, with no HTTP, as the floor the API is compared with.
+Simulated workers (HTTP clients that claim, heartbeat once and complete at once with a tiny
+PNG inside the complete call) and submitters run against real `imagefleet serve` processes on
+SQLite and PostgreSQL, with one and two replicas. Right before each such run the bare-SQL floor
+(bare.py: 3 transactions per job on its own table, as many connections as the run has clients,
+no HTTP) runs on the same database: HTTP lifecycles/s over it is the headline ratio. The same
+lifecycle is also run straight through `JobLifecycle` in one thread (the `floor` part).
 
     .venv/bin/python bench/control_plane.py all --write-docs     # everything, ~8 min on 2 cores
     .venv/bin/python bench/control_plane.py throughput --jobs 1000 --workers 16
@@ -13,7 +15,8 @@ with one and two replicas. The same lifecycle is also run in a tight loop straig
     .venv/bin/python bench/control_plane.py depth --depths 1000,100000,1000000
 
 Parts:
-  throughput  lifecycles/s (first submit to last complete), claim latency, errors, SQL
+  throughput  lifecycles/s (first submit to last complete) and its ratio to the bare-SQL
+              floor measured just before, claim latency, errors, SQL
               statements and transactions per lifecycle (counted inside the server processes),
               CPU per lifecycle split between server, PostgreSQL, the simulated clients and
               anything else running on the machine.

@@ -134,10 +134,11 @@ class Settings(BaseSettings):
         "keeps working on a replica for at most this long. 0 looks every request up.",
     )
     db_pool_size: int = Field(
-        40,
+        16,
         ge=1,
-        description="PostgreSQL connections per replica, and as many request threads, so that "
-        "no request waits for a connection or opens a new one.",
+        description="Database connections per orchestrator process, and as many request "
+        "threads, so that no request waits for a connection or opens a new one. Parked "
+        "claims hold neither; one process is one core of Python, which 16 threads keep busy.",
     )
     # Training (train_lora): what a job's lease time costs, by the GPU name workers report.
     gpu_prices: dict[str, float] = Field(

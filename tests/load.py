@@ -3,6 +3,7 @@ no-double-claim test and bench/control_plane.py."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ TINY_PNG = (
     b"\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\x0f\x00\x00\x01\x01\x00\x05\x18\xd8N\x00\x00"
     b"\x00\x00IEND\xaeB`\x82"
 )
+TINY_PNG_BASE64 = base64.b64encode(TINY_PNG).decode()
 PARAMS = {"prompt": "load", "model": "demo", "width": 64, "height": 64, "steps": 1}
 
 
@@ -80,9 +82,11 @@ def simulated_worker(
     wait_seconds: float = 1.0,
     heartbeat: bool = True,
     deadline_seconds: float = 600.0,
+    inline: bool = False,
 ) -> None:
-    """Claim, heartbeat once, upload a tiny PNG, complete; alternate replicas; stop when done()
-    or after `deadline_seconds`, so that a broken run ends instead of hanging."""
+    """Claim, heartbeat once, upload a tiny PNG, complete (with `inline`, upload-and-complete
+    in one call, as the real worker does for small outputs); alternate replicas; stop when
+    done() or after `deadline_seconds`, so that a broken run ends instead of hanging."""
     headers = {"Authorization": f"Bearer {worker_key}"}
     turn = 0
     deadline = time.monotonic() + deadline_seconds
@@ -107,13 +111,17 @@ def simulated_worker(
                     http.post(
                         f"{prefix}/heartbeat", json={"step": 1, "total_steps": 1}
                     ).raise_for_status()
-                http.put(
-                    f"{prefix}/outputs/0", content=TINY_PNG, headers={"Content-Type": "image/png"}
-                ).raise_for_status()
-                outcome = http.post(
-                    f"{prefix}/complete",
-                    json={"outputs": [{"index": 0, "seed": 0, "width": 64, "height": 64}]},
-                )
+                output: dict[str, object] = {"index": 0, "seed": 0, "width": 64, "height": 64}
+                if inline:
+                    output["data_base64"] = TINY_PNG_BASE64
+                    outcome = http.post(f"{prefix}/complete-inline", json={"outputs": [output]})
+                else:
+                    http.put(
+                        f"{prefix}/outputs/0",
+                        content=TINY_PNG,
+                        headers={"Content-Type": "image/png"},
+                    ).raise_for_status()
+                    outcome = http.post(f"{prefix}/complete", json={"outputs": [output]})
                 outcome.raise_for_status()
                 with log.lock:
                     log.completed += 1

@@ -136,10 +136,15 @@ def run_bare(bench: Bench, bench_db: BenchDatabase, jobs: int, seconds: float) -
 
     def guarded(body: Callable[[_Sql], None]) -> Callable[[], None]:
         def run() -> None:
-            sql = _Sql(bench_db, sqlite_path)
+            try:
+                sql = _Sql(bench_db, sqlite_path)
+            except Exception as exc:  # reported (a refused connection), and the run stops
+                errors.append(f"{type(exc).__name__}: {exc}")
+                stop.set()
+                return
             try:
                 body(sql)
-            except Exception as exc:  # reported, and the run stops
+            except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
                 stop.set()
             finally:

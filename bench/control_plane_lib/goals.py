@@ -55,7 +55,7 @@ def verdicts(results: Results) -> list[Verdict]:
                     _at_least(ratio, GOAL_BARE_RATIO),
                     f"{best.cpu_ms['server']:.1f} ms of server CPU per lifecycle "
                     f"({best.statements:.1f} SQL statements in {best.transactions:.1f} "
-                    f"transactions, 5 HTTP requests) against 3 transactions and no Python "
+                    f"transactions, 4 HTTP requests) against 3 transactions and no Python "
                     f"server for the bare floor; the simulated clients used "
                     f"{best.cpu_ms['clients']:.1f} ms per lifecycle on the same cores",
                 )

@@ -21,7 +21,7 @@ from bench.control_plane_lib.stack import (
 )
 from imagefleet.store.database import Database
 from imagefleet.store.tables import jobs as jobs_table
-from tests.load import PARAMS, TINY_PNG
+from tests.load import PARAMS, TINY_PNG_BASE64
 
 IDLE_VARIANTS: dict[str, tuple[str, dict[str, Any] | None]] = {
     # name: (description, capabilities of the idle workers)
@@ -92,12 +92,10 @@ async def _idle_session(
                 prefix = f"{url}/v1/worker/attempts/{assignment['attempt_id']}"
                 beat = await http.post(f"{prefix}/heartbeat", json={"step": 1, "total_steps": 1})
                 beat.raise_for_status()
-                upload = await http.put(
-                    f"{prefix}/outputs/0", content=TINY_PNG, headers={"Content-Type": "image/png"}
-                )
-                upload.raise_for_status()
-                outputs = [{"index": 0, "seed": 0, "width": 64, "height": 64}]
-                done = await http.post(f"{prefix}/complete", json={"outputs": outputs})
+                # Upload-and-complete in one call, as the real worker does for small outputs.
+                output = {"index": 0, "seed": 0, "width": 64, "height": 64}
+                output = {**output, "data_base64": TINY_PNG_BASE64}
+                done = await http.post(f"{prefix}/complete-inline", json={"outputs": [output]})
                 done.raise_for_status()
             except httpx.HTTPError as exc:
                 log.errors.append(f"{name}: {exc!r}")

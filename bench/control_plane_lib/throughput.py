@@ -81,7 +81,8 @@ def _drive(
         threading.Thread(
             target=simulated_worker,
             args=(f"w{i}", urls[i % len(urls) :] + urls[: i % len(urls)], bench_db.worker_token),
-            kwargs={"log": log, "done": done, "deadline_seconds": timeout},
+            # Like the real worker with a 1-pixel output: upload-and-complete in one call.
+            kwargs={"log": log, "done": done, "deadline_seconds": timeout, "inline": True},
             daemon=True,
         )
         for i in range(workers)

@@ -58,7 +58,8 @@ from imagefleet.store.database import Database, DatabaseUnavailable
 from imagefleet.store.listener import WorkListener
 
 log = logging.getLogger("imagefleet.orchestrator")
-# How often a waiting claim looks at the queue without being woken (see WorkSignal).
+# Without notifications (SQLite), how often the oldest parked claim of each kind of worker
+# looks at the queue; and the longest any parked claim waits unwoken (see WorkSignal).
 POLLING_RECHECK_SECONDS = 1.0
 LISTENING_RECHECK_SECONDS = 10.0
 
@@ -88,10 +89,12 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         await run_in_threadpool(app.state.artifacts.check)
         await run_in_threadpool(app.state.pools.seed, time.time())
         signal = app.state.work_signal = WorkSignal(
-            POLLING_RECHECK_SECONDS if db.is_sqlite else LISTENING_RECHECK_SECONDS,
+            LISTENING_RECHECK_SECONDS,
             listening=not db.is_sqlite,
+            poll_seconds=POLLING_RECHECK_SECONDS,
         )
         stop_events = start_event_bus(app.state.event_bus, db)
+        ticker = asyncio.create_task(signal.tick_forever()) if db.is_sqlite else None
         listener = None
         if not db.is_sqlite:
             loop = asyncio.get_running_loop()
@@ -112,6 +115,10 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         try:
             yield
         finally:
+            if ticker:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
             if listener:
                 listener.stop()
             stop_events()
@@ -136,7 +143,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.lifecycle = JobLifecycle(db, settings, artifacts=store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.state.key_cache = KeyCache(settings.key_cache_seconds)
-    app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)
+    app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)  # replaced at start-up
     # A bad pools file stops start-up here, naming each bad pool and field.
     pools_config = load_pools(settings.pools_file) if settings.pools_file else None
     app.state.pools = PoolService(db, pools_config, settings.lease_seconds)

@@ -76,7 +76,7 @@ async def claim(
                 return ClaimResponse(retry_after_seconds=1.0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    waiter.event.wait(), timeout=min(remaining, signal.recheck_seconds)
+                    waiter.event.wait(), timeout=min(remaining, signal.wait_seconds)
                 )
             looks_again = True
         finally:

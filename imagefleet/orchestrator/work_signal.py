@@ -12,9 +12,11 @@ Two rules keep a wake-up from being lost:
 - a woken claimer that leaves with a job (maybe another one than the job it was woken for), or
   leaves without looking again, passes its wake-up on to the next suitable waiter. The chain
   ends at a woken claim that finds nothing: then nothing it could run is left queued.
-`recheck_seconds` bounds a wait nobody wakes: with SQLite, submits made by another process
-wake nobody here, so claims look every second; on PostgreSQL, LISTEN/NOTIFY reaches every
-replica and the timer is only a safety net.
+Nobody here hears of a job another process queued on the same SQLite file: `tick_forever`
+then wakes the oldest waiter of each profile every `poll_seconds` (1 s), and the chain above
+drains whatever it finds, so 100 parked claims cost a look per profile per second, not 100.
+`wait_seconds` bounds any single wait (a safety net: on PostgreSQL, LISTEN/NOTIFY reaches
+every replica).
 """
 
 from __future__ import annotations
@@ -64,8 +66,11 @@ class WorkSignal:
     """The replica's parked claims. Used from the event loop's thread only; other threads go
     through `notify_threadsafe`."""
 
-    def __init__(self, recheck_seconds: float = 1.0, *, listening: bool = False) -> None:
-        self.recheck_seconds = recheck_seconds
+    def __init__(
+        self, wait_seconds: float = 10.0, *, listening: bool = False, poll_seconds: float = 1.0
+    ) -> None:
+        self.wait_seconds = wait_seconds
+        self.poll_seconds = poll_seconds
         # True when the database's notifications (PostgreSQL NOTIFY) reach this replica for
         # every change, its own included: `announce` then leaves the wake-up to them.
         self.listening = listening
@@ -108,6 +113,13 @@ class WorkSignal:
     def notify_threadsafe(self, loop: asyncio.AbstractEventLoop, hint: WorkHint | None) -> None:
         """For callers on other threads (the PostgreSQL listener)."""
         loop.call_soon_threadsafe(self.notify, hint)
+
+    async def tick_forever(self) -> None:
+        """Without database notifications (SQLite): the oldest waiter of each profile looks
+        at the queue every `poll_seconds`, for jobs other processes queued."""
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            self.notify(None)
 
     def waiting(self) -> int:
         return len(self._waiters)

@@ -7,6 +7,7 @@ claiming and hands the running job back at the next denoising step; a second one
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
@@ -26,11 +27,19 @@ from imagefleet.protocol import (
     CompleteRequest,
     FailRequest,
     FailureCode,
+    InlineCompleteRequest,
+    InlineOutput,
+    StageTimings,
     WorkerCapabilities,
     WorkerFailureCode,
 )
 from imagefleet.worker.handlers import load_handlers, serving
-from imagefleet.worker.handlers.base import InputUnavailable, InvalidJobInput, JobContext
+from imagefleet.worker.handlers.base import (
+    InputUnavailable,
+    InvalidJobInput,
+    JobContext,
+    OutputFile,
+)
 from imagefleet.worker.heartbeat import Heartbeat
 from imagefleet.worker.model_cache import ModelCache, SourceError, VerificationError
 from imagefleet.worker.orchestrator_client import LeaseLost, OrchestratorClient, Unauthorized
@@ -39,6 +48,9 @@ if TYPE_CHECKING:
     from imagefleet.worker.engines.diffusers_engine import DiffusersEngine
 
 log = logging.getLogger("imagefleet.worker")
+# Outputs up to this size in all are sent inside the complete call (base64 in JSON: 4/3 of it,
+# well under the orchestrator's default 1 MiB body limit); bigger ones are uploaded first.
+INLINE_OUTPUT_BYTES = 512 << 10
 
 
 def default_worker_id() -> str:
@@ -227,7 +239,14 @@ class Worker:
             heartbeat=beat,
         )
         try:
-            files = handler.run(ctx)
+            files = list(handler.run(ctx))
+            if not assignment.uploads and sum(len(f.data) for f in files) <= INLINE_OUTPUT_BYTES:
+                # Small outputs through the API: sent inside the complete call (one request).
+                beat.finish()
+                self.client.complete_inline(attempt, _inline(files, ctx.timings(0.0)))
+                self._last_combo = (assignment.combo_key, self.engine.resident_model)
+                log.info("attempt %s: completed (outputs inline)", attempt)
+                return
             started = time.perf_counter()
             outputs = []
             for index, output in enumerate(files):
@@ -305,3 +324,20 @@ def _listed(engine: object, method: str) -> list[str]:
 
 def _gpu_name(engine: DiffusersEngine) -> str:
     return str(getattr(engine, "device_name", None) or getattr(engine, "device", "cpu"))
+
+
+def _inline(files: list[OutputFile], timings: StageTimings) -> InlineCompleteRequest:
+    return InlineCompleteRequest(
+        outputs=[
+            InlineOutput(
+                index=index,
+                seed=f.seed,
+                width=f.width,
+                height=f.height,
+                content_type=f.content_type,
+                data_base64=base64.b64encode(f.data).decode(),
+            )
+            for index, f in enumerate(files)
+        ],
+        timings=timings,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from imagefleet.orchestrator.work_signal import WaiterProfile, WorkSignal
 from imagefleet.store.database import WorkHint
 
@@ -87,3 +89,15 @@ def test_work_hints_survive_the_notify_payload() -> None:
     for hint in (JOB, WorkHint("train_lora", 1024 * 1024, 16_000)):
         assert WorkHint.decode(hint.encode()) == hint
     assert WorkHint.decode("") is None and WorkHint.decode("txt2img lots 0") is None
+
+
+def test_without_notifications_a_tick_wakes_the_oldest_waiter_of_each_profile_only() -> None:
+    async def run() -> list[bool]:
+        signal = WorkSignal(poll_seconds=0.01)
+        waiters = [signal.waiter(p) for p in (BIG, BIG, SMALL)]
+        ticker = asyncio.create_task(signal.tick_forever())
+        await asyncio.wait_for(waiters[0].event.wait(), timeout=5)
+        ticker.cancel()  # one tick woke the oldest of each profile at once; no second tick
+        return [w.woken for w in waiters]
+
+    assert asyncio.run(run()) == [True, False, True]
