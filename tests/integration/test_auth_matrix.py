@@ -63,6 +63,8 @@ def world(
             "index": "0",
             "node_id": "n",
             "name": "init_image",
+            "prompt_id": job["id"],
+            "node_class": "KSampler",
         }
         tokens = {
             "client": keys.alice_token,
@@ -99,10 +101,16 @@ def call(api: TestClient, method: str, path: str, ids: dict[str, str], token: st
     return api.request(method, url, json=BODIES.get(path), headers=headers).status_code
 
 
+# The ComfyUI-compatible endpoints (routes_comfy.py) take client keys at ComfyUI's own paths.
+COMFY_PATHS = ("/prompt", "/history", "/view", "/queue", "/interrupt", "/object_info", "/upload/")
+
+
 def audience(path: str) -> str:
     for prefix, name in (("/v1/worker/", "worker"), ("/v1/admin/", "admin"), ("/v1/", "client")):
         if path.startswith(prefix):
             return name
+    if path.startswith(COMFY_PATHS):
+        return "client"
     raise AssertionError(f"{path} belongs to no audience: classify it here")
 
 
