@@ -280,6 +280,15 @@ class JobModelView(BaseModel):
     weight: float | None = None
 
 
+class JobCostView(BaseModel):
+    """What a job cost: every attempt's lease time (claim to end) at its pool's hourly price."""
+
+    billable_seconds: float = Field(description="Lease seconds over all its attempts.")
+    cost_usd: float | None = Field(None, description="None when no attempt ran on a priced pool.")
+    cost_per_image_usd: float | None = None
+    unpriced_seconds: float = Field(0.0, description="Lease time on workers with no price.")
+
+
 class JobView(BaseModel):
     id: str
     kind: str = Field(description="The job kind; `params` follow that kind's schema.")
@@ -296,6 +305,7 @@ class JobView(BaseModel):
         None, description="While a job waits for a retry: the error of its last failed attempt."
     )
     attempts: int
+    cost: JobCostView | None = Field(None, description="Set once an attempt has claimed it.")
 
 
 class AttemptView(BaseModel):
@@ -380,6 +390,10 @@ class InputView(BaseModel):
     sha256: str
     width: int
     height: int
+    images: int | None = Field(None, description="A dataset zip: how many images it holds.")
+    uncaptioned: int | None = Field(
+        None, description="A dataset zip: images without a caption file (need instance_prompt)."
+    )
 
 
 class NodeView(BaseModel):
@@ -431,6 +445,11 @@ class ClaimRequest(Strict):
     wait_seconds: float = Field(
         0.0, ge=0.0, le=300.0, description="Long-poll bound (server caps it)."
     )
+    pool: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="The autoscaling pool this worker belongs to (its price and its scaling).",
+    )
 
 
 class ModelRef(BaseModel):
@@ -476,6 +495,16 @@ class InputRef(BaseModel):
     height: int
 
 
+class ResumeCheckpoint(BaseModel):
+    """A checkpoint a training attempt may resume from; an assignment lists them newest first."""
+
+    checkpoint_id: int
+    step: int
+    url: str = Field(description="Absolute (presigned) or relative to the orchestrator URL.")
+    sha256: str
+    size_bytes: int
+
+
 class Assignment(BaseModel):
     job_id: str
     attempt_id: str
@@ -491,6 +520,11 @@ class Assignment(BaseModel):
         default_factory=list,
         description="Direct upload URLs, one per output; empty means upload through the API.",
     )
+    checkpoints: list[ResumeCheckpoint] = Field(
+        default_factory=list,
+        description="Training kinds: the job's checkpoints, newest first; resume from the "
+        "first that reads back.",
+    )
 
 
 class ClaimResponse(BaseModel):
@@ -501,17 +535,33 @@ class ClaimResponse(BaseModel):
     retry_after_seconds: float = Field(
         0.0, description="When nothing was handed out: wait this long."
     )
+    drain: str | None = Field(
+        None,
+        description="Set when the autoscaler is removing this worker: why. It gets no more "
+        "work; keep asking (it may be kept after all) until the provider stops it.",
+    )
 
 
 class HeartbeatRequest(Strict):
     step: int = Field(0, ge=0, le=1_000_000)
     total_steps: int = Field(0, ge=0, le=1_000_000)
+    loss: float | None = Field(
+        None, ge=0, le=1e12, allow_inf_nan=False, description="Training kinds: the step's loss."
+    )
+    learning_rate: float | None = Field(
+        None, ge=0, le=1e6, allow_inf_nan=False, description="Training kinds: the step's LR."
+    )
 
 
 class HeartbeatResponse(BaseModel):
     action: Literal["continue", "cancel"]
     lease_expires_at: datetime | None = None
     reason: str | None = None
+    drain: str | None = Field(
+        None,
+        description="Set when the autoscaler is removing this worker: finish this job, then "
+        "claim no more (the claim answers say so too).",
+    )
 
 
 class MultipartStart(Strict):
@@ -593,3 +643,120 @@ class AttemptResult(BaseModel):
 
     job_id: str
     job_status: JobStatus
+
+
+# --- batched worker calls (issue 16) -------------------------------------------------------------
+
+MAX_BATCH_ATTEMPTS = 64
+
+
+class AttemptHeartbeat(HeartbeatRequest):
+    attempt_id: str = Field(min_length=1, max_length=64)
+
+
+class BatchHeartbeatRequest(Strict):
+    """Renews the leases of several attempts of one worker (a micro-batch) in one call."""
+
+    attempts: list[AttemptHeartbeat] = Field(min_length=1, max_length=MAX_BATCH_ATTEMPTS)
+
+
+class AttemptHeartbeatResult(BaseModel):
+    """One attempt's answer: `continue` (lease renewed), `cancel` (the client cancelled the
+    job) or `lost` (not this key's attempt, or its lease went to another attempt): each
+    attempt of a batch keeps its own lease and fate."""
+
+    attempt_id: str
+    action: Literal["continue", "cancel", "lost"]
+    lease_expires_at: datetime | None = None
+    reason: str | None = None
+
+
+class BatchHeartbeatResponse(BaseModel):
+    results: list[AttemptHeartbeatResult]
+
+
+class InlineOutput(CompletedOutput):
+    """A small output sent inside the complete call, base64-encoded (the JSON body limit,
+    IMAGEFLEET_MAX_BODY_BYTES, bounds what fits; bigger outputs are uploaded first)."""
+
+    content_type: str = Field("image/png", max_length=100)
+    data_base64: str = Field(min_length=1)
+
+
+class InlineCompleteRequest(Strict):
+    """Upload-and-complete in one call: the outputs' files and the completion together."""
+
+    outputs: list[InlineOutput] = Field(min_length=1, max_length=MAX_BATCH_ATTEMPTS)
+    timings: StageTimings = Field(default_factory=StageTimings)
+
+
+# --- LoRA training (train_lora) ------------------------------------------------------------------
+
+
+class CheckpointReceipt(BaseModel):
+    """The answer to the `checkpoint` transition: what the orchestrator now keeps."""
+
+    checkpoint_id: int
+    step: int
+    kept_steps: list[int] = Field(description="The job's checkpoints in storage, newest first.")
+    deleted_steps: list[int] = Field(description="Older checkpoints deleted to keep keep_last.")
+
+
+class SkippedCheckpoint(Strict):
+    checkpoint_id: int = Field(ge=1, le=2**62)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class ResumeReport(Strict):
+    """Where a training attempt starts from, and the checkpoints it passed over (corrupt or of
+    another run), for the attempt history."""
+
+    resumed_from_step: int = Field(ge=0, le=1_000_000)
+    skipped: list[SkippedCheckpoint] = Field(default_factory=list, max_length=100)
+
+
+class LossPoint(BaseModel):
+    step: int
+    loss: float
+    learning_rate: float
+    attempt: int = Field(description="The attempt number that reported it.")
+
+
+class TrainingCheckpointView(BaseModel):
+    step: int
+    attempt: int
+    size_bytes: int
+    created_at: datetime
+
+
+class TrainingAttemptView(BaseModel):
+    """One attempt of a training job: where it started, how far it got, what it skipped."""
+
+    number: int
+    outcome: AttemptOutcome
+    resumed_from_step: int | None = Field(None, description="None until the worker reported.")
+    reached_step: int
+    billable_seconds: float
+    notes: list[str] = Field(default_factory=list)
+
+
+class TrainingView(BaseModel):
+    """A training job's progress, checkpoints, interruptions and bill."""
+
+    job_id: str
+    status: JobStatus
+    steps_done: int
+    total_steps: int
+    loss: float | None = None
+    learning_rate: float | None = None
+    eta_seconds: float | None = Field(None, description="From the current attempt's pace.")
+    loss_curve: list[LossPoint]
+    checkpoints: list[TrainingCheckpointView]
+    attempts: list[TrainingAttemptView]
+    interruptions_survived: int = Field(description="Attempts that ended without finishing.")
+    steps_lost: int = Field(description="Steps trained again because an interruption lost them.")
+    billable_seconds: float = Field(description="Time the job's attempts held their leases.")
+    hourly_price: float | None = Field(None, description="USD per hour, from the price table.")
+    cost: float | None = Field(None, description="USD; None when no price is configured.")
+    cost_per_step: float | None = None
+    model: ModelView | None = Field(None, description="The registered LoRA, once succeeded.")

@@ -9,7 +9,9 @@ A spec says:
 - `requirements(params)`: the models it needs by role (resolved at submit to exact versions),
   the input files it reads, pixels, a cost estimate and minimum VRAM;
 - `outputs(params)`: how many files a successful attempt must produce, and of which types;
-- `max_attempts`: its retry limit, when it differs from the server's default.
+- `max_attempts`: its retry limit, when it differs from the server's default;
+- `result_model(params)`: a model a succeeded job registers from its output (train_lora);
+- `checkpoint_policy(params)`: for kinds that report resumable checkpoints, how many to keep.
 
 Nothing here imports the orchestrator, the store or torch: the worker and the Python client
 use the same params models.
@@ -25,7 +27,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, create_model
 
 from imagefleet.errors import InvalidField
-from imagefleet.protocol import JobSubmission, ModelRole, ModelUse, Strict
+from imagefleet.protocol import JobSubmission, ModelKind, ModelRole, ModelUse, Strict
 
 Loc = tuple[str | int, ...]
 
@@ -70,6 +72,8 @@ class InputInfo:
     content_type: str
     width: int
     height: int
+    images: int | None = None  # a dataset zip: its images, and those without a caption
+    uncaptioned: int | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,28 @@ class OutputSpec:
 
     def extension(self, media_type: str) -> str:
         return self.extensions.get(media_type, "bin")
+
+
+@dataclass(frozen=True)
+class ResultModel:
+    """A model a succeeded job registers from one of its outputs (train_lora: the LoRA). Its
+    base architecture is that of the job's model in `base_role`."""
+
+    name: str
+    kind: ModelKind
+    output_index: int = 0
+    format: str | None = None
+    trigger_words: tuple[str, ...] = ()
+    base_role: ModelRole = ModelRole.checkpoint
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """For kinds whose attempts report resumable checkpoints (the `checkpoint` transition):
+    how many the orchestrator keeps, and the steps a checkpoint may be at (1..total_steps-1)."""
+
+    keep_last: int
+    total_steps: int
 
 
 class KindSpec:
@@ -115,6 +141,14 @@ class KindSpec:
 
     def outputs(self, params: Any) -> OutputSpec:
         return OutputSpec(count=1)
+
+    def result_model(self, params: Any) -> ResultModel | None:
+        """The model a successful job registers, if any (none for image kinds)."""
+        return None
+
+    def checkpoint_policy(self, params: Any) -> CheckpointPolicy | None:
+        """None: this kind's attempts do not checkpoint (the transition refuses them)."""
+        return None
 
     def job_model(self) -> type[BaseModel]:
         """The submit body for this kind: `{"kind": name, "params": ..., "webhook": ...}`."""

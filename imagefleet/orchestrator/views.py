@@ -66,6 +66,8 @@ def input_view(row: InputRow) -> InputView:
         sha256=row.sha256,
         width=row.width,
         height=row.height,
+        images=row.images,
+        uncaptioned=row.uncaptioned,
     )
 
 

@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -40,12 +41,15 @@ def retry_delay(failed_attempts: int) -> float:
     return base * random.uniform(0.8, 1.2)
 
 
-def emit(conn: Connection, job: JobRow, event: str, now: float) -> None:
+def emit(
+    conn: Connection, job: JobRow, event: str, now: float, extra: dict[str, Any] | None = None
+) -> None:
     """Writes a delivery for `event` if the job asked for it, in the caller's transaction (the
-    outbox): the event exists if and only if the state change committed."""
+    outbox): the event exists if and only if the state change committed. `extra` adds
+    event-specific fields (a checkpoint's step)."""
     if not job.webhook_url or event not in (job.webhook_events or "").split(","):
         return
-    payload = {
+    payload: dict[str, Any] = {
         "event": event,
         "created_at": datetime.fromtimestamp(now, UTC).isoformat(),
         "job": {
@@ -57,6 +61,7 @@ def emit(conn: Connection, job: JobRow, event: str, now: float) -> None:
             if job.error_code and job.status.is_final
             else None,
         },
+        **(extra or {}),
     }
     webhook_sql.enqueue(
         conn,

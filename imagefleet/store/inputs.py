@@ -21,6 +21,8 @@ class InputRow:
     width: int
     height: int
     created_at: float
+    images: int | None = None  # dataset zips only
+    uncaptioned: int | None = None
 
 
 def insert_input(conn: Connection, row: InputRow) -> None:

@@ -388,3 +388,27 @@ def _listing(entries: Sequence[str]) -> str:
     shown = "; ".join(entries[:MAX_LISTED_PROBLEMS])
     more = len(entries) - MAX_LISTED_PROBLEMS
     return f"{shown}; and {more} more" if more > 0 else shown
+
+
+# Stands in for the instance prompt while a zip is checked at upload (the prompt comes later,
+# with the job); control characters cannot appear in a caption that was collapsed from text.
+_UNCAPTIONED = "\x01imagefleet-uncaptioned\x01"
+DATASET_CONTENT_TYPE = "application/zip"
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What the orchestrator records of an uploaded dataset zip, checked in full at upload:
+    its image count and how many images lack a caption file (a job using it must then give an
+    instance_prompt)."""
+
+    images: int
+    uncaptioned: int
+
+
+def summarize_zip(data: bytes, limits: DatasetLimits = DEFAULT_LIMITS) -> DatasetSummary:
+    """Validates a dataset zip as `load_zip_dataset` does, before any instance prompt is known;
+    raises `DatasetError` for everything but missing captions, which it counts."""
+    manifest = load_zip_dataset(data, instance_prompt=_UNCAPTIONED, limits=limits)
+    uncaptioned = sum(1 for item in manifest.items if item.caption == _UNCAPTIONED)
+    return DatasetSummary(images=len(manifest.items), uncaptioned=uncaptioned)

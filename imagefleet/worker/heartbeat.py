@@ -35,8 +35,12 @@ class Heartbeat:
         self.interval = interval
         self.progress_interval = min(progress_interval, interval)
         self.cancel_reason: str | None = None
+        # Set when the autoscaler is removing this worker: the job still runs to its end.
+        self.drain_reason: str | None = None
         self._step = 0
         self._total = 0
+        self._loss: float | None = None
+        self._learning_rate: float | None = None
         self._sent_step = -1
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -50,8 +54,16 @@ class Heartbeat:
     def start(self) -> None:
         self._thread.start()
 
-    def progress(self, step: int, total: int) -> None:
+    def progress(
+        self,
+        step: int,
+        total: int,
+        loss: float | None = None,
+        learning_rate: float | None = None,
+    ) -> None:
+        """Records progress (training kinds add the step's loss and learning rate)."""
         self._step, self._total = step, total
+        self._loss, self._learning_rate = loss, learning_rate
         self._wake.set()
 
     def stop(self) -> None:
@@ -70,7 +82,9 @@ class Heartbeat:
         if self.cancelled or self._step == self._sent_step:
             return
         try:
-            answer = self.client.heartbeat(self.attempt_id, self._step, self._total)
+            answer = self.client.heartbeat(
+                self.attempt_id, self._step, self._total, self._loss, self._learning_rate
+            )
         except LeaseLost as exc:
             self.cancel_reason = f"lease lost: {exc}"
             return
@@ -95,9 +109,9 @@ class Heartbeat:
             # wait out the pause.
             if since < self.progress_interval and self._stop.wait(self.progress_interval - since):
                 return
-            step, total = self._step, self._total
+            step, total, loss, rate = self._step, self._total, self._loss, self._learning_rate
             try:
-                answer = self.client.heartbeat(self.attempt_id, step, total)
+                answer = self.client.heartbeat(self.attempt_id, step, total, loss, rate)
             except LeaseLost as exc:
                 self.cancel_reason = f"lease lost: {exc}"
                 return
@@ -108,6 +122,9 @@ class Heartbeat:
                 continue
             last_beat = time.monotonic()
             self._sent_step = step
+            if answer.drain and self.drain_reason is None:
+                self.drain_reason = answer.drain
+                log.info("draining (%s): finishing this job, then no more", answer.drain)
             if answer.action == "cancel":
                 self.cancel_reason = answer.reason or "cancelled"
                 return

@@ -67,6 +67,16 @@ class ModelSettings(BaseSettings):
     s3_secret_access_key: SecretStr | None = Field(
         None, description="Secret for s3:// model sources; unset keys use the AWS chain."
     )
+    prompt_rewriter: str = Field(
+        "",
+        description="A pre-processing plug-in, module.path:ClassName with rewrite(prompt), "
+        "applied to every generation job's prompts (e.g. a translator); see worker/plugins.py.",
+    )
+    safety_filter: str = Field(
+        "",
+        description="A post-processing plug-in, module.path:ClassName with is_unsafe(image), "
+        "run on the images of jobs that ask for it; see worker/plugins.py.",
+    )
     sdxl_vae_fp32: bool = Field(
         True,
         description="On GPUs, keep SDXL VAEs in float32 so that decoding cannot overflow in "

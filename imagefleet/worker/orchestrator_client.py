@@ -16,15 +16,22 @@ from typing import TypeVar
 import httpx
 
 from imagefleet.protocol import (
+    AttemptHeartbeat,
+    AttemptHeartbeatResult,
     AttemptResult,
+    BatchHeartbeatRequest,
+    BatchHeartbeatResponse,
+    CheckpointReceipt,
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
     FailRequest,
     HeartbeatRequest,
     HeartbeatResponse,
+    InlineCompleteRequest,
     MultipartStart,
     MultipartUpload,
+    ResumeReport,
     UploadedArtifact,
 )
 
@@ -67,15 +74,41 @@ class OrchestratorClient:
         response = self._call(lambda: self.http.post("/v1/worker/claim", json=request.model_dump()))
         return ClaimResponse.model_validate(response.json())
 
-    def heartbeat(self, attempt_id: str, step: int, total: int) -> HeartbeatResponse:
+    def heartbeat(
+        self,
+        attempt_id: str,
+        step: int,
+        total: int,
+        loss: float | None = None,
+        learning_rate: float | None = None,
+    ) -> HeartbeatResponse:
         """One try: the heartbeat loop beats again soon anyway, and a long backoff here would
         let the lease run out after a short orchestrator restart."""
-        body = HeartbeatRequest(step=step, total_steps=total).model_dump()
+        body = HeartbeatRequest(
+            step=step, total_steps=total, loss=loss, learning_rate=learning_rate
+        ).model_dump(exclude_none=True)
         response = self._call(
             lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/heartbeat", json=body),
             retry_for_seconds=0.0,
         )
         return HeartbeatResponse.model_validate(response.json())
+
+    def heartbeat_many(self, beats: list[AttemptHeartbeat]) -> list[AttemptHeartbeatResult]:
+        """The leases of several attempts (a micro-batch) renewed in one call; one try, as
+        `heartbeat`. Each attempt answers for itself."""
+        body = BatchHeartbeatRequest(attempts=beats).model_dump()
+        response = self._call(
+            lambda: self.http.post("/v1/worker/heartbeats", json=body), retry_for_seconds=0.0
+        )
+        return BatchHeartbeatResponse.model_validate(response.json()).results
+
+    def complete_inline(self, attempt_id: str, request: InlineCompleteRequest) -> AttemptResult:
+        """Upload-and-complete in one call for outputs small enough for a JSON body."""
+        body = request.model_dump(mode="json")
+        response = self._call(
+            lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/complete-inline", json=body)
+        )
+        return AttemptResult.model_validate(response.json())
 
     def upload(
         self, attempt_id: str, index: int, data: bytes, content_type: str = "image/png"
@@ -121,6 +154,21 @@ class OrchestratorClient:
         done = {"upload_id": plan.upload_id, "parts": finished}
         response = self._call(lambda: self.http.post(f"{prefix}/complete", json=done))
         return UploadedArtifact.model_validate(response.json())
+
+    def upload_checkpoint(self, attempt_id: str, step: int, data: bytes) -> CheckpointReceipt:
+        """The `checkpoint` transition: the archive goes through the API, which records it."""
+        response = self._call(
+            lambda: self.http.put(
+                f"/v1/worker/attempts/{attempt_id}/checkpoints/{step}",
+                content=data,
+                headers={"Content-Type": "application/zip"},
+            )
+        )
+        return CheckpointReceipt.model_validate(response.json())
+
+    def report_resume(self, attempt_id: str, report: ResumeReport) -> None:
+        body = report.model_dump()
+        self._call(lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/resume", json=body))
 
     def complete(self, attempt_id: str, request: CompleteRequest) -> AttemptResult:
         body = request.model_dump()

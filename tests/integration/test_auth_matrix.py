@@ -33,7 +33,10 @@ BODIES: dict[str, Any] = {
         "parts": [{"part_number": 1, "etag": "e"}],
     },
 }
-PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# /metrics is read by Prometheus without a key (docs/autoscaling.md says to keep it internal).
+PUBLIC = {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/metrics"}
+# The ComfyUI-compatible API lives at ComfyUI's own paths, for clients (docs/workflows.md).
+COMFY_PATHS = ("/prompt", "/history", "/view", "/queue", "/interrupt", "/object_info", "/upload/")
 
 
 @pytest.fixture
@@ -101,15 +104,11 @@ def call(api: TestClient, method: str, path: str, ids: dict[str, str], token: st
     return api.request(method, url, json=BODIES.get(path), headers=headers).status_code
 
 
-# The ComfyUI-compatible endpoints (routes_comfy.py) take client keys at ComfyUI's own paths.
-COMFY_PATHS = ("/prompt", "/history", "/view", "/queue", "/interrupt", "/object_info", "/upload/")
-
-
 def audience(path: str) -> str:
     for prefix, name in (("/v1/worker/", "worker"), ("/v1/admin/", "admin"), ("/v1/", "client")):
         if path.startswith(prefix):
             return name
-    if path.startswith(COMFY_PATHS):
+    if path.startswith("/sdapi/v1/") or path.startswith(COMFY_PATHS):
         return "client"
     raise AssertionError(f"{path} belongs to no audience: classify it here")
 

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from imagefleet.worker.engines.base import StepCallback, StopCheck
+    from imagefleet.worker.heartbeat import Heartbeat
     from imagefleet.worker.model_cache import ModelCache
+    from imagefleet.worker.orchestrator_client import OrchestratorClient
 
 
 class InvalidJobInput(ValueError):
@@ -56,6 +58,10 @@ class JobContext:
     on_step: StepCallback
     should_stop: StopCheck
     seconds: dict[str, float] = field(default_factory=dict)
+    # For kinds that talk to the orchestrator while they run (train_lora: checkpoints, resume,
+    # loss in heartbeats); the loop sets both.
+    client: OrchestratorClient | None = None
+    heartbeat: Heartbeat | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -92,6 +98,20 @@ class JobContext:
         image = Image.open(io.BytesIO(data))
         image.load()
         return image
+
+    def input_bytes(self, name: str) -> bytes:
+        """The raw input `name` (e.g. a dataset zip), checked against its recorded hash."""
+        ref = next((i for i in self.assignment.inputs if i.name == name), None)
+        if ref is None:
+            raise InvalidJobInput(f"the job has no input {name!r}")
+        with self.stage("download"):
+            try:
+                data = self.fetch(ref.url)
+            except Exception as exc:
+                raise InputUnavailable(f"input {name} could not be fetched: {exc}") from exc
+        if hashlib.sha256(data).hexdigest() != ref.sha256:
+            raise InputUnavailable(f"input {name} does not match its recorded sha256")
+        return data
 
     def timings(self, upload_seconds: float) -> StageTimings:
         return StageTimings(
