@@ -25,6 +25,7 @@ from imagefleet.comfy.nodes import NodeSpec
 from imagefleet.comfy.protocol import ComfyPrompt, PromptAccepted, PromptRejected, UploadedImage
 from imagefleet.comfy.registry import node_specs
 from imagefleet.errors import BadRequest, InvalidField, NotFound, PayloadTooLarge
+from imagefleet.kinds.comfy import SPEC as COMFY
 from imagefleet.kinds.comfy import ComfyJob, ComfyParams
 from imagefleet.orchestrator import comfy_events, comfy_views
 from imagefleet.orchestrator.comfy_auth import comfy_client_key, websocket_key
@@ -56,7 +57,7 @@ def comfy_jobs(lifecycle: JobLifecycle, key: ApiKey, *statuses: JobStatus) -> li
     rows: list[JobRow] = []
     for status in statuses or (None,):
         found, _ = lifecycle.list_jobs(key, status=status, cursor=None, limit=LISTED)
-        rows += [row for row in found if row.kind == "comfy"]
+        rows += [row for row in found if row.kind == COMFY.name]
     return sorted(rows, key=lambda row: row.created_at, reverse=True)
 
 
@@ -173,7 +174,7 @@ def get_history(
 )
 def get_one_history(prompt_id: str, key: ComfyKey, lifecycle: Lifecycle) -> dict[str, Any]:
     row = lifecycle.get(key, prompt_id)
-    if row.kind != "comfy":
+    if row.kind != COMFY.name:
         raise NotFound(f"no prompt {prompt_id}")
     if not row.status.is_final:
         return {}

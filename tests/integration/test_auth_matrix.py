@@ -66,6 +66,8 @@ def world(
             "index": "0",
             "node_id": "n",
             "name": "init_image",
+            "prompt_id": job["id"],
+            "node_class": "KSampler",
         }
         tokens = {
             "client": keys.alice_token,

@@ -176,3 +176,23 @@ def test_a_cancelled_run_stops_and_a_combo_without_the_graphs_model_is_refused(
     graph = lora_controlnet_img2img(IMAGE_ID)
     with pytest.raises(InvalidJobInput, match="not in the job's combo"):
         run_graph(handler, cache, graph, [models["demo"], models["tiny-controlnet"]])
+
+
+def test_an_sdxl_checkpoint_runs_the_default_workflow(
+    handler: ComfyHandler, cache: ModelCache, tmp_path: Path
+) -> None:
+    from imagefleet.tiny_models.sdxl import build_tiny_sdxl_pipeline
+
+    build_tiny_sdxl_pipeline(0).save_pretrained(str(tmp_path / "xl"), safe_serialization=True)
+    sha, size = path_sha256(tmp_path / "xl")
+    ref = ModelRef(
+        name="xl",
+        version=1,
+        kind="checkpoint",
+        base="sdxl",
+        source=str(tmp_path / "xl"),
+        sha256=sha,
+        size_bytes=size,
+    )
+    files = run_graph(handler, cache, txt2img("xl"), [ref])
+    assert [(f.width, f.height) for f in files] == [(64, 64)]

@@ -9,7 +9,6 @@ import json
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from imagefleet.comfy.registry import node_specs
 from imagefleet.errors import ApiError
 from imagefleet.worker.handlers.base import InvalidJobInput, JobContext, OutputFile
 
@@ -28,6 +27,7 @@ class ComfyHandler:
         self._managers: weakref.WeakKeyDictionary[ModelCache, ModelManager] = (
             weakref.WeakKeyDictionary()
         )
+        self._types: dict[str, Any] | None = None  # node types: plug-ins are process settings
 
     def supports(self, engine: Any) -> bool:
         """Only torch engines: the graph runs on diffusers components, not on the engine's
@@ -44,9 +44,11 @@ class ComfyHandler:
         from imagefleet.worker.engines.timings import StageClock
 
         params = get_kind(self.kind).parse(ctx.assignment.params)
-        types = node_types()
+        if self._types is None:
+            self._types = node_types()
+        types = self._types
         try:
-            nodes = checked_graph(params.graph, node_specs())
+            nodes = checked_graph(params.graph, {name: t.spec for name, t in types.items()})
         except ApiError as exc:
             raise InvalidJobInput(str(exc)) from exc
         models = [spec_from_ref(ref) for ref in ctx.assignment.models]
