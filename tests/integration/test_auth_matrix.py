@@ -27,6 +27,10 @@ BODIES: dict[str, Any] = {
         "outputs": [{"index": 0, "seed": 1, "width": 64, "height": 64}]
     },
     "/v1/worker/attempts/{attempt_id}/fail": {"code": "worker_error"},
+    "/v1/worker/attempts/{attempt_id}/complete-inline": {
+        "outputs": [{"index": 0, "seed": 1, "width": 64, "height": 64, "data_base64": "aGk="}]
+    },
+    "/v1/worker/attempts/{attempt_id}/resume": {"resumed_from_step": 0},
     "/v1/worker/attempts/{attempt_id}/outputs/{index}/multipart": {"size_bytes": 10},
     "/v1/worker/attempts/{attempt_id}/outputs/{index}/multipart/complete": {
         "upload_id": "u",
@@ -68,6 +72,8 @@ def world(
             "name": "init_image",
             "prompt_id": job["id"],
             "node_class": "KSampler",
+            "checkpoint_id": "1",
+            "step": "1",
         }
         tokens = {
             "client": keys.alice_token,
@@ -99,7 +105,7 @@ def call(api: TestClient, method: str, path: str, ids: dict[str, str], token: st
     url = path.format(**ids)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if method == "PUT":
-        headers["Content-Type"] = "image/png"
+        headers["Content-Type"] = "application/zip" if "/checkpoints/" in path else "image/png"
         return api.put(url, content=b"png", headers=headers).status_code
     return api.request(method, url, json=BODIES.get(path), headers=headers).status_code
 
