@@ -38,7 +38,19 @@ STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "A text/event-stream: `id`, `event` (a JobEventType) and `data` "
         "(a JobEvent as JSON) per event",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "description": "One server-sent event; `data` is a JobEvent as JSON.",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "event": {"type": "string", "enum": [e.value for e in JobEventType]},
+                        "data": {"type": "string"},
+                    },
+                }
+            }
+        },
     }
 }
 LastEventId = Annotated[
