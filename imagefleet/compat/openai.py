@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException
 
 from imagefleet.artifacts.base import ArtifactStoreError
 from imagefleet.compat import fleet
@@ -139,6 +140,10 @@ class OpenAIRoute(DocumentedRoute):
                 return _from_validation(exc)
             except ApiError as exc:
                 return _from_api_error(exc)
+            except HTTPException as exc:  # a body FastAPI could not parse (not UTF-8, ...)
+                return openai_error(
+                    exc.status_code, str(exc.detail), headers=dict(exc.headers or {})
+                )
             except (DatabaseUnavailable, OperationalError, ArtifactStoreError):
                 return openai_error(
                     503, "the service is unavailable; retry shortly", headers={"Retry-After": "2"}

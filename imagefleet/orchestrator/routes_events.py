@@ -34,23 +34,38 @@ KEEPALIVE_SECONDS = 15.0
 # A client whose connection drops reconnects after this long (the SSE `retry` field).
 RECONNECT_MS = 1000
 PAGE = 200
+MAX_EVENT_ID = 2**31 - 1  # job_events.id is a 32-bit integer on PostgreSQL
 STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {
         "description": "A text/event-stream: `id`, `event` (a JobEventType) and `data` "
         "(a JobEvent as JSON) per event",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "description": "One server-sent event; `data` is a JobEvent as JSON.",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "event": {"type": "string", "enum": [e.value for e in JobEventType]},
+                        "data": {"type": "string"},
+                    },
+                }
+            }
+        },
     }
 }
 LastEventId = Annotated[
     str | None,
     Header(
-        pattern=r"^[0-9]{1,15}$",
+        pattern=r"^[0-9]{1,10}$",
         description="Resume after this event id (what EventSource sends on reconnect).",
     ),
 ]
 After = Annotated[
     int | None,
-    Query(ge=0, le=10**15, description="Resume after this event id (when no header can be set)."),
+    Query(
+        ge=0, le=MAX_EVENT_ID, description="Resume after this event id (when no header can be set)."
+    ),
 ]
 
 
@@ -60,8 +75,9 @@ def _bus(request: Request) -> EventBus:
 
 
 def _start(last_event_id: str | None, after: int | None) -> int | None:
+    """Where to resume; ids are 32-bit integers, so a larger one means "after all of them"."""
     if last_event_id is not None:
-        return int(last_event_id)
+        return min(int(last_event_id), MAX_EVENT_ID)
     return after
 
 

@@ -111,7 +111,13 @@ def call(api: TestClient, method: str, path: str, ids: dict[str, str], token: st
 
 
 def audience(path: str) -> str:
-    for prefix, name in (("/v1/worker/", "worker"), ("/v1/admin/", "admin"), ("/v1/", "client")):
+    prefixes = (
+        ("/v1/worker/", "worker"),
+        ("/v1/admin/", "admin"),
+        ("/v1/", "client"),
+        ("/sdapi/", "client"),  # the A1111 compatibility API takes client keys
+    )
+    for prefix, name in prefixes:
         if path.startswith(prefix):
             return name
     if path.startswith("/sdapi/v1/") or path.startswith(COMFY_PATHS):

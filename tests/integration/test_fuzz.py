@@ -130,6 +130,8 @@ SCHEMATHESIS_CONFIG = schemathesis.Config.from_dict(
     }
 )
 
+COMPAT_PATHS = ("/v1/images/", "/sdapi/")
+
 # (operation, status) pairs the app answers but the OpenAPI document does not declare. Empty:
 # every route documents its statuses (orchestrator/openapi_errors.py). A pair that appears fails
 # the run; list it here only while its `responses=` entry is being written.
@@ -669,7 +671,10 @@ class OperationFuzz:
         stats, label, example, status = self.stats, self.label, sent.example, response.status_code
         stats.statuses[label][status] += 1
         stats.by_role[sent.role.value][status] += 1
-        if status >= 500:
+        # The compatibility endpoints wait for their jobs and answer a documented 504 naming
+        # the job when it does not finish in time: here no worker runs and they wait 0 s.
+        by_design = status == 504 and self.operation.path.startswith(COMPAT_PATHS)
+        if status >= 500 and not by_design:
             stats.found("server error", label, f"{status}: {response.text[:200]}", example)
         if str(status) not in self.operation.definition.raw.get("responses", {}):
             stats.undocumented[label].add(status)
@@ -678,7 +683,8 @@ class OperationFuzz:
             if status < 500 and not is_error_shape(response):
                 stats.found("error body", label, f"{status}: {response.text[:200]}", example)
         try:
-            case.validate_response(response, checks=CHECKS, headers=sent.headers)
+            checks = [c for c in CHECKS if not (by_design and c is not_a_server_error)]
+            case.validate_response(response, checks=checks, headers=sent.headers)
         except FailureGroup as group:
             for failure in group.exceptions:
                 detail = f"{failure.title} ({status})"
