@@ -11,7 +11,9 @@ checkpoint the orchestrator recorded.
 Reported: completed / total; interruptions and the steps they cost, per interruption (goal: at
 most --checkpoint-every, the checkpoint interval); checkpoint files left in storage after every
 job finished (goal: none, only the LoRAs); lease seconds and cost at the configured price; wall
-time. Separately, in process and in the same run, the checkpointing overhead: one job's
+time; and for up to 4 interrupted jobs, whether their LoRA equals (within 1e-5) an
+uninterrupted in-process run of the same job. Separately, in process and in the same run, the
+checkpointing overhead: one job's
 training time with checkpoints handed to a background upload (a copy of each folder, standing
 in for the HTTP upload) against the same job without, as a percentage of the latter.
 
@@ -133,6 +135,11 @@ def run_fleet(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
                     next_kill = time.monotonic() + rng.expovariate(1 / args.kill_every)
             wall = time.monotonic() - started
             views = [client.training(i) for i in ids]
+            interrupted = {
+                index: client.download(job_id, 0)
+                for index, (job_id, view) in enumerate(zip(ids, views, strict=True))
+                if view.interruptions_survived and view.status is JobStatus.succeeded
+            }
     finally:
         fleet.stop()
     artifacts = data_dir / "artifacts"
@@ -141,12 +148,47 @@ def run_fleet(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     loras = [p for p in files if p.suffix == ".safetensors" and "models" not in p.parts]
     return {
         "views": views,
+        "interrupted_loras": interrupted,
         "kills": kills,
         "wall": wall,
         "checkpoint_files_left": len(left),
         "checkpoint_bytes_left": sum(p.stat().st_size for p in left),
         "lora_bytes": sum(p.stat().st_size for p in loras),
     }
+
+
+def equal_to_uninterrupted(
+    args: argparse.Namespace, scratch: Path, loras: dict[int, bytes], limit: int = 4
+) -> tuple[int, int]:
+    """How many of (up to `limit`) interrupted jobs' LoRAs equal, within 1e-5, an
+    uninterrupted in-process run of the same job (same demo weights, dataset and seed)."""
+    import torch
+    from safetensors.torch import load
+
+    from imagefleet.demo_model import save_demo_model
+    from imagefleet.training.dataset import load_zip_dataset
+    from imagefleet.training.params import LoraTrainingParams
+    from imagefleet.worker.training.engine import LoraTrainer
+
+    torch.set_num_threads(1)
+    demo = save_demo_model(scratch / "reference-demo")
+    dataset = load_zip_dataset(dataset_zip(), instance_prompt="a photo of sks cat")
+    equal = 0
+    chosen = sorted(loras)[:limit]
+    for index in chosen:
+        fields = job_params(args, index, "0")
+        fields.pop("base_model")
+        fields.pop("dataset")
+        params = LoraTrainingParams.model_validate(fields)
+        work = scratch / f"reference-{index}"
+        result = LoraTrainer(demo, params, dataset, base_model_sha256="0" * 64, work_dir=work)
+        expected = load(result.train().lora_path.read_bytes())
+        trained = load(loras[index])
+        equal += trained.keys() == expected.keys() and all(
+            torch.allclose(trained[name], tensor, rtol=1e-5, atol=1e-7)
+            for name, tensor in expected.items()
+        )
+    return equal, len(chosen)
 
 
 def checkpoint_overhead(args: argparse.Namespace, scratch: Path) -> tuple[float, float]:
@@ -190,7 +232,12 @@ def checkpoint_overhead(args: argparse.Namespace, scratch: Path) -> tuple[float,
     return 100 * statistics.median(wall), 100 * statistics.median(thread)
 
 
-def report(args: argparse.Namespace, fleet: dict[str, Any], overhead: tuple[float, float]) -> bool:
+def report(
+    args: argparse.Namespace,
+    fleet: dict[str, Any],
+    overhead: tuple[float, float],
+    equal: tuple[int, int],
+) -> bool:
     views: list[TrainingView] = fleet["views"]
     done = sum(1 for v in views if v.status is JobStatus.succeeded)
     interruptions = sum(v.interruptions_survived for v in views)
@@ -214,6 +261,10 @@ def report(args: argparse.Namespace, fleet: dict[str, Any], overhead: tuple[floa
             else "n/a",
         ),
         (
+            "interrupted jobs equal to an uninterrupted run",
+            f"{equal[0]} / {equal[1]} (LoRA tensors within 1e-5)",
+        ),
+        (
             "checkpoint files left after completion",
             f"{fleet['checkpoint_files_left']} ({fleet['checkpoint_bytes_left']} bytes)",
         ),
@@ -232,7 +283,7 @@ def report(args: argparse.Namespace, fleet: dict[str, Any], overhead: tuple[floa
     )
     for name, value in rows:
         print(f"  {name.ljust(width)}  {value}")
-    return done == len(views) and fleet["checkpoint_files_left"] == 0
+    return done == len(views) and fleet["checkpoint_files_left"] == 0 and equal[0] == equal[1]
 
 
 def main() -> int:
@@ -240,8 +291,9 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="imagefleet-training-chaos-"))
     try:
         fleet = run_fleet(args, scratch)
+        equal = equal_to_uninterrupted(args, scratch, fleet["interrupted_loras"])
         overhead = checkpoint_overhead(args, scratch)
-        return 0 if report(args, fleet, overhead) else 1
+        return 0 if report(args, fleet, overhead, equal) else 1
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
