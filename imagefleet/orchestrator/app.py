@@ -31,6 +31,7 @@ from imagefleet.orchestrator import (
     routes_worker,
 )
 from imagefleet.orchestrator.body_limit import BodySizeLimit
+from imagefleet.orchestrator.checkpoint_transitions import sweep_final_checkpoints
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.ratelimit import RateLimiter
 from imagefleet.orchestrator.retention import purge_expired
@@ -205,5 +206,6 @@ async def _expire_forever(app: FastAPI) -> None:
                     max_batches=20,
                 )
             )
+            await run_in_threadpool(sweep_final_checkpoints, app.state.db, app.state.artifacts)
         except Exception:
             log.exception("retention pass failed; retrying")
