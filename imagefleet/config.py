@@ -126,11 +126,55 @@ class Settings(BaseSettings):
         64 << 20, gt=0, description="Largest artifact a worker may upload."
     )
 
+    # Control-plane speed (issue 16).
+    key_cache_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="How long a replica trusts an API key it has looked up: a revoked key "
+        "keeps working on a replica for at most this long. 0 looks every request up.",
+    )
+    db_pool_size: int = Field(
+        40,
+        ge=1,
+        description="PostgreSQL connections per replica, and as many request threads, so that "
+        "no request waits for a connection or opens a new one.",
+    )
     # Training (train_lora): what a job's lease time costs, by the GPU name workers report.
     gpu_prices: dict[str, float] = Field(
         default_factory=dict,
         description='USD per worker-hour by GPU name, as JSON: {"NVIDIA GeForce RTX 4090": '
         '0.35, "cpu": 0.02}; a job on an unpriced GPU reports its seconds but no cost.',
+    )
+    # --- autoscaling (docs/autoscaling.md) ---
+    pools_file: Path | None = Field(
+        None, description="A TOML pools file; its pools are seeded into the database at start."
+    )
+    autoscale: bool = Field(
+        True, description="Run the control loop (on the one replica holding the leader lease)."
+    )
+    autoscale_interval_seconds: float = Field(
+        5.0, gt=0, description="How often the leader decides every pool's replicas."
+    )
+    leader_lease_seconds: float = Field(
+        15.0, gt=0, description="The leader lease; another replica takes over after it expires."
+    )
+    # Progress streams and the synchronous compatibility endpoints (docs/api.md, compat.md).
+    events_stream_max_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="An event stream closes after this long (clients reconnect with "
+        "Last-Event-ID, as EventSource does); 0 sends what is recorded and closes.",
+    )
+    compat_wait_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How long the OpenAI and A1111 endpoints wait for their job before "
+        "answering 504 with its id.",
+    )
+    compat_default_model: str = Field(
+        "",
+        description="The checkpoint the OpenAI and A1111 endpoints use when a request names "
+        "none (or names an OpenAI model such as dall-e-3).",
     )
 
     @model_validator(mode="after")

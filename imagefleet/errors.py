@@ -96,3 +96,32 @@ class BadRequest(ApiError):
     """400: the request cannot be served as sent (the message says how to send it instead)."""
 
     status = 400
+
+
+class JobStillRunning(ApiError):
+    """504: a synchronous (compatibility) endpoint stopped waiting; the job goes on, and its
+    id says where to poll."""
+
+    status = 504
+
+    def __init__(self, job_ids: list[str], waited: float) -> None:
+        shown = ", ".join(job_ids)
+        super().__init__(
+            f"job {shown} did not finish within {waited:g}s; it goes on: poll "
+            f"GET /v1/jobs/{job_ids[0]} (or stream /v1/jobs/{job_ids[0]}/events)",
+            headers={"Location": f"/v1/jobs/{job_ids[0]}", "X-Imagefleet-Job-Id": shown},
+        )
+        self.job_ids = job_ids
+
+
+class JobDidNotSucceed(ApiError):
+    """502: the job behind a synchronous endpoint failed or was cancelled."""
+
+    status = 502
+
+    def __init__(self, job_id: str, status: str, reason: str) -> None:
+        super().__init__(
+            f"job {job_id} {status}: {reason}",
+            headers={"Location": f"/v1/jobs/{job_id}", "X-Imagefleet-Job-Id": job_id},
+        )
+        self.job_id = job_id

@@ -280,6 +280,15 @@ class JobModelView(BaseModel):
     weight: float | None = None
 
 
+class JobCostView(BaseModel):
+    """What a job cost: every attempt's lease time (claim to end) at its pool's hourly price."""
+
+    billable_seconds: float = Field(description="Lease seconds over all its attempts.")
+    cost_usd: float | None = Field(None, description="None when no attempt ran on a priced pool.")
+    cost_per_image_usd: float | None = None
+    unpriced_seconds: float = Field(0.0, description="Lease time on workers with no price.")
+
+
 class JobView(BaseModel):
     id: str
     kind: str = Field(description="The job kind; `params` follow that kind's schema.")
@@ -296,6 +305,7 @@ class JobView(BaseModel):
         None, description="While a job waits for a retry: the error of its last failed attempt."
     )
     attempts: int
+    cost: JobCostView | None = Field(None, description="Set once an attempt has claimed it.")
 
 
 class AttemptView(BaseModel):
@@ -435,6 +445,11 @@ class ClaimRequest(Strict):
     wait_seconds: float = Field(
         0.0, ge=0.0, le=300.0, description="Long-poll bound (server caps it)."
     )
+    pool: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+        description="The autoscaling pool this worker belongs to (its price and its scaling).",
+    )
 
 
 class ModelRef(BaseModel):
@@ -520,6 +535,11 @@ class ClaimResponse(BaseModel):
     retry_after_seconds: float = Field(
         0.0, description="When nothing was handed out: wait this long."
     )
+    drain: str | None = Field(
+        None,
+        description="Set when the autoscaler is removing this worker: why. It gets no more "
+        "work; keep asking (it may be kept after all) until the provider stops it.",
+    )
 
 
 class HeartbeatRequest(Strict):
@@ -537,6 +557,11 @@ class HeartbeatResponse(BaseModel):
     action: Literal["continue", "cancel"]
     lease_expires_at: datetime | None = None
     reason: str | None = None
+    drain: str | None = Field(
+        None,
+        description="Set when the autoscaler is removing this worker: finish this job, then "
+        "claim no more (the claim answers say so too).",
+    )
 
 
 class MultipartStart(Strict):
@@ -618,6 +643,51 @@ class AttemptResult(BaseModel):
 
     job_id: str
     job_status: JobStatus
+
+
+# --- batched worker calls (issue 16) -------------------------------------------------------------
+
+MAX_BATCH_ATTEMPTS = 64
+
+
+class AttemptHeartbeat(HeartbeatRequest):
+    attempt_id: str = Field(min_length=1, max_length=64)
+
+
+class BatchHeartbeatRequest(Strict):
+    """Renews the leases of several attempts of one worker (a micro-batch) in one call."""
+
+    attempts: list[AttemptHeartbeat] = Field(min_length=1, max_length=MAX_BATCH_ATTEMPTS)
+
+
+class AttemptHeartbeatResult(BaseModel):
+    """One attempt's answer: `continue` (lease renewed), `cancel` (the client cancelled the
+    job) or `lost` (not this key's attempt, or its lease went to another attempt): each
+    attempt of a batch keeps its own lease and fate."""
+
+    attempt_id: str
+    action: Literal["continue", "cancel", "lost"]
+    lease_expires_at: datetime | None = None
+    reason: str | None = None
+
+
+class BatchHeartbeatResponse(BaseModel):
+    results: list[AttemptHeartbeatResult]
+
+
+class InlineOutput(CompletedOutput):
+    """A small output sent inside the complete call, base64-encoded (the JSON body limit,
+    IMAGEFLEET_MAX_BODY_BYTES, bounds what fits; bigger outputs are uploaded first)."""
+
+    content_type: str = Field("image/png", max_length=100)
+    data_base64: str = Field(min_length=1)
+
+
+class InlineCompleteRequest(Strict):
+    """Upload-and-complete in one call: the outputs' files and the completion together."""
+
+    outputs: list[InlineOutput] = Field(min_length=1, max_length=MAX_BATCH_ATTEMPTS)
+    timings: StageTimings = Field(default_factory=StageTimings)
 
 
 # --- LoRA training (train_lora) ------------------------------------------------------------------

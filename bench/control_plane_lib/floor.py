@@ -16,14 +16,13 @@ from bench.control_plane_lib.stack import (
     Bench,
 )
 from imagefleet.config import Settings
+from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.protocol import (
     ClaimRequest,
     CompletedOutput,
     CompleteRequest,
     HeartbeatRequest,
-    Txt2ImgJob,
-    Txt2ImgParams,
 )
 from imagefleet.store.database import Database
 from imagefleet.store.keys import authenticate

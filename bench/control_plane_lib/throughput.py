@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from bench.common.report import percentile, say
+from bench.control_plane_lib.bare import BareResult, run_bare
 from bench.control_plane_lib.counting import read_counts
 from bench.control_plane_lib.cpu import CpuMeter
 from bench.control_plane_lib.profile import finish_profile, start_profile
@@ -38,6 +39,14 @@ class ThroughputResult:
     cpu_ms: dict[str, float]  # per lifecycle: server, postgres, clients, other
     machine_busy: float  # fraction of all cores
     load: float
+    bare: BareResult | None = None  # the bare-SQL floor, same database and concurrency
+
+    @property
+    def bare_ratio(self) -> float | None:
+        """The headline: HTTP lifecycles/s over the bare-SQL floor's, measured in this run."""
+        if self.bare is None or not self.bare.per_second:
+            return None
+        return self.per_second / self.bare.per_second
 
     @property
     def per_second(self) -> float:
@@ -120,6 +129,10 @@ def run_throughput(
             _drive(
                 bench, bench_db, urls, args.warmup, args.workers, args.submitters, args.run_timeout
             )
+        # Right before the HTTP run, on the same database with as many connections as the
+        # HTTP run has clients: the floor the headline ratio divides by.
+        bare = run_bare(bench, bench_db, args.jobs, args.run_timeout)
+        say(f"bare-SQL floor: {bare.per_second:.0f} lifecycles/s ({bare.errors} errors)")
         time.sleep(0.5)
         counts_before = read_counts(counts_dir)
         spy = start_profile(bench, servers[0]) if profile else None
@@ -162,4 +175,5 @@ def run_throughput(
         },
         machine_busy=used.machine / max(1e-9, wall) / (os.cpu_count() or 1),
         load=load,
+        bare=bare,
     )

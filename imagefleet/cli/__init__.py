@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from imagefleet.cli import admin, fleet, jobs, simulate, submit, training
+from imagefleet.cli import admin, fleet, jobs, pools, simulate, submit, training
 
 app = typer.Typer(
     help="imagefleet: serve generative image models on a pull-based fleet of GPU workers.",
@@ -20,6 +20,7 @@ app.add_typer(training.train_app, name="train")
 fleet.register(app)
 submit.register(app)
 simulate.register(app)
+pools.register(app)
 
 
 def main() -> None:

@@ -158,6 +158,13 @@ def worker(
         envvar="IMAGEFLEET_WORKER_CLAIM_WAIT",
         help="Long-poll seconds per claim.",
     ),
+    pool: str | None = typer.Option(
+        None,
+        "--pool",
+        envvar="IMAGEFLEET_POOL",
+        help="The autoscaling pool this worker belongs to (its price and scaling); the "
+        "providers set it for the workers they start.",
+    ),
     shutdown_grace: float = typer.Option(
         0.0,
         "--shutdown-grace",
@@ -187,6 +194,7 @@ def worker(
         allow_private_urls=allow_private_urls,
         shutdown_grace_seconds=shutdown_grace,
         handler_plugins=handlers,
+        pool=pool,
     )
     if node_id:
         config.node_id = node_id
@@ -233,12 +241,31 @@ def up(
     workers: int = typer.Option(1, "--workers", min=0, help="Local worker processes to start."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address the orchestrator binds."),
     port: int = typer.Option(8000, "--port", help="Orchestrator TCP port."),
+    max_workers: int | None = typer.Option(
+        None,
+        "--max-workers",
+        min=1,
+        help="Autoscale local workers with the queue, up to this many (instead of --workers): "
+        "the orchestrator's control loop starts and drains them (pool 'local').",
+    ),
+    min_workers: int = typer.Option(0, "--min-workers", min=0, help="With --max-workers."),
+    cooldown: float = typer.Option(
+        120.0, "--scale-down-cooldown", min=0, help="With --max-workers: seconds before scale-in."
+    ),
+    idle_to_zero: float = typer.Option(
+        300.0,
+        "--idle-to-zero",
+        min=0,
+        help="With --max-workers: idle seconds before the last goes.",
+    ),
     data_dir: Path | None = DataDirOption,
 ) -> None:
     """Run the whole fleet on this machine: orchestrator + N workers on SQLite and local disk.
 
     On first start it creates the demo model and a client key. Ctrl-C stops everything.
     """
+    if max_workers is not None and min_workers > max_workers:
+        raise fail(f"--min-workers ({min_workers}) must not exceed --max-workers ({max_workers})")
     from imagefleet.store.models import latest_model
 
     for name, value in QUIET_LIBRARIES.items():
@@ -257,6 +284,21 @@ def up(
 
     url = f"http://{host}:{port}"
     env = {**os.environ, "IMAGEFLEET_DATA_DIR": str(root)}
+    if max_workers is not None:
+        workers = 0  # the orchestrator's local provider starts them
+        pools_file = root / LOCAL_POOLS_FILE
+        pools_file.write_text(
+            local_pool_toml(
+                url,
+                root,
+                min_workers,
+                max_workers,
+                cooldown,
+                idle_to_zero,
+                env.get("OMP_NUM_THREADS") or _threads(max_workers),
+            )
+        )
+        env["IMAGEFLEET_POOLS_FILE"] = str(pools_file)
     worker_env = {**env, "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS") or _threads(workers)}
     # SIGTERM (a process manager, `kill`) stops the fleet as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -292,6 +334,11 @@ def up(
         typer.echo(f"try:  {_tour_hint(url, root)}")
         if workers:
             typer.echo("(the first job waits a few seconds while the worker imports torch)")
+        if max_workers is not None:
+            typer.echo(
+                f"workers: autoscaled {min_workers}..{max_workers} with the queue "
+                "(`imagefleet pools list` with an admin key shows them)"
+            )
         typer.echo("Ctrl-C stops everything.\n")
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
@@ -300,6 +347,56 @@ def up(
         typer.echo("\nstopping ...")
     finally:
         _stop_all(children)
+
+
+LOCAL_POOLS_FILE = "pools-up.toml"
+
+
+def local_pool_toml(
+    url: str,
+    root: Path,
+    min_workers: int,
+    max_workers: int,
+    cooldown: float,
+    idle_to_zero: float,
+    threads: str,
+) -> str:
+    """The pools file `up --max-workers` runs with: one local pool serving every kind.
+
+    Written through json.dumps: a JSON string, or list of strings, is valid TOML too.
+    """
+    import json
+
+    from imagefleet.kinds import kind_names
+
+    env = {"OMP_NUM_THREADS": threads, **QUIET_LIBRARIES}.items()
+    args = [
+        *("--url", url),
+        *("--key-file", str(root / WORKER_KEY_FILE)),
+        *("--cache-dir", str(root / "cache")),
+    ]
+    return "\n".join(
+        [
+            "# Written by `imagefleet up --max-workers`; rewritten at every start.",
+            "[pools.local]",
+            'gpu = "local"',
+            "# Any: each local worker's own claims apply its real VRAM.",
+            "vram_mb = 1048576",
+            "price_per_hour = 0",
+            f"kinds = {json.dumps(sorted(kind_names()))}",
+            f"min = {min_workers}",
+            f"max = {max_workers}",
+            f"scale_down_cooldown_seconds = {cooldown}",
+            f"idle_to_zero_seconds = {idle_to_zero}",
+            "[pools.local.provider]",
+            'type = "local"',
+            f"args = {json.dumps(args)}",
+            f"env = {{ {', '.join(f'{json.dumps(k)} = {json.dumps(v)}' for k, v in env)} }}",
+            "drain_grace_seconds = 10",
+            f"log_dir = {json.dumps(str(root / 'logs'))}",
+            "",
+        ]
+    )
 
 
 def check_schema(settings: Settings) -> None:

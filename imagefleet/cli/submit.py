@@ -4,6 +4,7 @@ bar and save the PNGs."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -12,7 +13,7 @@ from imagefleet.cli.common import UrlOption, fail
 from imagefleet.cli.connection import KeyOption, connect, talking_to
 from imagefleet.cli.datadir import DataDirOption
 from imagefleet.cli.jobs import error_line, save_outputs
-from imagefleet.client import ImageFleetClient
+from imagefleet.client import ImageFleetClient, JobEvent, JobEventType
 from imagefleet.protocol import SCHEDULER_NAMES, JobStatus, JobView
 from imagefleet.samplers import SAMPLER_NAMES, Sampler
 
@@ -104,7 +105,7 @@ def submit(
             params["init_image"] = client.upload_input(*_image_file(init_image)).id
             params["mask"] = client.upload_input(*_image_file(mask)).id if mask else None
             params["strength"] = strength
-        options = {"allow_same_node_retry": True} if same_node_retry else {}
+        options: dict[str, Any] = {"allow_same_node_retry": True} if same_node_retry else {}
         job = client.submit(kind, {k: v for k, v in params.items() if v is not None}, **options)
         typer.echo(f"job {job.id} queued (seed {job.params.get('seed')})")
         if not (wait or output):
@@ -124,9 +125,8 @@ def submit(
 
 
 def _wait_with_progress(client: ImageFleetClient, job: JobView, timeout: float) -> JobView:
-    """Shows status and steps until the job is final; a queued job's last error (it failed
-    once and waits for a retry) is printed above the bar when it appears."""
-    shown_errors: set[str] = set()
+    """Shows status and steps live from the job's event stream until it is final; a failed
+    attempt (the job waits for a retry) is printed above the bar when it happens."""
     with Progress(
         TextColumn("[bold]{task.fields[status]:<9}"),
         BarColumn(),
@@ -135,17 +135,24 @@ def _wait_with_progress(client: ImageFleetClient, job: JobView, timeout: float) 
     ) as bar:
         task = bar.add_task("job", total=job.params.get("steps", 1), status=job.status.value)
 
-        def update(seen: JobView) -> None:
-            total = seen.progress.total_steps or seen.params.get("steps", 1)
-            bar.update(task, completed=seen.progress.step, total=total, status=seen.status.value)
-            if seen.status is JobStatus.queued and seen.last_error:
-                error = f": {seen.last_error.code}: {seen.last_error.message}"
-                line = f"attempt {seen.attempts} failed{error}; waiting for a retry"
-                if line not in shown_errors:
-                    shown_errors.add(line)
-                    bar.console.print(line, markup=False, highlight=False)
+        def update(event: JobEvent) -> None:
+            data = event.data
+            if event.event is JobEventType.progress:
+                bar.update(task, completed=data["step"], total=data["total_steps"])
+                return
+            bar.update(task, status=event.event.value)
+            if event.job is not None:
+                done = event.job.progress
+                bar.update(task, completed=done.step, total=done.total_steps or done.step or 1)
+            error = data.get("last_error")
+            if event.event is JobEventType.queued and error:
+                line = (
+                    f"attempt {data.get('attempts')} failed: {error['code']}: "
+                    f"{error['message']}; waiting for a retry"
+                )
+                bar.console.print(line, markup=False, highlight=False)
 
-        return client.wait(job.id, timeout=timeout, on_update=update)
+        return client.wait_streaming(job.id, timeout=timeout, on_event=update)
 
 
 def _report(job: JobView) -> None:

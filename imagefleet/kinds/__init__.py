@@ -4,7 +4,7 @@ plus its registration line below; the worker side is one handler in imagefleet/w
 
 from __future__ import annotations
 
-from imagefleet.kinds import img2img, inpaint, train_lora, txt2img
+from imagefleet.kinds import comfy, img2img, inpaint, preprocess, train_lora, txt2img
 from imagefleet.kinds.base import KindSpec, Limits, OutputSpec, Requirements, combo_key
 from imagefleet.kinds.registry import (
     KindPluginError,
@@ -19,7 +19,9 @@ from imagefleet.kinds.registry import (
 register(txt2img.SPEC)
 register(img2img.SPEC)
 register(inpaint.SPEC)
+register(preprocess.SPEC)
 register(train_lora.SPEC)
+register(comfy.SPEC)
 
 __all__ = [
     "KindPluginError",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from imagefleet.errors import InvalidField
-from imagefleet.kinds.base import Limits, Loc, ModelNeed, OutputSpec, check_side
+from imagefleet.kinds.base import InputNeed, Limits, Loc, ModelNeed, OutputSpec, check_side
 from imagefleet.protocol import (
     MAX_SEED,
     RANDOM_SEED,
@@ -27,6 +27,27 @@ class LoraUse(ModelUse):
     """A LoRA of the combo and how strongly it applies."""
 
     weight: float = Field(1.0, ge=-10.0, le=10.0, description="Server limits may be tighter.")
+
+
+class ControlNetUse(ModelUse):
+    """A ControlNet of the combo, the image that conditions it, and how strongly it steers."""
+
+    image: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern="^[0-9a-f]+$",
+        description="The id of an uploaded input (POST /v1/inputs): the control image, e.g. "
+        "an edge map; resized to the output size.",
+    )
+    weight: float = Field(1.0, ge=0.0, le=2.0, description="The conditioning scale.")
+
+
+class HiresFix(Strict):
+    """A second, image-to-image pass at a larger size: upscaled, then refined."""
+
+    scale: float = Field(2.0, gt=1.0, le=4.0, description="Output size over the base size.")
+    steps: int = Field(10, ge=1, le=150, description="Denoising steps of the second pass.")
+    strength: float = Field(0.5, gt=0.0, le=1.0, description="How much the pass may change.")
 
 
 class GenerationParams(Strict):
@@ -50,6 +71,40 @@ class GenerationParams(Strict):
         Sampler.dpmpp_2m,
         description="A sampler's API name; its A1111 label (`DPM++ 2M Karras`) is accepted too.",
     )
+
+    controlnet: ControlNetUse | None = Field(
+        None, description="Steers the image with a control image (e.g. edges or depth)."
+    )
+    refiner: ModelUse | None = Field(
+        None, description="An SDXL refiner checkpoint that finishes the base's latents."
+    )
+    refiner_steps: int | None = Field(
+        None,
+        ge=1,
+        le=150,
+        description="Refiner steps after a complete base run (e.g. base 20 + refiner 15).",
+    )
+    refiner_switch: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Or: the share of the schedule the base runs before the refiner takes "
+        "over (default 0.8).",
+    )
+    clip_skip: int | None = Field(
+        None, ge=1, le=2, description="A1111's clip skip: 2 reads CLIP's penultimate layer."
+    )
+    hires: HiresFix | None = Field(None, description="Hires fix: upscale and refine.")
+
+    @model_validator(mode="after")
+    def _refiner_fields(self) -> Any:
+        if self.refiner is None and (
+            self.refiner_steps is not None or self.refiner_switch is not None
+        ):
+            raise ValueError("refiner_steps and refiner_switch need a refiner")
+        if self.refiner_steps is not None and self.refiner_switch is not None:
+            raise ValueError("give refiner_steps or refiner_switch, not both")
+        return self
 
     @field_validator("seed", mode="before")
     @classmethod
@@ -99,9 +154,24 @@ def admit_generation(params: Any, limits: Limits, width: int, height: int) -> An
             (*PARAMS_LOC, "embeddings"),
             f"at most {limits.max_embeddings} embeddings per job, got {len(params.embeddings)}",
         )
+    if params.hires is not None:
+        big_width, big_height = hires_size(width, height, params.hires.scale)
+        if big_width * big_height > limits.max_pixels or max(big_width, big_height) > (
+            limits.max_side
+        ):
+            raise InvalidField(
+                (*PARAMS_LOC, "hires", "scale"),
+                f"the hires pass would be {big_width}x{big_height}, beyond this server's "
+                f"limits ({limits.max_side} per side, {limits.max_pixels} pixels)",
+            )
     if params.seed is None:
         params = params.model_copy(update={"seed": secrets.randbelow(MAX_SEED + 1)})
     return params
+
+
+def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """The hires pass's size: scaled, down to the latent grid."""
+    return int(width * scale) // 8 * 8, int(height * scale) // 8 * 8
 
 
 def combo_needs(params: Any) -> tuple[ModelNeed, ...]:
@@ -117,7 +187,26 @@ def combo_needs(params: Any) -> tuple[ModelNeed, ...]:
         ModelNeed(ModelRole.embedding, use, (*PARAMS_LOC, "embeddings", i))
         for i, use in enumerate(params.embeddings)
     ]
+    if params.refiner is not None:
+        needs.append(ModelNeed(ModelRole.refiner, params.refiner, (*PARAMS_LOC, "refiner")))
+    if params.controlnet is not None:
+        needs.append(
+            ModelNeed(
+                ModelRole.controlnet,
+                params.controlnet,
+                (*PARAMS_LOC, "controlnet"),
+                weight=params.controlnet.weight,
+            )
+        )
     return tuple(needs)
+
+
+def control_inputs(params: Any) -> tuple[InputNeed, ...]:
+    """The ControlNet's control image, an input of the job like an init image."""
+    if params.controlnet is None:
+        return ()
+    loc = (*PARAMS_LOC, "controlnet", "image")
+    return (InputNeed("control_image", params.controlnet.image, loc),)
 
 
 def cost_units(width: int, height: int, steps: float, images: int) -> float:

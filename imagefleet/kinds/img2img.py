@@ -22,6 +22,7 @@ from imagefleet.kinds.generation import (
     GenerationParams,
     admit_generation,
     combo_needs,
+    control_inputs,
     cost_units,
     image_outputs,
     multiple_of_eight,
@@ -78,7 +79,11 @@ def image_to_image_requirements(params: Any, *extra: InputNeed) -> Requirements:
     width, height = params.width or 0, params.height or 0
     return Requirements(
         models=combo_needs(params),
-        inputs=(InputNeed("init_image", params.init_image, (*PARAMS_LOC, "init_image")), *extra),
+        inputs=(
+            InputNeed("init_image", params.init_image, (*PARAMS_LOC, "init_image")),
+            *extra,
+            *control_inputs(params),
+        ),
         pixels=width * height,
         cost_units=cost_units(width, height, params.steps * params.strength, params.num_images),
     )

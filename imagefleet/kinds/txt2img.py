@@ -12,6 +12,7 @@ from imagefleet.kinds.generation import (
     GenerationParams,
     admit_generation,
     combo_needs,
+    control_inputs,
     cost_units,
     image_outputs,
     multiple_of_eight,
@@ -62,6 +63,7 @@ class Txt2Img(KindSpec):
     def requirements(self, params: Txt2ImgParams) -> Requirements:
         return Requirements(
             models=combo_needs(params),
+            inputs=control_inputs(params),
             pixels=params.width * params.height,
             cost_units=cost_units(params.width, params.height, params.steps, params.num_images),
         )

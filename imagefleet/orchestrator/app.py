@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -20,6 +21,9 @@ from starlette.concurrency import run_in_threadpool
 from imagefleet import __version__
 from imagefleet.artifacts.base import ArtifactStoreError
 from imagefleet.artifacts.factory import artifact_store_for
+from imagefleet.compat import a1111 as compat_a1111
+from imagefleet.compat import a1111_info as compat_a1111_info
+from imagefleet.compat import openai as compat_openai
 from imagefleet.config import Settings
 from imagefleet.errors import ApiError
 from imagefleet.kinds import job_union, kind_names, load_plugins
@@ -27,17 +31,30 @@ from imagefleet.orchestrator import (
     checkpoint_routes,
     docs_ui,
     routes_admin,
+    routes_autoscaling,
     routes_client,
+    routes_comfy,
+    routes_events,
+    routes_usage,
     routes_worker,
 )
+from imagefleet.orchestrator.auth import KeyCache
+from imagefleet.orchestrator.autoscaler import Autoscaler
+from imagefleet.orchestrator.autoscaler_pools import PoolService
 from imagefleet.orchestrator.body_limit import BodySizeLimit
 from imagefleet.orchestrator.checkpoint_transitions import sweep_final_checkpoints
+from imagefleet.orchestrator.events import EventBus, start_event_bus
 from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.orchestrator.metrics import registry_for
 from imagefleet.orchestrator.ratelimit import RateLimiter
 from imagefleet.orchestrator.retention import purge_expired
+from imagefleet.orchestrator.routes_overview import router as overview_router
 from imagefleet.orchestrator.routes_submit import submit_router
+from imagefleet.orchestrator.routes_ui import pages as ui_pages
+from imagefleet.orchestrator.routes_ui import session as ui_session
 from imagefleet.orchestrator.webhooks import WebhookDispatcher
 from imagefleet.orchestrator.work_signal import WorkSignal
+from imagefleet.scaling.pools import load_pools
 from imagefleet.store.database import Database, DatabaseUnavailable
 from imagefleet.store.listener import WorkListener
 
@@ -58,23 +75,28 @@ class AsciiJSONResponse(JSONResponse):
 def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> FastAPI:
     settings = settings or Settings()
     load_plugins(settings.kind_plugins)
-    db = Database(settings.database_url)
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # As many request threads as pooled connections: no thread waits for a connection.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
         await run_in_threadpool(db.upgrade if settings.migrate_on_start else db.check_schema)
         # Workers could not renew leases while this replica was down; give them one lease's
         # time to reach it again before the reaper counts them as gone.
         await run_in_threadpool(app.state.lifecycle.grace_leases)
         # A misconfigured bucket is reported now, not at the first upload.
         await run_in_threadpool(app.state.artifacts.check)
+        await run_in_threadpool(app.state.pools.seed, time.time())
         signal = app.state.work_signal = WorkSignal(
-            POLLING_RECHECK_SECONDS if db.is_sqlite else LISTENING_RECHECK_SECONDS
+            POLLING_RECHECK_SECONDS if db.is_sqlite else LISTENING_RECHECK_SECONDS,
+            listening=not db.is_sqlite,
         )
+        stop_events = start_event_bus(app.state.event_bus, db)
         listener = None
         if not db.is_sqlite:
             loop = asyncio.get_running_loop()
-            listener = WorkListener(db.url, lambda: signal.notify_threadsafe(loop))
+            listener = WorkListener(db.url, lambda hint: signal.notify_threadsafe(loop, hint))
             listener.start()
         duties = (
             [
@@ -85,11 +107,15 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
             if run_duties
             else []
         )
+        if run_duties and settings.autoscale and await run_in_threadpool(app.state.pools.pools):
+            app.state.autoscaler = Autoscaler(db, settings, app.state.pools)
+            duties.append(asyncio.create_task(app.state.autoscaler.run_forever()))
         try:
             yield
         finally:
             if listener:
                 listener.stop()
+            stop_events()
             for duty in duties:
                 duty.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -110,16 +136,38 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.artifacts = store = artifact_store_for(settings)
     app.state.lifecycle = JobLifecycle(db, settings, artifacts=store)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
+    app.state.key_cache = KeyCache(settings.key_cache_seconds)
     app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)
+    # A bad pools file stops start-up here, naming each bad pool and field.
+    pools_config = load_pools(settings.pools_file) if settings.pools_file else None
+    app.state.pools = PoolService(db, pools_config, settings.lease_seconds)
+    app.state.metrics = registry_for(
+        db, app.state.pools, settings.lease_seconds, settings.tier_priority
+    )
+    app.state.event_bus = EventBus()
     app.include_router(submit_router(job_union()))
     app.include_router(routes_client.router)
     app.include_router(routes_worker.router)
     app.include_router(checkpoint_routes.worker_router)
     app.include_router(checkpoint_routes.client_router)
     app.include_router(routes_admin.router)
+    app.include_router(routes_autoscaling.router)
+    app.include_router(routes_usage.router)
+    app.include_router(routes_usage.metrics_router)
     app.include_router(docs_ui.router)
+    app.include_router(routes_events.router)
+    app.include_router(compat_openai.router)
+    app.include_router(compat_a1111.router)
+    app.include_router(compat_a1111_info.router)
+    # The dashboard at /ui, its login session and the overview it reads.
+    app.include_router(ui_pages)
+    app.include_router(ui_session)
+    app.include_router(overview_router)
+    app.include_router(routes_comfy.router)  # ComfyUI-compatible: /prompt, /history, /ws...
     app.add_middleware(
-        BodySizeLimit, max_bytes=settings.max_body_bytes, exempt_paths=("/v1/inputs",)
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        exempt_paths=("/v1/inputs", "/upload/image"),
     )
 
     @app.get(
@@ -182,7 +230,7 @@ async def _reap_forever(app: FastAPI) -> None:
         await asyncio.sleep(lifecycle.settings.reaper_interval_seconds)
         try:
             if await run_in_threadpool(lifecycle.reap_expired):
-                app.state.work_signal.notify()
+                app.state.work_signal.announce()
         except (OperationalError, DatabaseUnavailable) as exc:
             log.warning("lease reaper: database unavailable (%s); retrying", type(exc).__name__)
         except Exception:

@@ -15,7 +15,7 @@ from imagefleet.errors import Conflict, InvalidField, NotFound, QuotaExceeded
 from imagefleet.kinds import KindSpec, Limits, Requirements, combo_key, get_kind
 from imagefleet.kinds.base import InputInfo
 from imagefleet.models.resolve import resolve_models
-from imagefleet.orchestrator import webhooks
+from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.transitions import TransitionBase
 from imagefleet.protocol import AttemptOutcome, JobStatus, ModelRole
 from imagefleet.store import artifacts as artifact_sql
@@ -68,6 +68,14 @@ class ClientTransitions(TransitionBase):
         key is a Conflict. Two identical submits racing on PostgreSQL collide on the key's
         primary key; the loser retries once and finds the winner's job.
         """
+        row, replayed, _ = self.submit_with_combo(owner, job, idempotency_key)
+        return row, replayed
+
+    def submit_with_combo(
+        self, owner: ApiKey, job: Any, idempotency_key: str | None = None
+    ) -> tuple[job_sql.JobRow, bool, list[job_model_sql.JobModel] | None]:
+        """`submit`, also returning the new job's resolved combo (None for a replay), so that
+        the API can show the job without reading it again in another transaction."""
         try:
             return self._submit(owner, job, idempotency_key)
         except IntegrityError:
@@ -78,7 +86,7 @@ class ClientTransitions(TransitionBase):
     @retry_conflicts
     def _submit(
         self, owner: ApiKey, job: Any, idempotency_key: str | None
-    ) -> tuple[job_sql.JobRow, bool]:
+    ) -> tuple[job_sql.JobRow, bool, list[job_model_sql.JobModel] | None]:
         spec = get_kind(job.kind)
         request_hash = hashlib.sha256(job.model_dump_json().encode()).hexdigest()
         self._check_webhook(job)
@@ -88,7 +96,7 @@ class ClientTransitions(TransitionBase):
             if idempotency_key:
                 replayed = self._replay(conn, owner, idempotency_key, request_hash, now)
                 if replayed is not None:
-                    return replayed, True
+                    return replayed, True, None
             named_inputs = self._inputs(conn, owner, spec.requirements(job.params))
             params = spec.admit(job.params, self._limits(), named_inputs.infos)
             needs = spec.requirements(params)
@@ -124,8 +132,9 @@ class ClientTransitions(TransitionBase):
                     conn, owner.id, idempotency_key, request_hash, job_id, now
                 )
             row = job_sql.get_job(conn, job_id)
-        assert row is not None
-        return row, False
+            assert row is not None
+            events.queued(conn, row, now)
+        return row, False, combo
 
     def _replay(
         self, conn: Connection, owner: ApiKey, key: str, request_hash: str, now: float
@@ -229,6 +238,7 @@ class ClientTransitions(TransitionBase):
                 )
             row = job_sql.get_job(conn, job_id)
             assert row is not None
+            events.final(conn, row, now)
             webhooks.emit(conn, row, "cancelled", now)
         return row
 

@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.config import Settings
 from imagefleet.orchestrator.auth import admin_key, client_key, worker_key
+from imagefleet.orchestrator.autoscaler_pools import PoolService
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.work_signal import WorkSignal
 from imagefleet.store.database import Database
@@ -48,3 +49,12 @@ Signal = Annotated[WorkSignal, Depends(_work_signal)]
 ClientKey = Annotated[ApiKey, Depends(client_key)]
 WorkerKey = Annotated[ApiKey, Depends(worker_key)]
 AdminKey = Annotated[ApiKey, Depends(admin_key)]
+
+
+# --- autoscaling (issue 13) ---
+def _pools(request: Request) -> PoolService:
+    service: PoolService = request.app.state.pools
+    return service
+
+
+Pools = Annotated[PoolService, Depends(_pools)]

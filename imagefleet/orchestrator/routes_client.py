@@ -9,6 +9,7 @@ from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.deps import ClientKey, Db, Lifecycle
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute
+from imagefleet.orchestrator.usage import job_cost_views
 from imagefleet.orchestrator.views import attempt_view, job_view, model_view
 from imagefleet.protocol import (
     AccountView,
@@ -20,17 +21,23 @@ from imagefleet.protocol import (
     WebhookDeliveryView,
 )
 from imagefleet.store.artifacts import ArtifactRow
+from imagefleet.store.job_models import JobModel
 from imagefleet.store.jobs import JobRow
 from imagefleet.store.models import list_models
 
 router = APIRouter(prefix="/v1", tags=["client"], route_class=DocumentedRoute)
 
 
-def render_jobs(request: Request, rows: list[JobRow]) -> list[JobView]:
-    """Job rows as the API shows them: with accepted outputs (download URLs) and combos."""
+def render_jobs(
+    request: Request,
+    rows: list[JobRow],
+    details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]] | None = None,
+) -> list[JobView]:
+    """Job rows as the API shows them: with accepted outputs (download URLs) and combos,
+    read unless the caller already has them (`details`, as `JobLifecycle.details` returns)."""
     lifecycle: JobLifecycle = request.app.state.lifecycle
     store: ArtifactStore = request.app.state.artifacts
-    outputs, combos = lifecycle.details(rows)
+    outputs, combos = details if details is not None else lifecycle.details(rows)
     proxied = lifecycle.settings.proxy_downloads
 
     def url(artifact: ArtifactRow) -> str:
@@ -42,7 +49,15 @@ def render_jobs(request: Request, rows: list[JobRow]) -> list[JobView]:
                 return direct
         return str(request.url_for("download_output", job_id=artifact.job_id, index=artifact.idx))
 
-    return [job_view(row, outputs[row.id], url, combos[row.id]) for row in rows]
+    costs = job_cost_views(
+        lifecycle.db, [row.id for row in rows], request.app.state.pools.prices(), lifecycle.clock()
+    )
+    return [
+        job_view(row, outputs[row.id], url, combos[row.id]).model_copy(
+            update={"cost": costs.get(row.id)}
+        )
+        for row in rows
+    ]
 
 
 @router.get("/jobs", response_model=JobPage, summary="List your jobs, newest first")

@@ -17,6 +17,7 @@ from imagefleet.orchestrator.openapi_errors import DocumentedRoute, ErrorBody, e
 from imagefleet.orchestrator.routes_client import render_jobs
 from imagefleet.orchestrator.views import input_view
 from imagefleet.protocol import InputView, JobView
+from imagefleet.store.database import WorkHint
 
 ACCEPTED_IMAGE_TYPES = tuple(EXTENSIONS)
 # A train_lora dataset: a zip of images and captions (see imagefleet/training/dataset.py).
@@ -65,13 +66,16 @@ def submit_router(job_type: Any) -> APIRouter:
         signal: Signal,
         idempotency_key: IdempotencyKey = None,
     ) -> JobView:
-        row, replayed = await run_in_threadpool(lifecycle.submit, key, job, idempotency_key)
-        if replayed:
+        row, replayed, combo = await run_in_threadpool(
+            lifecycle.submit_with_combo, key, job, idempotency_key
+        )
+        if replayed or combo is None:
             response.status_code = 200
             response.headers["Idempotent-Replayed"] = "true"
-        else:
-            signal.notify()
-        return (await run_in_threadpool(render_jobs, request, [row]))[0]
+            return (await run_in_threadpool(render_jobs, request, [row]))[0]
+        signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
+        # A new job has no outputs yet and its combo is the one just resolved: no read.
+        return render_jobs(request, [row], ({row.id: []}, {row.id: combo}))[0]
 
     @router.post(
         "/inputs",
@@ -106,6 +110,23 @@ def submit_router(job_type: Any) -> APIRouter:
     )
     async def upload_input(request: Request, key: ClientKey, lifecycle: Lifecycle) -> InputView:
         data, content_type = await read_upload(request, lifecycle.settings.max_input_bytes)
+        row = await lifecycle.upload_input(key, data, content_type)
+        return input_view(row)
+
+    @router.post(
+        "/jobs/{job_id}/outputs/{index}/input",
+        status_code=201,
+        response_model=InputView,
+        summary="Use one of your job's outputs as an input of later jobs",
+        description="Copies output `index` of a succeeded job (e.g. a preprocess job's edge "
+        "map) into a new input, as if uploaded: pass its id as a later job's "
+        "`controlnet.image`, `init_image` or `mask`.",
+        responses=error_responses(404, 422),
+    )
+    async def output_as_input(
+        key: ClientKey, job_id: str, index: int, lifecycle: Lifecycle
+    ) -> InputView:
+        data, content_type, _ = await run_in_threadpool(lifecycle.output_file, key, job_id, index)
         row = await lifecycle.upload_input(key, data, content_type)
         return input_view(row)
 

@@ -15,14 +15,19 @@ from imagefleet.errors import InvalidField, PayloadTooLarge
 from imagefleet.orchestrator.deps import Lifecycle, Signal, WorkerKey
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
+from imagefleet.orchestrator.work_signal import WaiterProfile
+from imagefleet.orchestrator.worker_transitions import WorkerDraining
 from imagefleet.protocol import (
     AttemptResult,
+    BatchHeartbeatRequest,
+    BatchHeartbeatResponse,
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
     FailRequest,
     HeartbeatRequest,
     HeartbeatResponse,
+    InlineCompleteRequest,
     JobStatus,
     MultipartFinish,
     MultipartPart,
@@ -33,6 +38,8 @@ from imagefleet.protocol import (
 
 router = APIRouter(prefix="/v1/worker", tags=["worker"], route_class=DocumentedRoute)
 QUARANTINED_RETRY_SECONDS = 60.0
+# A drained worker keeps asking this often: it may be kept after all, or it waits to be stopped.
+DRAINING_RETRY_SECONDS = 5.0
 UPLOAD_TYPES = ("image/png",)
 
 
@@ -46,21 +53,34 @@ async def claim(
 ) -> ClaimResponse:
     wait = min(body.wait_seconds, lifecycle.settings.claim_wait_max_seconds)
     deadline = time.monotonic() + wait
+    capabilities = body.capabilities
+    profile = WaiterProfile(
+        frozenset(capabilities.kinds), capabilities.max_pixels, capabilities.vram_mb
+    )
     while True:
-        waiter = signal.waiter()
+        waiter = signal.waiter(profile)
+        looks_again = False  # see WorkSignal: an unused wake-up is passed on
         try:
-            assignment = await run_in_threadpool(lifecycle.claim, key, body)
-        except NodeQuarantined as exc:
-            return ClaimResponse(
-                quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
-            )
-        if assignment is not None:
-            return ClaimResponse(assignment=assignment)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or await request.is_disconnected():
-            return ClaimResponse(retry_after_seconds=1.0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter.wait(), timeout=min(remaining, signal.recheck_seconds))
+            try:
+                assignment = await run_in_threadpool(lifecycle.claim, key, body)
+            except NodeQuarantined as exc:
+                return ClaimResponse(
+                    quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
+                )
+            except WorkerDraining as exc:
+                return ClaimResponse(drain=str(exc), retry_after_seconds=DRAINING_RETRY_SECONDS)
+            if assignment is not None:
+                return ClaimResponse(assignment=assignment)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or await request.is_disconnected():
+                return ClaimResponse(retry_after_seconds=1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    waiter.event.wait(), timeout=min(remaining, signal.recheck_seconds)
+                )
+            looks_again = True
+        finally:
+            signal.release(waiter, pass_on=not looks_again)
 
 
 @router.post("/attempts/{attempt_id}/heartbeat", response_model=HeartbeatResponse)
@@ -68,6 +88,19 @@ def heartbeat(
     key: WorkerKey, attempt_id: str, body: HeartbeatRequest, lifecycle: Lifecycle
 ) -> HeartbeatResponse:
     return lifecycle.heartbeat(key, attempt_id, body)
+
+
+@router.post(
+    "/heartbeats",
+    response_model=BatchHeartbeatResponse,
+    summary="Renew the leases of several attempts at once (micro-batches)",
+)
+def heartbeat_many(
+    key: WorkerKey, body: BatchHeartbeatRequest, lifecycle: Lifecycle
+) -> BatchHeartbeatResponse:
+    """One transaction for all; each attempt answers for itself (`lost` instead of a 404 or
+    409 for the whole batch)."""
+    return BatchHeartbeatResponse(results=lifecycle.heartbeat_many(key, body.attempts))
 
 
 @router.put(
@@ -108,13 +141,30 @@ def complete(
     return lifecycle.complete(key, attempt_id, body)
 
 
+@router.post(
+    "/attempts/{attempt_id}/complete-inline",
+    response_model=AttemptResult,
+    summary="Upload small outputs and complete, in one call",
+    responses=error_responses(415, 422),
+)
+async def complete_inline(
+    key: WorkerKey, attempt_id: str, body: InlineCompleteRequest, lifecycle: Lifecycle
+) -> AttemptResult:
+    """`complete` with the output files inside the body (base64; the JSON body limit bounds
+    them): one request instead of an upload per output plus a complete."""
+    try:
+        return await lifecycle.complete_inline(key, attempt_id, body)
+    except ArtifactTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+
+
 @router.post("/attempts/{attempt_id}/fail", response_model=AttemptResult)
 async def fail(
     key: WorkerKey, attempt_id: str, body: FailRequest, lifecycle: Lifecycle, signal: Signal
 ) -> AttemptResult:
     outcome = await run_in_threadpool(lifecycle.fail, key, attempt_id, body)
     if outcome.job_status is JobStatus.queued:
-        signal.notify()
+        signal.announce()
     return outcome
 
 

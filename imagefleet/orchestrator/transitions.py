@@ -17,7 +17,7 @@ from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.artifacts.factory import artifact_store_for
 from imagefleet.config import Settings
 from imagefleet.errors import NotFound, StaleAttempt
-from imagefleet.orchestrator import webhooks
+from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.node_health import NodeHealth
 from imagefleet.scheduling.policy import Policy, rank_affinity
 from imagefleet.store import attempts as attempt_sql
@@ -67,6 +67,18 @@ class TransitionBase:
             raise NotFound(f"no attempt {attempt_id!r} for this worker key")
         return attempt
 
+    @staticmethod
+    def _attempt_job(
+        conn: Connection, worker_key: ApiKey, attempt_id: str, *, lock: bool = True
+    ) -> job_sql.JobRow:
+        """The attempt's job (locked unless `lock` is False), if this worker key claimed the
+        attempt, in one statement; NotFound otherwise. The caller checks that the attempt still
+        owns the job."""
+        row = job_sql.attempt_job(conn, attempt_id, worker_key.id, lock=lock)
+        if row is None:
+            raise NotFound(f"no attempt {attempt_id!r} for this worker key")
+        return row
+
     def _lock_current(
         self, conn: Connection, worker_key: ApiKey, attempt_id: str, doing: str
     ) -> tuple[attempt_sql.AttemptRow, job_sql.JobRow]:
@@ -83,11 +95,14 @@ class TransitionBase:
         return self.artifacts
 
     @staticmethod
-    def _emit_final(conn: Connection, job_id: str, event: str, now: float) -> None:
-        """Queues the webhook event for a job that just reached a final state (read again only
-        when it has a webhook, to send its final status and error)."""
-        final = job_sql.get_job(conn, job_id)
-        if final is not None and final.webhook_url:
+    def _emit_final(conn: Connection, locked: job_sql.JobRow, event: str, now: float) -> None:
+        """Records the final event for a job that just reached a final state, and queues its
+        webhook event; the job is read again to tell its final status and error. `locked` is
+        the row as the transition locked it (its webhook settings never change)."""
+        final = job_sql.get_job(conn, locked.id)
+        if final is not None:
+            events.final(conn, final, now)
+        if final is not None and locked.webhook_url:
             webhooks.emit(conn, final, event, now)
 
 

@@ -46,6 +46,7 @@ class StoredFile:
     key: str
     size: int
     sha256: str
+    content_type: str | None = None  # None: the kind's first output type
 
 
 class WorkerFiles(TransitionBase):
@@ -65,9 +66,7 @@ class WorkerFiles(TransitionBase):
     def check_current(self, worker_key: ApiKey, attempt_id: str) -> job_sql.JobRow:
         """The job this attempt owns (a read); StaleAttempt when it owns nothing any more."""
         with self.db.read() as conn:
-            attempt = self._attempt(conn, attempt_id, worker_key)
-            row = job_sql.get_job(conn, attempt.job_id)
-            assert row is not None
+            row = self._attempt_job(conn, worker_key, attempt_id, lock=False)
             if row.current_attempt_id != attempt_id:
                 raise StaleAttempt(stale_reason(attempt_id, row, "upload for"))
             return row
@@ -116,7 +115,9 @@ class WorkerFiles(TransitionBase):
     ) -> None:
         """Records a file the attempt stored; refused if the attempt lost its lease meanwhile."""
         with self.db.write() as conn:
-            _, row = self._lock_current(conn, worker_key, attempt_id, "upload for")
+            row = self._attempt_job(conn, worker_key, attempt_id)
+            if row.current_attempt_id != attempt_id:
+                raise StaleAttempt(stale_reason(attempt_id, row, "upload for"))
             self._record(
                 conn, row.id, attempt_id, StoredFile(index, key, size, sha256), content_type
             )

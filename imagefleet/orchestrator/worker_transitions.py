@@ -19,7 +19,7 @@ from imagefleet.errors import (
     StaleAttempt,
 )
 from imagefleet.kinds import kind_names
-from imagefleet.orchestrator import webhooks
+from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.checkpoint_transitions import CheckpointTransitions, StagedModel
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
 from imagefleet.orchestrator.transitions import stale_reason, to_datetime
@@ -42,6 +42,7 @@ from imagefleet.scheduling.policy import Candidate, WorkerView
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import checkpoints as checkpoint_sql
+from imagefleet.store import events as event_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
@@ -55,6 +56,10 @@ CANDIDATE_WINDOW = 16
 # A worker's row is rewritten at most this often (every claim would be a write per long poll).
 WORKER_TOUCH_SECONDS = 10.0
 LEASE_EXPIRED_MESSAGE = "the worker stopped sending heartbeats and its lease expired"
+
+
+class WorkerDraining(RuntimeError):
+    """The claiming worker's node is being removed by the autoscaler; the message says why."""
 
 
 class WorkerTransitions(CheckpointTransitions):
@@ -91,6 +96,9 @@ class WorkerTransitions(CheckpointTransitions):
         with self.db.write() as conn:
             self._touch_worker(conn, request, now)
             self.health.check_claim(conn, request.node_id)
+            draining = worker_sql.drain_reason(conn, request.node_id)
+            if draining is not None:
+                raise WorkerDraining(draining)
             queued = job_sql.queued_candidates(conn, limits, CANDIDATE_WINDOW, now)
             if any(job.allow_same_node and worker.node_id in job.failed_nodes for job in queued):
                 worker = replace(worker, live_nodes=self._live_nodes(conn, now))
@@ -112,7 +120,11 @@ class WorkerTransitions(CheckpointTransitions):
                     node_id=request.node_id,
                     worker_key_id=worker_key.id,
                     now=now,
+                    pool=request.pool,
+                    gpu=capabilities.gpu_name,
+                    model_cache=_model_cache(candidate.model_sha256, request),
                 )
+                events.running(conn, row, now)
                 webhooks.emit(conn, row, "running", now)
                 combo = job_model_sql.combos(conn, [row.id])[row.id]
                 inputs = input_sql.job_input_rows(conn, row.id)
@@ -190,9 +202,11 @@ class WorkerTransitions(CheckpointTransitions):
         expires = now + self.settings.lease_seconds
         with self.db.write() as conn:
             attempt = self._attempt(conn, attempt_id, worker_key)
+            before = event_sql.reported_progress(conn, attempt.job_id)
             if job_sql.renew_lease(
                 conn,
                 attempt_id,
+                worker_key_id=worker_key.id,
                 step=request.step,
                 total=request.total_steps,
                 lease_expires_at=expires,
@@ -207,7 +221,14 @@ class WorkerTransitions(CheckpointTransitions):
                         learning_rate=request.learning_rate or 0.0,
                         now=now,
                     )
-                return HeartbeatResponse(action="continue", lease_expires_at=to_datetime(expires))
+                events.progress(
+                    conn, attempt.job_id, before, request.step, request.total_steps, now
+                )
+                return HeartbeatResponse(
+                    action="continue",
+                    lease_expires_at=to_datetime(expires),
+                    drain=worker_sql.drain_reason(conn, attempt.node_id),
+                )
             ended = attempt_sql.get_attempt(conn, attempt_id)
             if ended is not None and ended.outcome is AttemptOutcome.cancelled:
                 return HeartbeatResponse(action="cancel", reason="the client cancelled the job")
@@ -225,8 +246,19 @@ class WorkerTransitions(CheckpointTransitions):
         Files the worker put straight into the store are checked there first (present, within
         the size limit), outside the transaction, then recorded inside it."""
         direct = self._direct_uploads(worker_key, attempt_id, request)
+        return self._complete_stored(worker_key, attempt_id, request, direct)
+
+    def _complete_stored(
+        self,
+        worker_key: ApiKey,
+        attempt_id: str,
+        request: CompleteRequest,
+        stored: list[StoredFile],
+    ) -> AttemptResult:
+        """Completes with the files already in the store (`stored`), staging a trained model
+        first and deleting the checkpoints the completion made obsolete after it."""
         staged = self._stage_result(worker_key, attempt_id)
-        result, doomed = self._complete(worker_key, attempt_id, request, direct, staged)
+        result, doomed = self._complete(worker_key, attempt_id, request, stored, staged)
         self._delete_files(doomed)
         return result
 
@@ -242,16 +274,16 @@ class WorkerTransitions(CheckpointTransitions):
         """The transaction of `complete`; also returns the checkpoint files to delete."""
         now = self.clock()
         with self.db.write() as conn:
-            attempt = self._attempt(conn, attempt_id, worker_key)
-            row = job_sql.lock_job(conn, attempt.job_id)
-            assert row is not None
+            row = self._attempt_job(conn, worker_key, attempt_id)
             if row.status is JobStatus.succeeded and row.result_attempt_id == attempt_id:
                 return AttemptResult(job_id=row.id, job_status=row.status), []
             if row.current_attempt_id != attempt_id:
                 raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
             spec = self._output_spec(row)
             for upload in direct:
-                self._record(conn, row.id, attempt_id, upload, spec.media_types[0])
+                self._record(
+                    conn, row.id, attempt_id, upload, upload.content_type or spec.media_types[0]
+                )
             expected = spec.count
             indexes = sorted(output.index for output in request.outputs)
             uploaded = {a.idx for a in artifact_sql.attempt_artifacts(conn, attempt_id)}
@@ -279,7 +311,7 @@ class WorkerTransitions(CheckpointTransitions):
                 raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
             attempt_sql.end_attempt(conn, attempt_id, outcome=AttemptOutcome.succeeded, now=now)
             doomed = self._finish_training(conn, row, staged, now)
-            self._emit_final(conn, row.id, "succeeded", now)
+            self._emit_final(conn, row, "succeeded", now)
         return AttemptResult(job_id=row.id, job_status=JobStatus.succeeded), doomed
 
     @retry_conflicts
@@ -377,6 +409,10 @@ class WorkerTransitions(CheckpointTransitions):
                 expired_before=expired_before,
             )
             status = JobStatus.queued
+            if written:
+                requeued = job_sql.get_job(conn, row.id)
+                assert requeued is not None
+                events.queued(conn, requeued, now, retry=True)
         else:
             written = job_sql.finish_job(
                 conn,
@@ -390,7 +426,7 @@ class WorkerTransitions(CheckpointTransitions):
         if not written:
             raise StaleAttempt(stale_reason(attempt_id, row, "fail"))
         if status is JobStatus.failed:
-            self._emit_final(conn, row.id, "failed", now)
+            self._emit_final(conn, row, "failed", now)
         return status
 
     def _retry_policy(self, row: job_sql.JobRow) -> RetryPolicy:
@@ -417,6 +453,15 @@ class WorkerTransitions(CheckpointTransitions):
         if len(self._touched) > 10_000:  # workers come and go; forget the old ones
             self._touched.clear()
         self._touched[request.worker_id] = (now, capabilities)
+
+
+def _model_cache(sha256: str, request: ClaimRequest) -> str | None:
+    """Where the job's checkpoint was on the claiming worker (model usage in /metrics)."""
+    if not sha256:
+        return None
+    if sha256 in request.resident_models:
+        return "gpu"
+    return "disk" if sha256 in request.cached_models else "miss"
 
 
 def _candidate(job: job_sql.QueuedJob, now: float) -> Candidate:

@@ -186,7 +186,8 @@ def fleet_usage(
     """Per (pool, GPU type), over the window [start, end): images from attempts that ended in
     it, busy time (lease time inside it) and paid time (worker up-time inside it). A worker
     without a span is taken to be up from its first claim to its last end, which misses its
-    start-up and its idle tail: pass spans (the workers table) for the real idle share."""
+    start-up and its idle tail: pass spans (the workers table) for the real idle share; each
+    is widened to cover the worker's own attempts."""
     busy: dict[tuple[str | None, str | None], float] = defaultdict(float)
     images: dict[tuple[str | None, str | None], int] = defaultdict(int)
     derived: dict[str, WorkerSpan] = {}
@@ -204,7 +205,17 @@ def fleet_usage(
             min(a.claimed_at, seen.started_at) if seen else a.claimed_at,
             max(finish, seen.ended_at) if seen else finish,
         )
-    derived.update({span.worker_id: span for span in spans})
+    for span in spans:
+        # The workers table's span, widened by its attempts: a worker busy with a long job
+        # is not seen claiming meanwhile, but it is paid for.
+        seen = derived.get(span.worker_id)
+        derived[span.worker_id] = WorkerSpan(
+            span.worker_id,
+            span.pool,
+            span.gpu,
+            min(span.started_at, seen.started_at) if seen else span.started_at,
+            max(span.ended_at, seen.ended_at) if seen else span.ended_at,
+        )
     paid: dict[tuple[str | None, str | None], float] = defaultdict(float)
     for span in derived.values():
         paid[(span.pool, span.gpu)] += _overlap(span.started_at, span.ended_at, start, end)

@@ -28,6 +28,9 @@ class AttemptRow:
     ended_at: float | None
     error_code: str | None
     error_message: str | None
+    pool: str | None = None
+    gpu: str | None = None
+    model_cache: str | None = None
 
 
 def insert_attempt(
@@ -40,6 +43,9 @@ def insert_attempt(
     node_id: str,
     worker_key_id: str,
     now: float,
+    pool: str | None = None,
+    gpu: str | None = None,
+    model_cache: str | None = None,
 ) -> None:
     conn.execute(
         insert(attempts).values(
@@ -49,6 +55,9 @@ def insert_attempt(
             worker_id=worker_id,
             node_id=node_id,
             worker_key_id=worker_key_id,
+            pool=pool,
+            gpu=gpu,
+            model_cache=model_cache,
             started_at=now,
             outcome=AttemptOutcome.running.value,
         )

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -19,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -43,6 +44,10 @@ class SchemaNotCurrent(RuntimeError):
 
 
 WORK_CHANNEL = "imagefleet_work"
+EVENTS_CHANNEL = "imagefleet_events"
+# Key in a connection's info under which a write transaction collects what it must announce
+# once committed (see store/events.py and `Database.commit_hooks`).
+AFTER_COMMIT = "imagefleet_after_commit"
 
 
 def safe_url(url: str) -> str:
@@ -58,12 +63,37 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def notify_work(conn: Connection) -> None:
-    """Tells every replica's waiting claims that work may have arrived. On PostgreSQL this is a
-    NOTIFY, delivered at commit (so never before the job is visible); SQLite has no such thing
-    and its claims re-check on a timer instead."""
+@dataclass(frozen=True)
+class WorkHint:
+    """What a queued job needs (the claim's hard limits), so that a replica wakes one waiting
+    claim that can run it. Travels as the NOTIFY payload `<kind> <pixels> <vram_mb>`."""
+
+    kind: str
+    pixels: int
+    vram_mb: int | None = None
+
+    def encode(self) -> str:
+        return f"{self.kind} {self.pixels} {self.vram_mb or 0}"
+
+    @classmethod
+    def decode(cls, payload: str) -> WorkHint | None:
+        """None for an empty or unreadable payload: a wake-up for anything."""
+        parts = payload.split()
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            return None
+        return cls(parts[0], int(parts[1]), int(parts[2]) or None)
+
+
+def notify_work(conn: Connection, hint: WorkHint | None = None) -> None:
+    """Tells every replica's waiting claims that work may have arrived (with `hint`, which
+    job). On PostgreSQL this is a NOTIFY, delivered at commit (so never before the job is
+    visible); SQLite has no such thing: the process that queued the job wakes its own claims
+    and the others re-check on a timer."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"NOTIFY {WORK_CHANNEL}")
+        conn.execute(
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": WORK_CHANNEL, "payload": hint.encode() if hint else ""},
+        )
 
 
 def is_conflict(exc: BaseException) -> bool:
@@ -95,10 +125,13 @@ def retry_conflicts(fn: Callable[P, T]) -> Callable[P, T]:
 class Database:
     """An engine plus the two kinds of transaction the rest of the code needs."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = normalize_url(url)
         self.is_sqlite = make_url(self.url).get_backend_name() == "sqlite"
-        self.engine = _create_engine(self.url, self.is_sqlite)
+        self.engine = _create_engine(self.url, self.is_sqlite, pool_size)
+        # Called after a write transaction committed with what it collected under
+        # AFTER_COMMIT (never for one that rolled back): wakes this process's event streams.
+        self.commit_hooks: list[Callable[[list[Any]], None]] = []
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -111,8 +144,15 @@ class Database:
         """A transaction that takes the write lock up front on SQLite (no lock upgrades)."""
         with self.engine.connect() as conn:
             conn = conn.execution_options(imagefleet_write=True)
-            with conn.begin():
-                yield conn
+            try:
+                with conn.begin():
+                    yield conn
+            finally:
+                # The info outlives this checkout (it belongs to the pooled connection).
+                pending = conn.info.pop(AFTER_COMMIT, None)
+        if pending:
+            for hook in self.commit_hooks:
+                hook(pending)
 
     def check(self) -> None:
         """Raises DatabaseUnavailable when a connection cannot be opened."""
@@ -152,22 +192,31 @@ class Database:
         self.engine.dispose()
 
 
-def _create_engine(url: str, is_sqlite: bool) -> Engine:
+def _create_engine(url: str, is_sqlite: bool, pool_size: int) -> Engine:
     if not is_sqlite:
         # pre_ping turns connections broken by a database restart into fresh ones instead of
         # errors; the short connect timeout makes an outage a quick 503, not a hung request.
+        # The orchestrator sizes the pool to its request threads (Settings.db_pool_size), so
+        # connections are opened once and kept: an overflow connection is a backend fork on
+        # PostgreSQL, opened and closed again per burst. The small overflow is for callers
+        # outside the request threads (start-up, tests).
         return create_engine(
             url,
             pool_pre_ping=True,
-            pool_size=10,
-            max_overflow=20,
+            pool_size=pool_size,
+            max_overflow=4,
             pool_timeout=10,
             connect_args={"connect_timeout": 5},
         )
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    # A file database gets a pool as large as the request threads too (SQLAlchemy's default
+    # of 5 + 10 overflow would open and close connections, each re-running the PRAGMAs).
+    sized = (
+        {"pool_size": pool_size, "max_overflow": 4} if database and database != ":memory:" else {}
+    )
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **sized)
 
     @event.listens_for(engine, "connect")
     def _configure(dbapi_conn: Any, _record: Any) -> None:

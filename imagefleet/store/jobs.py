@@ -20,9 +20,17 @@ from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from imagefleet.protocol import FailureCode, JobStatus
 from imagefleet.store.attempts import COUNTED_OUTCOMES, failed_nodes
-from imagefleet.store.database import notify_work
+from imagefleet.store.database import WorkHint, notify_work
 from imagefleet.store.ids import plausible_id
-from imagefleet.store.tables import artifacts, attempts, job_inputs, job_models, jobs, models
+from imagefleet.store.tables import (
+    artifacts,
+    attempts,
+    job_events,
+    job_inputs,
+    job_models,
+    jobs,
+    models,
+)
 
 RUNNING = JobStatus.running.value
 QUEUED = JobStatus.queued.value
@@ -96,7 +104,7 @@ class QueuedJob:
 def insert_job(conn: Connection, **values: Any) -> None:
     values["params"] = json.dumps(values["params"])
     conn.execute(insert(jobs).values(progress_step=0, progress_total=0, attempts=0, **values))
-    notify_work(conn)
+    notify_work(conn, WorkHint(values["kind"], values["pixels"], values.get("required_vram_mb")))
 
 
 def get_job(conn: Connection, job_id: str) -> JobRow | None:
@@ -114,6 +122,24 @@ def lock_job(conn: Connection, job_id: str) -> JobRow | None:
     if not plausible_id(job_id):
         return None
     row = conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update()).mappings().first()
+    return _to_job(row) if row else None
+
+
+def attempt_job(
+    conn: Connection, attempt_id: str, worker_key_id: str, *, lock: bool
+) -> JobRow | None:
+    """The job of this worker key's attempt in one statement, with `lock` locked as `lock_job`
+    does: None when no such attempt is this key's (the attempt's own row is never locked: its
+    job and key never change)."""
+    if not plausible_id(attempt_id):
+        return None
+    owned = (
+        select(attempts.c.job_id)
+        .where(attempts.c.id == attempt_id, attempts.c.worker_key_id == worker_key_id)
+        .scalar_subquery()
+    )
+    query = select(jobs).where(jobs.c.id == owned)
+    row = conn.execute(query.with_for_update() if lock else query).mappings().first()
     return _to_job(row) if row else None
 
 
@@ -248,14 +274,27 @@ def claim_job(
 
 
 def renew_lease(
-    conn: Connection, attempt_id: str, *, step: int, total: int, lease_expires_at: float
+    conn: Connection,
+    attempt_id: str,
+    *,
+    worker_key_id: str,
+    step: int,
+    total: int,
+    lease_expires_at: float,
 ) -> bool:
-    """Records progress and extends the lease, in one conditional UPDATE; False when the attempt
-    no longer owns its job. Against the reaper this is safe either way round: the reaper locks
-    the job and re-checks expiry, so it waits for this update or this update waits for it."""
+    """Records progress and extends the lease, in one conditional UPDATE that also checks the
+    attempt belongs to this worker key (the common heartbeat is then one statement); False
+    when it does not, or no longer owns its job. Against the reaper this is safe either way
+    round: the reaper locks the job and re-checks expiry, so it waits for this update or this
+    update waits for it."""
+    owned = (
+        select(attempts.c.id)
+        .where(attempts.c.id == attempt_id, attempts.c.worker_key_id == worker_key_id)
+        .exists()
+    )
     result = conn.execute(
         update(jobs)
-        .where(jobs.c.current_attempt_id == attempt_id, jobs.c.status == RUNNING)
+        .where(jobs.c.current_attempt_id == attempt_id, jobs.c.status == RUNNING, owned)
         .values(progress_step=step, progress_total=total, lease_expires_at=lease_expires_at)
     )
     return result.rowcount == 1
@@ -387,6 +426,7 @@ def delete_jobs(conn: Connection, job_ids: list[str]) -> int:
     conn.execute(attempts.delete().where(attempts.c.job_id.in_(job_ids)))
     conn.execute(job_models.delete().where(job_models.c.job_id.in_(job_ids)))
     conn.execute(job_inputs.delete().where(job_inputs.c.job_id.in_(job_ids)))
+    conn.execute(job_events.delete().where(job_events.c.job_id.in_(job_ids)))
     return conn.execute(jobs.delete().where(jobs.c.id.in_(job_ids))).rowcount
 
 

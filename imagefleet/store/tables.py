@@ -95,6 +95,8 @@ Index("ix_jobs_queue", jobs.c.status, jobs.c.priority.desc(), jobs.c.created_at)
 Index("ix_jobs_owner", jobs.c.owner_key_id, jobs.c.created_at, jobs.c.id)
 Index("ix_jobs_lease", jobs.c.status, jobs.c.lease_expires_at)
 Index("ix_jobs_owner_status", jobs.c.owner_key_id, jobs.c.status)
+# The dashboard's overview window (store/overview.py).
+Index("ix_jobs_finished", jobs.c.finished_at)
 
 # The resolved combo of each job: which exact model versions it needs, in which role. Indexed
 # by content hash so "queued jobs needing model X" is an index lookup, not a scan.
@@ -193,6 +195,11 @@ workers = Table(
     Column("capabilities", Text, nullable=False),
     Column("first_seen_at", Float, nullable=False),
     Column("last_seen_at", Float, nullable=False),
+    # What the worker reported in its last claim, for the dashboard's workers page: a JSON list
+    # of the sha256s resident on its GPU, and of those cached on its disk a count and the first
+    # few (see store/workers.py).
+    Column("resident_models", Text),
+    Column("cached_models", Text),
 )
 
 nodes = Table(
@@ -283,3 +290,93 @@ training_attempts = Table(
     Column("at", Float, nullable=False),
 )
 Index("ix_training_attempts_job", training_attempts.c.job_id)
+# --- autoscaling (issue 13) ----------------------------------------------------------------------
+# The pools the autoscaler manages: seeded from the pools file, edited through the admin API.
+# `config` is the pool as JSON (scaling/pools.py `Pool`); `edited_at` is set by an API edit,
+# which a restart's pools file then does not overwrite.
+pools = Table(
+    "pools",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("config", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("edited_at", Float),
+)
+
+# What the control loop last decided and saw per pool, readable from every replica.
+pool_status = Table(
+    "pool_status",
+    metadata,
+    Column("pool", String(64), primary_key=True),
+    Column("desired", Integer, nullable=False),
+    Column("current", Integer, nullable=False),
+    Column("wanted", Integer, nullable=False),
+    Column("actual", Integer),
+    Column("queued", Integer, nullable=False),
+    Column("running", Integer, nullable=False),
+    Column("rule", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("history", Text, nullable=False),
+    Column("decided_at", Float, nullable=False),
+    Column("decided_by", String(200), nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("last_error", Text),
+    Column("error_at", Float),
+    Column("next_try_at", Float),
+)
+
+# Every decision that changed something (or failed), and each replacement of a bad node.
+scaling_decisions = Table(
+    "scaling_decisions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pool", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("current", Integer, nullable=False),
+    Column("desired", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("instance_id", String(200)),
+    Column("node_id", String(200)),
+    Column("error", Text),
+    Column("decided_by", String(200), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_scaling_decisions_pool", scaling_decisions.c.pool, scaling_decisions.c.id)
+Index("ix_scaling_decisions_node", scaling_decisions.c.node_id, scaling_decisions.c.action)
+
+# Leader election: one row per duty; whoever holds an unexpired lease runs it.
+leader_leases = Table(
+    "leader_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("acquired_at", Float, nullable=False),
+)
+
+# Workers say their pool when they claim; the autoscaler asks one to drain (stop claiming,
+# finish or hand back its job) through its claim and heartbeat answers.
+workers.append_column(Column("pool", String(64)))
+workers.append_column(Column("drain_requested_at", Float))
+workers.append_column(Column("drain_reason", Text))
+# The pool and GPU an attempt ran on: its cost is its lease time at that pool's price.
+attempts.append_column(Column("pool", String(64)))
+attempts.append_column(Column("gpu", String(200)))
+# Where the job's checkpoint was when the worker claimed it: gpu, disk or miss (/metrics).
+attempts.append_column(Column("model_cache", String(8)))
+# What happened to each job, in order (queued, running, progress, succeeded, failed,
+# cancelled): the server-sent event streams read it. `id` is global and only grows, so it is
+# the SSE event id a client resumes from (Last-Event-ID), for one job or all of a key's jobs.
+job_events = Table(
+    "job_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("owner_key_id", String(32), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("data", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_job_events_job", job_events.c.job_id, job_events.c.id)
+Index("ix_job_events_owner", job_events.c.owner_key_id, job_events.c.id)

@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import Connection, insert, select, update
 
 from imagefleet.protocol import ClaimRequest
 from imagefleet.store.tables import workers
 
+# A worker may report thousands of cached files; the dashboard shows a count and the first ones,
+# so each claim writes a bounded row.
+CACHED_MODELS_KEPT = 64
+
 
 def touch_worker(conn: Connection, request: ClaimRequest, now: float) -> None:
     """Upserts the worker row with its latest capabilities and sighting."""
-    capabilities = request.capabilities.model_dump_json()
-    result = conn.execute(
-        update(workers)
-        .where(workers.c.id == request.worker_id)
-        .values(node_id=request.node_id, capabilities=capabilities, last_seen_at=now)
-    )
+    seen = {
+        "node_id": request.node_id,
+        "capabilities": request.capabilities.model_dump_json(),
+        "pool": request.pool,
+        "resident_models": json.dumps(request.resident_models),
+        "cached_models": json.dumps(
+            {
+                "count": len(request.cached_models),
+                "first": request.cached_models[:CACHED_MODELS_KEPT],
+            }
+        ),
+        "last_seen_at": now,
+    }
+    result = conn.execute(update(workers).where(workers.c.id == request.worker_id).values(seen))
     if result.rowcount == 0:
-        conn.execute(
-            insert(workers).values(
-                id=request.worker_id,
-                node_id=request.node_id,
-                capabilities=capabilities,
-                first_seen_at=now,
-                last_seen_at=now,
-            )
-        )
+        conn.execute(insert(workers).values(id=request.worker_id, first_seen_at=now, **seen))
 
 
 def live_nodes(conn: Connection, seen_since: float) -> frozenset[str]:
@@ -56,3 +62,40 @@ def gpu_names(conn: Connection, worker_ids: list[str]) -> dict[str, str]:
     return {
         row.id: WorkerCapabilities.model_validate_json(row.capabilities).gpu_name for row in rows
     }
+
+
+def drain_reason(conn: Connection, node_id: str) -> str | None:
+    """Why the autoscaler asked the workers of this node to drain, if it did. By node, not by
+    worker: a worker restarted in the same pod or process slot is being removed too."""
+    row = conn.execute(
+        select(workers.c.drain_reason)
+        .where(workers.c.node_id == node_id, workers.c.drain_requested_at.is_not(None))
+        .limit(1)
+    ).first()
+    return (row.drain_reason or "the autoscaler is removing this worker") if row else None
+
+
+def request_drain(conn: Connection, node_ids: list[str], reason: str, now: float) -> int:
+    """Asks the workers of these nodes to finish their job and claim no more."""
+    if not node_ids:
+        return 0
+    return int(
+        conn.execute(
+            update(workers)
+            .where(workers.c.node_id.in_(node_ids), workers.c.drain_requested_at.is_(None))
+            .values(drain_requested_at=now, drain_reason=reason)
+        ).rowcount
+    )
+
+
+def cancel_drain(conn: Connection, node_ids: list[str]) -> int:
+    """Keeps these nodes after all (demand came back before they were removed)."""
+    if not node_ids:
+        return 0
+    return int(
+        conn.execute(
+            update(workers)
+            .where(workers.c.node_id.in_(node_ids))
+            .values(drain_requested_at=None, drain_reason=None)
+        ).rowcount
+    )

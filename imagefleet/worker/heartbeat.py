@@ -35,6 +35,8 @@ class Heartbeat:
         self.interval = interval
         self.progress_interval = min(progress_interval, interval)
         self.cancel_reason: str | None = None
+        # Set when the autoscaler is removing this worker: the job still runs to its end.
+        self.drain_reason: str | None = None
         self._step = 0
         self._total = 0
         self._loss: float | None = None
@@ -120,6 +122,9 @@ class Heartbeat:
                 continue
             last_beat = time.monotonic()
             self._sent_step = step
+            if answer.drain and self.drain_reason is None:
+                self.drain_reason = answer.drain
+                log.info("draining (%s): finishing this job, then no more", answer.drain)
             if answer.action == "cancel":
                 self.cancel_reason = answer.reason or "cancelled"
                 return

@@ -70,12 +70,15 @@ class WorkerConfig:
     shutdown_grace_seconds: float = 0.0
     # Extra handler modules ("module.path,other.module"); see worker/handlers/__init__.py.
     handler_plugins: str = ""
+    # The autoscaling pool it belongs to (set by the providers as IMAGEFLEET_POOL).
+    pool: str | None = field(default_factory=lambda: os.environ.get("IMAGEFLEET_POOL") or None)
 
 
 class Worker:
     def __init__(self, config: WorkerConfig, engine: DiffusersEngine | None = None) -> None:
         self.config = config
         self._stopping = False
+        self._draining = False
         self._waiting_for_work = False
         self._hand_back_at = float("inf")
         self.client = OrchestratorClient(
@@ -91,6 +94,9 @@ class Worker:
             # methods this loop calls.
             engine = cast("DiffusersEngine", load_engine(config.engine, config.device))
         self.engine = engine
+        bind_cache = getattr(engine, "bind_cache", None)
+        if bind_cache is not None:  # a combo engine loads the job's models from our cache
+            bind_cache(self.cache)
         self.handlers = serving(load_handlers(config.handler_plugins), engine)
         if not self.handlers:
             raise ValueError(f"engine {config.engine!r} serves none of the known job kinds")
@@ -150,6 +156,13 @@ class Worker:
                 if answer.quarantined:
                     log.warning("this node is quarantined: %s", answer.quarantined)
                     self._sleep(answer.retry_after_seconds)
+                elif answer.drain:
+                    # Being removed: no more work, but keep asking, since the autoscaler may
+                    # keep this worker after all; the provider stops the process.
+                    if not self._draining:
+                        log.info("draining (%s): claiming no more work", answer.drain)
+                    self._draining = True
+                    self._sleep(answer.retry_after_seconds)
                 elif answer.assignment is not None:
                     self.process(answer.assignment)
                     self.attempts_handled += 1
@@ -177,10 +190,13 @@ class Worker:
                 max_pixels=self.config.max_pixels,
                 kinds=sorted(self.handlers),
             ),
-            resident_combos=[combo] if combo and resident and combo_model == resident else [],
-            resident_models=[resident] if resident else [],
+            resident_combos=_listed(self.engine, "resident_combos")[:64]
+            or ([combo] if combo and resident and combo_model == resident else []),
+            resident_models=_listed(self.engine, "resident_models")[:256]
+            or ([resident] if resident else []),
             cached_models=self.cache.cached(),
             wait_seconds=self.config.claim_wait_seconds,
+            pool=self.config.pool,
         )
 
     def process(self, assignment: Assignment) -> None:
@@ -279,6 +295,12 @@ class Worker:
             pass
         except Exception as exc:  # the lease will expire and the job be requeued anyway
             log.warning("could not report failure of %s: %s", attempt_id, exc)
+
+
+def _listed(engine: object, method: str) -> list[str]:
+    """What a combo engine reports of itself (resident combos or models); [] for others."""
+    report = getattr(engine, method, None)
+    return list(report()) if callable(report) else []
 
 
 def _gpu_name(engine: DiffusersEngine) -> str:

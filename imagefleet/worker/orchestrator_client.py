@@ -16,7 +16,11 @@ from typing import TypeVar
 import httpx
 
 from imagefleet.protocol import (
+    AttemptHeartbeat,
+    AttemptHeartbeatResult,
     AttemptResult,
+    BatchHeartbeatRequest,
+    BatchHeartbeatResponse,
     CheckpointReceipt,
     ClaimRequest,
     ClaimResponse,
@@ -24,6 +28,7 @@ from imagefleet.protocol import (
     FailRequest,
     HeartbeatRequest,
     HeartbeatResponse,
+    InlineCompleteRequest,
     MultipartStart,
     MultipartUpload,
     ResumeReport,
@@ -87,6 +92,23 @@ class OrchestratorClient:
             retry_for_seconds=0.0,
         )
         return HeartbeatResponse.model_validate(response.json())
+
+    def heartbeat_many(self, beats: list[AttemptHeartbeat]) -> list[AttemptHeartbeatResult]:
+        """The leases of several attempts (a micro-batch) renewed in one call; one try, as
+        `heartbeat`. Each attempt answers for itself."""
+        body = BatchHeartbeatRequest(attempts=beats).model_dump()
+        response = self._call(
+            lambda: self.http.post("/v1/worker/heartbeats", json=body), retry_for_seconds=0.0
+        )
+        return BatchHeartbeatResponse.model_validate(response.json()).results
+
+    def complete_inline(self, attempt_id: str, request: InlineCompleteRequest) -> AttemptResult:
+        """Upload-and-complete in one call for outputs small enough for a JSON body."""
+        body = request.model_dump(mode="json")
+        response = self._call(
+            lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/complete-inline", json=body)
+        )
+        return AttemptResult.model_validate(response.json())
 
     def upload(
         self, attempt_id: str, index: int, data: bytes, content_type: str = "image/png"

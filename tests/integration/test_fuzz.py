@@ -157,7 +157,13 @@ ROLES = [Role.owner] * 6 + [Role.stranger, Role.wrong_scope, Role.garbage, Role.
 
 
 def audience(path: str) -> str:
-    for prefix, name in (("/v1/worker/", "worker"), ("/v1/admin/", "admin"), ("/v1/", "client")):
+    prefixes = (
+        ("/v1/worker/", "worker"),
+        ("/v1/admin/", "admin"),
+        ("/v1/", "client"),
+        ("/sdapi/", "client"),  # the A1111 API takes client keys as Bearer too
+    )
+    for prefix, name in prefixes:
         if path.startswith(prefix):
             return name
     return "public"
@@ -340,6 +346,11 @@ def world(settings: Settings, keys: Keys, model: Model, db: Database) -> Iterato
             "claim_wait_max_seconds": 0.01,
             # One failure quarantines a node: a cheap quarantined node for the release endpoint.
             "quarantine_failures": 1,
+            # Streams send what is recorded and close; compatibility endpoints answer 504 at
+            # once (no worker runs here): neither may hold a generated request open.
+            "events_stream_max_seconds": 0.0,
+            "compat_wait_seconds": 0.0,
+            "compat_default_model": "demo",
         }
     )
     garbage = ["if_0000_garbage", "nonsense", "if__", ""]

@@ -89,6 +89,12 @@ class DiffusersEngine:
         self.kinds = KINDS
 
     @property
+    def torch_device(self) -> torch.device:
+        """The device models run on: handlers that build on diffusers components themselves
+        (the comfy graph engine) use the same one."""
+        return self._device
+
+    @property
     def vram_mb(self) -> int:
         """The GPU's memory (0 on a CPU): sent with claims, so a job that ran out of memory
         on this card is offered to bigger ones first."""

@@ -15,7 +15,7 @@ Either way the latents are decoded once, by the last pipeline's VAE.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from imagefleet.worker.engines.components import clip_skip_compatible, decode_latents
@@ -36,6 +36,9 @@ class RefinerPass:
     strength: float = 0.3  # with steps: how much of the image the refiner re-noises
     aesthetic_score: float = 6.0
     negative_aesthetic_score: float = 2.5
+    # Extra refiner call arguments, e.g. its own prompt embeddings (it has only the second
+    # text encoder, so the base's embeddings do not fit it); they override the shared ones.
+    arguments: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.switch is None) == (self.steps is None):
@@ -78,6 +81,7 @@ def generate(
             refine_call.update(num_inference_steps=scheduled, strength=refiner.strength)
         if "callback_on_step_end" in call:
             refine_call["callback_on_step_end"] = call["callback_on_step_end"]
+        refine_call.update(refiner.arguments)
         with clock.stage("inference"):
             latents = refiner.pipeline(**refine_call).images
         last = refiner.pipeline

@@ -16,7 +16,8 @@ would have computed itself, so plain prompts keep their images.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,14 +118,21 @@ def _join_equal(fragments: Iterable[WeightedFragment]) -> list[WeightedFragment]
 
 
 def prompt_embeddings(
-    pipeline: Any, prompt: str, negative_prompt: str | None
+    pipeline: Any, prompt: str, negative_prompt: str | None, clip_skip: int | None = None
 ) -> dict[str, torch.Tensor]:
     """The keyword arguments that replace ``prompt``/``negative_prompt`` in a pipeline call.
 
     SDXL-family pipelines (a second text encoder, pooled embeddings) and SD 1.x/2.x ones are
-    told apart by their components, as diffusers itself builds them.
+    told apart by their components, as diffusers itself builds them. ``clip_skip`` is A1111's
+    (1: the last layer; 2: the one before, normalised, as anime-style SD 1.5 checkpoints
+    expect); SDXL already reads the penultimate layer and takes no clip skip.
     """
+    skip = 1 if clip_skip is None else clip_skip
+    if skip not in (1, 2):
+        raise ValueError(f"clip skip {clip_skip} is not supported: use 1 or 2")
     if getattr(pipeline, "text_encoder_2", None) is not None:
+        if skip != 1:
+            raise ValueError("SDXL reads the penultimate CLIP layer already: drop clip_skip")
         zero_negative = negative_prompt is None and bool(
             pipeline.config.get("force_zeros_for_empty_prompt", False)
         )
@@ -134,11 +142,18 @@ def prompt_embeddings(
             prompt,
             None if zero_negative else (negative_prompt or ""),
         )
-    return sd_embeddings(pipeline.tokenizer, pipeline.text_encoder, prompt, negative_prompt)
+    return sd_embeddings(
+        pipeline.tokenizer, pipeline.text_encoder, prompt, negative_prompt, penultimate=skip == 2
+    )
 
 
 def sd_embeddings(
-    tokenizer: Any, text_encoder: Any, prompt: str, negative_prompt: str | None
+    tokenizer: Any,
+    text_encoder: Any,
+    prompt: str,
+    negative_prompt: str | None,
+    *,
+    penultimate: bool = False,
 ) -> dict[str, torch.Tensor]:
     """SD 1.x/2.x: the last hidden state of the one CLIP text encoder, 77 tokens per chunk.
 
@@ -146,10 +161,13 @@ def sd_embeddings(
     what the pipeline would use): the pipeline would otherwise tokenize it to the positive
     prompt's length, which a long prompt makes longer than CLIP's position table.
     """
-    provider = _provider(
-        tokenizer, text_encoder, ReturnedEmbeddingsType.LAST_HIDDEN_STATES_NORMALIZED
+    returned = (
+        ReturnedEmbeddingsType.PENULTIMATE_HIDDEN_STATES_NORMALIZED
+        if penultimate
+        else ReturnedEmbeddingsType.LAST_HIDDEN_STATES_NORMALIZED
     )
-    with torch.no_grad():
+    provider = _provider(tokenizer, text_encoder, returned)
+    with torch.no_grad(), _flat_encoder_compatible(text_encoder):
         positive = _weighted(provider, prompt)
         negative = _weighted(provider, negative_prompt or "")
         positive, negative = _same_length(provider, positive, negative)
@@ -253,3 +271,17 @@ def _pad_to(embeddings: torch.Tensor, empty: torch.Tensor, length: int) -> torch
     while embeddings.shape[1] < length:
         embeddings = torch.cat([embeddings, empty.to(embeddings.device)], dim=1)
     return embeddings
+
+
+@contextmanager
+def _flat_encoder_compatible(text_encoder: Any) -> Iterator[None]:
+    """compel normalises the penultimate layer through ``text_model.final_layer_norm``, which
+    transformers 5's flattened CLIPTextModel no longer has (see components.py)."""
+    if hasattr(text_encoder, "text_model") or not hasattr(text_encoder, "final_layer_norm"):
+        yield
+        return
+    object.__setattr__(text_encoder, "text_model", text_encoder)
+    try:
+        yield
+    finally:
+        del text_encoder.__dict__["text_model"]

@@ -1,9 +1,11 @@
 """Turns the worker's `--engine` option into an engine instance.
 
-A worker normally runs `DiffusersEngine`. Tests and benchmarks need to run the real worker loop
-(claims, leases, heartbeats, uploads) without paying for real inference, so the engine is
-pluggable: a spec of the form ``module.path:ClassName`` imports that module and builds
-``ClassName(device)``, e.g. ``tests.chaos_engine:SleepEngine``.
+A worker normally runs `ManagedEngine` (model combos through the model manager; the
+single-model `DiffusersEngine` stays available as
+``imagefleet.worker.engines.diffusers_engine:DiffusersEngine``). Tests and benchmarks need to
+run the real worker loop (claims, leases, heartbeats, uploads) without paying for real
+inference, so the engine is pluggable: a spec of the form ``module.path:ClassName`` imports
+that module and builds ``ClassName(device)``, e.g. ``tests.chaos_engine:SleepEngine``.
 
 Importing a module executes its code inside the worker process. The spec is therefore an
 operator option, read from the worker's command line or environment only; it is never taken
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
         StopCheck,
         Txt2ImgRequest,
     )
+    from imagefleet.worker.engines.managed_engine import ManagedEngine
 
 DEFAULT_ENGINE = "diffusers"
 # What the worker loop calls on an engine; checked when a plug-in engine is built so that a
@@ -55,7 +58,7 @@ class EngineSpecError(ValueError):
     """The `--engine` value is malformed or names something that cannot be built."""
 
 
-def load_engine(spec: str, device: str | None = None) -> Engine:
+def load_engine(spec: str, device: str | None = None) -> Engine | ManagedEngine:
     """Builds the engine named by `spec` for `device` (None: the engine's own default).
 
     "diffusers" (or an empty spec) is the real engine; "module.path:ClassName" imports the
@@ -64,9 +67,10 @@ def load_engine(spec: str, device: str | None = None) -> Engine:
     spec = spec.strip()
     if spec in ("", DEFAULT_ENGINE):
         # A missing torch stays an ImportError: the CLI turns that into "install the extra".
-        from imagefleet.worker.engines.diffusers_engine import DiffusersEngine
+        # The worker binds its disk cache to it (bind_cache) before the first job.
+        from imagefleet.worker.engines.managed_engine import ManagedEngine
 
-        return DiffusersEngine(device)
+        return ManagedEngine(device)
     module_name, class_name = _split(spec)
     try:
         module = importlib.import_module(module_name)

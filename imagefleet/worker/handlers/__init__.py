@@ -11,12 +11,14 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from imagefleet.worker.handlers.base import Handler
+from imagefleet.worker.handlers.comfy import HANDLER as COMFY
 from imagefleet.worker.handlers.img2img import IMG2IMG, INPAINT
+from imagefleet.worker.handlers.preprocess import HANDLER as PREPROCESS
 from imagefleet.worker.handlers.train_lora import HANDLER as TRAIN_LORA
 from imagefleet.worker.handlers.txt2img import HANDLER as TXT2IMG
 
 ENTRY_POINT_GROUP = "imagefleet.handlers"
-BUILTIN: tuple[Handler, ...] = (TXT2IMG, IMG2IMG, INPAINT, TRAIN_LORA)
+BUILTIN: tuple[Handler, ...] = (TXT2IMG, IMG2IMG, INPAINT, PREPROCESS, TRAIN_LORA, COMFY)
 
 
 class HandlerPluginError(RuntimeError):

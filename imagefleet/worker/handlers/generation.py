@@ -1,15 +1,33 @@
-"""What the txt2img, img2img and inpaint handlers share: fetching and loading the checkpoint,
-turning params into an engine request, and PNGs that carry their parameters."""
+"""What the txt2img, img2img and inpaint handlers share: turning params into an engine request,
+running it with the job's model combo, and PNGs that carry their parameters.
+
+An engine that supports combos (the default `ManagedEngine`) gets the whole combo and loads it
+through the model manager; a single-model engine (a plug-in, `DiffusersEngine`) is given the
+checkpoint to load and refuses jobs with more models than that."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagefleet.kinds import get_kind
+from imagefleet.kinds.generation import hires_size
 from imagefleet.protocol import ModelRef, ModelRole
 from imagefleet.worker.engines.base import GeneratedImage
+from imagefleet.worker.engines.combo_job import ComboJob, ComboOptions, HiresPass
+from imagefleet.worker.engines.model_specs import spec_from_ref
+from imagefleet.worker.engines.timings import StageClock
 from imagefleet.worker.handlers.base import InvalidJobInput, JobContext, OutputFile
 from imagefleet.worker.png import encode_png
+
+if TYPE_CHECKING:
+    from imagefleet.worker.engines.components import Task
+
+
+def engine_serves(engine: Any, kind: str) -> bool:
+    """A combo engine lists its kinds; a single-model engine has a method per kind."""
+    if getattr(engine, "supports_combos", False):
+        return kind in getattr(engine, "kinds", ())
+    return hasattr(engine, kind)
 
 
 def checkpoint(ctx: JobContext) -> ModelRef:
@@ -74,3 +92,62 @@ def run_generation(ctx: JobContext, method: str, request: Any, model: ModelRef) 
     with ctx.stage("inference"):
         images = getattr(ctx.engine, method)(request, ctx.on_step, ctx.should_stop)
     return png_outputs(images, params, model)
+
+
+DEFAULT_REFINER_SWITCH = 0.8  # diffusers' documented ensemble-of-experts hand-over
+
+# The model manager's stage names -> the job context's (StageTimings' fields).
+_STAGES = {
+    "download": "download",
+    "load": "model_load",
+    "adapters": "adapter",
+    "inference": "inference",
+    "vae_decode": "decode",
+}
+
+
+def combo_options(ctx: JobContext) -> ComboOptions:
+    """What the job adds to its request: the ControlNet's control image, the refiner's
+    hand-over, clip skip and the hires pass."""
+    names = {item.name for item in ctx.assignment.inputs}
+    control = ctx.input_image("control_image") if "control_image" in names else None
+    params = parsed_params(ctx)
+    hires = None
+    if getattr(params, "hires", None) is not None:
+        width, height = hires_size(params.width, params.height, params.hires.scale)
+        hires = HiresPass(width, height, params.hires.steps, params.hires.strength)
+    refiner_steps = getattr(params, "refiner_steps", None)
+    refiner_switch = getattr(params, "refiner_switch", None)
+    if getattr(params, "refiner", None) is not None and refiner_steps is None:
+        refiner_switch = DEFAULT_REFINER_SWITCH if refiner_switch is None else refiner_switch
+    return ComboOptions(
+        control_image=control,
+        refiner_steps=refiner_steps,
+        refiner_switch=refiner_switch,
+        clip_skip=getattr(params, "clip_skip", None),
+        hires=hires,
+    )
+
+
+def run_task(ctx: JobContext, task: Task, request: Any) -> list[OutputFile]:
+    """Runs the request on the engine: the whole combo when it supports combos, else the
+    checkpoint alone (loaded first) through the engine's method named after the task."""
+    if not getattr(ctx.engine, "supports_combos", False):
+        model = load_checkpoint(ctx)
+        return run_generation(ctx, task, request, model)
+    model = checkpoint(ctx)
+    clock = StageClock()
+    job = ComboJob(
+        task=task,
+        request=request,
+        models=[spec_from_ref(ref) for ref in ctx.assignment.models],
+        combo_key=ctx.assignment.combo_key,
+        options=combo_options(ctx),
+        clock=clock,
+    )
+    try:
+        images = ctx.engine.generate(job, ctx.on_step, ctx.should_stop)
+    finally:
+        for stage, name in _STAGES.items():
+            ctx.seconds[name] = ctx.seconds.get(name, 0.0) + getattr(clock, f"{stage}_seconds")
+    return png_outputs(images, parsed_params(ctx), model)

@@ -7,10 +7,10 @@ from typing import Any
 from imagefleet.worker.engines.base import Img2ImgRequest, InpaintRequest
 from imagefleet.worker.handlers.base import JobContext, OutputFile
 from imagefleet.worker.handlers.generation import (
-    load_checkpoint,
+    engine_serves,
     parsed_params,
     request_fields,
-    run_generation,
+    run_task,
 )
 
 
@@ -18,29 +18,27 @@ class Img2ImgHandler:
     kind = "img2img"
 
     def supports(self, engine: Any) -> bool:
-        return hasattr(engine, "img2img")
+        return engine_serves(engine, "img2img")
 
     def run(self, ctx: JobContext) -> list[OutputFile]:
         params = parsed_params(ctx)
         init = ctx.input_image("init_image")
-        model = load_checkpoint(ctx)
         request = Img2ImgRequest(
             **request_fields(params), init_image=init, strength=params.strength
         )
-        return run_generation(ctx, "img2img", request, model)
+        return run_task(ctx, "img2img", request)
 
 
 class InpaintHandler:
     kind = "inpaint"
 
     def supports(self, engine: Any) -> bool:
-        return hasattr(engine, "inpaint")
+        return engine_serves(engine, "inpaint")
 
     def run(self, ctx: JobContext) -> list[OutputFile]:
         params = parsed_params(ctx)
         init = ctx.input_image("init_image")
         mask = ctx.input_image("mask")
-        model = load_checkpoint(ctx)
         request = InpaintRequest(
             **request_fields(params),
             init_image=init,
@@ -48,7 +46,7 @@ class InpaintHandler:
             mask=mask,
             mask_blur=params.mask_blur,
         )
-        return run_generation(ctx, "inpaint", request, model)
+        return run_task(ctx, "inpaint", request)
 
 
 IMG2IMG = Img2ImgHandler()

@@ -7,10 +7,10 @@ from typing import Any
 from imagefleet.worker.engines.base import Txt2ImgRequest
 from imagefleet.worker.handlers.base import JobContext, OutputFile
 from imagefleet.worker.handlers.generation import (
-    load_checkpoint,
+    engine_serves,
     parsed_params,
     request_fields,
-    run_generation,
+    run_task,
 )
 
 
@@ -18,12 +18,11 @@ class Txt2ImgHandler:
     kind = "txt2img"
 
     def supports(self, engine: Any) -> bool:
-        return hasattr(engine, "txt2img")
+        return engine_serves(engine, "txt2img")
 
     def run(self, ctx: JobContext) -> list[OutputFile]:
-        model = load_checkpoint(ctx)
         request = Txt2ImgRequest(**request_fields(parsed_params(ctx)))
-        return run_generation(ctx, "txt2img", request, model)
+        return run_task(ctx, "txt2img", request)
 
 
 HANDLER = Txt2ImgHandler()

@@ -1,0 +1,133 @@
+"""What both compatibility APIs do with the fleet: store base64 or uploaded images as inputs,
+submit jobs, wait for their end on the event bus, and read their outputs back."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from imagefleet.errors import InvalidField, JobDidNotSucceed, JobStillRunning
+from imagefleet.images import InvalidImage, inspect_image
+from imagefleet.orchestrator.events import EventBus, wait_for_end
+from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.orchestrator.routes_client import render_jobs
+from imagefleet.protocol import JobStatus, JobView
+from imagefleet.store.jobs import JobRow
+from imagefleet.store.keys import ApiKey
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A succeeded job with its output files, in index order."""
+
+    view: JobView
+    files: list[bytes]
+
+
+def lifecycle_of(request: Request) -> JobLifecycle:
+    lifecycle: JobLifecycle = request.app.state.lifecycle
+    return lifecycle
+
+
+async def store_image(
+    request: Request, key: ApiKey, data: bytes, loc: tuple[str | int, ...]
+) -> tuple[str, int, int]:
+    """Stores an image as an input of this key (checked as POST /v1/inputs checks it);
+    returns its id, width and height."""
+    lifecycle = lifecycle_of(request)
+    try:
+        info = await run_in_threadpool(
+            inspect_image, data, max_pixels=lifecycle.settings.max_input_pixels
+        )
+    except InvalidImage as exc:
+        raise InvalidField(loc, str(exc)) from exc
+    row = await lifecycle.upload_input(key, data, info.content_type)
+    return row.id, row.width, row.height
+
+
+def decode_base64_image(value: str, loc: tuple[str | int, ...]) -> bytes:
+    """A base64 image as A1111 clients send it, with or without a `data:...;base64,` prefix."""
+    text = value.split(",", 1)[1] if value.startswith("data:") else value
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidField(loc, f"not base64-encoded image data ({exc})") from exc
+
+
+def encode_base64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def alpha_to_mask(data: bytes) -> bytes | None:
+    """A grey-scale inpaint mask (white: repaint) from an image's transparency, as the OpenAI
+    edits endpoint reads masks: fully transparent pixels are the ones to edit. None when the
+    image has no transparent pixel."""
+    with Image.open(io.BytesIO(data)) as image:
+        if "A" not in image.getbands() and "transparency" not in image.info:
+            return None
+        alpha = image.convert("RGBA").getchannel("A")
+    mask = alpha.point(lambda a: 255 if a == 0 else 0)
+    if mask.getbbox() is None:
+        return None
+    out = io.BytesIO()
+    mask.save(out, format="PNG")
+    return out.getvalue()
+
+
+def white_mask(width: int, height: int) -> bytes:
+    """A mask that repaints everything (an edit without a mask or transparency)."""
+    out = io.BytesIO()
+    Image.new("L", (width, height), 255).save(out, format="PNG")
+    return out.getvalue()
+
+
+async def submit_all(request: Request, key: ApiKey, jobs: list[Any]) -> list[JobRow]:
+    lifecycle = lifecycle_of(request)
+    rows = []
+    for job in jobs:
+        row, _ = await run_in_threadpool(lifecycle.submit, key, job)
+        rows.append(row)
+    return rows
+
+
+async def wait_all(request: Request, key: ApiKey, rows: list[JobRow]) -> list[Finished]:
+    """Waits for every job, all within one `compat_wait_seconds`; 504 naming the jobs still
+    running, 502 for a job that failed or was cancelled."""
+    lifecycle = lifecycle_of(request)
+    bus: EventBus = request.app.state.event_bus
+    timeout = lifecycle.settings.compat_wait_seconds
+    ended = await asyncio.gather(
+        *(wait_for_end(bus, lifecycle, key, row.id, timeout) for row in rows)
+    )
+    pending = [row.id for row, end in zip(rows, ended, strict=True) if end is None]
+    if pending:
+        raise JobStillRunning(pending, timeout)
+    finished: list[Finished] = []
+    for end in ended:
+        assert end is not None
+        if end.status is not JobStatus.succeeded:
+            reason = end.error_message or end.error_code or end.status.value
+            raise JobDidNotSucceed(end.id, end.status.value, reason)
+        view = (await run_in_threadpool(render_jobs, request, [end]))[0]
+        files = [
+            (await run_in_threadpool(lifecycle.output_file, key, end.id, output.index))[0]
+            for output in view.outputs
+        ]
+        finished.append(Finished(view, files))
+    return finished
+
+
+def parse_size(size: str, loc: tuple[str | int, ...]) -> tuple[int, int]:
+    """`WIDTHxHEIGHT` in pixels."""
+    width, sep, height = size.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise InvalidField(loc, f"size must be WIDTHxHEIGHT (e.g. 512x512), got {size!r}")
+    return int(width), int(height)

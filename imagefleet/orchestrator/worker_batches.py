@@ -1,0 +1,118 @@
+"""Batched worker calls: several leases renewed in one heartbeat, and small outputs uploaded
+and the attempt completed in one call. Each attempt keeps its own lease, fencing and outputs;
+batching only saves requests and transactions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
+
+from imagefleet.errors import InvalidField, StaleAttempt
+from imagefleet.orchestrator.transitions import to_datetime
+from imagefleet.orchestrator.worker_files import StoredFile
+from imagefleet.orchestrator.worker_transitions import WorkerTransitions
+from imagefleet.protocol import (
+    AttemptHeartbeat,
+    AttemptHeartbeatResult,
+    AttemptOutcome,
+    AttemptResult,
+    CompletedOutput,
+    CompleteRequest,
+    InlineCompleteRequest,
+)
+from imagefleet.store import attempts as attempt_sql
+from imagefleet.store import jobs as job_sql
+from imagefleet.store.database import retry_conflicts
+from imagefleet.store.keys import ApiKey
+
+
+class WorkerBatches(WorkerTransitions):
+    @retry_conflicts
+    def heartbeat_many(
+        self, worker_key: ApiKey, beats: list[AttemptHeartbeat]
+    ) -> list[AttemptHeartbeatResult]:
+        """`heartbeat` for several attempts in one transaction (one UPDATE each when all is
+        well); an attempt that is not this key's or lost its lease answers `lost` instead of
+        failing the batch. Attempts are renewed in id order, so two batches sharing attempts
+        lock their jobs in the same order."""
+        now = self.clock()
+        expires = now + self.settings.lease_seconds
+        results: dict[str, AttemptHeartbeatResult] = {}
+        with self.db.write() as conn:
+            for beat in sorted(beats, key=lambda b: b.attempt_id):
+                results[beat.attempt_id] = self._beat_one(conn, worker_key, beat, expires)
+        return [results[beat.attempt_id] for beat in beats]
+
+    def _beat_one(
+        self, conn: Connection, worker_key: ApiKey, beat: AttemptHeartbeat, expires: float
+    ) -> AttemptHeartbeatResult:
+        attempt_id = beat.attempt_id
+        if job_sql.renew_lease(
+            conn,
+            attempt_id,
+            worker_key_id=worker_key.id,
+            step=beat.step,
+            total=beat.total_steps,
+            lease_expires_at=expires,
+        ):
+            return AttemptHeartbeatResult(
+                attempt_id=attempt_id, action="continue", lease_expires_at=to_datetime(expires)
+            )
+        attempt = attempt_sql.get_attempt(conn, attempt_id)
+        if attempt is None or attempt.worker_key_id != worker_key.id:
+            reason = f"no attempt {attempt_id!r} for this worker key"
+            return AttemptHeartbeatResult(attempt_id=attempt_id, action="lost", reason=reason)
+        if attempt.outcome is AttemptOutcome.cancelled:
+            return AttemptHeartbeatResult(
+                attempt_id=attempt_id, action="cancel", reason="the client cancelled the job"
+            )
+        reason = f"attempt {attempt_id} no longer holds the lease on job {attempt.job_id}"
+        return AttemptHeartbeatResult(attempt_id=attempt_id, action="lost", reason=reason)
+
+    async def complete_inline(
+        self, worker_key: ApiKey, attempt_id: str, request: InlineCompleteRequest
+    ) -> AttemptResult:
+        """Stores the outputs sent in the request, then completes the attempt exactly as
+        `complete` does, recording the files in the completing transaction: one request and
+        two transactions (the ownership read that keeps a stale attempt from storing
+        anything, and the completion) instead of an upload per output plus a complete."""
+        try:
+            job = await run_in_threadpool(self.check_current, worker_key, attempt_id)
+        except StaleAttempt:
+            # A repeat of a completion that succeeded gets the same answer; any other 409.
+            return await run_in_threadpool(
+                self._complete_stored, worker_key, attempt_id, _plain(request), []
+            )
+        store = self._file_store()
+        stored = []
+        for position, output in enumerate(request.outputs):
+            try:
+                data = base64.b64decode(output.data_base64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise InvalidField(
+                    ("body", "outputs", position, "data_base64"), "not valid base64"
+                ) from exc
+            key = self._checked_output_key(job, attempt_id, output.index, output.content_type)
+            size, sha256 = await store.put_stream(
+                key, _one_chunk(data), self.settings.max_upload_bytes
+            )
+            stored.append(StoredFile(output.index, key, size, sha256, output.content_type))
+        return await run_in_threadpool(
+            self._complete_stored, worker_key, attempt_id, _plain(request), stored
+        )
+
+
+def _plain(request: InlineCompleteRequest) -> CompleteRequest:
+    outputs = [
+        CompletedOutput(index=o.index, seed=o.seed, width=o.width, height=o.height)
+        for o in request.outputs
+    ]
+    return CompleteRequest(outputs=outputs, timings=request.timings)
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data

@@ -1,0 +1,241 @@
+"""The dashboard in a real browser (Debian's headless Chromium through Playwright) against a
+real orchestrator process and a real worker process.
+
+Each test acts as a person would: logs in with a key through the form, clicks, reads what the
+page shows. Screenshots of every page land in `tmp/artifacts/browser/` (or under
+`$IMAGEFLEET_TEST_ARTIFACTS`), so a failed run can be looked at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from imagefleet.protocol import JobStatus
+from tests.e2e.conftest import Fleet, FleetFactory, fleet_template  # noqa: F401
+from tests.harness.fleet import create_key
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = os.environ.get("IMAGEFLEET_CHROMIUM", "/usr/bin/chromium")
+ARTIFACTS = Path(os.environ.get("IMAGEFLEET_TEST_ARTIFACTS", "tmp/artifacts")) / "browser"
+TIMEOUT_MS = 60_000
+VIEWPORT = {"width": 1440, "height": 900}
+# A worker imports torch and diffusers before its first claim: slow on a shared, loaded machine.
+WORKER_START_TIMEOUT = 240.0
+# Conditions, not clocks: waits end as soon as the page shows what is expected; the bound is
+# only there so that a broken page fails instead of hanging (a loaded CI machine is slow).
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: run scripts/setup-venv (it installs Debian's chromium) "
+            "or set IMAGEFLEET_CHROMIUM"
+        )
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, fleet_template) -> Iterator[Fleet]:  # noqa: F811
+    """One orchestrator (which also knows the toy `echo` kind, which its worker does not serve,
+    so a stand-in flaky node can fail one) and one real worker; one failure quarantines."""
+    factory = FleetFactory(tmp_path_factory.mktemp("browser"), fleet_template)
+    try:
+        fleet = factory(workers=0, kind_plugins="tests.toy_kind", quarantine_failures="1")
+        fleet.start_workers(1, timeout=WORKER_START_TIMEOUT)
+        yield fleet
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="module")
+def admin_key(fleet: Fleet) -> str:
+    return create_key(fleet.data_dir, "ops", "admin")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def artifacts() -> Path:
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
+    ARTIFACTS.mkdir(parents=True)
+    return ARTIFACTS
+
+
+def logged_in(browser: Browser, fleet: Fleet, key: str) -> tuple[BrowserContext, Page]:
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(f"{fleet.url}/ui")
+    page.fill("#login-key", key)
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#shell")).to_be_visible()
+    return context, page
+
+
+def shot(page: Page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def image_loaded(page: Page, selector: str) -> bool:
+    """Whether the first image matching `selector` decoded (its bytes came through the
+    session cookie: an <img> cannot send a Bearer header)."""
+    return bool(page.eval_on_selector(selector, "img => img.complete && img.naturalWidth > 0"))
+
+
+def test_a_client_submits_from_the_form_watches_progress_and_finds_the_image(
+    browser: Browser, fleet: Fleet
+) -> None:
+    context, page = logged_in(browser, fleet, fleet.keys.alice)
+    page.wait_for_selector(".stat")
+    shot(page, "login-overview-client")
+
+    page.click("a[data-page=submit]")
+    page.fill("#submit-prompt", "a lighthouse at dusk, oil painting")
+    page.select_option("#submit-width", "64")
+    page.select_option("#submit-height", "64")
+    page.fill("#submit-steps", "4")
+    page.fill("#submit-seed", "7")
+    page.click("#submit-button")
+    link = page.locator("#submit-job-link")
+    job_id = link.inner_text()
+    done = page.locator('#submit-result .bar[aria-valuenow="100"]')
+    expect(done).to_be_visible()
+    expect(page.locator("#submit-result .badge-succeeded")).to_be_visible()
+    page.wait_for_selector("#submit-result .output img")
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#submit-result .output img');"
+        " return i && i.complete && i.naturalWidth > 0; }"
+    )
+    shot(page, "submit")
+    assert fleet.client.get(job_id).status is JobStatus.succeeded
+
+    page.click("a[data-page=gallery]")
+    tile = page.locator(f'.gallery a[href="#/job/{job_id}"] img')
+    expect(tile).to_be_visible()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.gallery img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    shot(page, "gallery")
+
+    tile.click()
+    expect(page.locator(".page-head h1")).to_contain_text(job_id)
+    expect(page.locator(".live .badge-succeeded")).to_be_visible()
+    page.wait_for_selector(".output img")
+    assert image_loaded(page, ".output img")
+    expect(page.locator(".kv").first).to_contain_text("a lighthouse at dusk")
+    expect(page.locator(".table .badge-succeeded").first).to_be_visible()  # the attempt
+    shot(page, "job")
+
+    page.click("a[data-page=jobs]")
+    expect(page.locator(f'a[href="#/job/{job_id}"]')).to_be_visible()
+    page.select_option("#filter-status", "failed")
+    expect(page.locator(f'a[href="#/job/{job_id}"]')).to_have_count(0)
+    page.select_option("#filter-status", "succeeded")
+    expect(page.locator(f'a[href="#/job/{job_id}"]')).to_be_visible()
+    shot(page, "jobs")
+
+    # The key lives in an HttpOnly cookie: no script, URL or storage of the page holds it.
+    assert page.evaluate("document.cookie") == ""
+    assert page.evaluate("JSON.stringify(sessionStorage) + JSON.stringify(localStorage)") == "{}{}"
+    assert fleet.keys.alice not in page.url
+    cookies = context.cookies()
+    assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [
+        ("imagefleet_session", True, "Strict")
+    ]
+    context.close()
+
+
+def test_a_client_never_sees_another_tenants_jobs(browser: Browser, fleet: Fleet) -> None:
+    alices = fleet.client.submit_txt2img(
+        {"prompt": "alice's secret garden", "model": "demo", "width": 64, "height": 64, "steps": 2}
+    )
+    fleet.wait_final(alices.id)
+    context, page = logged_in(browser, fleet, fleet.keys.bob)
+    page.wait_for_selector(".stat")
+    expect(page.locator(".page-head")).to_contain_text("Your jobs")
+    expect(page.locator("a[data-page=workers]")).to_be_hidden()
+
+    page.click("a[data-page=jobs]")
+    page.wait_for_selector("#filter-status")
+    expect(page.locator("main")).not_to_contain_text("secret garden")
+    expect(page.locator(f'a[href="#/job/{alices.id}"]')).to_have_count(0)
+
+    page.click("a[data-page=gallery]")
+    expect(page.locator(".gallery")).to_contain_text("No images yet")
+
+    page.goto(f"{fleet.url}/ui#/job/{alices.id}")
+    expect(page.locator(".error-box")).to_contain_text(f"no job '{alices.id}'")
+    expect(page.locator("main")).not_to_contain_text("secret garden")
+    response = page.request.get(f"{fleet.url}/v1/jobs/{alices.id}/outputs/0")
+    assert response.status == 404
+    context.close()
+
+
+def test_an_admin_sees_the_fleet_and_releases_a_quarantined_node(
+    browser: Browser, fleet: Fleet, admin_key: str
+) -> None:
+    quarantine_a_flaky_node(fleet, "flaky-node")
+    context, page = logged_in(browser, fleet, admin_key)
+    page.wait_for_selector(".chips")
+    expect(page.locator(".page-head")).to_contain_text("The whole fleet")
+    expect(page.locator("main")).to_contain_text("Latest jobs, all tenants")
+    expect(page.locator("main")).to_contain_text("alice")
+    shot(page, "overview-admin")
+
+    page.click("a[data-page=workers]")
+    row = page.locator('tr[data-node-row="flaky-node"]')
+    expect(row.locator(".badge-quarantined")).to_be_visible()
+    expect(page.locator(".table").first).to_contain_text("demo@1")  # resident on the real worker
+    shot(page, "workers")
+    row.locator("button", has_text="Release").click()
+    expect(row.locator(".badge-active")).to_be_visible()
+    expect(row.locator("button")).to_have_count(0)
+    shot(page, "workers-released")
+    nodes = httpx.get(
+        f"{fleet.url}/v1/admin/nodes", headers={"Authorization": f"Bearer {admin_key}"}
+    ).json()
+    assert {n["id"]: n["status"] for n in nodes}["flaky-node"] == "active"
+    context.close()
+
+
+def quarantine_a_flaky_node(fleet: Fleet, node_id: str) -> None:
+    """A node that claims an `echo` job (which the real worker does not serve) and fails it,
+    through the worker protocol: with one failure allowed, that quarantines it."""
+    job = fleet.client.http.post(
+        "/v1/jobs", json={"kind": "echo", "params": {"text": "for the flaky node"}}
+    )
+    job.raise_for_status()
+    worker = httpx.Client(
+        base_url=fleet.url, headers={"Authorization": f"Bearer {fleet.keys.worker}"}, timeout=30
+    )
+    with worker:
+        claim = worker.post(
+            "/v1/worker/claim",
+            json={
+                "worker_id": f"{node_id}-w",
+                "node_id": node_id,
+                "capabilities": {"kinds": ["echo"]},
+                "wait_seconds": 5,
+            },
+        ).json()
+        attempt = claim["assignment"]["attempt_id"]
+        failed = worker.post(
+            f"/v1/worker/attempts/{attempt}/fail",
+            json={"code": "worker_error", "message": "CUDA error: an illegal memory access"},
+        )
+        failed.raise_for_status()
+    fleet.client.http.post(f"/v1/jobs/{job.json()['id']}/cancel").raise_for_status()

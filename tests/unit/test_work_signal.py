@@ -1,0 +1,89 @@
+"""One waiter woken per job: the parked claims of a replica, keyed by what they can run."""
+
+from __future__ import annotations
+
+from imagefleet.orchestrator.work_signal import WaiterProfile, WorkSignal
+from imagefleet.store.database import WorkHint
+
+BIG = WaiterProfile(frozenset({"txt2img"}), max_pixels=1024 * 1024, vram_mb=24_000)
+SMALL = WaiterProfile(frozenset({"txt2img"}), max_pixels=64 * 64, vram_mb=4_000)
+TRAINER = WaiterProfile(frozenset({"train_lora"}), max_pixels=1024 * 1024, vram_mb=24_000)
+JOB = WorkHint("txt2img", 512 * 512)
+
+
+def test_a_new_job_wakes_only_the_oldest_waiter_that_can_run_it() -> None:
+    signal = WorkSignal()
+    small, first, second = signal.waiter(SMALL), signal.waiter(BIG), signal.waiter(BIG)
+    signal.notify(JOB)
+    assert [small.woken, first.woken, second.woken] == [False, True, False]
+    assert first.hint == JOB
+
+
+def test_a_replica_whose_waiters_cannot_run_a_job_wakes_nobody() -> None:
+    signal = WorkSignal()
+    waiters = [signal.waiter(SMALL), signal.waiter(TRAINER)]
+    signal.notify(JOB)
+    signal.notify(WorkHint("txt2img", 64 * 64, vram_mb=8_000))  # too much VRAM for SMALL
+    assert not any(w.woken for w in waiters)
+
+
+def test_a_worker_that_reports_no_vram_is_not_held_to_vram_requirements() -> None:
+    signal = WorkSignal()
+    cpu = signal.waiter(WaiterProfile(frozenset({"txt2img"}), max_pixels=1 << 20, vram_mb=0))
+    signal.notify(WorkHint("txt2img", 4096, vram_mb=80_000))
+    assert cpu.woken
+
+
+def test_each_job_wakes_a_different_waiter() -> None:
+    signal = WorkSignal()
+    waiters = [signal.waiter(BIG) for _ in range(3)]
+    signal.notify(JOB)
+    signal.notify(JOB)
+    assert [w.woken for w in waiters] == [True, True, False]
+
+
+def test_an_undescribed_change_wakes_one_waiter_of_each_profile() -> None:
+    signal = WorkSignal()
+    big1, big2, small, trainer = (signal.waiter(p) for p in (BIG, BIG, SMALL, TRAINER))
+    signal.notify(None)
+    assert [big1.woken, big2.woken, small.woken, trainer.woken] == [True, False, True, True]
+
+
+def test_a_woken_claimer_that_leaves_with_a_job_passes_its_wake_up_on() -> None:
+    """It may have taken another job than the one it was woken for: the next suitable waiter
+    looks, so the new job is not left queued until the re-check timer."""
+    signal = WorkSignal()
+    first, small, second = signal.waiter(BIG), signal.waiter(SMALL), signal.waiter(BIG)
+    signal.notify(JOB)
+    signal.release(first, pass_on=True)
+    assert second.woken and second.hint == JOB and not small.woken
+    assert signal.waiting() == 2
+
+
+def test_a_claimer_that_looks_again_keeps_its_wake_up() -> None:
+    signal = WorkSignal()
+    first, second = signal.waiter(BIG), signal.waiter(BIG)
+    signal.notify(JOB)
+    signal.release(first, pass_on=False)  # it goes round its loop and claims again
+    assert not second.woken
+
+
+def test_an_unwoken_waiter_leaving_wakes_nobody() -> None:
+    signal = WorkSignal()
+    first, second = signal.waiter(BIG), signal.waiter(BIG)
+    signal.release(first, pass_on=True)
+    assert not second.woken and signal.waiting() == 1
+
+
+def test_announce_leaves_the_wake_up_to_the_database_when_it_notifies_every_replica() -> None:
+    polling, listening = WorkSignal(), WorkSignal(listening=True)
+    a, b = polling.waiter(BIG), listening.waiter(BIG)
+    polling.announce(JOB)
+    listening.announce(JOB)
+    assert a.woken and not b.woken
+
+
+def test_work_hints_survive_the_notify_payload() -> None:
+    for hint in (JOB, WorkHint("train_lora", 1024 * 1024, 16_000)):
+        assert WorkHint.decode(hint.encode()) == hint
+    assert WorkHint.decode("") is None and WorkHint.decode("txt2img lots 0") is None
