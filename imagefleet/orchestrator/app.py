@@ -42,6 +42,7 @@ from imagefleet.orchestrator.auth import KeyCache
 from imagefleet.orchestrator.autoscaler import Autoscaler
 from imagefleet.orchestrator.autoscaler_pools import PoolService
 from imagefleet.orchestrator.body_limit import BodySizeLimit
+from imagefleet.orchestrator.checkpoint_transitions import sweep_final_checkpoints
 from imagefleet.orchestrator.events import EventBus, start_event_bus
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.metrics import registry_for
@@ -260,5 +261,6 @@ async def _expire_forever(app: FastAPI) -> None:
                     max_batches=20,
                 )
             )
+            await run_in_threadpool(sweep_final_checkpoints, app.state.db, app.state.artifacts)
         except Exception:
             log.exception("retention pass failed; retrying")

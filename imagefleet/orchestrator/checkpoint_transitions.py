@@ -46,7 +46,7 @@ from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store import models as model_sql
 from imagefleet.store import workers as worker_sql
-from imagefleet.store.database import retry_conflicts
+from imagefleet.store.database import Database, retry_conflicts
 from imagefleet.store.keys import ApiKey
 
 log = logging.getLogger("imagefleet.checkpoints")
@@ -320,6 +320,20 @@ class CheckpointTransitions(WorkerFiles):
             self._file_store().delete_many(keys)
         except Exception as exc:  # the rows are gone; a leftover file costs storage only
             log.warning("could not delete %d checkpoint files: %s", len(keys), exc)
+
+
+def sweep_final_checkpoints(db: Database, store: ArtifactStore, batch_size: int = 500) -> int:
+    """Deletes the checkpoints of jobs that ended without completing (failed, cancelled): no
+    attempt will resume them. Files first, then rows, as retention does: a pass that fails
+    half-way leaves rows whose files the next pass deletes again, harmlessly."""
+    with db.write() as conn:
+        found = checkpoint_sql.final_job_checkpoints(conn, batch_size)
+        if found:
+            store.delete_many([key for _, key in found])
+            checkpoint_sql.delete_checkpoints(conn, [checkpoint_id for checkpoint_id, _ in found])
+    if found:
+        log.info("deleted %d checkpoints of finished jobs", len(found))
+    return len(found)
 
 
 def _source(store: ArtifactStore, key: str) -> str:

@@ -83,7 +83,8 @@ def submit_router(job_type: Any) -> APIRouter:
         response_model=InputView,
         summary="Upload an input image (init image, mask) for later jobs",
         description="The body is the image itself (Content-Type image/png, image/jpeg or "
-        "image/webp), or a multipart form with the image in a field named `file`.",
+        "image/webp), or a multipart form with the image in a field named `file`. A "
+        "train_lora dataset is a zip of images and .txt captions (application/zip).",
         responses={
             **error_responses(415, 422),
             413: {"description": "Larger than IMAGEFLEET_MAX_INPUT_BYTES", "model": ErrorBody},

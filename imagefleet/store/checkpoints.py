@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from imagefleet.store.tables import training_attempts, training_checkpoints, training_points
+from imagefleet.store.tables import jobs, training_attempts, training_checkpoints, training_points
 
 
 @dataclass(frozen=True)
@@ -185,3 +185,16 @@ def job_resumes(conn: Connection, job_id: str) -> dict[str, ResumeRow]:
         )
         for row in rows
     }
+
+
+def final_job_checkpoints(conn: Connection, limit: int) -> list[tuple[int, str]]:
+    """(id, key) of checkpoints whose job is final (failed or cancelled ones keep theirs until
+    swept; a succeeded job's are deleted at completion)."""
+    rows = conn.execute(
+        select(training_checkpoints.c.id, training_checkpoints.c.key)
+        .join(jobs, jobs.c.id == training_checkpoints.c.job_id)
+        .where(jobs.c.status.in_(("succeeded", "failed", "cancelled")))
+        .order_by(training_checkpoints.c.id)
+        .limit(limit)
+    ).all()
+    return [(row.id, row.key) for row in rows]

@@ -233,3 +233,18 @@ def chunks_of(data: bytes):  # type: ignore[no-untyped-def]
 def stored_keys(lifecycle: JobLifecycle) -> list[str]:
     root = lifecycle.settings.artifacts_path
     return [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
+
+
+def test_a_cancelled_training_job_has_its_checkpoints_swept(
+    lifecycle: JobLifecycle, keys: Keys, db: Database
+) -> None:
+    from imagefleet.orchestrator.checkpoint_transitions import sweep_final_checkpoints
+
+    job_id = submit_training(lifecycle, keys.alice)
+    attempt = claim_training(lifecycle, keys.worker).attempt_id
+    checkpoint(lifecycle, keys.worker, attempt, 2)
+    assert sweep_final_checkpoints(db, lifecycle.artifacts) == 0  # still running: kept
+    lifecycle.cancel(keys.alice, job_id)
+    assert sweep_final_checkpoints(db, lifecycle.artifacts) == 1
+    assert not [k for k in stored_keys(lifecycle) if "/checkpoints/" in k]
+    assert lifecycle.training_view(keys.alice, job_id).checkpoints == []

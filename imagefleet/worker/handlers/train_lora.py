@@ -64,6 +64,49 @@ def load_dataset(ctx: JobContext, params: TrainLoraParams) -> DatasetManifest:
         raise InvalidJobInput(f"{exc}{': ' + problems if problems else ''}") from exc
 
 
+def find_resume_point(
+    ctx: JobContext, root: Path, identity: RunIdentity
+) -> tuple[ResumePoint, list[SkippedCheckpoint]]:
+    """Downloads the job's checkpoints and picks the newest that reads back; returns it with
+    each one passed over and why (unreachable, altered, corrupt, or of another run)."""
+    from imagefleet.worker.training.archive import unpack_checkpoint
+    from imagefleet.worker.training.checkpoint import (
+        CheckpointError,
+        CheckpointRef,
+        load_newest_valid,
+    )
+
+    refs: list[CheckpointRef] = []
+    ids: dict[Path, int] = {}
+    skipped: list[SkippedCheckpoint] = []
+    root.mkdir(parents=True, exist_ok=True)
+    for index, offered in enumerate(ctx.assignment.checkpoints):
+        archive = root / f"{index}.zip"
+        try:
+            with ctx.stage("download"):
+                data = ctx.fetch(offered.url)
+            if hashlib.sha256(data).hexdigest() != offered.sha256:
+                raise ValueError("the file does not match its recorded sha256")
+            archive.write_bytes(data)
+            folder = unpack_checkpoint(archive, root / str(index))
+        except CheckpointError as exc:
+            skipped.append(
+                SkippedCheckpoint(checkpoint_id=offered.checkpoint_id, reason=exc.reason)
+            )
+            continue
+        except Exception as exc:  # unreachable or altered in storage: as good as corrupt
+            reason = f"could not be fetched intact: {exc}"[:2000]
+            skipped.append(SkippedCheckpoint(checkpoint_id=offered.checkpoint_id, reason=reason))
+            continue
+        ids[folder] = offered.checkpoint_id
+        refs.append(CheckpointRef(offered.step, folder))
+    point = load_newest_valid(refs, identity)
+    skipped += [
+        SkippedCheckpoint(checkpoint_id=ids[s.path], reason=s.reason[:2000]) for s in point.skipped
+    ]
+    return point, skipped
+
+
 class TrainLoraHandler:
     kind = "train_lora"
 
@@ -94,7 +137,8 @@ class TrainLoraHandler:
                 config_dir=config,
                 device=str(device) if device is not None else None,
             )
-            resume = self._resume(ctx, work / "resume", trainer.identity)
+            resume, skipped = find_resume_point(ctx, work / "resume", trainer.identity)
+            self._report_resume(ctx, resume, skipped)
             with ctx.stage("inference"):
                 result = trainer.train(
                     resume=resume.state,
@@ -112,59 +156,20 @@ class TrainLoraHandler:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def _resume(self, ctx: JobContext, root: Path, identity: RunIdentity) -> ResumePoint:
-        """Downloads the job's checkpoints, picks the newest that reads back and reports it
-        (with those passed over) to the orchestrator."""
-        from imagefleet.worker.training.archive import unpack_checkpoint
-        from imagefleet.worker.training.checkpoint import (
-            CheckpointError,
-            CheckpointRef,
-            load_newest_valid,
-        )
-
-        refs: list[CheckpointRef] = []
-        ids: dict[Path, int] = {}
-        skipped: list[SkippedCheckpoint] = []
-        for index, offered in enumerate(ctx.assignment.checkpoints):
-            archive = root / f"{index}.zip"
-            archive.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with ctx.stage("download"):
-                    data = ctx.fetch(offered.url)
-                if hashlib.sha256(data).hexdigest() != offered.sha256:
-                    raise ValueError("the file does not match its recorded sha256")
-                archive.write_bytes(data)
-                folder = unpack_checkpoint(archive, root / str(index))
-            except CheckpointError as exc:
-                skipped.append(
-                    SkippedCheckpoint(checkpoint_id=offered.checkpoint_id, reason=exc.reason)
-                )
-                continue
-            except Exception as exc:  # unreachable or altered in storage: as good as corrupt
-                reason = f"could not be fetched intact: {exc}"[:2000]
-                skipped.append(
-                    SkippedCheckpoint(checkpoint_id=offered.checkpoint_id, reason=reason)
-                )
-                continue
-            ids[folder] = offered.checkpoint_id
-            refs.append(CheckpointRef(offered.step, folder))
-        point = load_newest_valid(refs, identity)
-        skipped += [
-            SkippedCheckpoint(checkpoint_id=ids[s.path], reason=s.reason[:2000])
-            for s in point.skipped
-        ]
+    @staticmethod
+    def _report_resume(
+        ctx: JobContext, point: ResumePoint, skipped: list[SkippedCheckpoint]
+    ) -> None:
         step = point.state.step if point.state is not None else 0
-        if ctx.client is not None and (ctx.assignment.checkpoints or step):
+        if ctx.client is not None:
             report = ResumeReport(resumed_from_step=step, skipped=skipped)
             ctx.client.report_resume(ctx.assignment.attempt_id, report)
-        if ctx.assignment.checkpoints:
             log.info(
                 "attempt %s: resuming at step %d (%d checkpoints passed over)",
                 ctx.assignment.attempt_id,
                 step,
                 len(skipped),
             )
-        return point
 
     @staticmethod
     def _progress(ctx: JobContext, progress: StepProgress) -> None:
