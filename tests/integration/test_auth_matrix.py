@@ -120,7 +120,7 @@ def audience(path: str) -> str:
     for prefix, name in prefixes:
         if path.startswith(prefix):
             return name
-    if path.startswith("/sdapi/v1/") or path.startswith(COMFY_PATHS):
+    if path.startswith(COMFY_PATHS):
         return "client"
     raise AssertionError(f"{path} belongs to no audience: classify it here")
 
