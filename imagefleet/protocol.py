@@ -280,6 +280,16 @@ class JobModelView(BaseModel):
     weight: float | None = None
 
 
+class QueueView(BaseModel):
+    """Why a queued job waits and roughly where it stands (counts are capped: `ahead_capped`
+    means "at least that many")."""
+
+    reason: str
+    ahead: int = Field(description="Queued jobs that rank ahead of it (priority, then age).")
+    ahead_own: int = Field(description="Of those, your own.")
+    ahead_capped: bool = False
+
+
 class JobView(BaseModel):
     id: str
     kind: str = Field(description="The job kind; `params` follow that kind's schema.")
@@ -296,6 +306,17 @@ class JobView(BaseModel):
         None, description="While a job waits for a retry: the error of its last failed attempt."
     )
     attempts: int
+    placement: str | None = Field(
+        None, description="Why its last attempt's worker got it (set when claimed)."
+    )
+    queue: QueueView | None = Field(
+        None, description="For a queued job read on its own: why it waits, and where it stands."
+    )
+    warning: str | None = Field(
+        None,
+        description="Set when no worker seen recently could run this job; it fails after "
+        "IMAGEFLEET_UNSERVABLE_AFTER_SECONDS unless one joins.",
+    )
 
 
 class AttemptView(BaseModel):
@@ -431,6 +452,12 @@ class ClaimRequest(Strict):
     wait_seconds: float = Field(
         0.0, ge=0.0, le=300.0, description="Long-poll bound (server caps it)."
     )
+    free_disk_bytes: int | None = Field(
+        None, ge=0, description="Room left in the worker's model cache (bytes)."
+    )
+    download_bytes_per_s: float | None = Field(
+        None, gt=0, description="The worker's measured model download speed."
+    )
 
 
 class ModelRef(BaseModel):
@@ -490,6 +517,10 @@ class Assignment(BaseModel):
     uploads: list[UploadTarget] = Field(
         default_factory=list,
         description="Direct upload URLs, one per output; empty means upload through the API.",
+    )
+    placement: str | None = Field(
+        None,
+        description='Why this job went to this worker, e.g. "oldest paid job; combo resident".',
     )
 
 

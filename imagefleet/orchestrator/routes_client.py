@@ -26,8 +26,9 @@ from imagefleet.store.models import list_models
 router = APIRouter(prefix="/v1", tags=["client"], route_class=DocumentedRoute)
 
 
-def render_jobs(request: Request, rows: list[JobRow]) -> list[JobView]:
-    """Job rows as the API shows them: with accepted outputs (download URLs) and combos."""
+def render_jobs(request: Request, rows: list[JobRow], *, explain: bool = False) -> list[JobView]:
+    """Job rows as the API shows them: with accepted outputs (download URLs) and combos, and
+    with `explain` (one job read on its own) why a queued job waits."""
     lifecycle: JobLifecycle = request.app.state.lifecycle
     store: ArtifactStore = request.app.state.artifacts
     outputs, combos = lifecycle.details(rows)
@@ -42,7 +43,16 @@ def render_jobs(request: Request, rows: list[JobRow]) -> list[JobView]:
                 return direct
         return str(request.url_for("download_output", job_id=artifact.job_id, index=artifact.idx))
 
-    return [job_view(row, outputs[row.id], url, combos[row.id]) for row in rows]
+    return [
+        job_view(
+            row,
+            outputs[row.id],
+            url,
+            combos[row.id],
+            lifecycle.queue_view(row) if explain else None,
+        )
+        for row in rows
+    ]
 
 
 @router.get("/jobs", response_model=JobPage, summary="List your jobs, newest first")
@@ -60,7 +70,7 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="Get one job")
 def get_job(request: Request, key: ClientKey, job_id: str, lifecycle: Lifecycle) -> JobView:
-    return render_jobs(request, [lifecycle.get(key, job_id)])[0]
+    return render_jobs(request, [lifecycle.get(key, job_id)], explain=True)[0]
 
 
 @router.get(

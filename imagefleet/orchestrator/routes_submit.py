@@ -5,6 +5,7 @@ once the kinds are known (`create_app` loads plug-ins first).
 No `from __future__ import annotations` here: the submit route's body annotation names a local
 (the union of kinds), which FastAPI can only see if annotations are evaluated at definition."""
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request, Response
@@ -69,7 +70,7 @@ def submit_router(job_type: Any) -> APIRouter:
             response.headers["Idempotent-Replayed"] = "true"
         else:
             signal.notify()
-        return (await run_in_threadpool(render_jobs, request, [row]))[0]
+        return (await run_in_threadpool(partial(render_jobs, request, [row], explain=True)))[0]
 
     @router.post(
         "/inputs",
