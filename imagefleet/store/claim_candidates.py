@@ -231,7 +231,7 @@ def queued_owners(conn: Connection, count: int) -> list[str]:
     walked from a random point of the id space: one statement of index seeks, whatever the number
     of owners or jobs."""
     params = {"queued": QUEUED, "start": secrets.token_hex(16), "count": count}
-    return list(conn.execute(_OWNERS_SQL, params).scalars())[: 2 * count]
+    return list(conn.execute(_OWNERS_SQL, params).scalars())[:count]
 
 
 def _checkpoint_ids(conn: Connection, shas: Sequence[str], count: int) -> list[int]:
