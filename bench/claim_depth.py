@@ -111,21 +111,22 @@ def fill(db: Database, owners: list[str], models: list[tuple[int, str]], count: 
                 for i, (m, sha) in enumerate(models)
             ],
         )
+    # Pseudo-random from the row number (a database's random() in a joined subquery may be
+    # evaluated again per comparison): 90% owner 0, else one of the others; u and t uniform.
+    spread = (
+        f"CASE WHEN (i * 7) % 10 < 9 THEN 0 ELSE 1 + (i / 10 * 13) % {OWNERS} END AS o, "
+        "((i * 2654435761) % 1000003) / 1000003.0 AS u, ((i * 40503) % 100003) / 100003.0 AS t"
+    )
     if db.is_sqlite:
-        rows = "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < :n) "
-        pick = (
-            "SELECT lower(hex(randomblob(16))) AS id, "
-            "CASE WHEN abs(random()) % 10 < 9 THEN 0 "
-            f"ELSE 1 + abs(random()) % {OWNERS} END AS o, "
-            "(abs(random()) % 1000000) / 1e6 AS u, (abs(random()) % 1000000) / 1e6 AS t "
-            "FROM seq"
+        rows = (
+            "WITH RECURSIVE seq(i) AS (SELECT :off UNION ALL SELECT i + 1 FROM seq WHERE i < :n) "
         )
+        pick = f"SELECT lower(hex(randomblob(16))) AS id, {spread} FROM seq"
     else:
         rows = ""
         pick = (
-            "SELECT md5(random()::text || i::text) AS id, "
-            f"CASE WHEN random() < 0.9 THEN 0 ELSE 1 + floor(random() * {OWNERS})::int END AS o, "
-            "random() AS u, random() AS t FROM generate_series(1, :n) AS i"
+            f"SELECT md5(random()::text || i::text) AS id, {spread} "
+            "FROM generate_series(CAST(:off AS bigint), CAST(:n AS bigint)) AS i"
         )
     insert = text(
         "INSERT INTO jobs (id, owner_key_id, tier, kind, status, priority, params, model_id, "
@@ -151,7 +152,8 @@ def fill(db: Database, owners: list[str], models: list[tuple[int, str]], count: 
         _windows.append(len(_windows))
         base = _ANCHOR - 3001 * (1 + _windows[-1]) - 3000  # a window of its own per chunk
         with db.write() as conn:
-            conn.execute(insert, {"n": chunk, "base": base})
+            first = 1 + 1_000_003 * len(_windows)
+            conn.execute(insert, {"off": first, "n": first + chunk - 1, "base": base})
             conn.execute(link, {"base": base})
         left -= chunk
 

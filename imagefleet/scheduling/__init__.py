@@ -9,4 +9,5 @@ orchestrator's claim path and the fleet simulator (`scheduling.simulator`) run t
 - `baselines`: FIFO, declared models (AI Horde style), 32-item look-ahead (InvokeAI style).
 - `decisions`: the interface they share (`SchedulingPolicy`, `Selection`, `Decision`).
 - `policies`: the policies by name (`IMAGEFLEET_POLICY` picks the orchestrator's).
+- `waiting`: why a queued job waits, and whether any worker seen could ever run it.
 """

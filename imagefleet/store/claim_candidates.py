@@ -191,9 +191,12 @@ def gather(
     ids = sorted(set(conn.execute(union_all(*[select(part.c.id) for part in parts])).scalars()))
     if not ids:
         return []
+    # `status || ''`: SQLite without statistics would otherwise read this through an index on
+    # status (every queued job) instead of the primary key.
+    recheck = [jobs.c.status.concat("") == QUEUED, *limits[1:]]
     rows = conn.execute(
         select(*_COLUMNS)
-        .where(jobs.c.id.in_(ids), *limits)
+        .where(jobs.c.id.in_(ids), *recheck)
         .with_for_update(skip_locked=True, of=jobs)
     ).all()
     return _queued_jobs(conn, rows, now)
