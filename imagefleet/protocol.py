@@ -453,10 +453,10 @@ class ClaimRequest(Strict):
         0.0, ge=0.0, le=300.0, description="Long-poll bound (server caps it)."
     )
     free_disk_bytes: int | None = Field(
-        None, ge=0, description="Room left in the worker's model cache (bytes)."
+        None, ge=0, le=1 << 62, description="Room left in the worker's model cache (bytes)."
     )
     download_bytes_per_s: float | None = Field(
-        None, gt=0, description="The worker's measured model download speed."
+        None, gt=0, le=1e15, description="The worker's measured model download speed."
     )
 
 
