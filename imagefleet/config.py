@@ -177,6 +177,27 @@ class Settings(BaseSettings):
         description="The checkpoint the OpenAI and A1111 endpoints use when a request names "
         "none (or names an OpenAI model such as dall-e-3).",
     )
+    # --- scheduling (issue 11) ---
+    policy: Literal["model-aware", "fifo", "declared-models", "lookahead-32"] = Field(
+        "model-aware",
+        description="How a claim ranks queued jobs: model-aware (tiers, aging, fairness between "
+        "clients, what the worker holds) or a baseline (see docs/simulator.md).",
+    )
+    aging_bound_seconds: float = Field(
+        3600.0, gt=0, description="Model-aware policy: no job should wait longer than this."
+    )
+    unservable_after_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="A queued job no worker seen recently can run fails after this long, with "
+        "the reason (0 never fails it).",
+    )
+    worker_seen_seconds: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="Workers seen within this window count when a submit checks that some "
+        "worker could ever run the job.",
+    )
 
     @model_validator(mode="after")
     def _fill_derived_paths(self) -> Settings:

@@ -289,6 +289,16 @@ class JobCostView(BaseModel):
     unpriced_seconds: float = Field(0.0, description="Lease time on workers with no price.")
 
 
+class QueueView(BaseModel):
+    """Why a queued job waits and roughly where it stands (counts are capped: `ahead_capped`
+    means "at least that many")."""
+
+    reason: str
+    ahead: int = Field(description="Queued jobs that rank ahead of it (priority, then age).")
+    ahead_own: int = Field(description="Of those, your own.")
+    ahead_capped: bool = False
+
+
 class JobView(BaseModel):
     id: str
     kind: str = Field(description="The job kind; `params` follow that kind's schema.")
@@ -306,6 +316,17 @@ class JobView(BaseModel):
     )
     attempts: int
     cost: JobCostView | None = Field(None, description="Set once an attempt has claimed it.")
+    placement: str | None = Field(
+        None, description="Why its last attempt's worker got it (set when claimed)."
+    )
+    queue: QueueView | None = Field(
+        None, description="For a queued job read on its own: why it waits, and where it stands."
+    )
+    warning: str | None = Field(
+        None,
+        description="Set when no worker seen recently could run this job; it fails after "
+        "IMAGEFLEET_UNSERVABLE_AFTER_SECONDS unless one joins.",
+    )
 
 
 class AttemptView(BaseModel):
@@ -450,6 +471,12 @@ class ClaimRequest(Strict):
         pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
         description="The autoscaling pool this worker belongs to (its price and its scaling).",
     )
+    free_disk_bytes: int | None = Field(
+        None, ge=0, le=1 << 62, description="Room left in the worker's model cache (bytes)."
+    )
+    download_bytes_per_s: float | None = Field(
+        None, gt=0, le=1e15, description="The worker's measured model download speed."
+    )
 
 
 class ModelRef(BaseModel):
@@ -524,6 +551,10 @@ class Assignment(BaseModel):
         default_factory=list,
         description="Training kinds: the job's checkpoints, newest first; resume from the "
         "first that reads back.",
+    )
+    placement: str | None = Field(
+        None,
+        description='Why this job went to this worker, e.g. "oldest paid job; combo resident".',
     )
 
 

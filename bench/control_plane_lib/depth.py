@@ -18,8 +18,9 @@ from bench.control_plane_lib.stack import (
     Bench,
     BenchDatabase,
 )
-from imagefleet.orchestrator.worker_transitions import CANDIDATE_WINDOW
-from imagefleet.store import jobs as job_sql
+from imagefleet.config import Settings
+from imagefleet.orchestrator.claim_policy import policy_for
+from imagefleet.store import claim_candidates as claim_sql
 from imagefleet.store.database import Database
 from tests.load import PARAMS, LoadLog, simulated_worker
 
@@ -106,16 +107,17 @@ def candidate_plan(bench_db: BenchDatabase) -> tuple[str, bool, float]:
     captured: list[tuple[str, Any]] = []
 
     def grab(conn: Any, cursor: Any, statement: str, parameters: Any, *rest: Any) -> None:
-        if "JOIN models" in statement and "jobs.status" in statement:
+        if "ORDER BY jobs.priority DESC" in statement and not captured:  # the head probe
             captured.append((statement, parameters))
 
     event.listen(db.engine, "before_cursor_execute", grab)
     try:
         with db.read() as conn:
-            job_sql.queued_candidates(
+            claim_sql.gather(
                 conn,
-                job_sql.WorkerLimits("bench-node", ["txt2img"], 1 << 30, 0),
-                CANDIDATE_WINDOW,
+                claim_sql.WorkerLimits("bench-node", ["txt2img"], 1 << 30, 0),
+                policy_for(Settings()).selection,
+                claim_sql.Probes(),
                 time.time(),
             )
         if not captured:

@@ -238,6 +238,7 @@ async def _reap_forever(app: FastAPI) -> None:
         try:
             if await run_in_threadpool(lifecycle.reap_expired):
                 app.state.work_signal.announce()
+            await run_in_threadpool(lifecycle.fail_unservable)
         except (OperationalError, DatabaseUnavailable) as exc:
             log.warning("lease reaper: database unavailable (%s); retrying", type(exc).__name__)
         except Exception:

@@ -16,7 +16,7 @@ from imagefleet.kinds import KindSpec, Limits, Requirements, combo_key, get_kind
 from imagefleet.kinds.base import InputInfo
 from imagefleet.models.resolve import resolve_models
 from imagefleet.orchestrator import events, webhooks
-from imagefleet.orchestrator.transitions import TransitionBase
+from imagefleet.orchestrator.queue_transitions import QueueTransitions
 from imagefleet.protocol import AttemptOutcome, JobStatus, ModelRole
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
@@ -55,7 +55,7 @@ class Cursor:
             raise InvalidField(("query", "cursor"), "not a cursor returned by this API") from exc
 
 
-class ClientTransitions(TransitionBase):
+class ClientTransitions(QueueTransitions):
     def submit(
         self, owner: ApiKey, job: Any, idempotency_key: str | None = None
     ) -> tuple[job_sql.JobRow, bool]:
@@ -133,6 +133,7 @@ class ClientTransitions(TransitionBase):
                 )
             row = job_sql.get_job(conn, job_id)
             assert row is not None
+            row = self.warn_if_unservable(conn, row)
             events.queued(conn, row, now)
         return row, False, combo
 

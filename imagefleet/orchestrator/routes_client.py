@@ -32,9 +32,12 @@ def render_jobs(
     request: Request,
     rows: list[JobRow],
     details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]] | None = None,
+    *,
+    explain: bool = False,
 ) -> list[JobView]:
     """Job rows as the API shows them: with accepted outputs (download URLs) and combos,
-    read unless the caller already has them (`details`, as `JobLifecycle.details` returns)."""
+    read unless the caller already has them (`details`, as `JobLifecycle.details` returns),
+    and with `explain` (one job read on its own) why a queued job waits."""
     lifecycle: JobLifecycle = request.app.state.lifecycle
     store: ArtifactStore = request.app.state.artifacts
     outputs, combos = details if details is not None else lifecycle.details(rows)
@@ -53,9 +56,13 @@ def render_jobs(
         lifecycle.db, [row.id for row in rows], request.app.state.pools.prices(), lifecycle.clock()
     )
     return [
-        job_view(row, outputs[row.id], url, combos[row.id]).model_copy(
-            update={"cost": costs.get(row.id)}
-        )
+        job_view(
+            row,
+            outputs[row.id],
+            url,
+            combos[row.id],
+            lifecycle.queue_view(row) if explain else None,
+        ).model_copy(update={"cost": costs.get(row.id)})
         for row in rows
     ]
 
@@ -75,7 +82,7 @@ def list_jobs(
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="Get one job")
 def get_job(request: Request, key: ClientKey, job_id: str, lifecycle: Lifecycle) -> JobView:
-    return render_jobs(request, [lifecycle.get(key, job_id)])[0]
+    return render_jobs(request, [lifecycle.get(key, job_id)], explain=True)[0]
 
 
 @router.get(

@@ -5,6 +5,7 @@ once the kinds are known (`create_app` loads plug-ins first).
 No `from __future__ import annotations` here: the submit route's body annotation names a local
 (the union of kinds), which FastAPI can only see if annotations are evaluated at definition."""
 
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request, Response
@@ -17,7 +18,9 @@ from imagefleet.orchestrator.openapi_errors import DocumentedRoute, ErrorBody, e
 from imagefleet.orchestrator.routes_client import render_jobs
 from imagefleet.orchestrator.views import input_view
 from imagefleet.protocol import InputView, JobView
+from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.database import WorkHint
+from imagefleet.store.job_models import JobModel
 
 ACCEPTED_IMAGE_TYPES = tuple(EXTENSIONS)
 # A train_lora dataset: a zip of images and captions (see imagefleet/training/dataset.py).
@@ -74,8 +77,11 @@ def submit_router(job_type: Any) -> APIRouter:
             response.headers["Idempotent-Replayed"] = "true"
             return (await run_in_threadpool(render_jobs, request, [row]))[0]
         signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
-        # A new job has no outputs yet and its combo is the one just resolved: no read.
-        return render_jobs(request, [row], ({row.id: []}, {row.id: combo}))[0]
+        # A new job has no outputs yet and its combo is the one just resolved: not read again.
+        details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]]
+        details = ({row.id: []}, {row.id: combo})
+        render = partial(render_jobs, request, [row], details, explain=True)
+        return (await run_in_threadpool(render))[0]
 
     @router.post(
         "/inputs",

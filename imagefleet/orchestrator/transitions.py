@@ -19,7 +19,6 @@ from imagefleet.config import Settings
 from imagefleet.errors import NotFound, StaleAttempt
 from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.node_health import NodeHealth
-from imagefleet.scheduling.policy import Policy, rank_affinity
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store.database import Database
@@ -36,13 +35,11 @@ class TransitionBase:
         db: Database,
         settings: Settings,
         clock: Callable[[], float] = time.time,
-        policy: Policy = rank_affinity,
         artifacts: ArtifactStore | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
         self.clock = clock
-        self.policy = policy
         self.artifacts = artifacts if artifacts is not None else artifact_store_for(settings)
         self.health = NodeHealth(db, settings)
 

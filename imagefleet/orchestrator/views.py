@@ -17,6 +17,7 @@ from imagefleet.protocol import (
     NodeView,
     OutputView,
     Progress,
+    QueueView,
     Timings,
 )
 from imagefleet.store.artifacts import ArtifactRow
@@ -72,7 +73,11 @@ def input_view(row: InputRow) -> InputView:
 
 
 def job_view(
-    row: JobRow, outputs: list[ArtifactRow], output_url: OutputUrl, combo: list[JobModel]
+    row: JobRow,
+    outputs: list[ArtifactRow],
+    output_url: OutputUrl,
+    combo: list[JobModel],
+    queue: QueueView | None = None,
 ) -> JobView:
     total = row.progress_total
     fraction = (
@@ -132,6 +137,9 @@ def job_view(
         error=error,
         last_error=last_error,
         attempts=row.attempts,
+        placement=row.placement,
+        queue=queue,
+        warning=row.warning if row.status is JobStatus.queued else None,
     )
 
 

@@ -9,7 +9,6 @@ webhook, no node-health count. The lock order is always job, then attempt, then 
 from __future__ import annotations
 
 import secrets
-from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Connection
@@ -21,6 +20,7 @@ from imagefleet.errors import (
 from imagefleet.kinds import kind_names
 from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.checkpoint_transitions import CheckpointTransitions, StagedModel
+from imagefleet.orchestrator.claim_policy import ClaimPolicy
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
 from imagefleet.orchestrator.transitions import stale_reason, to_datetime
 from imagefleet.orchestrator.worker_files import StoredFile, output_key
@@ -38,21 +38,20 @@ from imagefleet.protocol import (
     JobStatus,
     UploadTarget,
 )
-from imagefleet.scheduling.policy import Candidate, WorkerView
+from imagefleet.scheduling.inputs import Candidate
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import checkpoints as checkpoint_sql
+from imagefleet.store import claim_candidates as claim_sql
 from imagefleet.store import events as event_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
+from imagefleet.store import worker_state as state_sql
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import retry_conflicts
 from imagefleet.store.keys import ApiKey
 
-# How much of the queue head the policy ranks per claim: enough to find a warm job, small enough
-# that a claim stays cheap (and, on PostgreSQL, locks few rows).
-CANDIDATE_WINDOW = 16
 # A worker's row is rewritten at most this often (every claim would be a write per long poll).
 WORKER_TOUCH_SECONDS = 10.0
 LEASE_EXPIRED_MESSAGE = "the worker stopped sending heartbeats and its lease expired"
@@ -65,27 +64,22 @@ class WorkerDraining(RuntimeError):
 class WorkerTransitions(CheckpointTransitions):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._touched: dict[str, tuple[float, str]] = {}
+        self._touched: dict[str, tuple[float, str, str]] = {}
+        self.claim_policy = ClaimPolicy(self.settings)
 
     # --- claim ---------------------------------------------------------------------------------
 
     @retry_conflicts
     def claim(self, worker_key: ApiKey, request: ClaimRequest) -> Assignment | None:
-        """Hands the best-ranked queued job to this worker, or None when nothing fits. The
-        candidates are locked with SKIP LOCKED and taken with a conditional update, so two
-        claimers never get the same job."""
+        """Hands the best-ranked queued job to this worker, or None when nothing fits (or what
+        fits is better left for a busy worker that holds its models). A bounded candidate set is
+        gathered by index probes with every hard limit in the SQL (locked with SKIP LOCKED),
+        ranked by the policy, and the best taken with a conditional update; a job another
+        claimer took first falls through to the next, so two claimers never get the same job."""
         now = self.clock()
         capabilities = request.capabilities
         known_kinds = set(kind_names())
-        worker = WorkerView(
-            node_id=request.node_id,
-            kinds=frozenset(capabilities.kinds),
-            max_pixels=capabilities.max_pixels,
-            resident_models=frozenset(request.resident_models),
-            cached_models=frozenset(request.cached_models),
-            vram_mb=capabilities.vram_mb,
-        )
-        limits = job_sql.WorkerLimits(
+        limits = claim_sql.WorkerLimits(
             request.node_id,
             [kind for kind in capabilities.kinds if kind in known_kinds],
             capabilities.max_pixels,
@@ -93,21 +87,40 @@ class WorkerTransitions(CheckpointTransitions):
         )
         if not limits.kinds:
             return None
+        planner = self.claim_policy
         with self.db.write() as conn:
             self._touch_worker(conn, request, now)
             self.health.check_claim(conn, request.node_id)
             draining = worker_sql.drain_reason(conn, request.node_id)
             if draining is not None:
                 raise WorkerDraining(draining)
-            queued = job_sql.queued_candidates(conn, limits, CANDIDATE_WINDOW, now)
-            if any(job.allow_same_node and worker.node_id in job.failed_nodes for job in queued):
-                worker = replace(worker, live_nodes=self._live_nodes(conn, now))
-            ranked = self.policy(worker, [_candidate(job, now) for job in queued])
-            for candidate in ranked:
+            queued = claim_sql.gather(
+                conn,
+                limits,
+                planner.policy.selection,
+                planner.probes(request),
+                now,
+                planner.priorities,
+                planner.owners(conn, now),
+            )
+            if not queued:
+                return None
+            live: frozenset[str] = frozenset()
+            if any(job.allow_same_node and request.node_id in job.failed_nodes for job in queued):
+                live = self._live_nodes(conn, now)
+            worker = planner.worker_view(request, live)
+            for decision in planner.rank(conn, worker, queued, now):
+                job = decision.candidate
                 attempt_id = secrets.token_hex(16)
                 expires = now + self.settings.lease_seconds
+                placement = decision.reason
                 row = job_sql.claim_job(
-                    conn, candidate.job_id, attempt_id=attempt_id, lease_expires_at=expires, now=now
+                    conn,
+                    job.job_id,
+                    attempt_id=attempt_id,
+                    lease_expires_at=expires,
+                    now=now,
+                    placement=placement,
                 )
                 if row is None:
                     continue
@@ -122,12 +135,14 @@ class WorkerTransitions(CheckpointTransitions):
                     now=now,
                     pool=request.pool,
                     gpu=capabilities.gpu_name,
-                    model_cache=_model_cache(candidate.model_sha256, request),
+                    model_cache=_model_cache(_checkpoint_sha256(job), request),
                 )
                 events.running(conn, row, now)
                 webhooks.emit(conn, row, "running", now)
                 combo = job_model_sql.combos(conn, [row.id])[row.id]
                 inputs = input_sql.job_input_rows(conn, row.id)
+                chosen = next(q for q in queued if q.id == row.id)
+                planner.served(row.owner_key_id, request, chosen, now)
                 assignment = self._assignment(row, attempt_id, expires, combo, inputs)
                 assignment.checkpoints = self._resume_points(conn, row, attempt_id)
                 return assignment
@@ -188,6 +203,7 @@ class WorkerTransitions(CheckpointTransitions):
                 for name, item in sorted(inputs.items())
             ],
             uploads=targets,
+            placement=row.placement,
         )
 
     # --- running -------------------------------------------------------------------------------
@@ -446,13 +462,22 @@ class WorkerTransitions(CheckpointTransitions):
         """Records the worker's sighting, at most every WORKER_TOUCH_SECONDS per process unless
         its capabilities changed."""
         capabilities = request.capabilities.model_dump_json()
+        reported = request.model_dump_json(
+            include={"capabilities", "resident_combos", "resident_models", "cached_models"}
+        )
         last = self._touched.get(request.worker_id)
-        if last and last[1] == capabilities and now - last[0] < WORKER_TOUCH_SECONDS:
+        if last and last[1] == reported and now - last[0] < WORKER_TOUCH_SECONDS:
             return
-        worker_sql.touch_worker(conn, request, now)
+        if last is None or last[2] != capabilities or now - last[0] >= WORKER_TOUCH_SECONDS:
+            worker_sql.touch_worker(conn, request, now)
+        state_sql.record(conn, request, now)
         if len(self._touched) > 10_000:  # workers come and go; forget the old ones
             self._touched.clear()
-        self._touched[request.worker_id] = (now, capabilities)
+        self._touched[request.worker_id] = (now, reported, capabilities)
+
+
+def _checkpoint_sha256(job: Candidate) -> str:
+    return next((sha256 for sha256, _, role in job.models if role == "checkpoint"), "")
 
 
 def _model_cache(sha256: str, request: ClaimRequest) -> str | None:
@@ -462,17 +487,3 @@ def _model_cache(sha256: str, request: ClaimRequest) -> str | None:
     if sha256 in request.resident_models:
         return "gpu"
     return "disk" if sha256 in request.cached_models else "miss"
-
-
-def _candidate(job: job_sql.QueuedJob, now: float) -> Candidate:
-    return Candidate(
-        job_id=job.id,
-        kind=job.kind,
-        priority=job.priority,
-        pixels=job.pixels,
-        waited_seconds=max(0.0, now - job.created_at),
-        model_sha256=job.model_sha256 or "",
-        failed_nodes=job.failed_nodes,
-        min_vram_mb=job.min_vram_mb,
-        allow_same_node=job.allow_same_node,
-    )

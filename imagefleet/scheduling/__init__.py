@@ -8,5 +8,6 @@ orchestrator's claim path and the fleet simulator (`scheduling.simulator`) run t
 - `ranking`: the model-aware policy (`rank`, `best`, `choose_waiter`, `ModelAwarePolicy`).
 - `baselines`: FIFO, declared models (AI Horde style), 32-item look-ahead (InvokeAI style).
 - `decisions`: the interface they share (`SchedulingPolicy`, `Selection`, `Decision`).
-- `policy`: the single-model ranking the orchestrator's claim still uses until it switches over.
+- `policies`: the policies by name (`IMAGEFLEET_POLICY` picks the orchestrator's).
+- `waiting`: why a queued job waits, and whether any worker seen could ever run it.
 """

@@ -33,6 +33,9 @@ class PolicyConfig:
       as batches and tipped a busy fleet into overload (docs/benchmarks.md).
     - `reference_seconds_per_unit`: generation time per cost unit for a worker that has not
       measured its own yet.
+    - `small_gpu_s`: a job that ran out of memory on a GPU ranks this many seconds later on
+      GPUs no larger (a bigger one should take it first; with nothing else to do, one that
+      size still may).
     - `max_defer_s`, `defer_margin_s`: leave a job for a busy worker that holds its combo when
       that worker is expected to start it within `max_defer_s` and sooner, by at least the
       margin, than this worker could set it up.
@@ -52,6 +55,7 @@ class PolicyConfig:
     reference_seconds_per_unit: float = 5.0
     max_defer_s: float = 30.0
     defer_margin_s: float = 2.0
+    small_gpu_s: float = 1800.0
 
     def __post_init__(self) -> None:
         for spec in fields(self):

@@ -42,6 +42,8 @@ class Candidate:
     failed_nodes: frozenset[str] = frozenset()
     min_vram_mb: int = 0
     allow_same_node: bool = False
+    # After running out of memory on a GPU this size: a larger one should take it first.
+    prefer_vram_above_mb: int = 0
 
 
 @dataclass(frozen=True, slots=True)

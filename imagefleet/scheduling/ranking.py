@@ -173,6 +173,8 @@ def _evaluate_all(
         download, load, affinity = setup_parts(worker, job, config)
         setup = download + load
         price = setup_weight * load + download_weight * download
+        if job.prefer_vram_above_mb and worker.vram_mb <= job.prefer_vram_above_mb:
+            price += config.small_gpu_s
         since = job.queued_since
         waited = now - since
         runnable.append(job)

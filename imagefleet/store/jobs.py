@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, or_, select, update
 
 from imagefleet.protocol import FailureCode, JobStatus
-from imagefleet.store.attempts import COUNTED_OUTCOMES, failed_nodes
 from imagefleet.store.database import WorkHint, notify_work
 from imagefleet.store.ids import plausible_id
 from imagefleet.store.tables import (
@@ -29,7 +28,6 @@ from imagefleet.store.tables import (
     job_inputs,
     job_models,
     jobs,
-    models,
 )
 
 RUNNING = JobStatus.running.value
@@ -70,35 +68,9 @@ class JobRow:
     combo_key: str | None = None
     cost_units: float | None = None
     required_vram_mb: int | None = None
-
-
-@dataclass(frozen=True)
-class WorkerLimits:
-    """What the claiming worker can run: filtered in SQL, before any ranking, so that jobs it
-    cannot run never hide jobs it can."""
-
-    node_id: str
-    kinds: list[str]
-    max_pixels: int
-    vram_mb: int  # 0: not reported (a CPU worker); VRAM requirements are then not applied
-
-
-@dataclass(frozen=True)
-class QueuedJob:
-    """What the scheduling policy needs to know of a queued job."""
-
-    id: str
-    kind: str
-    priority: int
-    pixels: int
-    created_at: float
-    model_sha256: str | None
-    failed_nodes: frozenset[str]
-    min_vram_mb: int | None = None
-    allow_same_node: bool = False
-    combo_key: str | None = None
-    owner_key_id: str = ""
-    cost_units: float | None = None
+    placement: str | None = None
+    warning: str | None = None
+    warned_at: float | None = None
 
 
 def insert_job(conn: Connection, **values: Any) -> None:
@@ -167,94 +139,18 @@ def list_jobs(
     return [_to_job(row) for row in conn.execute(query).mappings()]
 
 
-def queued_candidates(
-    conn: Connection, worker: WorkerLimits, limit: int, now: float
-) -> list[QueuedJob]:
-    """The head of the queue this worker can run (highest priority, then oldest), with each
-    job's failure history.
-
-    Hard limits are part of the query, ahead of the LIMIT: the job's kind, its pixels, its VRAM
-    requirement, and that it never failed on this node unless it may now retry there, so a
-    worker limited to 512x512 behind a thousand 1024x1024 jobs still finds the 512x512 one.
-    Jobs backing off after a failure (`run_after` in the future) wait their turn. On
-    PostgreSQL the rows are locked with SKIP LOCKED, so concurrent claimers look at disjoint
-    heads instead of all fighting over the oldest job; SQLite serializes writers anyway."""
-    failed_here = (
-        select(attempts.c.id)
-        .where(
-            attempts.c.job_id == jobs.c.id,
-            attempts.c.node_id == worker.node_id,
-            attempts.c.outcome.in_(COUNTED_OUTCOMES),
-        )
-        .exists()
-    )
-    conditions = [
-        jobs.c.status == QUEUED,
-        jobs.c.kind.in_(worker.kinds),
-        jobs.c.pixels <= worker.max_pixels,
-        or_(jobs.c.run_after.is_(None), jobs.c.run_after <= now),
-        # Most jobs were never tried, so the subquery rarely runs.
-        or_(
-            jobs.c.attempts == 0,
-            and_(
-                jobs.c.allow_same_node.is_(True),
-                or_(jobs.c.same_node_after.is_(None), jobs.c.same_node_after <= now),
-            ),
-            ~failed_here,
-        ),
-    ]
-    if worker.vram_mb:
-        conditions.append(
-            or_(jobs.c.required_vram_mb.is_(None), jobs.c.required_vram_mb <= worker.vram_mb)
-        )
-    rows = conn.execute(
-        select(
-            jobs.c.id,
-            jobs.c.kind,
-            jobs.c.owner_key_id,
-            jobs.c.priority,
-            jobs.c.pixels,
-            jobs.c.created_at,
-            jobs.c.min_vram_mb,
-            jobs.c.allow_same_node,
-            jobs.c.same_node_after,
-            jobs.c.attempts,
-            jobs.c.combo_key,
-            jobs.c.cost_units,
-            models.c.sha256,
-        )
-        .outerjoin(models, models.c.id == jobs.c.model_id)
-        .where(*conditions)
-        .order_by(jobs.c.priority.desc(), jobs.c.created_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True, of=jobs)
-    ).all()
-    failed = failed_nodes(conn, [row.id for row in rows if row.attempts])
-    return [
-        QueuedJob(
-            r.id,
-            r.kind,
-            r.priority,
-            r.pixels,
-            r.created_at,
-            r.sha256,
-            failed.get(r.id, frozenset()),
-            r.min_vram_mb,
-            bool(r.allow_same_node) and (r.same_node_after or 0.0) <= now,
-            r.combo_key,
-            r.owner_key_id,
-            r.cost_units,
-        )
-        for r in rows
-    ]
-
-
 def claim_job(
-    conn: Connection, job_id: str, *, attempt_id: str, lease_expires_at: float, now: float
+    conn: Connection,
+    job_id: str,
+    *,
+    attempt_id: str,
+    lease_expires_at: float,
+    now: float,
+    placement: str | None = None,
 ) -> JobRow | None:
-    """queued -> running for one attempt. Returns the claimed job (its `attempts` is the new
-    attempt's number), or None when another claimer took the job first (the conditional update
-    matched no row). The caller inserts the attempt row."""
+    """queued -> running for one attempt, recording why it went to this worker. Returns the
+    claimed job (its `attempts` is the new attempt's number), or None when another claimer took
+    the job first (the conditional update matched no row). The caller inserts the attempt row."""
     result = conn.execute(
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.status == QUEUED)
@@ -266,6 +162,7 @@ def claim_job(
             started_at=now,
             progress_step=0,
             progress_total=0,
+            placement=placement,
         )
         .returning(*jobs.c)
     )

@@ -382,3 +382,45 @@ job_events = Table(
 )
 Index("ix_job_events_job", job_events.c.job_id, job_events.c.id)
 Index("ix_job_events_owner", job_events.c.owner_key_id, job_events.c.id)
+# --- model-aware claims (issue 11) -------------------------------------------------------------
+# Why each claimed job went to its worker ("oldest paid job; combo resident"), for the job view.
+# A plain ADD COLUMN: SQLite keeps ix_jobs_queue as it is.
+jobs.append_column(Column("placement", Text))
+# Set at submit when no worker seen recently could run the job (the reason); the reaper fails it
+# `IMAGEFLEET_UNSERVABLE_AFTER_SECONDS` after `warned_at` unless a capable worker turned up.
+jobs.append_column(Column("warning", Text))
+jobs.append_column(Column("warned_at", Float))
+Index("ix_jobs_warned", jobs.c.status, jobs.c.warned_at)
+# The claim's bounded probes: the oldest queued jobs of one owner, of one combo, of one checkpoint
+# (jobs.model_id is the job's checkpoint), each one index range scan whatever the queue's depth.
+Index(
+    "ix_jobs_queued_owner",
+    jobs.c.status,
+    jobs.c.owner_key_id,
+    jobs.c.priority.desc(),
+    jobs.c.created_at,
+)
+Index("ix_jobs_queued_combo", jobs.c.status, jobs.c.combo_key, jobs.c.created_at)
+Index("ix_jobs_queued_checkpoint", jobs.c.status, jobs.c.model_id, jobs.c.created_at)
+Index("ix_models_sha256", models.c.sha256)
+
+# What each worker reported with its last claim: GPU, what it holds on the GPU and on disk, free
+# disk, measured download speed. The claim ranks with the request itself; this row serves the
+# queue's explanations ("waiting for a worker that holds model X") and the warm-worker wait.
+worker_state = Table(
+    "worker_state",
+    metadata,
+    Column("worker_id", String(200), primary_key=True),
+    Column("node_id", String(200), nullable=False),
+    Column("gpu_name", String(200), nullable=False),
+    Column("vram_mb", Integer, nullable=False),
+    Column("max_pixels", BigInteger, nullable=False),
+    Column("kinds", Text, nullable=False),
+    Column("resident_combos", Text, nullable=False),
+    Column("resident_models", Text, nullable=False),
+    Column("cached_models", Text, nullable=False),
+    Column("free_disk_bytes", BigInteger),
+    Column("download_bytes_per_s", Float),
+    Column("updated_at", Float, nullable=False),
+)
+Index("ix_worker_state_updated", worker_state.c.updated_at)

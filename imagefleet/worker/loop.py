@@ -209,6 +209,8 @@ class Worker:
             cached_models=self.cache.cached(),
             wait_seconds=self.config.claim_wait_seconds,
             pool=self.config.pool,
+            free_disk_bytes=self.cache.free_bytes(),
+            download_bytes_per_s=self.cache.download_bytes_per_s,
         )
 
     def process(self, assignment: Assignment) -> None:

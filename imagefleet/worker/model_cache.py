@@ -113,6 +113,7 @@ class ModelCache:
         self._index = self.root / ".index"
         self._locks = self.root / ".locks"
         self._partial = self.root / ".partial"
+        self.download_bytes_per_s: float | None = None  # measured by the last download
         self._rebuild_index()
 
     def cached(self) -> list[str]:
@@ -194,6 +195,9 @@ class ModelCache:
             finally:
                 (self._index / f"{sha256}.pending").unlink(missing_ok=True)
             seconds = time.perf_counter() - started
+        if seconds > 0 and size_bytes > 0:
+            # Reported with each claim: the scheduler prices a download on this worker with it.
+            self.download_bytes_per_s = size_bytes / seconds
         log.info("cached model %s from %s in %.1fs", sha256[:12], redact(source), seconds)
         return CachedModel(_model_path(entry), sha256, seconds, downloaded=True)
 

@@ -327,3 +327,31 @@ def test_admins_see_quarantined_nodes_and_can_release_them(
         assert api.post("/v1/admin/nodes/n/release", headers=admin).status_code == 404
         later = api.get("/v1/admin/events", params={"after": events[0]["id"]}, headers=admin).json()
         assert [e["kind"] for e in later] == ["released"]
+
+
+# --- the explainable queue (issue 11) ----------------------------------------------------------
+
+
+def test_a_queued_job_says_why_it_waits_and_a_claimed_one_why_it_went_where_it_did(
+    api: TestClient, keys: Keys
+) -> None:
+    first = submit(api, keys.alice_token).json()
+    assert first["queue"]["reason"].startswith("no worker that runs txt2img")
+    assert first["warning"] is None  # no worker seen yet: nothing to judge
+    second = submit(api, keys.alice_token).json()["id"]
+    assignment = claim(api, keys)
+    assert assignment["job_id"] == first["id"] and assignment["placement"]
+    shown = api.get(f"/v1/jobs/{first['id']}", headers=auth(keys.alice_token)).json()
+    assert shown["placement"] == assignment["placement"] and shown["queue"] is None
+    waiting = api.get(f"/v1/jobs/{second}", headers=auth(keys.alice_token)).json()
+    assert waiting["queue"]["ahead"] == 0 and waiting["queue"]["reason"]
+
+
+def test_a_job_no_seen_worker_could_run_carries_a_warning(api: TestClient, keys: Keys) -> None:
+    small = {"worker_id": "s", "node_id": "s", "capabilities": {"max_pixels": 4096}}
+    assert api.post("/v1/worker/claim", json=small, headers=auth(keys.worker_token)).is_success
+    flagged = submit(api, keys.alice_token, width=128, height=128).json()
+    assert (
+        flagged["warning"] == "no worker seen in the last 24 h takes 16384 pixels (largest: 4096)"
+    )
+    assert flagged["queue"]["reason"] == flagged["warning"]

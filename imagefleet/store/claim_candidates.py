@@ -1,0 +1,291 @@
+"""The claim's candidate preselection: a bounded set of queued jobs gathered by index probes, every
+hard limit applied in the SQL, so a claim costs the same with 1,000 or 1,000,000 jobs queued.
+
+Probes (sizes from the policy's `scheduling.decisions.Selection`):
+
+- **queue head per priority level** (`ix_jobs_queue`): the oldest jobs of the highest priority,
+  then of each lower level in turn (a skip scan: each level starts below the lowest priority the
+  previous probe returned), so free jobs near the aging bound are seen while paid ones queue;
+- **owners** (`ix_jobs_queued_owner`): the oldest job of each of a few owners with queued work,
+  walked from a random point of the owner-id space (wrapping), so a client with one job is
+  seen beside a 10,000-job batch that fills the queue head;
+- **resident combos** (`ix_jobs_queued_combo`): the oldest jobs of each combo on the worker's GPU;
+- **checkpoints** (`ix_jobs_queued_checkpoint`; `jobs.model_id` is the job's checkpoint and
+  `ix_models_sha256` maps the worker's sha256s to model ids): the oldest jobs needing each of a
+  few checkpoints on the worker's GPU, then on its disk.
+
+The union is deduplicated. On PostgreSQL each probe locks its rows with SKIP LOCKED, so concurrent
+claimers see disjoint sets and never wait on each other here; SQLite serializes writers anyway.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    and_,
+    or_,
+    select,
+    text,
+    union_all,
+)
+
+from imagefleet.protocol import JobStatus
+from imagefleet.scheduling.decisions import Selection
+from imagefleet.store.attempts import COUNTED_OUTCOMES, failed_nodes
+from imagefleet.store.tables import attempts, job_models, jobs, models
+
+QUEUED = JobStatus.queued.value
+# Priority levels probed (the configured tiers' priorities; few: free and paid by default).
+MAX_PRIORITY_LEVELS = 4
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    """What the claiming worker can run: filtered in SQL, before any ranking, so that jobs it
+    cannot run never hide jobs it can."""
+
+    node_id: str
+    kinds: list[str]
+    max_pixels: int
+    vram_mb: int  # 0: not reported (a CPU worker); VRAM requirements are then not applied
+
+
+@dataclass(frozen=True)
+class Probes:
+    """What to look for besides the queue head: the worker's resident combos and checkpoints
+    (most recent first) and its cached checkpoints."""
+
+    resident_combos: Sequence[str] = ()
+    resident_models: Sequence[str] = ()
+    cached_models: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """What the scheduling policy needs to know of a queued job."""
+
+    id: str
+    owner_key_id: str
+    tier: str
+    kind: str
+    priority: int
+    pixels: int
+    created_at: float
+    failed_nodes: frozenset[str]
+    min_vram_mb: int | None  # preference after running out of memory (not a hard limit)
+    required_vram_mb: int | None
+    allow_same_node: bool
+    combo_key: str | None
+    cost_units: float | None
+    models: tuple[tuple[str, int, str], ...]  # (sha256, size, role)
+
+
+_COLUMNS = (
+    jobs.c.id,
+    jobs.c.owner_key_id,
+    jobs.c.tier,
+    jobs.c.kind,
+    jobs.c.priority,
+    jobs.c.pixels,
+    jobs.c.created_at,
+    jobs.c.min_vram_mb,
+    jobs.c.required_vram_mb,
+    jobs.c.allow_same_node,
+    jobs.c.same_node_after,
+    jobs.c.attempts,
+    jobs.c.combo_key,
+    jobs.c.cost_units,
+)
+
+
+def hard_limits(worker: WorkerLimits, now: float) -> list[ColumnElement[bool]]:
+    """The WHERE conditions every probe shares: queued, a kind the worker serves, its pixels, its
+    VRAM (when reported), not backing off, and never failed on this node unless it may retry
+    there now."""
+    failed_here = (
+        select(attempts.c.id)
+        .where(
+            attempts.c.job_id == jobs.c.id,
+            attempts.c.node_id == worker.node_id,
+            attempts.c.outcome.in_(COUNTED_OUTCOMES),
+        )
+        .exists()
+    )
+    conditions: list[ColumnElement[bool]] = [
+        jobs.c.status == QUEUED,
+        jobs.c.kind.in_(worker.kinds),
+        jobs.c.pixels <= worker.max_pixels,
+        or_(jobs.c.run_after.is_(None), jobs.c.run_after <= now),
+        # Most jobs were never tried, so the subquery rarely runs.
+        or_(
+            jobs.c.attempts == 0,
+            and_(
+                jobs.c.allow_same_node.is_(True),
+                or_(jobs.c.same_node_after.is_(None), jobs.c.same_node_after <= now),
+            ),
+            ~failed_here,
+        ),
+    ]
+    if worker.vram_mb:
+        conditions.append(
+            or_(jobs.c.required_vram_mb.is_(None), jobs.c.required_vram_mb <= worker.vram_mb)
+        )
+    return conditions
+
+
+def gather(
+    conn: Connection,
+    worker: WorkerLimits,
+    selection: Selection,
+    probes: Probes,
+    now: float,
+    priorities: Sequence[int] = (0,),
+    owners: Sequence[str] | None = None,
+) -> list[QueuedJob]:
+    """The union of the selection's probes for this worker, deduplicated, with each job's models
+    and failure history.
+
+    Four statements whatever the probes: the owners to look at (one skip scan), the worker's
+    checkpoints by sha256, every probe as one `UNION ALL` of bounded index range scans, then
+    the rows found, by primary key, locked with SKIP LOCKED on PostgreSQL (the hard limits
+    checked again under the lock)."""
+    limits = hard_limits(worker, now)
+    branches: list[Select[Any]] = []
+
+    def probe(condition: ColumnElement[bool], order: Sequence[Any], limit: int) -> None:
+        if limit:
+            branches.append(
+                select(jobs.c.id).where(*limits, condition).order_by(*order).limit(limit)
+            )
+
+    head = max(selection.oldest_per_tier, selection.fair_head_per_tier)
+    for priority in sorted(set(priorities), reverse=True)[:MAX_PRIORITY_LEVELS]:
+        probe(jobs.c.priority == priority, [jobs.c.created_at], head)
+    if selection.fair_head_per_tier:
+        by_priority = [jobs.c.priority.desc(), jobs.c.created_at]
+        if owners is None:
+            owners = queued_owners(conn, 2 * selection.fair_head_per_tier)
+        for owner in owners:
+            probe(jobs.c.owner_key_id == owner, by_priority, 1)
+    for combo in probes.resident_combos[:4]:
+        probe(jobs.c.combo_key == combo, [jobs.c.created_at], selection.per_resident_combo)
+    resident = list(probes.resident_models[: selection.resident_checkpoints_probed])
+    cached = [sha for sha in probes.cached_models if sha not in set(resident)]
+    for shas, each, probed in (
+        (resident, selection.per_resident_checkpoint, selection.resident_checkpoints_probed),
+        (cached, selection.per_cached_checkpoint, selection.cached_checkpoints_probed),
+    ):
+        if each:
+            for model_id in _checkpoint_ids(conn, shas, probed):
+                probe(jobs.c.model_id == model_id, [jobs.c.created_at], each)
+    parts = [branch.subquery() for branch in branches]
+    # Ids first, then the rows by primary key: a planner without fresh statistics could
+    # otherwise turn `id IN (union)` into a scan of the queue.
+    ids = sorted(set(conn.execute(union_all(*[select(part.c.id) for part in parts])).scalars()))
+    if not ids:
+        return []
+    # `status || ''`: SQLite without statistics would otherwise read this through an index on
+    # status (every queued job) instead of the primary key.
+    recheck = [jobs.c.status.concat("") == QUEUED, *limits[1:]]
+    rows = conn.execute(
+        select(*_COLUMNS)
+        .where(jobs.c.id.in_(ids), *recheck)
+        .with_for_update(skip_locked=True, of=jobs)
+    ).all()
+    return _queued_jobs(conn, rows, now)
+
+
+# A skip scan over ix_jobs_queued_owner in one statement: each step is one index seek to the next
+# owner with queued work, from a random point of the id space, wrapping around once.
+_OWNERS_SQL = text(
+    """
+    WITH RECURSIVE walk(owner, n) AS (
+        SELECT (SELECT min(owner_key_id) FROM jobs
+                WHERE status = :queued AND owner_key_id > :start), 1
+        UNION ALL
+        SELECT (SELECT min(owner_key_id) FROM jobs
+                WHERE status = :queued AND owner_key_id > walk.owner), n + 1
+        FROM walk WHERE walk.owner IS NOT NULL AND n < :count
+    ),
+    wrapped(owner, n) AS (
+        SELECT (SELECT min(owner_key_id) FROM jobs WHERE status = :queued), 1
+        UNION ALL
+        SELECT (SELECT min(owner_key_id) FROM jobs
+                WHERE status = :queued AND owner_key_id > wrapped.owner), n + 1
+        FROM wrapped
+        WHERE wrapped.owner IS NOT NULL AND wrapped.owner < :start AND n < :count
+    )
+    SELECT owner FROM walk WHERE owner IS NOT NULL
+    UNION
+    SELECT owner FROM wrapped WHERE owner IS NOT NULL AND owner <= :start
+    """
+)
+
+
+def queued_owners(conn: Connection, count: int) -> list[str]:
+    """Up to about `count` owners with queued jobs (each direction of the walk stops at `count`),
+    walked from a random point of the id space: one statement of index seeks, whatever the number
+    of owners or jobs."""
+    params = {"queued": QUEUED, "start": secrets.token_hex(16), "count": count}
+    return list(conn.execute(_OWNERS_SQL, params).scalars())[:count]
+
+
+def _checkpoint_ids(conn: Connection, shas: Sequence[str], count: int) -> list[int]:
+    """The registered checkpoints among the first `count` sha256s that name one, in that order."""
+    if not shas or not count:
+        return []
+    rows = conn.execute(
+        select(models.c.id, models.c.sha256).where(
+            models.c.sha256.in_(list(shas)), models.c.kind == "checkpoint"
+        )
+    ).all()
+    by_sha: dict[str, list[int]] = {}
+    for row in rows:
+        by_sha.setdefault(row.sha256, []).append(row.id)
+    ids: list[int] = []
+    for sha in shas:
+        if sha in by_sha:
+            ids.extend(by_sha[sha])
+            if len(ids) >= count:
+                break
+    return ids[:count]
+
+
+def _queued_jobs(conn: Connection, rows: Sequence[Any], now: float) -> list[QueuedJob]:
+    ids = [row.id for row in rows]
+    failed = failed_nodes(conn, [row.id for row in rows if row.attempts])
+    needs: dict[str, list[tuple[str, int, str]]] = {job_id: [] for job_id in ids}
+    if ids:
+        for item in conn.execute(
+            select(job_models.c.job_id, job_models.c.sha256, job_models.c.role, models.c.size_bytes)
+            .join(models, models.c.id == job_models.c.model_id)
+            .where(job_models.c.job_id.in_(ids))
+            .order_by(job_models.c.job_id, job_models.c.position)
+        ):
+            needs[item.job_id].append((item.sha256, int(item.size_bytes), item.role))
+    return [
+        QueuedJob(
+            id=r.id,
+            owner_key_id=r.owner_key_id,
+            tier=r.tier,
+            kind=r.kind,
+            priority=r.priority,
+            pixels=r.pixels,
+            created_at=r.created_at,
+            failed_nodes=failed.get(r.id, frozenset()),
+            min_vram_mb=r.min_vram_mb,
+            required_vram_mb=r.required_vram_mb,
+            allow_same_node=bool(r.allow_same_node) and (r.same_node_after or 0.0) <= now,
+            combo_key=r.combo_key,
+            cost_units=r.cost_units,
+            models=tuple(needs[r.id]),
+        )
+        for r in rows
+    ]

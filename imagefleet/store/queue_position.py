@@ -1,0 +1,74 @@
+"""A queued job's place in the queue and the warning of a job no worker could run. Counts are
+bounded index scans (they stop at a cap), so reading a job costs the same with a million queued.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, and_, func, or_, select, update
+
+from imagefleet.protocol import FailureCode, JobStatus
+from imagefleet.store.jobs import JobRow
+from imagefleet.store.tables import jobs
+
+QUEUED = JobStatus.queued.value
+
+
+def ahead(conn: Connection, row: JobRow, cap: int) -> tuple[int, int]:
+    """Queued jobs ranked ahead of `row` by priority then age (all owners, and its owner's own),
+    each counted up to `cap` (through ix_jobs_queue and ix_jobs_queued_owner)."""
+    before = or_(
+        jobs.c.priority > row.priority,
+        and_(jobs.c.priority == row.priority, jobs.c.created_at < row.created_at),
+    )
+    everyone = select(jobs.c.id).where(jobs.c.status == QUEUED, before).limit(cap).subquery()
+    own = (
+        select(jobs.c.id)
+        .where(jobs.c.status == QUEUED, jobs.c.owner_key_id == row.owner_key_id, before)
+        .limit(cap)
+        .subquery()
+    )
+    count_all = int(conn.execute(select(func.count()).select_from(everyone)).scalar_one())
+    count_own = int(conn.execute(select(func.count()).select_from(own)).scalar_one())
+    return count_all, count_own
+
+
+def warn(conn: Connection, job_id: str, reason: str, now: float) -> None:
+    """Flags a queued job that no worker seen recently could run."""
+    conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == QUEUED)
+        .values(warning=reason, warned_at=now)
+    )
+
+
+def clear_warning(conn: Connection, job_id: str) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(warning=None, warned_at=None))
+
+
+def lock_warned(conn: Connection, warned_before: float, limit: int) -> list[JobRow]:
+    """Queued jobs flagged before the cutoff, locked (SKIP LOCKED: a claim holding one wins)."""
+    from imagefleet.store.jobs import _to_job
+
+    rows = conn.execute(
+        select(jobs)
+        .where(jobs.c.status == QUEUED, jobs.c.warned_at < warned_before)
+        .order_by(jobs.c.warned_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).mappings()
+    return [_to_job(row) for row in rows]
+
+
+def fail_unservable(conn: Connection, job_id: str, reason: str, now: float) -> bool:
+    """queued -> failed with the reason no worker could run it; False if it left the queue."""
+    result = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.status == QUEUED)
+        .values(
+            status=JobStatus.failed.value,
+            finished_at=now,
+            error_code=FailureCode.no_eligible_worker.value,
+            error_message=reason,
+        )
+    )
+    return result.rowcount == 1

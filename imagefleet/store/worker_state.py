@@ -1,0 +1,93 @@
+"""Each worker's state as reported with its last claim (GPU, what is resident and cached, free
+disk, download speed), and the busy workers' current jobs: what the queue's explanations and the
+policy's warm-worker wait read. Rows are bounded by the fleet, never by the queue."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, insert, select, update
+
+from imagefleet.protocol import ClaimRequest, JobStatus
+from imagefleet.store.tables import attempts, jobs, worker_state
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    worker_id: str
+    node_id: str
+    gpu_name: str
+    vram_mb: int
+    max_pixels: int
+    kinds: frozenset[str]
+    resident_combos: frozenset[str]
+    resident_models: frozenset[str]
+    cached_models: frozenset[str]
+    free_disk_bytes: int | None
+    download_bytes_per_s: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class BusyWorker:
+    """A worker running a job now: since when, and the job's estimated cost."""
+
+    worker_id: str
+    started_at: float
+    cost_units: float | None
+
+
+def record(conn: Connection, request: ClaimRequest, now: float) -> None:
+    """Upserts the worker's reported state (the claim decides when it is worth a write)."""
+    capabilities = request.capabilities
+    values = dict(
+        node_id=request.node_id,
+        gpu_name=capabilities.gpu_name,
+        vram_mb=capabilities.vram_mb,
+        max_pixels=capabilities.max_pixels,
+        kinds=json.dumps(sorted(capabilities.kinds)),
+        resident_combos=json.dumps(request.resident_combos),
+        resident_models=json.dumps(request.resident_models),
+        cached_models=json.dumps(request.cached_models),
+        free_disk_bytes=request.free_disk_bytes,
+        download_bytes_per_s=request.download_bytes_per_s,
+        updated_at=now,
+    )
+    result = conn.execute(
+        update(worker_state).where(worker_state.c.worker_id == request.worker_id).values(**values)
+    )
+    if result.rowcount == 0:
+        conn.execute(insert(worker_state).values(worker_id=request.worker_id, **values))
+
+
+def seen_since(conn: Connection, since: float) -> list[WorkerState]:
+    """Workers that reported since `since` (an index range on updated_at)."""
+    rows = conn.execute(select(worker_state).where(worker_state.c.updated_at >= since)).all()
+    return [
+        WorkerState(
+            worker_id=r.worker_id,
+            node_id=r.node_id,
+            gpu_name=r.gpu_name,
+            vram_mb=r.vram_mb,
+            max_pixels=r.max_pixels,
+            kinds=frozenset(json.loads(r.kinds)),
+            resident_combos=frozenset(json.loads(r.resident_combos)),
+            resident_models=frozenset(json.loads(r.resident_models)),
+            cached_models=frozenset(json.loads(r.cached_models)),
+            free_disk_bytes=r.free_disk_bytes,
+            download_bytes_per_s=r.download_bytes_per_s,
+            updated_at=r.updated_at,
+        )
+        for r in rows
+    ]
+
+
+def busy_workers(conn: Connection) -> list[BusyWorker]:
+    """Workers with a running job (through `ix_jobs_lease`: as many rows as running jobs)."""
+    rows = conn.execute(
+        select(attempts.c.worker_id, jobs.c.started_at, jobs.c.cost_units)
+        .join(attempts, attempts.c.id == jobs.c.current_attempt_id)
+        .where(jobs.c.status == JobStatus.running.value)
+    ).all()
+    return [BusyWorker(r.worker_id, r.started_at or 0.0, r.cost_units) for r in rows]
