@@ -59,7 +59,7 @@ def test_a_lora_changes_the_image_and_the_next_job_gives_the_same_pixels_as_befo
     )
     claim = worker._claim_request()
     worker.client.close()
-    assert set(worker.handlers) == {"txt2img", "img2img", "inpaint", "preprocess"}
+    assert set(worker.handlers) == {"txt2img", "img2img", "inpaint", "preprocess", "train_lora"}
     assert {checkpoint().sha256, lora.sha256} <= set(claim.resident_models)
     assert with_lora.combo_key in claim.resident_combos
     assert {checkpoint().sha256, lora.sha256} <= set(claim.cached_models)
