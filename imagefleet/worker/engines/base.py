@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -55,3 +55,26 @@ class GeneratedImage:
 
 class GenerationCancelled(Exception):
     """Raised when should_stop() turned true between denoising steps."""
+
+
+def step_reporter(
+    on_step: StepCallback, should_stop: StopCheck, image_index: int, image_count: int
+) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
+    """Adapts the worker's callbacks to diffusers' callback_on_step_end protocol.
+
+    Steps are counted across the whole request so progress never goes backwards between
+    images. Raising from inside the callback stops at once; the pipeline's own interrupt
+    flag would still run the VAE decode for an image nobody wants.
+    """
+
+    def report(
+        pipeline: Any, step_index: int, timestep: Any, tensors: dict[str, Any]
+    ) -> dict[str, Any]:
+        per_image = pipeline.num_timesteps
+        done = image_index * per_image + step_index + 1
+        on_step(done, per_image * image_count)
+        if should_stop():
+            raise GenerationCancelled(f"cancelled after step {done}")
+        return tensors
+
+    return report

@@ -39,6 +39,7 @@ from imagefleet.worker.engines.base import (
     StepCallback,
     StopCheck,
     Txt2ImgRequest,
+    step_reporter,
 )
 from imagefleet.worker.engines.compositing import paste_unmasked
 from imagefleet.worker.engines.prompts import prompt_embeddings
@@ -221,7 +222,7 @@ class DiffusersEngine:
             guidance_scale=request.guidance_scale,
             generator=torch.Generator(device=self._device).manual_seed(seed),
             output_type="pil",
-            callback_on_step_end=_step_reporter(on_step, should_stop, index, request.num_images),
+            callback_on_step_end=step_reporter(on_step, should_stop, index, request.num_images),
             **extra,
         )
         return GeneratedImage(image=result.images[0], seed=seed)
@@ -297,26 +298,3 @@ def _safety_checker_off(model_dir: Path) -> dict[str, Any]:
     if not index.is_file() or "safety_checker" not in json.loads(index.read_text()):
         return {}
     return {"safety_checker": None, "requires_safety_checker": False}
-
-
-def _step_reporter(
-    on_step: StepCallback, should_stop: StopCheck, image_index: int, image_count: int
-) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
-    """Adapts the worker's callbacks to diffusers' callback_on_step_end protocol.
-
-    Steps are counted across the whole request so progress never goes backwards between
-    images. Raising from inside the callback stops at once; the pipeline's own interrupt
-    flag would still run the VAE decode for an image nobody wants.
-    """
-
-    def report(
-        pipeline: Any, step_index: int, timestep: Any, tensors: dict[str, Any]
-    ) -> dict[str, Any]:
-        per_image = pipeline.num_timesteps
-        done = image_index * per_image + step_index + 1
-        on_step(done, per_image * image_count)
-        if should_stop():
-            raise GenerationCancelled(f"cancelled after step {done}")
-        return tensors
-
-    return report

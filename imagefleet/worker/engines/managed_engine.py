@@ -25,6 +25,7 @@ from imagefleet.worker.engines.base import (
     InpaintRequest,
     StepCallback,
     StopCheck,
+    step_reporter,
 )
 from imagefleet.worker.engines.combo_job import ComboJob, HiresPass
 from imagefleet.worker.engines.components import for_task
@@ -174,7 +175,7 @@ class ManagedEngine:
                 raise GenerationCancelled(f"cancelled before image {index}")
             seed = request.seed + index
             seed_scheduler(pipeline.scheduler, seed)
-            reporter = _step_reporter(on_step, should_stop, index, request.num_images)
+            reporter = step_reporter(on_step, should_stop, index, request.num_images)
             call = {
                 **embeddings,
                 "num_inference_steps": request.steps,
@@ -267,21 +268,3 @@ def _stops(should_stop: StopCheck) -> Callable[[Any, int, Any, dict[str, Any]], 
         return tensors
 
     return check
-
-
-def _step_reporter(
-    on_step: StepCallback, should_stop: StopCheck, image_index: int, image_count: int
-) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
-    """diffusers' callback_on_step_end: progress counted across images, stop between steps."""
-
-    def report(
-        pipeline: Any, step_index: int, timestep: Any, tensors: dict[str, Any]
-    ) -> dict[str, Any]:
-        per_image = pipeline.num_timesteps
-        done = image_index * per_image + step_index + 1
-        on_step(done, per_image * image_count)
-        if should_stop():
-            raise GenerationCancelled(f"cancelled after step {done}")
-        return tensors
-
-    return report
