@@ -38,7 +38,7 @@ expect.set_options(timeout=TIMEOUT_MS)
 def browser() -> Iterator[Browser]:
     if not Path(CHROMIUM).exists():
         pytest.fail(
-            f"no Chromium at {CHROMIUM}: run scripts/setup-venv (it installs Debian's chromium) "
+            f"no Chromium at {CHROMIUM}: run scripts/ensure-chromium (installs Debian's chromium) "
             "or set IMAGEFLEET_CHROMIUM"
         )
     with sync_playwright() as playwright:
