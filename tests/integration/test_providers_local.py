@@ -80,9 +80,14 @@ def make(tmp_path: Path) -> Iterator[Make]:
 
 def started(tmp_path: Path, provider: LocalProvider) -> None:
     wait_for(
-        lambda: all((tmp_path / i.id).exists() for i in provider.list_instances()),
+        lambda: all(_wrote_its_line(tmp_path / i.id) for i in provider.list_instances()),
         "the stand-ins to start",
     )
+
+
+def _wrote_its_line(path: Path) -> bool:
+    """The stand-in creates its file and then writes it: existence alone can be read empty."""
+    return path.exists() and path.read_text().endswith("\n")
 
 
 def test_scale_to_starts_workers_with_their_pool_node_id_and_grace(
