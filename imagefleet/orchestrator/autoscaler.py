@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imagefleet.config import Settings
 from imagefleet.orchestrator.autoscaler_pools import PoolService
+from imagefleet.orchestrator.autoscaler_records import DecisionLog
 from imagefleet.orchestrator.leader import LeaderLease
 from imagefleet.scaling.decide import Decision, Demand, PoolState, decide_scale, plan_scale
 from imagefleet.scaling.demand import NodeActivity, pool_demands, scale_in_candidates
@@ -76,6 +77,7 @@ class Autoscaler:
         self.clock = clock
         self._runtime: dict[str, _PoolRuntime] = {}
         self._rng = random.Random()
+        self.decisions = DecisionLog(db, lambda: self.holder)
 
     @property
     def holder(self) -> str:
@@ -161,7 +163,7 @@ class Autoscaler:
         except Exception as exc:  # a provider bug must not stop the other pools
             log.exception("pool %s: autoscaling failed", pool.name)
             self._failed(pool, runtime, _Unexpected(str(exc)), now, decision, previous)
-        self._save_status(pool, demand, decision, previous, actual, runtime.health, now)
+        self.decisions.save_status(pool, demand, decision, previous, actual, runtime.health, now)
 
     def _act(
         self,
@@ -205,7 +207,7 @@ class Autoscaler:
                 now,
             )
         for instance_id in plan.stop_claiming:
-            self._record(
+            self.decisions.record_decision(
                 pool,
                 "drain",
                 decision,
@@ -219,7 +221,9 @@ class Autoscaler:
         if replicas != len(active) + len(still_busy) or gone:
             provider.scale_to(replicas)
             action = "up" if replicas > len(active) + len(still_busy) else "down"
-            self._record(pool, action, decision, now, reason=decision.reason, desired=replicas)
+            self.decisions.record_decision(
+                pool, action, decision, now, reason=decision.reason, desired=replicas
+            )
             log.info("pool %s: %d -> %d (%s)", pool.name, len(live), replicas, decision.reason)
 
     def _undrain(self, pool: Pool, decision: Decision, nodes: list[str | None], now: float) -> None:
@@ -227,7 +231,7 @@ class Autoscaler:
         with self.db.write() as conn:
             worker_sql.cancel_drain(conn, ids)
         for node in ids:
-            self._record(
+            self.decisions.record_decision(
                 pool,
                 "undrain",
                 decision,
@@ -262,22 +266,18 @@ class Autoscaler:
                 instance.id,
                 provider.kind,
             )
-            with self.db.write() as conn:
-                pool_sql.record_decision(
-                    conn,
-                    pool=pool.name,
-                    action="replace",
-                    current=0,
-                    desired=0,
-                    reason=f"node {instance.node_id} is quarantined",
-                    instance_id=instance.id,
-                    node_id=instance.node_id,
-                    error=None,
-                    decided_by=self.holder,
-                    created_at=now,
-                )
+            self.decisions.record(
+                pool.name,
+                "replace",
+                now,
+                current=0,
+                desired=0,
+                reason=f"node {instance.node_id} is quarantined",
+                instance_id=instance.id,
+                node_id=instance.node_id,
+            )
 
-    # --- bookkeeping -------------------------------------------------------------------------
+    # --- providers and their health -----------------------------------------------------------
 
     def _failed(
         self,
@@ -298,94 +298,17 @@ class Autoscaler:
         )
         if first:
             current = previous.replicas if previous else 0
-            with self.db.write() as conn:
-                pool_sql.record_decision(
-                    conn,
-                    pool=pool.name,
-                    action="error",
-                    current=current,
-                    desired=decision.desired if decision else current,
-                    reason=decision.reason if decision else "listing the instances",
-                    instance_id=None,
-                    node_id=None,
-                    error=str(exc),
-                    decided_by=self.holder,
-                    created_at=now,
-                )
+            self.decisions.record(
+                pool.name,
+                "error",
+                now,
+                current=current,
+                desired=decision.desired if decision else current,
+                reason=decision.reason if decision else "listing the instances",
+                error=str(exc),
+            )
         if isinstance(exc, _Unexpected) or not exc.retryable:
             self._close(pool.name, keep_health=True)  # a fresh client may fix what this one broke
-
-    def _record(
-        self,
-        pool: Pool,
-        action: str,
-        decision: Decision,
-        now: float,
-        instance_id: str | None = None,
-        node_id: str | None = None,
-        *,
-        reason: str,
-        desired: int | None = None,
-    ) -> None:
-        with self.db.write() as conn:
-            pool_sql.record_decision(
-                conn,
-                pool=pool.name,
-                action=action,
-                current=decision.current,
-                desired=decision.desired if desired is None else desired,
-                reason=reason,
-                instance_id=instance_id,
-                node_id=node_id,
-                error=None,
-                decided_by=self.holder,
-                created_at=now,
-            )
-
-    def _save_status(
-        self,
-        pool: Pool,
-        demand: Demand,
-        decision: Decision | None,
-        previous: PoolState | None,
-        actual: int | None,
-        health: ProviderHealth,
-        now: float,
-    ) -> None:
-        if decision is not None and health.failures == 0:
-            state = decision.state
-            desired, wanted, rule, reason = (
-                decision.desired,
-                decision.wanted,
-                decision.rule,
-                decision.reason,
-            )
-        else:  # keep what was last decided; the error says why nothing changed
-            state = previous or PoolState(replicas=actual or 0)
-            desired, wanted, rule = state.replicas, state.replicas, pool.rule
-            reason = decision.reason if decision else "no decision: the provider failed"
-        with self.db.write() as conn:
-            pool_sql.save_status(
-                conn,
-                pool_sql.PoolStatusRow(
-                    pool=pool.name,
-                    desired=desired,
-                    current=state.replicas,
-                    wanted=wanted,
-                    actual=actual,
-                    queued=demand.queued,
-                    running=demand.running,
-                    rule=rule,
-                    reason=reason,
-                    history=state.wanted_history,
-                    decided_at=now,
-                    decided_by=self.holder,
-                    failures=health.failures,
-                    last_error=health.last_error,
-                    error_at=now if health.failures else None,
-                    next_try_at=health.next_try_at if health.failures else None,
-                ),
-            )
 
     def _runtime_for(self, pool: Pool) -> _PoolRuntime:
         config = pool.provider.model_dump_json()
