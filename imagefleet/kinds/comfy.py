@@ -19,7 +19,6 @@ from pydantic import Field
 from imagefleet.comfy.graph import (
     GraphInvalid,
     Node,
-    check,
     image_count,
     largest_size,
     model_uses,
@@ -27,6 +26,7 @@ from imagefleet.comfy.graph import (
 )
 from imagefleet.comfy.nodes import NodeSpec
 from imagefleet.comfy.registry import node_specs
+from imagefleet.comfy.validation import check
 from imagefleet.errors import InvalidField
 from imagefleet.kinds.base import (
     InputInfo,

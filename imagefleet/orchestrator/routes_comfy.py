@@ -20,10 +20,11 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
-from imagefleet.comfy.graph import GraphError, GraphInvalid, parse_graph, validate
+from imagefleet.comfy.graph import GraphError, GraphInvalid, parse_graph
 from imagefleet.comfy.nodes import NodeSpec
 from imagefleet.comfy.protocol import ComfyPrompt, PromptAccepted, PromptRejected, UploadedImage
 from imagefleet.comfy.registry import node_specs
+from imagefleet.comfy.validation import validate
 from imagefleet.errors import BadRequest, InvalidField, NotFound, PayloadTooLarge
 from imagefleet.kinds.comfy import SPEC as COMFY
 from imagefleet.kinds.comfy import ComfyJob, ComfyParams

@@ -9,7 +9,6 @@ import pytest
 
 from imagefleet.comfy.graph import (
     GraphInvalid,
-    check,
     execution_order,
     image_count,
     model_uses,
@@ -17,6 +16,7 @@ from imagefleet.comfy.graph import (
 )
 from imagefleet.comfy.nodes import BUILTIN_SPECS, InputSpec, NodeSpec
 from imagefleet.comfy.registry import NodePluginError, node_specs
+from imagefleet.comfy.validation import check
 from imagefleet.errors import InvalidField
 from imagefleet.kinds.base import InputInfo, Limits
 from imagefleet.kinds.comfy import SPEC, ComfyParams, model_name
