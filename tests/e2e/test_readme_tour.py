@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from imagefleet.cli.fleet import TOUR_COMMAND
+from imagefleet.cli.up import TOUR_COMMAND
 from tests.harness.ports import free_port
 from tests.harness.processes import child_env
 

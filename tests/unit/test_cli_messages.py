@@ -9,7 +9,8 @@ import typer
 
 from imagefleet.cli.connection import explain
 from imagefleet.cli.datadir import DB_FILE, Source, find_data_dir, found_by_default
-from imagefleet.cli.fleet import TOUR_COMMAND, _threads, _tour_hint, _worker_key
+from imagefleet.cli.fleet import _worker_key
+from imagefleet.cli.up import TOUR_COMMAND, _threads, _tour_hint
 from imagefleet.client import ApiError
 
 URL = "http://127.0.0.1:8000"
