@@ -12,7 +12,7 @@ the mask pasted back. The denoising loop and the VAE decode are timed apart (eng
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from imagefleet.worker.engines.base import (
     StopCheck,
     step_reporter,
 )
+from imagefleet.worker.engines.batched import check_batchable, generate_batched
 from imagefleet.worker.engines.combo_job import ComboJob, HiresPass
 from imagefleet.worker.engines.components import for_task
 from imagefleet.worker.engines.compositing import paste_unmasked
@@ -122,6 +123,23 @@ class ManagedEngine:
                 for out in images
             ]
         return images
+
+    def generate_batch(
+        self, jobs: Sequence[ComboJob], on_step: StepCallback, should_stop: StopCheck
+    ) -> list[list[GeneratedImage]]:
+        """Several compatible jobs' images in one denoising call (engines/batched.py); each
+        image as it would be alone. ValueError when the jobs cannot share a call."""
+        check_batchable(jobs)
+        if should_stop():
+            raise GenerationCancelled("cancelled before the models were prepared")
+        first = jobs[0]
+        with (
+            self.manager.prepare(
+                first.models, task=first.task, clock=first.clock, combo=first.combo_key
+            ) as ready,
+            _scheduler_for(ready.pipeline, first.request.scheduler),
+        ):
+            return generate_batched(ready, jobs, self._device, on_step, should_stop)
 
     def _task_arguments(self, job: ComboJob, ready: PreparedCombo) -> dict[str, Any]:
         """The pipeline arguments of the task beyond prompt, steps, guidance and seed."""
