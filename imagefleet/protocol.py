@@ -115,6 +115,7 @@ class ModelKind(StrEnum):
     vae = "vae"
     embedding = "embedding"
     controlnet = "controlnet"
+    annotator = "annotator"  # a preprocess model, e.g. a depth estimator (transformers DPT)
 
 
 class ModelBase(StrEnum):
@@ -133,6 +134,7 @@ class ModelRole(StrEnum):
     lora = "lora"
     embedding = "embedding"
     controlnet = "controlnet"
+    annotator = "annotator"
 
     @property
     def model_kind(self) -> ModelKind:
