@@ -106,7 +106,7 @@ def run_batch(worker: Worker, assignments: list[Assignment]) -> None:
         beat.stop()
 
 
-def one_by_one(worker: Worker, assignments: list[Assignment], beat: BatchHeartbeat | None) -> None:
+def one_by_one(worker: Worker, assignments: list[Assignment], beat: BatchHeartbeat) -> None:
     """Each job through `Worker.process`; the waiting ones stay on `beat` until their turn."""
     for assignment in assignments:
         attempt = assignment.attempt_id
