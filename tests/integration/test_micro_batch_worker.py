@@ -149,3 +149,32 @@ def test_a_job_cancelled_in_a_batch_is_not_completed_and_the_others_are(fleet: F
     assert fleet.job(cancelled)["outputs"] == []
     for job_id in set(ids) - {cancelled}:
         assert fleet.job(job_id)["status"] == "succeeded"
+
+
+class RefusesBoom:
+    """A prompt rewriter (worker/plugins.py) that cannot handle one prompt: it fails the
+    batched call, so the worker falls back to running the batch's jobs one by one."""
+
+    def rewrite(self, prompt: str) -> str:
+        if "boom" in prompt:
+            raise ValueError("this rewriter cannot rewrite 'boom'")
+        return prompt
+
+
+def test_a_failed_batch_call_runs_its_jobs_one_by_one_each_failing_alone(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGEFLEET_WORKER_PROMPT_REWRITER", f"{__name__}:RefusesBoom")
+    good = fleet.submit(JOBS[0])
+    bad = fleet.submit({**JOBS[2], "prompt": "a boom"})
+    also_good = fleet.submit(JOBS[3])
+
+    fleet.worker(max_batch=3).run(max_jobs=3)
+
+    assert fleet.job(good)["status"] == fleet.job(also_good)["status"] == "succeeded"
+    failed = fleet.job(bad)
+    assert failed["status"] == "failed", failed
+    assert "boom" in failed["error"]["message"]
+    with fleet.db.read() as conn:
+        placements = conn.execute(select(jobs.c.placement)).scalars().all()
+    assert sum("micro-batch" in (p or "") for p in placements) == 2  # claimed as one batch
