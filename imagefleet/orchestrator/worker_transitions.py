@@ -120,7 +120,9 @@ class WorkerTransitions(CheckpointTransitions):
             for decision in planner.rank(conn, worker, queued, now):
                 job = decision.candidate
                 sha256 = _checkpoint_sha256(job)
-                first = self._take(conn, worker_key, request, job.job_id, decision.reason, sha256)
+                first = self._take(
+                    conn, worker_key, request, job.job_id, decision.reason, sha256, now
+                )
                 if first is None:
                     continue
                 row, assignment = first
@@ -128,7 +130,7 @@ class WorkerTransitions(CheckpointTransitions):
                 planner.served(row.owner_key_id, request, chosen, now)
                 taken = [assignment]
                 if request.max_jobs > 1:
-                    taken += self._take_mates(conn, worker_key, request, limits, row, sha256)
+                    taken += self._take_mates(conn, worker_key, request, limits, row, sha256, now)
                 return taken
         return []
 
@@ -140,10 +142,10 @@ class WorkerTransitions(CheckpointTransitions):
         job_id: str,
         placement: str | None,
         checkpoint_sha256: str,
+        now: float,
     ) -> tuple[job_sql.JobRow, Assignment] | None:
         """queued -> running for one job with a new attempt (compare-and-set), or None when
         another claimer took it first."""
-        now = self.clock()
         attempt_id = secrets.token_hex(16)
         expires = now + self.settings.lease_seconds
         row = job_sql.claim_job(
@@ -185,6 +187,7 @@ class WorkerTransitions(CheckpointTransitions):
         limits: claim_sql.WorkerLimits,
         first: job_sql.JobRow,
         checkpoint_sha256: str,
+        now: float,
     ) -> list[Assignment]:
         """Up to max_jobs - 1 more jobs with the first one's batch key (kinds/batching.py),
         oldest first; each its own attempt. They bypass the ranking: they ride along with a
@@ -200,7 +203,7 @@ class WorkerTransitions(CheckpointTransitions):
             kind=first.kind,
             combo_key=first.combo_key,
             exclude=first.id,
-            now=self.clock(),
+            now=now,
             limit=4 * wanted,
         )
         taken: list[Assignment] = []
@@ -210,7 +213,7 @@ class WorkerTransitions(CheckpointTransitions):
                 break
             if spec.batch_key(spec.parse(mate.params)) != key:
                 continue
-            got = self._take(conn, worker_key, request, mate.id, placement, checkpoint_sha256)
+            got = self._take(conn, worker_key, request, mate.id, placement, checkpoint_sha256, now)
             if got is not None:
                 taken.append(got[1])
         return taken
