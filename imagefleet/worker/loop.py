@@ -156,7 +156,8 @@ class Worker:
             while not self._stopping and (max_jobs is None or self.attempts_handled < max_jobs):
                 try:
                     self._waiting_for_work = True
-                    answer = self.client.claim(self._claim_request())
+                    left = None if max_jobs is None else max_jobs - self.attempts_handled
+                    answer = self.client.claim(self._claim_request(left))
                 except _StopWaiting:
                     break
                 except Unauthorized:
@@ -198,7 +199,9 @@ class Worker:
         while not self._stopping and time.monotonic() < deadline:
             time.sleep(min(0.5, deadline - time.monotonic()))
 
-    def _claim_request(self) -> ClaimRequest:
+    def _claim_request(self, left: int | None = None) -> ClaimRequest:
+        """What this worker asks for; `left`: attempts it may still take (a batch stays within
+        `run`'s max_jobs)."""
         resident = self.engine.resident_model
         combo, combo_model = self._last_combo
         return ClaimRequest(
@@ -219,7 +222,7 @@ class Worker:
             pool=self.config.pool,
             free_disk_bytes=self.cache.free_bytes(),
             download_bytes_per_s=self.cache.download_bytes_per_s,
-            max_jobs=max(1, min(self.config.max_batch, 8)),
+            max_jobs=max(1, min(self.config.max_batch, 8, left or 8)),
         )
 
     def process(self, assignment: Assignment) -> None:
