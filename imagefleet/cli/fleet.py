@@ -154,6 +154,15 @@ def worker(
         help="On SIGTERM/Ctrl-C, seconds the running job may take to finish before it is "
         "handed back (0: hand it back at once). A second signal exits immediately.",
     ),
+    max_batch: int = typer.Option(
+        1,
+        "--max-batch",
+        envvar="IMAGEFLEET_WORKER_MAX_BATCH",
+        min=1,
+        max=8,
+        help="Micro-batching: claim up to this many compatible txt2img jobs (same models, "
+        "size, steps, sampler) and run them as one pipeline call (1: off; worth it on GPUs).",
+    ),
 ) -> None:
     """Pull jobs from an orchestrator and run them on this machine's GPU (or CPU)."""
     from imagefleet.worker.loop import Worker, WorkerConfig
@@ -187,6 +196,7 @@ def worker(
         shutdown_grace_seconds=shutdown_grace,
         handler_plugins=handlers,
         pool=pool,
+        max_batch=max_batch,
     )
     if node_id:
         config.node_id = node_id

@@ -11,7 +11,8 @@ A spec says:
 - `outputs(params)`: how many files a successful attempt must produce, and of which types;
 - `max_attempts`: its retry limit, when it differs from the server's default;
 - `result_model(params)`: a model a succeeded job registers from its output (train_lora);
-- `checkpoint_policy(params)`: for kinds that report resumable checkpoints, how many to keep.
+- `checkpoint_policy(params)`: for kinds that report resumable checkpoints, how many to keep;
+- `batch_key(params)`: jobs with equal keys may run as one micro-batch (None: never).
 
 Nothing here imports the orchestrator, the store or torch: the worker and the Python client
 use the same params models.
@@ -148,6 +149,11 @@ class KindSpec:
 
     def checkpoint_policy(self, params: Any) -> CheckpointPolicy | None:
         """None: this kind's attempts do not checkpoint (the transition refuses them)."""
+        return None
+
+    def batch_key(self, params: Any) -> str | None:
+        """Jobs with equal keys may be claimed together and run as one micro-batch (see
+        kinds/batching.py); None, the default: never batched."""
         return None
 
     def job_model(self) -> type[BaseModel]:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from imagefleet.kinds.base import InputInfo, KindSpec, Limits, OutputSpec, Requirements
+from imagefleet.kinds.batching import generation_batch_key
 from imagefleet.kinds.generation import (
     GenerationParams,
     admit_generation,
@@ -70,6 +71,9 @@ class Txt2Img(KindSpec):
 
     def outputs(self, params: Any) -> OutputSpec:
         return image_outputs(params)
+
+    def batch_key(self, params: Txt2ImgParams) -> str | None:
+        return generation_batch_key(self.name, params)
 
 
 SPEC = Txt2Img()

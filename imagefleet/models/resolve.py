@@ -23,6 +23,13 @@ def resolve_models(conn: Connection, needs: Sequence[ModelNeed]) -> list[JobMode
     for need in needs:
         use = need.use
         model = find_model(conn, use.name, use.version, use.sha256)
+        if model is None and need.role is ModelRole.annotator:
+            # The kind is valid but this server lacks what it needs: the request's field.
+            raise InvalidField(
+                need.loc,
+                f"no annotator model named {use.name!r} is registered: register a depth "
+                "model (kind annotator, e.g. a transformers DPT folder) or name one here",
+            )
         if model is None:
             detail = (
                 f" version {use.version}"

@@ -62,15 +62,15 @@ async def claim(
         looks_again = False  # see WorkSignal: an unused wake-up is passed on
         try:
             try:
-                assignment = await run_in_threadpool(lifecycle.claim, key, body)
+                taken = await run_in_threadpool(lifecycle.claim_batch, key, body)
             except NodeQuarantined as exc:
                 return ClaimResponse(
                     quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
                 )
             except WorkerDraining as exc:
                 return ClaimResponse(drain=str(exc), retry_after_seconds=DRAINING_RETRY_SECONDS)
-            if assignment is not None:
-                return ClaimResponse(assignment=assignment)
+            if taken:
+                return ClaimResponse(assignment=taken[0], more=taken[1:])
             remaining = deadline - time.monotonic()
             if remaining <= 0 or await request.is_disconnected():
                 return ClaimResponse(retry_after_seconds=1.0)

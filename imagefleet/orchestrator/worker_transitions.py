@@ -17,7 +17,7 @@ from imagefleet.errors import (
     InvalidField,
     StaleAttempt,
 )
-from imagefleet.kinds import kind_names
+from imagefleet.kinds import get_kind, kind_names
 from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.checkpoint_transitions import CheckpointTransitions, StagedModel
 from imagefleet.orchestrator.claim_policy import ClaimPolicy
@@ -41,6 +41,7 @@ from imagefleet.protocol import (
 from imagefleet.scheduling.inputs import Candidate
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
+from imagefleet.store import batch_mates as mate_sql
 from imagefleet.store import checkpoints as checkpoint_sql
 from imagefleet.store import claim_candidates as claim_sql
 from imagefleet.store import events as event_sql
@@ -69,13 +70,20 @@ class WorkerTransitions(CheckpointTransitions):
 
     # --- claim ---------------------------------------------------------------------------------
 
-    @retry_conflicts
     def claim(self, worker_key: ApiKey, request: ClaimRequest) -> Assignment | None:
-        """Hands the best-ranked queued job to this worker, or None when nothing fits (or what
-        fits is better left for a busy worker that holds its models). A bounded candidate set is
-        gathered by index probes with every hard limit in the SQL (locked with SKIP LOCKED),
-        ranked by the policy, and the best taken with a conditional update; a job another
-        claimer took first falls through to the next, so two claimers never get the same job."""
+        """One job (`claim_batch` with max_jobs 1): the best-ranked, or None."""
+        taken = self.claim_batch(worker_key, request.model_copy(update={"max_jobs": 1}))
+        return taken[0] if taken else None
+
+    @retry_conflicts
+    def claim_batch(self, worker_key: ApiKey, request: ClaimRequest) -> list[Assignment]:
+        """Hands the best-ranked queued job to this worker, or nothing when nothing fits (or
+        what fits is better left for a busy worker that holds its models). A bounded candidate
+        set is gathered by index probes with every hard limit in the SQL (locked with SKIP
+        LOCKED), ranked by the policy, and the best taken with a conditional update; a job
+        another claimer took first falls through to the next, so two claimers never get the
+        same job. With `max_jobs` > 1, up to that many in all: the first, then micro-batch
+        mates (same batch key, oldest first, taken the same way in the same transaction)."""
         now = self.clock()
         capabilities = request.capabilities
         known_kinds = set(kind_names())
@@ -86,7 +94,7 @@ class WorkerTransitions(CheckpointTransitions):
             capabilities.vram_mb,
         )
         if not limits.kinds:
-            return None
+            return []
         planner = self.claim_policy
         with self.db.write() as conn:
             self._touch_worker(conn, request, now)
@@ -104,49 +112,111 @@ class WorkerTransitions(CheckpointTransitions):
                 planner.owners(conn, now),
             )
             if not queued:
-                return None
+                return []
             live: frozenset[str] = frozenset()
             if any(job.allow_same_node and request.node_id in job.failed_nodes for job in queued):
                 live = self._live_nodes(conn, now)
             worker = planner.worker_view(request, live)
             for decision in planner.rank(conn, worker, queued, now):
                 job = decision.candidate
-                attempt_id = secrets.token_hex(16)
-                expires = now + self.settings.lease_seconds
-                placement = decision.reason
-                row = job_sql.claim_job(
-                    conn,
-                    job.job_id,
-                    attempt_id=attempt_id,
-                    lease_expires_at=expires,
-                    now=now,
-                    placement=placement,
+                sha256 = _checkpoint_sha256(job)
+                first = self._take(
+                    conn, worker_key, request, job.job_id, decision.reason, sha256, now
                 )
-                if row is None:
+                if first is None:
                     continue
-                attempt_sql.insert_attempt(
-                    conn,
-                    attempt_id=attempt_id,
-                    job_id=row.id,
-                    seq=row.attempts,
-                    worker_id=request.worker_id,
-                    node_id=request.node_id,
-                    worker_key_id=worker_key.id,
-                    now=now,
-                    pool=request.pool,
-                    gpu=capabilities.gpu_name,
-                    model_cache=_model_cache(_checkpoint_sha256(job), request),
-                )
-                events.running(conn, row, now)
-                webhooks.emit(conn, row, "running", now)
-                combo = job_model_sql.combos(conn, [row.id])[row.id]
-                inputs = input_sql.job_input_rows(conn, row.id)
+                row, assignment = first
                 chosen = next(q for q in queued if q.id == row.id)
                 planner.served(row.owner_key_id, request, chosen, now)
-                assignment = self._assignment(row, attempt_id, expires, combo, inputs)
-                assignment.checkpoints = self._resume_points(conn, row, attempt_id)
-                return assignment
-        return None
+                taken = [assignment]
+                if request.max_jobs > 1:
+                    taken += self._take_mates(conn, worker_key, request, limits, row, sha256, now)
+                return taken
+        return []
+
+    def _take(
+        self,
+        conn: Connection,
+        worker_key: ApiKey,
+        request: ClaimRequest,
+        job_id: str,
+        placement: str | None,
+        checkpoint_sha256: str,
+        now: float,
+    ) -> tuple[job_sql.JobRow, Assignment] | None:
+        """queued -> running for one job with a new attempt (compare-and-set), or None when
+        another claimer took it first."""
+        attempt_id = secrets.token_hex(16)
+        expires = now + self.settings.lease_seconds
+        row = job_sql.claim_job(
+            conn,
+            job_id,
+            attempt_id=attempt_id,
+            lease_expires_at=expires,
+            now=now,
+            placement=placement,
+        )
+        if row is None:
+            return None
+        attempt_sql.insert_attempt(
+            conn,
+            attempt_id=attempt_id,
+            job_id=row.id,
+            seq=row.attempts,
+            worker_id=request.worker_id,
+            node_id=request.node_id,
+            worker_key_id=worker_key.id,
+            now=now,
+            pool=request.pool,
+            gpu=request.capabilities.gpu_name,
+            model_cache=_model_cache(checkpoint_sha256, request),
+        )
+        events.running(conn, row, now)
+        webhooks.emit(conn, row, "running", now)
+        combo = job_model_sql.combos(conn, [row.id])[row.id]
+        inputs = input_sql.job_input_rows(conn, row.id)
+        assignment = self._assignment(row, attempt_id, expires, combo, inputs)
+        assignment.checkpoints = self._resume_points(conn, row, attempt_id)
+        return row, assignment
+
+    def _take_mates(
+        self,
+        conn: Connection,
+        worker_key: ApiKey,
+        request: ClaimRequest,
+        limits: claim_sql.WorkerLimits,
+        first: job_sql.JobRow,
+        checkpoint_sha256: str,
+        now: float,
+    ) -> list[Assignment]:
+        """Up to max_jobs - 1 more jobs with the first one's batch key (kinds/batching.py),
+        oldest first; each its own attempt. They bypass the ranking: they ride along with a
+        job the policy chose, on models that job loads anyway."""
+        spec = get_kind(first.kind)
+        key = spec.batch_key(spec.parse(first.params))
+        if key is None or first.combo_key is None:
+            return []
+        wanted = request.max_jobs - 1
+        mates = mate_sql.queued_mates(
+            conn,
+            limits,
+            kind=first.kind,
+            combo_key=first.combo_key,
+            exclude=first.id,
+            now=now,
+            limit=4 * wanted,
+        )
+        taken: list[Assignment] = []
+        placement = f"micro-batch with job {first.id}"
+        for mate in mates:
+            if len(taken) >= wanted:
+                break
+            if spec.batch_key(spec.parse(mate.params)) != key:
+                continue
+            got = self._take(conn, worker_key, request, mate.id, placement, checkpoint_sha256, now)
+            if got is not None:
+                taken.append(got[1])
+        return taken
 
     def _assignment(
         self,

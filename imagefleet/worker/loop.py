@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -41,6 +42,7 @@ from imagefleet.worker.handlers.base import (
     OutputFile,
 )
 from imagefleet.worker.heartbeat import Heartbeat
+from imagefleet.worker.micro_batch import run_batch
 from imagefleet.worker.model_cache import ModelCache, SourceError, VerificationError
 from imagefleet.worker.orchestrator_client import LeaseLost, OrchestratorClient, Unauthorized
 
@@ -84,6 +86,8 @@ class WorkerConfig:
     handler_plugins: str = ""
     # The autoscaling pool it belongs to (set by the providers as IMAGEFLEET_POOL).
     pool: str | None = field(default_factory=lambda: os.environ.get("IMAGEFLEET_POOL") or None)
+    # Micro-batching: claim up to this many compatible jobs and run them as one call (1: off).
+    max_batch: int = 1
 
 
 class Worker:
@@ -152,7 +156,8 @@ class Worker:
             while not self._stopping and (max_jobs is None or self.attempts_handled < max_jobs):
                 try:
                     self._waiting_for_work = True
-                    answer = self.client.claim(self._claim_request())
+                    left = None if max_jobs is None else max_jobs - self.attempts_handled
+                    answer = self.client.claim(self._claim_request(left))
                 except _StopWaiting:
                     break
                 except Unauthorized:
@@ -175,6 +180,10 @@ class Worker:
                         log.info("draining (%s): claiming no more work", answer.drain)
                     self._draining = True
                     self._sleep(answer.retry_after_seconds)
+                elif answer.assignment is not None and answer.more:
+                    batch = [answer.assignment, *answer.more]
+                    run_batch(self, batch)
+                    self.attempts_handled += len(batch)
                 elif answer.assignment is not None:
                     self.process(answer.assignment)
                     self.attempts_handled += 1
@@ -190,7 +199,9 @@ class Worker:
         while not self._stopping and time.monotonic() < deadline:
             time.sleep(min(0.5, deadline - time.monotonic()))
 
-    def _claim_request(self) -> ClaimRequest:
+    def _claim_request(self, left: int | None = None) -> ClaimRequest:
+        """What this worker asks for; `left`: attempts it may still take (a batch stays within
+        `run`'s max_jobs)."""
         resident = self.engine.resident_model
         combo, combo_model = self._last_combo
         return ClaimRequest(
@@ -211,6 +222,7 @@ class Worker:
             pool=self.config.pool,
             free_disk_bytes=self.cache.free_bytes(),
             download_bytes_per_s=self.cache.download_bytes_per_s,
+            max_jobs=max(1, min(self.config.max_batch, 8, left or 8)),
         )
 
     def process(self, assignment: Assignment) -> None:
@@ -241,32 +253,7 @@ class Worker:
             heartbeat=beat,
         )
         try:
-            files = list(handler.run(ctx))
-            if not assignment.uploads and sum(len(f.data) for f in files) <= INLINE_OUTPUT_BYTES:
-                # Small outputs through the API: sent inside the complete call (one request).
-                beat.finish()
-                self.client.complete_inline(attempt, _inline(files, ctx.timings(0.0)))
-                self._last_combo = (assignment.combo_key, self.engine.resident_model)
-                log.info("attempt %s: completed (outputs inline)", attempt)
-                return
-            started = time.perf_counter()
-            outputs = []
-            for index, output in enumerate(files):
-                self.upload(assignment, index, output.data, output.content_type)
-                outputs.append(
-                    CompletedOutput(
-                        index=index,
-                        sha256=hashlib.sha256(output.data).hexdigest(),
-                        seed=output.seed,
-                        width=output.width,
-                        height=output.height,
-                    )
-                )
-            timings = ctx.timings(upload_seconds=time.perf_counter() - started)
-            beat.finish()
-            self.client.complete(attempt, CompleteRequest(outputs=outputs, timings=timings))
-            self._last_combo = (assignment.combo_key, self.engine.resident_model)
-            log.info("attempt %s: completed in %.2fs", attempt, timings.inference_seconds)
+            self.deliver(ctx, list(handler.run(ctx)), beat.finish)
         except GenerationCancelled:
             if beat.cancelled:
                 log.info("attempt %s: stopped (%s)", attempt, beat.cancel_reason)
@@ -289,6 +276,37 @@ class Worker:
             self._report(attempt, code, f"{type(exc).__name__}: {exc}", True)
         finally:
             beat.stop()
+
+    def deliver(self, ctx: JobContext, files: list[OutputFile], finish: Callable[[], None]) -> None:
+        """Uploads the attempt's outputs and completes it; `finish` (the heartbeat's last
+        beat) runs just before the complete call."""
+        assignment = ctx.assignment
+        attempt = assignment.attempt_id
+        if not assignment.uploads and sum(len(f.data) for f in files) <= INLINE_OUTPUT_BYTES:
+            # Small outputs through the API: sent inside the complete call (one request).
+            finish()
+            self.client.complete_inline(attempt, _inline(files, ctx.timings(0.0)))
+            self._last_combo = (assignment.combo_key, self.engine.resident_model)
+            log.info("attempt %s: completed (outputs inline)", attempt)
+            return
+        started = time.perf_counter()
+        outputs = []
+        for index, output in enumerate(files):
+            self.upload(assignment, index, output.data, output.content_type)
+            outputs.append(
+                CompletedOutput(
+                    index=index,
+                    sha256=hashlib.sha256(output.data).hexdigest(),
+                    seed=output.seed,
+                    width=output.width,
+                    height=output.height,
+                )
+            )
+        timings = ctx.timings(upload_seconds=time.perf_counter() - started)
+        finish()
+        self.client.complete(attempt, CompleteRequest(outputs=outputs, timings=timings))
+        self._last_combo = (assignment.combo_key, self.engine.resident_model)
+        log.info("attempt %s: completed in %.2fs", attempt, timings.inference_seconds)
 
     def upload(
         self, assignment: Assignment, index: int, data: bytes, content_type: str = "image/png"

@@ -94,3 +94,18 @@ def test_a_preprocess_output_becomes_the_control_image_of_a_controlnet_job(
         controlnet={"name": "edges", "image": "ab" * 16},
     )
     assert unknown.status_code == 404 and "upload it first" in unknown.text
+
+
+def test_a_depth_job_needs_a_registered_depth_model_422_until_there_is_one(
+    api: TestClient, keys: Keys, db: Database
+) -> None:
+    source = upload(api, keys.alice_token, png()).json()["id"]
+    refused = submit(api, keys.alice_token, "preprocess", image=source, annotator="depth")
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"][0]["loc"] == ["body", "params", "depth_model"]
+    assert "no annotator model named 'depth'" in refused.json()["detail"][0]["msg"]
+    add(db, "depth", "annotator")
+    job = submit(api, keys.alice_token, "preprocess", image=source, annotator="depth")
+    assert job.status_code == 201, job.text
+    assignment = claim(api, keys, kinds=["preprocess"])
+    assert [(m["name"], m["role"]) for m in assignment["models"]] == [("depth", "annotator")]

@@ -166,3 +166,23 @@ def test_clip_skip_and_the_hires_fix_take_effect(engine: ManagedEngine) -> None:
         (128, 128), Image.Resampling.LANCZOS
     )
     assert difference(hires.image, np.asarray(upscaled).astype(np.float64)) > 0.5
+
+
+def test_progress_counts_the_refiner_and_hires_passes(engine: ManagedEngine) -> None:
+    """The total is every pass's steps (base 2 + refiner 2; base 2 + hires 2, per image), the
+    step done never goes back, and the last report is the whole job."""
+    zoo = tiny_zoo()
+    base = ref(zoo.sdxl, ModelRole.checkpoint)
+    refiner = ref(zoo.sdxl_refiner, ModelRole.refiner)
+    refined = Job(engine, [base, refiner], refiner="refiner", refiner_steps=2)
+    hires = Job(
+        engine,
+        [checkpoint()],
+        num_images=2,
+        hires={"scale": 2.0, "steps": 2, "strength": 0.5},
+    )
+    plain = Job(engine, [checkpoint()])
+    for job, total in ((refined, 4), (hires, 8), (plain, 2)):
+        done = [step for step, _ in job.steps]
+        assert done == sorted(done) and len(done) == total, job.steps
+        assert job.steps[-1] == (total, total)

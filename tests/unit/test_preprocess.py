@@ -71,3 +71,25 @@ def test_a_canny_map_from_a_preprocess_job_feeds_a_controlnet_job(
     plain = Job(engine, [checkpoint()]).image
     steered = Job(engine, [checkpoint(), controlnet], inputs={"control_image": control}).image
     assert difference(steered, plain) > 0.1
+
+
+def test_a_depth_map_from_a_registered_depth_model_feeds_a_controlnet_job(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from imagefleet.tiny_models.depth import save_tiny_depth
+
+    depth_dir = save_tiny_depth(tmp_path_factory.mktemp("depth") / "depth")
+    engine = ManagedEngine("cpu", cache=ModelCache(tmp_path_factory.mktemp("cache")))
+    depth = ref(depth_dir, ModelRole.annotator)
+    made = Job(engine, [depth], kind="preprocess", inputs={"image": square()}, annotator="depth")
+    assert made.ctx.seconds["inference"] > 0
+    control = Image.open(io.BytesIO(made.outputs[0].data))
+    assert control.size == (64, 64)
+    grey = np.asarray(control.convert("L"))
+    assert grey.min() == 0 and grey.max() == 255  # normalised to the full range
+    again = Job(engine, [depth], kind="preprocess", inputs={"image": square()}, annotator="depth")
+    assert np.array_equal(again.pixels[0], made.pixels[0])  # deterministic, model kept loaded
+    controlnet = ref(tiny_zoo().sd15_controlnet, ModelRole.controlnet, 1.0)
+    plain = Job(engine, [checkpoint()]).image
+    steered = Job(engine, [checkpoint(), controlnet], inputs={"control_image": control}).image
+    assert difference(steered, plain) > 0.1

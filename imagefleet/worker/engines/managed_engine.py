@@ -12,7 +12,8 @@ the mask pasted back. The denoising loop and the VAE decode are timed apart (eng
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -25,13 +26,14 @@ from imagefleet.worker.engines.base import (
     InpaintRequest,
     StepCallback,
     StopCheck,
-    step_reporter,
 )
+from imagefleet.worker.engines.batched import check_batchable, generate_batched
 from imagefleet.worker.engines.combo_job import ComboJob, HiresPass
 from imagefleet.worker.engines.components import for_task
 from imagefleet.worker.engines.compositing import paste_unmasked
 from imagefleet.worker.engines.generation import RefinerPass, generate
 from imagefleet.worker.engines.model_manager import ModelManager, PreparedCombo
+from imagefleet.worker.engines.pass_progress import PassProgress, planned_passes
 from imagefleet.worker.engines.prompts import prompt_embeddings
 from imagefleet.worker.engines.schedulers import scheduler_spec, seed_scheduler
 
@@ -123,6 +125,23 @@ class ManagedEngine:
             ]
         return images
 
+    def generate_batch(
+        self, jobs: Sequence[ComboJob], on_step: StepCallback, should_stop: StopCheck
+    ) -> list[list[GeneratedImage]]:
+        """Several compatible jobs' images in one denoising call (engines/batched.py); each
+        image as it would be alone. ValueError when the jobs cannot share a call."""
+        check_batchable(jobs)
+        if should_stop():
+            raise GenerationCancelled("cancelled before the models were prepared")
+        first = jobs[0]
+        with (
+            self.manager.prepare(
+                first.models, task=first.task, clock=first.clock, combo=first.combo_key
+            ) as ready,
+            _scheduler_for(ready.pipeline, first.request.scheduler),
+        ):
+            return generate_batched(ready, jobs, self._device, on_step, should_stop)
+
     def _task_arguments(self, job: ComboJob, ready: PreparedCombo) -> dict[str, Any]:
         """The pipeline arguments of the task beyond prompt, steps, guidance and seed."""
         request = job.request
@@ -169,13 +188,25 @@ class ManagedEngine:
                 raise ValueError("a refiner runs after an SDXL base; this checkpoint is not SDXL")
             refiner_embeddings = prompt_embeddings(ready.refiner, prompt, negative)
         hires = None if options.hires is None else for_task(pipeline, "img2img")
+        progress = PassProgress(
+            on_step,
+            should_stop,
+            planned_passes(
+                request.steps,
+                request.num_images,
+                refiner_switch=options.refiner_switch,
+                refiner_steps=options.refiner_steps,
+                has_refiner=ready.refiner is not None,
+                hires_steps=None if options.hires is None else options.hires.steps,
+            ),
+        )
         results = []
         for index in range(request.num_images):
             if should_stop():
                 raise GenerationCancelled(f"cancelled before image {index}")
             seed = request.seed + index
             seed_scheduler(pipeline.scheduler, seed)
-            reporter = step_reporter(on_step, should_stop, index, request.num_images)
+            reporter = progress.callback()
             call = {
                 **embeddings,
                 "num_inference_steps": request.steps,
@@ -191,11 +222,11 @@ class ManagedEngine:
                     ready.refiner,
                     switch=options.refiner_switch,
                     steps=options.refiner_steps,
-                    arguments={**refiner_embeddings, "callback_on_step_end": _stops(should_stop)},
+                    arguments={**refiner_embeddings, "callback_on_step_end": progress.callback()},
                 )
             image = generate(pipeline, call, job.clock, refiner=refiner)[0]
             if hires is not None and options.hires is not None:
-                image = self._hires(hires, options.hires, image, call, seed, job, should_stop)
+                image = self._hires(hires, options.hires, image, call, seed, job, progress)
             results.append(GeneratedImage(image=image, seed=seed))
         return results
 
@@ -207,7 +238,7 @@ class ManagedEngine:
         call: dict[str, Any],
         seed: int,
         job: ComboJob,
-        job_stop: StopCheck,
+        progress: PassProgress,
     ) -> Image.Image:
         """The hires fix's second pass: Lanczos upscale, then image-to-image at that size."""
         from PIL import Image
@@ -222,7 +253,7 @@ class ManagedEngine:
             strength=hires.strength,
             num_inference_steps=max(hires.steps, round(hires.steps / hires.strength)),
             generator=torch.Generator(device=self._device).manual_seed(seed),
-            callback_on_step_end=_stops(job_stop),
+            callback_on_step_end=progress.callback(),
         )
         if "control_image" in second or _has_controlnet(pipeline):
             control = job.options.control_image
@@ -236,12 +267,21 @@ def _has_controlnet(pipeline: Any) -> bool:
     return getattr(pipeline, "controlnet", None) is not None
 
 
+# Each resident scheduler's derived samplers, built once (from_config costs ~10 ms a job on a
+# CPU): a scheduler is reset by `set_timesteps` at the start of every call, which is how
+# diffusers itself reuses one across calls. Gone with the resident scheduler.
+_BUILT_SCHEDULERS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 @contextmanager
 def _scheduler_for(pipeline: Any, name: str) -> Iterator[None]:
     """The job's sampler on the pipeline for the block, built from the resident scheduler's
     config; the resident one is put back after, so no job inherits another's sampler."""
     original = pipeline.scheduler
-    pipeline.scheduler = scheduler_spec(name).build(dict(original.config))
+    built = _BUILT_SCHEDULERS.setdefault(original, {})
+    if name not in built:
+        built[name] = scheduler_spec(name).build(dict(original.config))
+    pipeline.scheduler = built[name]
     try:
         yield
     finally:
@@ -256,15 +296,3 @@ def _with_trigger_tokens(pipeline: Any, prompt: str) -> str:
         return prompt
     converted: str = convert(prompt, pipeline.tokenizer)
     return converted
-
-
-def _stops(should_stop: StopCheck) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
-    """For a second pass (refiner, hires): stops between steps; progress, counted on the base's
-    schedule, stays where the base pass left it instead of going back."""
-
-    def check(pipeline: Any, step_index: int, timestep: Any, tensors: dict[str, Any]) -> Any:
-        if should_stop():
-            raise GenerationCancelled(f"cancelled in a second pass, after step {step_index + 1}")
-        return tensors
-
-    return check

@@ -262,8 +262,10 @@ def _same_length(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pads the shorter of the two with empty-prompt chunks, as A1111 does, so that
     classifier-free guidance can batch them."""
-    padding = provider.empty_z if empty is None else empty
     longest = max(positive.shape[1], negative.shape[1])
+    if positive.shape[1] == negative.shape[1]:
+        return positive, negative  # the usual case: no empty-prompt encode needed
+    padding = provider.empty_z if empty is None else empty
     return _pad_to(positive, padding, longest), _pad_to(negative, padding, longest)
 
 
