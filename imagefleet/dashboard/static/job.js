@@ -1,7 +1,11 @@
-// One job: live progress (watchJob), parameters, models, timings, attempts and outputs.
+// One job: live progress (watchJob), parameters, models, timings, cost, attempts and outputs;
+// for a training job also its loss curve (training.js). An admin may open any tenant's job
+// (the API lets admin keys read every job, never change another's): the overview's links say
+// whose it is with `?tenant=`, and such a page is read-only.
 
 import { api, FINAL, watchJob } from "./api.js";
-import { badge, card, clear, errorBox, h, number, progressBar, seconds, table, when } from "./ui.js";
+import { badge, card, clear, errorBox, h, number, progressBar, seconds, table, usd, when, NO_PRICE } from "./ui.js";
+import { trainingCard } from "./training.js";
 
 const TIMINGS = [
   ["queue_seconds", "Queue"], ["download_seconds", "Download"], ["model_load_seconds", "Model load"],
@@ -34,20 +38,36 @@ export function liveProgress(job) {
   return h("div", { class: "live" }, badge(job.status), progressBar(job.status === "succeeded" ? 1 : job.progress.fraction, label));
 }
 
-export async function jobPage(main, { arg }) {
+// What the job cost so far: lease seconds at the price table's hourly price (as /v1/usage).
+function cost(job) {
+  const c = job.cost;
+  if (!c) return "not claimed yet";
+  if (c.cost_usd === null || c.cost_usd === undefined) return `${seconds(c.billable_seconds)} of lease · ${NO_PRICE}`;
+  const each = c.cost_per_image_usd === null || c.cost_per_image_usd === undefined ? "" : ` · ${usd(c.cost_per_image_usd)} per image`;
+  return `${usd(c.cost_usd)} for ${seconds(c.billable_seconds)} of lease${each}`;
+}
+
+export async function jobPage(main, { arg, query, session }) {
   const id = decodeURIComponent(arg);
+  const tenant = query.get("tenant");
+  const readOnly = Boolean(tenant) && session.scope === "admin" && tenant !== session.name;
   const head = h("header", { class: "page-head" });
   const progress = h("div");
   const details = h("div", { class: "grid-2" });
   const attempts = h("div");
   const outputs = h("div");
   const problem = h("div");
-  main.append(head, card("Progress", progress, problem), card("Outputs", outputs), details, card("Attempts", attempts));
+  const first = await api(`/v1/jobs/${encodeURIComponent(id)}`);
+  const training = first.kind === "train_lora" ? trainingCard(id) : null;
+  main.append(head,
+    readOnly ? h("p", { class: "note", id: "tenant-note" }, `${tenant}'s job, shown to you as an admin: read-only.`) : null,
+    card("Progress", progress, problem), training ? training.element : null,
+    card("Outputs", outputs), details, card("Attempts", attempts));
   let lastStatus = null;
   let lastAttempts = -1;
 
   function render(job) {
-    const cancel = FINAL.has(job.status) ? null : h("button", { class: "secondary", onclick: async () => {
+    const cancel = FINAL.has(job.status) || readOnly ? null : h("button", { class: "secondary", onclick: async () => {
       try { render(await api(`/v1/jobs/${encodeURIComponent(id)}/cancel`, { method: "POST" })); } catch (e) { clear(problem, errorBox(e)); }
     } }, "Cancel");
     clear(head, h("h1", {}, "Job ", h("span", { class: "mono" }, job.id)), h("span", { class: "muted" }, `${job.kind} · tier ${job.tier}`), cancel);
@@ -61,8 +81,10 @@ export async function jobPage(main, { arg }) {
         card("Models and timings",
           table(["Role", "Model", "Weight"], job.models.map((m) => h("tr", {}, h("td", {}, m.role), h("td", {}, `${m.name}@${m.version}`), h("td", {}, m.weight ?? "–"))), "No models."),
           h("dl", { class: "kv" }, h("dt", {}, "Submitted"), h("dd", {}, when(job.timings.queued_at)),
-            TIMINGS.flatMap(([k, label]) => job.timings[k] === null || job.timings[k] === undefined ? [] : [h("dt", {}, label), h("dd", {}, seconds(job.timings[k]))]))));
+            TIMINGS.flatMap(([k, label]) => job.timings[k] === null || job.timings[k] === undefined ? [] : [h("dt", {}, label), h("dd", {}, seconds(job.timings[k]))]),
+            h("dt", {}, "Cost"), h("dd", { id: "job-cost" }, cost(job)))));
     }
+    if (training) training.refresh(FINAL.has(job.status) && job.status !== lastStatus);
     if (job.attempts !== lastAttempts || (job.status !== lastStatus && FINAL.has(job.status))) loadAttempts();
     lastStatus = job.status;
     lastAttempts = job.attempts;
@@ -77,6 +99,6 @@ export async function jobPage(main, { arg }) {
       "Not claimed yet."));
   }
 
-  render(await api(`/v1/jobs/${encodeURIComponent(id)}`));
+  render(first);
   return watchJob(id, render, (e) => clear(problem, errorBox(e)));
 }
