@@ -147,7 +147,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)  # replaced at start-up
     # A bad pools file stops start-up here, naming each bad pool and field.
     pools_config = load_pools(settings.pools_file) if settings.pools_file else None
-    app.state.pools = PoolService(db, pools_config, settings.lease_seconds)
+    app.state.pools = PoolService(db, pools_config, settings.lease_seconds, settings.gpu_prices)
     app.state.metrics = registry_for(
         db, app.state.pools, settings.lease_seconds, settings.tier_priority
     )

@@ -19,7 +19,6 @@ from imagefleet.orchestrator.node_health import JOB_FAULT_CODES
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.protocol import JobStatus
-from imagefleet.scaling.pricing import PriceTable
 from imagefleet.store import nodes as node_sql
 from imagefleet.store import overview as overview_sql
 from imagefleet.store import usage as usage_sql
@@ -45,7 +44,7 @@ def get_overview(
     now = lifecycle.clock()
     window = window_minutes * 60.0
     owner = None if key.scope == "admin" else key.id
-    prices = overview_prices(pools.prices(), lifecycle.settings)
+    prices = pools.prices()
     with lifecycle.db.read() as conn:
         counts = overview_sql.queue_counts(conn, owner)
         jobs = overview_sql.window_jobs(conn, owner, now - window)
@@ -79,12 +78,6 @@ def get_overview(
         series=metrics.series(jobs, now - window, now, SLICES),
         **fleet,
     )
-
-
-def overview_prices(pools: PriceTable, settings: Settings) -> PriceTable:
-    """The price table of /v1/usage (pools' prices, the pools file's `[prices]` per GPU), with
-    IMAGEFLEET_GPU_PRICES (what training jobs bill with) for GPU types the file leaves out."""
-    return PriceTable(by_pool=pools.by_pool, by_gpu={**settings.gpu_prices, **pools.by_gpu})
 
 
 def _fleet(conn: Connection, settings: Settings, now: float) -> dict[str, object]:

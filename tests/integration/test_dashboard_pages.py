@@ -119,7 +119,10 @@ def test_a_training_jobs_loss_curve_and_bill_as_the_job_page_reads_them(
 def test_the_overview_shows_cost_in_money_with_a_price_and_says_so_without(
     priced: TestClient, settings: Settings, keys: Keys
 ) -> None:
-    run_one_job(priced, keys, keys.alice_token)
+    job_id = run_one_job(priced, keys, keys.alice_token)
+    # One price table: the job's own record is priced by IMAGEFLEET_GPU_PRICES too.
+    job = priced.get(f"/v1/jobs/{job_id}", headers=auth(keys.alice_token)).json()
+    assert job["cost"]["cost_usd"] is not None and job["cost"]["unpriced_seconds"] == 0
     for token in (keys.admin_token, keys.alice_token):
         o: dict[str, Any] = priced.get("/v1/overview", headers=auth(token)).json()
         assert o["prices_configured"] is True
