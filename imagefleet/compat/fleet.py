@@ -116,13 +116,15 @@ async def submit_all(request: Request, key: ApiKey, jobs: list[Any]) -> list[Job
 
 async def wait_all(request: Request, key: ApiKey, rows: list[JobRow]) -> list[Finished]:
     """Waits for every job, all within one `compat_wait_seconds`; 504 naming the jobs still
-    running, 502 for a job that failed or was cancelled."""
+    running, 502 for a job that failed or was cancelled; if the client hangs up first, its jobs
+    are cancelled (`ClientGone`)."""
     lifecycle = lifecycle_of(request)
     bus: EventBus = request.app.state.event_bus
     timeout = lifecycle.settings.compat_wait_seconds
     waiting = asyncio.gather(*(wait_for_end(bus, lifecycle, key, row.id, timeout) for row in rows))
     async with _disconnect(request) as gone:
-        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+        either: set[asyncio.Future[Any]] = {waiting, gone}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     if not waiting.done():
         waiting.cancel()
         await _cancel_left(lifecycle, key, rows)
