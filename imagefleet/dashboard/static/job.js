@@ -27,9 +27,13 @@ function value(v) {
 
 export function outputsGrid(job) {
   if (!job.outputs.length) return h("p", { class: "muted" }, FINAL.has(job.status) ? "No outputs." : "Outputs appear when the job succeeds.");
-  return h("div", { class: "outputs" }, job.outputs.map((o) => h("figure", { class: "output" },
-    h("a", { href: o.url, target: "_blank", rel: "noopener" }, h("img", { src: o.url, alt: `output ${o.index}` })),
-    h("figcaption", {}, `#${o.index} · ${o.width}×${o.height} · seed ${o.seed ?? "–"}`))));
+  return h("div", { class: "outputs" }, job.outputs.map((o) => o.content_type.startsWith("image/")
+    ? h("figure", { class: "output" },
+      h("a", { href: o.url, target: "_blank", rel: "noopener" }, h("img", { src: o.url, alt: `output ${o.index}` })),
+      h("figcaption", {}, `#${o.index} · ${o.width}×${o.height} · seed ${o.seed ?? "–"}`))
+    // A file that is no image (a trained LoRA): a download link, not a broken picture.
+    : h("p", { class: "output-file" }, h("a", { href: o.url, download: "" }, `#${o.index} · download`),
+      h("span", { class: "muted" }, ` ${o.content_type} · ${number(o.size_bytes / 1024, 1)} KiB`))));
 }
 
 export function liveProgress(job) {
@@ -43,7 +47,8 @@ function cost(job) {
   const c = job.cost;
   if (!c) return "not claimed yet";
   if (c.cost_usd === null || c.cost_usd === undefined) return `${seconds(c.billable_seconds)} of lease · ${NO_PRICE}`;
-  const each = c.cost_per_image_usd === null || c.cost_per_image_usd === undefined ? "" : ` · ${usd(c.cost_per_image_usd)} per image`;
+  const images = job.outputs.some((o) => o.content_type.startsWith("image/"));
+  const each = !images || c.cost_per_image_usd === null || c.cost_per_image_usd === undefined ? "" : ` · ${usd(c.cost_per_image_usd)} per image`;
   return `${usd(c.cost_usd)} for ${seconds(c.billable_seconds)} of lease${each}`;
 }
 
@@ -59,10 +64,10 @@ export async function jobPage(main, { arg, query, session }) {
   const problem = h("div");
   const first = await api(`/v1/jobs/${encodeURIComponent(id)}`);
   const training = first.kind === "train_lora" ? trainingCard(id) : null;
-  main.append(head,
+  main.append(...[head,
     readOnly ? h("p", { class: "note", id: "tenant-note" }, `${tenant}'s job, shown to you as an admin: read-only.`) : null,
     card("Progress", progress, problem), training ? training.element : null,
-    card("Outputs", outputs), details, card("Attempts", attempts));
+    card("Outputs", outputs), details, card("Attempts", attempts)].filter(Boolean));
   let lastStatus = null;
   let lastAttempts = -1;
 

@@ -24,7 +24,7 @@ function lossChart(curve) {
     name: `attempt ${n}`, cls: LINE_CLASSES[i % LINE_CLASSES.length],
     values: points.map((p) => (p.attempt === n ? p.loss : null)),
   }));
-  const chart = lineChart(lines, points.map((p) => `step ${p.step}`), { format: (v) => v.toPrecision(3) });
+  const chart = lineChart(lines, points.map((p) => `step ${p.step}`), { format: (v) => String(Number(v.toPrecision(3))) });
   chart.id = "loss-chart";
   return h("div", {}, legend(lines), chart);
 }
@@ -44,13 +44,13 @@ function render(box, t) {
       stat("ETA", t.eta_seconds === null ? "–" : seconds(t.eta_seconds),
         t.interruptions_survived ? `${t.interruptions_survived} interruptions · ${number(t.steps_lost)} steps lost` : "no interruptions"),
       bill(t)),
-    lossChart(t.loss_curve),
     h("div", { class: "grid-2" },
+      h("div", {}, h("h3", {}, "Loss"), lossChart(t.loss_curve)),
       h("div", {}, h("h3", {}, "Checkpoints"), table(["Step", "Attempt", "Size", "Saved"],
         t.checkpoints.map((c) => h("tr", {}, h("td", {}, number(c.step)), h("td", {}, number(c.attempt)),
           h("td", {}, `${number(c.size_bytes / 1024, 1)} KiB`), h("td", {}, when(c.created_at)))),
-        "No checkpoint kept yet.")),
-      h("div", {}, h("h3", {}, "Attempts"), table(["#", "Outcome", "From step", "Reached", "Lease"],
+        "No checkpoint kept yet."),
+      h("h3", {}, "Attempts"), table(["#", "Outcome", "From step", "Reached", "Lease"],
         t.attempts.map((a) => h("tr", {}, h("td", {}, number(a.number)), h("td", {}, badge(a.outcome)),
           h("td", {}, a.resumed_from_step ?? "–"), h("td", {}, number(a.reached_step)), h("td", {}, seconds(a.billable_seconds)))),
         "Not claimed yet."))),
