@@ -290,6 +290,9 @@ def test_a_training_jobs_page_draws_its_loss_curve(browser: Browser, fleet: Flee
     assert page.locator("#loss-chart circle.dot").count() >= 1
     expect(page.locator("#training .stat", has_text="Cost")).to_contain_text("$")
     expect(page.locator("#training")).to_contain_text("Registered as")
+    expect(page.locator(".output-file a")).to_contain_text("download")  # the LoRA, no <img>
+    stray = "[...document.querySelector('main').childNodes].filter(n => n.nodeType === 3)"
+    assert page.evaluate(f"{stray}.map(n => n.textContent.trim()).join('')") == ""
     shot(page, "job-training")
     context.close()
 
