@@ -30,6 +30,7 @@ from imagefleet.kinds import job_union, kind_names, load_plugins
 from imagefleet.orchestrator import (
     checkpoint_routes,
     docs_ui,
+    previews,
     routes_admin,
     routes_autoscaling,
     routes_client,
@@ -157,6 +158,8 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(routes_worker.router)
     app.include_router(checkpoint_routes.worker_router)
     app.include_router(checkpoint_routes.client_router)
+    app.include_router(previews.worker_router)  # low-resolution previews (previews.py)
+    app.include_router(previews.client_router)
     app.include_router(routes_admin.router)
     app.include_router(routes_autoscaling.router)
     app.include_router(routes_usage.router)

@@ -3,7 +3,7 @@
 // (the API lets admin keys read every job, never change another's): the overview's links say
 // whose it is with `?tenant=`, and such a page is read-only.
 
-import { api, FINAL, watchJob } from "./api.js";
+import { api, FINAL, ROOT, watchJob } from "./api.js";
 import { badge, card, clear, errorBox, h, number, progressBar, seconds, table, usd, when, NO_PRICE } from "./ui.js";
 import { trainingCard } from "./training.js";
 
@@ -42,6 +42,23 @@ export function liveProgress(job) {
   return h("div", { class: "live" }, badge(job.status), progressBar(job.status === "succeeded" ? 1 : job.progress.fraction, label));
 }
 
+// A low-resolution preview while the job runs, when its worker sends them
+// (IMAGEFLEET_PREVIEW_EVERY): reloaded at each new step, hidden while there is none (404).
+export function previewBox() {
+  const img = h("img", { class: "preview", alt: "preview", hidden: true });
+  img.addEventListener("load", () => { img.hidden = false; });
+  img.addEventListener("error", () => { img.hidden = true; });
+  let shown = -1;
+  const box = h("div", { class: "preview-box" }, img);
+  box.update = (job) => {
+    if (FINAL.has(job.status)) { img.hidden = true; return; }
+    if (job.status !== "running" || job.progress.step === shown) return;
+    shown = job.progress.step;
+    img.src = `${ROOT}/v1/jobs/${encodeURIComponent(job.id)}/preview?step=${shown}`;
+  };
+  return box;
+}
+
 // What the job cost so far: lease seconds at the price table's hourly price (as /v1/usage).
 function cost(job) {
   const c = job.cost;
@@ -62,11 +79,12 @@ export async function jobPage(main, { arg, query, session }) {
   const attempts = h("div");
   const outputs = h("div");
   const problem = h("div");
+  const preview = previewBox();
   const first = await api(`/v1/jobs/${encodeURIComponent(id)}`);
   const training = first.kind === "train_lora" ? trainingCard(id) : null;
   main.append(...[head,
     readOnly ? h("p", { class: "note", id: "tenant-note" }, `${tenant}'s job, shown to you as an admin: read-only.`) : null,
-    card("Progress", progress, problem), training ? training.element : null,
+    card("Progress", progress, preview, problem), training ? training.element : null,
     card("Outputs", outputs), details, card("Attempts", attempts)].filter(Boolean));
   let lastStatus = null;
   let lastAttempts = -1;
@@ -77,6 +95,7 @@ export async function jobPage(main, { arg, query, session }) {
     } }, "Cancel");
     clear(head, h("h1", {}, "Job ", h("span", { class: "mono" }, job.id)), h("span", { class: "muted" }, `${job.kind} · tier ${job.tier}`), cancel);
     clear(progress, liveProgress(job));
+    preview.update(job);
     const error = job.error || job.last_error;
     clear(problem, error ? h("div", { class: "error-box" }, `${error.code}: ${error.message}`) : null);
     if (job.status !== lastStatus) {

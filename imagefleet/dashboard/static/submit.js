@@ -4,7 +4,7 @@
 
 import { api, FINAL, upload, watchJob } from "./api.js";
 import { card, clear, errorBox, h } from "./ui.js";
-import { liveProgress, outputsGrid } from "./job.js";
+import { liveProgress, outputsGrid, previewBox } from "./job.js";
 
 const SIZES = [64, 128, 256, 512, 768, 1024];
 
@@ -110,9 +110,11 @@ export async function submitPage(main) {
       const job = await api("/v1/jobs", { method: "POST", body: { kind: kind.value, params } });
       const progress = h("div");
       const outputs = h("div");
-      clear(result, h("p", {}, "Job ", h("a", { href: `#/job/${job.id}`, class: "mono", id: "submit-job-link" }, job.id)), progress, outputs);
+      const preview = previewBox();
+      clear(result, h("p", {}, "Job ", h("a", { href: `#/job/${job.id}`, class: "mono", id: "submit-job-link" }, job.id)), progress, preview, outputs);
       stop = watchJob(job.id, (update) => {
         clear(progress, liveProgress(update));
+        preview.update(update);
         if (FINAL.has(update.status)) {
           clear(outputs, outputsGrid(update));
           if (update.error) outputs.append(errorBox(`${update.error.code}: ${update.error.message}`));
