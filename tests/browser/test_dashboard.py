@@ -65,6 +65,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, fleet_template) -> Iterator[
             quarantine_failures="1",
             gpu_prices='{"cpu": 0.5}',
         )
+        fleet.worker_env["IMAGEFLEET_PREVIEW_EVERY"] = "1"  # a preview after every step
         fleet.start_workers(1, timeout=WORKER_START_TIMEOUT)
         yield fleet
     finally:
@@ -130,6 +131,12 @@ def test_a_client_submits_from_the_form_watches_progress_and_finds_the_image(
     )
     shot(page, "submit")
     assert fleet.client.get(job_id).status is JobStatus.succeeded
+    # The worker sent a preview before the image (steps 1-3 of 4, each before the next step):
+    # the newest one is still there to read, as the page read it while the job ran.
+    preview = page.request.get(f"{fleet.url}/v1/jobs/{job_id}/preview")
+    assert preview.status == 200 and preview.headers["content-type"] == "image/jpeg"
+    assert preview.headers["x-imagefleet-preview-step"] == "3"
+    assert Image.open(io.BytesIO(preview.body())).size == (64, 64)
 
     page.click("a[data-page=gallery]")
     tile = page.locator(f'.gallery a[href="#/job/{job_id}"] img')
