@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from imagefleet.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
 from imagefleet.orchestrator.deps import ClientKey, Db, Lifecycle, WorkerKey
-from imagefleet.orchestrator.openapi_errors import DocumentedRoute
+from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store.database import Database
 from imagefleet.store.keys import ApiKey
@@ -85,6 +85,7 @@ def _running_attempt(db: Database, key: ApiKey, attempt_id: str) -> attempt_sql.
     "/attempts/{attempt_id}/preview",
     status_code=204,
     summary="Report a low-resolution preview of the running attempt (raw JPEG/PNG body)",
+    responses=error_responses(413, 415, 422),
 )
 async def put_preview(
     request: Request, key: WorkerKey, db: Db, attempt_id: str, step: int = 0, total_steps: int = 0
