@@ -172,6 +172,14 @@ def worker(
         help="On SIGTERM/Ctrl-C, seconds the running job may take to finish before it is "
         "handed back (0: hand it back at once). A second signal exits immediately.",
     ),
+    preview_every: int = typer.Option(
+        0,
+        "--preview-every",
+        min=0,
+        envvar="IMAGEFLEET_PREVIEW_EVERY",
+        help="Send a <= 64 px JPEG preview of a generation every N denoising steps, for the "
+        "dashboard (0: none).",
+    ),
 ) -> None:
     """Pull jobs from an orchestrator and run them on this machine's GPU (or CPU)."""
     from imagefleet.worker.loop import Worker, WorkerConfig
@@ -205,6 +213,7 @@ def worker(
         shutdown_grace_seconds=shutdown_grace,
         handler_plugins=handlers,
         pool=pool,
+        preview_every=preview_every,
     )
     if node_id:
         config.node_id = node_id

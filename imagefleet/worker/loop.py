@@ -86,9 +86,7 @@ class WorkerConfig:
     # The autoscaling pool it belongs to (set by the providers as IMAGEFLEET_POOL).
     pool: str | None = field(default_factory=lambda: os.environ.get("IMAGEFLEET_POOL") or None)
     # A low-resolution preview every N denoising steps (0: none); see worker/preview.py.
-    preview_every: int = field(
-        default_factory=lambda: int(os.environ.get("IMAGEFLEET_PREVIEW_EVERY") or 0)
-    )
+    preview_every: int = 0
 
 
 class Worker:
