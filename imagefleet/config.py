@@ -140,7 +140,9 @@ class Settings(BaseSettings):
         "threads, so that no request waits for a connection or opens a new one. Parked "
         "claims hold neither; one process is one core of Python, which 16 threads keep busy.",
     )
-    # Training (train_lora): what a job's lease time costs, by the GPU name workers report.
+    # What a job's lease time costs, by the GPU name workers report: training bills, and every
+    # other cost (job records, /v1/usage, /metrics, the dashboard) for GPU types that no pool
+    # and no [prices] of the pools file price.
     gpu_prices: dict[str, float] = Field(
         default_factory=dict,
         description='USD per worker-hour by GPU name, as JSON: {"NVIDIA GeForce RTX 4090": '

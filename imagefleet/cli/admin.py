@@ -6,15 +6,32 @@ of it, and SQLAlchemy with Alembic would double their start-up time.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from imagefleet.cli.common import fail, now
 from imagefleet.cli.datadir import DataDirOption, open_database, settings_for
 from imagefleet.cli.tables import print_table, when
-from imagefleet.models.registry import Registration, RegistrationError, register
+from imagefleet.hashing import OnBytes, path_size
+from imagefleet.models.registry import (
+    REMOTE_PREFIXES,
+    Registration,
+    RegistrationError,
+    register,
+)
 from imagefleet.protocol import ModelBase, ModelKind
 
 if TYPE_CHECKING:
@@ -172,9 +189,32 @@ def models_add(
 def add_model(request: Registration, *, data_dir: Path | None, create: bool = False) -> Model:
     db = open_database(settings_for(data_dir, create=create, quiet=True))
     try:
-        return register(db, request)
+        with hashing_bar(request.source) as on_bytes:
+            return register(db, request, on_bytes)
     except RegistrationError as exc:
         raise fail(f"{exc.message} (--{exc.option.replace('_', '-')})") from exc
+
+
+@contextlib.contextmanager
+def hashing_bar(source: str, console: Console | None = None) -> Iterator[OnBytes | None]:
+    """A progress bar on stderr (bytes, speed, time left) while a local model is hashed, which
+    takes minutes for a multi-gigabyte checkpoint; nothing for a remote source (the CLI
+    downloads nothing: workers do, and log their progress), or when stderr is no terminal."""
+    path = Path(source).expanduser()
+    console = console or Console(stderr=True)
+    if source.startswith(REMOTE_PREFIXES) or not path.exists() or not console.is_terminal:
+        yield None
+        return
+    columns = (
+        TextColumn("hashing {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(path.name, total=path_size(path))
+        yield lambda size: bar.advance(task, size)
 
 
 @models_app.command("list")

@@ -163,6 +163,14 @@ def worker(
         help="Micro-batching: claim up to this many compatible txt2img jobs (same models, "
         "size, steps, sampler) and run them as one pipeline call (1: off; worth it on GPUs).",
     ),
+    preview_every: int = typer.Option(
+        0,
+        "--preview-every",
+        min=0,
+        envvar="IMAGEFLEET_PREVIEW_EVERY",
+        help="Send a <= 64 px JPEG preview of a generation every N denoising steps, for the "
+        "dashboard (0: none).",
+    ),
 ) -> None:
     """Pull jobs from an orchestrator and run them on this machine's GPU (or CPU)."""
     from imagefleet.worker.loop import Worker, WorkerConfig
@@ -197,6 +205,7 @@ def worker(
         handler_plugins=handlers,
         pool=pool,
         max_batch=max_batch,
+        preview_every=preview_every,
     )
     if node_id:
         config.node_id = node_id

@@ -1,12 +1,19 @@
 """What both compatibility APIs do with the fleet: store base64 or uploaded images as inputs,
-submit jobs, wait for their end on the event bus, and read their outputs back."""
+submit jobs, wait for their end on the event bus, and read their outputs back.
+
+A client that goes away while its request waits cancels the request's jobs: nobody is left to
+receive the images (these APIs hand out no job id to poll), so running them on would only
+spend GPU time. A job that already ended is left as it is."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import contextlib
 import io
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +21,7 @@ from fastapi import Request
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from imagefleet.errors import InvalidField, JobDidNotSucceed, JobStillRunning
+from imagefleet.errors import ApiError, InvalidField, JobDidNotSucceed, JobStillRunning
 from imagefleet.images import InvalidImage, inspect_image
 from imagefleet.orchestrator.events import EventBus, wait_for_end
 from imagefleet.orchestrator.lifecycle import JobLifecycle
@@ -22,6 +29,15 @@ from imagefleet.orchestrator.routes_client import render_jobs
 from imagefleet.protocol import JobStatus, JobView
 from imagefleet.store.jobs import JobRow
 from imagefleet.store.keys import ApiKey
+
+log = logging.getLogger(__name__)
+
+
+class ClientGone(ApiError):
+    """499 (nginx's "client closed request"): the caller hung up while its jobs ran, and they
+    were cancelled. Nobody reads this answer; it names the jobs for the access log."""
+
+    status = 499
 
 
 @dataclass(frozen=True)
@@ -100,13 +116,19 @@ async def submit_all(request: Request, key: ApiKey, jobs: list[Any]) -> list[Job
 
 async def wait_all(request: Request, key: ApiKey, rows: list[JobRow]) -> list[Finished]:
     """Waits for every job, all within one `compat_wait_seconds`; 504 naming the jobs still
-    running, 502 for a job that failed or was cancelled."""
+    running, 502 for a job that failed or was cancelled; if the client hangs up first, its jobs
+    are cancelled (`ClientGone`)."""
     lifecycle = lifecycle_of(request)
     bus: EventBus = request.app.state.event_bus
     timeout = lifecycle.settings.compat_wait_seconds
-    ended = await asyncio.gather(
-        *(wait_for_end(bus, lifecycle, key, row.id, timeout) for row in rows)
-    )
+    waiting = asyncio.gather(*(wait_for_end(bus, lifecycle, key, row.id, timeout) for row in rows))
+    async with _disconnect(request) as gone:
+        either: set[asyncio.Future[Any]] = {waiting, gone}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    if not waiting.done():
+        waiting.cancel()
+        await _cancel_left(lifecycle, key, rows)
+    ended = await waiting
     pending = [row.id for row, end in zip(rows, ended, strict=True) if end is None]
     if pending:
         raise JobStillRunning(pending, timeout)
@@ -123,6 +145,33 @@ async def wait_all(request: Request, key: ApiKey, rows: list[JobRow]) -> list[Fi
         ]
         finished.append(Finished(view, files))
     return finished
+
+
+@contextlib.asynccontextmanager
+async def _disconnect(request: Request) -> AsyncIterator[asyncio.Future[None]]:
+    """A future done when the client disconnects. The body was read before the route ran, so
+    the server's next message is the disconnect (uvicorn's `receive` blocks until then)."""
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    task = asyncio.ensure_future(watch())
+    try:
+        yield task
+    finally:
+        task.cancel()
+
+
+async def _cancel_left(lifecycle: JobLifecycle, key: ApiKey, rows: list[JobRow]) -> None:
+    """Cancels the jobs of a request whose client went away; raises `ClientGone`."""
+    cancelled = []
+    for row in rows:
+        after = await run_in_threadpool(lifecycle.cancel, key, row.id)
+        if after.status is JobStatus.cancelled:
+            cancelled.append(row.id)
+    log.info("compat client disconnected; cancelled %s", ", ".join(cancelled) or "nothing")
+    raise ClientGone(f"the client disconnected; cancelled job(s) {', '.join(cancelled) or '-'}")
 
 
 def parse_size(size: str, loc: tuple[str | int, ...]) -> tuple[int, int]:

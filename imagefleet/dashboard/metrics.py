@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from imagefleet.dashboard.protocol import Bucket, TierQueue, WaitStats, WorkerState
 from imagefleet.protocol import JobStatus
+from imagefleet.scaling.pricing import AttemptRecord, PriceTable, attempt_cost, billable_seconds
 
 SECONDS_PER_HOUR = 3600.0
 
@@ -100,3 +101,25 @@ def worker_state(
 
 def per_hour(count: float, window_seconds: float) -> float:
     return count * SECONDS_PER_HOUR / window_seconds if window_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class WindowCost:
+    """Money spent on the attempts of the jobs that finished in the window, at today's prices.
+    `usd` is None when none of them ran on a priced pool or GPU (nothing to show in money)."""
+
+    usd: float | None
+    unpriced_seconds: float
+
+
+def window_cost(records: Iterable[AttemptRecord], prices: PriceTable, now: float) -> WindowCost:
+    """The same arithmetic as `/v1/usage` (lease seconds x hourly price), summed."""
+    usd: float | None = None
+    unpriced = 0.0
+    for record in records:
+        cost = attempt_cost(record, prices, now)
+        if cost is None:
+            unpriced += billable_seconds(record, now)
+        else:
+            usd = (usd or 0.0) + cost
+    return WindowCost(usd=usd, unpriced_seconds=unpriced)

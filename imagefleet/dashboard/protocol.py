@@ -97,6 +97,23 @@ class OverviewView(BaseModel):
         "per hour (a price per unit turns it into money)."
     )
     cost_units_per_image: float | None = None
+    prices_configured: bool = Field(
+        False,
+        description="Whether any price is set (IMAGEFLEET_GPU_PRICES, or a pool's "
+        "price_per_hour); without one the cost in money below stays null.",
+    )
+    cost_usd: float | None = Field(
+        None,
+        description="USD of the attempts of the jobs that finished in the window (lease "
+        "seconds x hourly price, as /v1/usage); null when none ran on a priced worker.",
+    )
+    cost_usd_per_hour: float | None = None
+    cost_usd_per_image: float | None = Field(
+        None, description="cost_usd over the images the window's succeeded jobs delivered."
+    )
+    unpriced_seconds: float = Field(
+        0.0, description="Lease seconds in the window on workers whose pool and GPU have no price."
+    )
     series: list[Bucket]
     workers: list[WorkerSummary] | None = None
     workers_by_state: dict[str, int] | None = None

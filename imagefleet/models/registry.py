@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from imagefleet.errors import InvalidField
-from imagefleet.hashing import path_sha256
+from imagefleet.hashing import OnBytes, path_sha256
 from imagefleet.models.inspect import PICKLE_SUFFIXES, detect_base, detect_format
 from imagefleet.protocol import ModelBase, ModelKind
 from imagefleet.store.database import Database
@@ -49,9 +49,10 @@ class RegistrationError(ValueError):
         return InvalidField(("body", self.option.lstrip("-").replace("-", "_")), self.message)
 
 
-def register(db: Database, request: Registration) -> Model:
-    """Checks, hashes (local sources) and records a new version of the model."""
-    prepared = prepare(request)
+def register(db: Database, request: Registration, on_bytes: OnBytes | None = None) -> Model:
+    """Checks, hashes (local sources; `on_bytes` hears of every chunk hashed) and records a
+    new version of the model."""
+    prepared = prepare(request, on_bytes)
     with db.write() as conn:
         return register_model(
             conn,
@@ -83,7 +84,7 @@ class Prepared:
     trigger_words: tuple[str, ...]
 
 
-def prepare(request: Registration) -> Prepared:
+def prepare(request: Registration, on_bytes: OnBytes | None = None) -> Prepared:
     """Everything but the database write: validation, hashing, base and format detection."""
     name = request.name.strip()
     if not name or len(name) > 200 or "@" in name:
@@ -112,7 +113,7 @@ def prepare(request: Registration) -> Prepared:
         raise RegistrationError(
             "source", f"only .safetensors files or diffusers folders are accepted, got {path.name}"
         )
-    sha256, size_bytes = path_sha256(path)
+    sha256, size_bytes = path_sha256(path, on_bytes)
     if request.sha256 and request.sha256 != sha256:
         raise RegistrationError(
             "sha256", f"{path} hashes to {sha256}, not the expected {request.sha256}"

@@ -30,6 +30,7 @@ from imagefleet.kinds import job_union, kind_names, load_plugins
 from imagefleet.orchestrator import (
     checkpoint_routes,
     docs_ui,
+    previews,
     routes_admin,
     routes_autoscaling,
     routes_client,
@@ -147,7 +148,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.state.work_signal = WorkSignal(POLLING_RECHECK_SECONDS)  # replaced at start-up
     # A bad pools file stops start-up here, naming each bad pool and field.
     pools_config = load_pools(settings.pools_file) if settings.pools_file else None
-    app.state.pools = PoolService(db, pools_config, settings.lease_seconds)
+    app.state.pools = PoolService(db, pools_config, settings.lease_seconds, settings.gpu_prices)
     app.state.metrics = registry_for(
         db, app.state.pools, settings.lease_seconds, settings.tier_priority
     )
@@ -157,6 +158,8 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(routes_worker.router)
     app.include_router(checkpoint_routes.worker_router)
     app.include_router(checkpoint_routes.client_router)
+    app.include_router(previews.worker_router)  # low-resolution previews (previews.py)
+    app.include_router(previews.client_router)
     app.include_router(routes_admin.router)
     app.include_router(routes_autoscaling.router)
     app.include_router(routes_usage.router)

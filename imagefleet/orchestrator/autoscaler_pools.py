@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -27,10 +28,18 @@ log = logging.getLogger("imagefleet.autoscaler")
 
 
 class PoolService:
-    def __init__(self, db: Database, config: PoolsConfig | None, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        config: PoolsConfig | None,
+        lease_seconds: float,
+        gpu_prices: Mapping[str, float] | None = None,
+    ) -> None:
         self.db = db
         self.has_file = config is not None
         self.config = config or PoolsConfig()
+        # IMAGEFLEET_GPU_PRICES: per GPU type, under the pools file's [prices] (which win).
+        self.gpu_prices = dict(gpu_prices or {})
         # A worker not seen for this long is gone (three leases: it would have renewed).
         self.seen_within = 3 * lease_seconds
 
@@ -58,10 +67,12 @@ class PoolService:
             return [stored.pool for stored in pool_sql.list_pools(conn)]
 
     def prices(self) -> PriceTable:
-        """The price table: each pool's price as stored (edits included), the file's per GPU."""
+        """The price table: each pool's price as stored (edits included), the file's per GPU,
+        then IMAGEFLEET_GPU_PRICES for GPU types the file leaves out (the one table that job
+        costs, /v1/usage, /metrics and the dashboard all read)."""
         return PriceTable(
             by_pool={pool.name: pool.price_per_hour for pool in self.pools()},
-            by_gpu=dict(self.config.prices),
+            by_gpu={**self.gpu_prices, **self.config.prices},
         )
 
     def views(self, now: float, name: str | None = None) -> list[PoolView]:

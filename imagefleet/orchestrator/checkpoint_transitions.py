@@ -205,7 +205,7 @@ class CheckpointTransitions(WorkerFiles):
         """The owner's view of a training job: progress, loss curve, checkpoints kept, each
         attempt's start and reach, interruptions, lease seconds and cost."""
         with self.db.read() as conn:
-            row = self._owned(conn, owner, job_id)
+            row = self._readable(conn, owner, job_id)
             spec = get_kind(row.kind)
             params = spec.parse(row.params)
             policy = spec.checkpoint_policy(params)

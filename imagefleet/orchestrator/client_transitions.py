@@ -198,7 +198,7 @@ class ClientTransitions(QueueTransitions):
 
     def get(self, owner: ApiKey, job_id: str) -> job_sql.JobRow:
         with self.db.read() as conn:
-            return self._owned(conn, owner, job_id)
+            return self._readable(conn, owner, job_id)
 
     def list_jobs(
         self, owner: ApiKey, *, status: JobStatus | None, cursor: str | None, limit: int
@@ -246,7 +246,7 @@ class ClientTransitions(QueueTransitions):
     def attempts(self, owner: ApiKey, job_id: str) -> list[attempt_sql.AttemptRow]:
         """The job's attempt history (worker, node, times, outcome, error)."""
         with self.db.read() as conn:
-            self._owned(conn, owner, job_id)
+            self._readable(conn, owner, job_id)
             return attempt_sql.job_attempts(conn, job_id)
 
     def deliveries(self, owner: ApiKey, job_id: str) -> list[webhook_sql.Delivery]:
@@ -263,7 +263,7 @@ class ClientTransitions(QueueTransitions):
     def output_file(self, owner: ApiKey, job_id: str, index: int) -> tuple[bytes, str, str]:
         """An accepted output of the owner's job: its bytes, type and a file name."""
         with self.db.read() as conn:
-            row = self._owned(conn, owner, job_id)
+            row = self._readable(conn, owner, job_id)
             outputs = artifact_sql.job_outputs(conn, [row.id])[row.id]
         artifact = next((a for a in outputs if a.idx == index), None)
         if artifact is None:

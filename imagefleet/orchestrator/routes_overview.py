@@ -14,13 +14,14 @@ from sqlalchemy import Connection
 from imagefleet.config import Settings
 from imagefleet.dashboard import metrics
 from imagefleet.dashboard.protocol import OverviewView, RecentJob, WorkerSummary
-from imagefleet.orchestrator.deps import ClientKey, Lifecycle
+from imagefleet.orchestrator.deps import ClientKey, Lifecycle, Pools
 from imagefleet.orchestrator.node_health import JOB_FAULT_CODES
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.protocol import JobStatus
 from imagefleet.store import nodes as node_sql
 from imagefleet.store import overview as overview_sql
+from imagefleet.store import usage as usage_sql
 
 router = APIRouter(prefix="/v1", tags=["dashboard"], route_class=DocumentedRoute)
 SLICES = 12
@@ -32,25 +33,29 @@ WORKERS_SHOWN_LEASES = 20
 @router.get(
     "/overview",
     response_model=OverviewView,
-    summary="Usage in the last minutes: queue, throughput, waits, cost units; workers (admin)",
+    summary="Usage in the last minutes: queue, throughput, waits, cost; workers (admin)",
 )
 def get_overview(
     key: ClientKey,
     lifecycle: Lifecycle,
+    pools: Pools,
     window_minutes: int = Query(60, ge=5, le=7 * 24 * 60),
 ) -> OverviewView:
     now = lifecycle.clock()
     window = window_minutes * 60.0
     owner = None if key.scope == "admin" else key.id
+    prices = pools.prices()
     with lifecycle.db.read() as conn:
         counts = overview_sql.queue_counts(conn, owner)
         jobs = overview_sql.window_jobs(conn, owner, now - window)
         fleet = _fleet(conn, lifecycle.settings, now) if owner is None else {}
+        billed = usage_sql.attempts_of_finished(conn, now - window, now, owner)
     finished = [j for j in jobs if j.finished_at is not None and j.finished_at >= now - window]
     succeeded = [j for j in finished if j.status is JobStatus.succeeded]
     images = sum(j.images for j in succeeded)
     units = sum(j.cost_units or 0.0 for j in succeeded)
     queue = metrics.tier_queues(counts)
+    money = metrics.window_cost([a.record for a in billed], prices, now)
     return OverviewView(
         scope="fleet" if owner is None else "account",
         generated_at=to_datetime(now),
@@ -65,6 +70,11 @@ def get_overview(
         wait=metrics.wait_stats(jobs),
         cost_units_per_hour=metrics.per_hour(units, window),
         cost_units_per_image=units / images if images else None,
+        prices_configured=bool(prices.by_pool or prices.by_gpu),
+        cost_usd=money.usd,
+        cost_usd_per_hour=None if money.usd is None else metrics.per_hour(money.usd, window),
+        cost_usd_per_image=money.usd / images if money.usd is not None and images else None,
+        unpriced_seconds=round(money.unpriced_seconds, 3),
         series=metrics.series(jobs, now - window, now, SLICES),
         **fleet,
     )

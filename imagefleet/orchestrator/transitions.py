@@ -49,6 +49,16 @@ class TransitionBase:
             raise NotFound(f"no job {job_id!r}")
         return row
 
+    def _readable(self, conn: Connection, key: ApiKey, job_id: str) -> job_sql.JobRow:
+        """The job, for reading: its owner's, or any tenant's for an admin key (so an operator
+        can open a job from the fleet overview). Changing a job (cancel) stays `_owned`."""
+        if key.scope != "admin":
+            return self._owned(conn, key, job_id)
+        row = job_sql.get_job(conn, job_id)
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        return row
+
     def _lock_owned(self, conn: Connection, owner: ApiKey, job_id: str) -> job_sql.JobRow:
         row = job_sql.lock_job(conn, job_id)
         if row is None or row.owner_key_id != owner.id:

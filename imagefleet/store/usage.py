@@ -49,6 +49,17 @@ def attempts_of_owner(
     )
 
 
+def attempts_of_finished(
+    conn: Connection, start: float, end: float, owner_key_id: str | None = None
+) -> list[OwnedAttempt]:
+    """Every attempt of the jobs (of one owner, or all) that finished within [start, end):
+    what the dashboard's overview bills against the images those jobs delivered."""
+    where = and_(jobs.c.finished_at >= start, jobs.c.finished_at < end)
+    if owner_key_id is not None:
+        where = and_(where, jobs.c.owner_key_id == owner_key_id)
+    return _query(conn, where)
+
+
 def attempts_in_window(conn: Connection, start: float, end: float) -> list[OwnedAttempt]:
     """Attempts whose lease overlaps [start, end)."""
     return _query(

@@ -34,6 +34,7 @@ from imagefleet.protocol import (
     WorkerCapabilities,
     WorkerFailureCode,
 )
+from imagefleet.worker.engines.base import StepCallback
 from imagefleet.worker.handlers import load_handlers, serving
 from imagefleet.worker.handlers.base import (
     InputUnavailable,
@@ -88,6 +89,8 @@ class WorkerConfig:
     pool: str | None = field(default_factory=lambda: os.environ.get("IMAGEFLEET_POOL") or None)
     # Micro-batching: claim up to this many compatible jobs and run them as one call (1: off).
     max_batch: int = 1
+    # A low-resolution preview every N denoising steps (0: none); see worker/preview.py.
+    preview_every: int = 0
 
 
 class Worker:
@@ -247,7 +250,7 @@ class Worker:
             engine=self.engine,
             cache=self.cache,
             fetch=self.client.fetch,
-            on_step=beat.progress,
+            on_step=self._step_callback(beat, attempt),
             should_stop=lambda: beat.cancelled or self._must_hand_back(),
             client=self.client,
             heartbeat=beat,
@@ -334,6 +337,17 @@ class Worker:
             pass
         except Exception as exc:  # the lease will expire and the job be requeued anyway
             log.warning("could not report failure of %s: %s", attempt_id, exc)
+
+    def _step_callback(self, beat: Heartbeat, attempt_id: str) -> StepCallback:
+        """The heartbeat's progress, plus previews of the latents when configured."""
+        if self.config.preview_every <= 0:
+            return beat.progress
+        from imagefleet.worker.preview import PreviewingSteps
+
+        def send(step: int, total: int, jpeg: bytes) -> None:
+            self.client.put_preview(attempt_id, step, total, jpeg)
+
+        return PreviewingSteps(beat.progress, send, self.config.preview_every)
 
 
 def _listed(engine: object, method: str) -> list[str]:

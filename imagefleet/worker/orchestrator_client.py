@@ -122,6 +122,17 @@ class OrchestratorClient:
         )
         return UploadedArtifact.model_validate(response.json())
 
+    def put_preview(self, attempt_id: str, step: int, total: int, jpeg: bytes) -> None:
+        """A low-resolution preview (worker/preview.py): one try, no retry, a short timeout;
+        a preview that does not arrive is simply not shown."""
+        self.http.put(
+            f"/v1/worker/attempts/{attempt_id}/preview",
+            params={"step": step, "total_steps": total},
+            content=jpeg,
+            headers={"Content-Type": "image/jpeg"},
+            timeout=5.0,
+        ).raise_for_status()
+
     def put_direct(self, url: str, data: bytes, content_type: str) -> None:
         """Uploads straight to the artifact store through a presigned URL."""
         self._call(

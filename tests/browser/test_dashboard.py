@@ -8,6 +8,7 @@ page shows. Screenshots of every page land in `tmp/artifacts/browser/` (or under
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,11 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from imagefleet.protocol import JobStatus
 from tests.e2e.conftest import Fleet, FleetFactory, fleet_template  # noqa: F401
 from tests.harness.fleet import create_key
+from tests.training_jobs import dataset_zip, train_params
 
 pytestmark = pytest.mark.e2e
 
@@ -52,10 +55,17 @@ def browser() -> Iterator[Browser]:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory, fleet_template) -> Iterator[Fleet]:  # noqa: F811
     """One orchestrator (which also knows the toy `echo` kind, which its worker does not serve,
-    so a stand-in flaky node can fail one) and one real worker; one failure quarantines."""
+    so a stand-in flaky node can fail one) and one real worker; one failure quarantines. The
+    worker's `cpu` is priced, so that pages show cost in money."""
     factory = FleetFactory(tmp_path_factory.mktemp("browser"), fleet_template)
     try:
-        fleet = factory(workers=0, kind_plugins="tests.toy_kind", quarantine_failures="1")
+        fleet = factory(
+            workers=0,
+            kind_plugins="tests.toy_kind",
+            quarantine_failures="1",
+            gpu_prices='{"cpu": 0.5}',
+        )
+        fleet.worker_env["IMAGEFLEET_PREVIEW_EVERY"] = "1"  # a preview after every step
         fleet.start_workers(1, timeout=WORKER_START_TIMEOUT)
         yield fleet
     finally:
@@ -121,6 +131,12 @@ def test_a_client_submits_from_the_form_watches_progress_and_finds_the_image(
     )
     shot(page, "submit")
     assert fleet.client.get(job_id).status is JobStatus.succeeded
+    # The worker sent a preview before the image (steps 1-3 of 4, each before the next step):
+    # the newest one is still there to read, as the page read it while the job ran.
+    preview = page.request.get(f"{fleet.url}/v1/jobs/{job_id}/preview")
+    assert preview.status == 200 and preview.headers["content-type"] == "image/jpeg"
+    assert preview.headers["x-imagefleet-preview-step"] == "3"
+    assert Image.open(io.BytesIO(preview.body())).size == (64, 64)
 
     page.click("a[data-page=gallery]")
     tile = page.locator(f'.gallery a[href="#/job/{job_id}"] img')
@@ -138,6 +154,9 @@ def test_a_client_submits_from_the_form_watches_progress_and_finds_the_image(
     assert image_loaded(page, ".output img")
     expect(page.locator(".kv").first).to_contain_text("a lighthouse at dusk")
     expect(page.locator(".table .badge-succeeded").first).to_be_visible()  # the attempt
+    expect(page.locator("#job-cost")).to_contain_text("$")
+    expect(page.locator("#job-cost")).to_contain_text("per image")
+    expect(page.locator("#tenant-note")).to_have_count(0)
     shot(page, "job")
 
     page.click("a[data-page=jobs]")
@@ -200,7 +219,22 @@ def test_an_admin_sees_the_fleet_and_releases_a_quarantined_node(
     expect(page.locator(".page-head")).to_contain_text("The whole fleet")
     expect(page.locator("main")).to_contain_text("Latest jobs, all tenants")
     expect(page.locator("main")).to_contain_text("alice")
+    expect(page.locator(".stat", has_text="Cost / hour")).to_contain_text("$")
     shot(page, "overview-admin")
+
+    # Alice's job, opened from the fleet's list: the whole page, read-only.
+    page.click(f'a[href="#/job/{alices.id}?tenant=alice"]')
+    expect(page.locator(".page-head h1")).to_contain_text(alices.id)
+    expect(page.locator("#tenant-note")).to_contain_text("alice's job")
+    expect(page.locator(".live .badge-succeeded")).to_be_visible()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('.output img');"
+        " return i && i.complete && i.naturalWidth > 0; }"
+    )
+    expect(page.locator(".kv").first).to_contain_text("a harbour")
+    expect(page.locator(".table .badge-succeeded").first).to_be_visible()  # the attempt
+    expect(page.locator(".page-head button", has_text="Cancel")).to_have_count(0)
+    shot(page, "job-as-admin")
 
     page.click("a[data-page=workers]")
     row = page.locator('tr[data-node-row="flaky-node"]')
@@ -215,6 +249,58 @@ def test_an_admin_sees_the_fleet_and_releases_a_quarantined_node(
         f"{fleet.url}/v1/admin/nodes", headers={"Authorization": f"Bearer {admin_key}"}
     ).json()
     assert {n["id"]: n["status"] for n in nodes}["flaky-node"] == "active"
+    context.close()
+
+
+def test_a_client_submits_img2img_from_the_form_with_an_uploaded_init_image(
+    browser: Browser, fleet: Fleet
+) -> None:
+    buffer = io.BytesIO()
+    Image.effect_noise((64, 64), 40).convert("RGB").save(buffer, format="PNG")
+    context, page = logged_in(browser, fleet, fleet.keys.alice)
+    page.click("a[data-page=submit]")
+    page.select_option("#submit-kind", "img2img")
+    expect(page.locator("#submit-size")).to_be_hidden()
+    expect(page.locator("#submit-mask-field")).to_be_hidden()
+    page.set_input_files(
+        "#submit-init",
+        files=[{"name": "init.png", "mimeType": "image/png", "buffer": buffer.getvalue()}],
+    )
+    page.fill("#submit-prompt", "a fox in the snow")
+    page.fill("#submit-strength", "0.5")
+    page.fill("#submit-steps", "4")
+    page.fill("#submit-seed", "3")
+    page.click("#submit-button")
+    job_id = page.locator("#submit-job-link").inner_text()
+    expect(page.locator('#submit-result .bar[aria-valuenow="100"]')).to_be_visible()
+    page.wait_for_function(
+        "() => { const i = document.querySelector('#submit-result .output img');"
+        " return i && i.complete && i.naturalWidth > 0; }"
+    )
+    shot(page, "submit-img2img")
+    job = fleet.client.get(job_id)
+    assert (job.kind, job.status) == ("img2img", JobStatus.succeeded)
+    assert job.params["strength"] == 0.5 and job.params["init_image"]
+    assert (job.outputs[0].width, job.outputs[0].height) == (64, 64)  # the init image's size
+    context.close()
+
+
+def test_a_training_jobs_page_draws_its_loss_curve(browser: Browser, fleet: Fleet) -> None:
+    dataset = fleet.client.upload_input(dataset_zip(), "application/zip")
+    params = train_params(dataset=dataset.id, steps=6, checkpoint_every=2, keep_last=2)
+    job = fleet.client.submit("train_lora", params)
+    context, page = logged_in(browser, fleet, fleet.keys.alice)
+    page.goto(f"{fleet.url}/ui#/job/{job.id}")
+    expect(page.locator(".live .badge-succeeded")).to_be_visible()
+    expect(page.locator("#training .stat", has_text="Steps")).to_contain_text("6 / 6")
+    expect(page.locator("#loss-chart path.line")).to_have_count(1)
+    assert page.locator("#loss-chart circle.dot").count() >= 1
+    expect(page.locator("#training .stat", has_text="Cost")).to_contain_text("$")
+    expect(page.locator("#training")).to_contain_text("Registered as")
+    expect(page.locator(".output-file a")).to_contain_text("download")  # the LoRA, no <img>
+    stray = "[...document.querySelector('main').childNodes].filter(n => n.nodeType === 3)"
+    assert page.evaluate(f"{stray}.map(n => n.textContent.trim()).join('')") == ""
+    shot(page, "job-training")
     context.close()
 
 

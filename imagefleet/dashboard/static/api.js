@@ -32,6 +32,20 @@ export async function api(path, { method = "GET", body, headers: extra = {} } = 
   return data;
 }
 
+// Uploads an image (a File from an <input type=file>) as POST /v1/inputs' raw body, with the
+// file's own Content-Type; answers the input (its `id` is what a job's params name).
+export async function upload(file) {
+  const response = await fetch(`${ROOT}/v1/inputs`, {
+    method: "POST",
+    headers: { ...HEADERS, "Content-Type": file.type || "application/octet-stream" },
+    body: file,
+    credentials: "same-origin",
+  });
+  const data = await response.json().catch(() => null);
+  if (!response.ok) throw new ApiError(response.status, data && data.detail);
+  return data;
+}
+
 // Calls onUpdate(job) with each state of the job until it is final, and returns a function
 // that stops watching. It reads the job once, then follows its server-sent events
 // (GET /v1/jobs/{id}/events: its history replayed, then live): status and progress events

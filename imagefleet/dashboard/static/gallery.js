@@ -15,7 +15,8 @@ export async function galleryPage(main) {
     if (cursor) params.set("cursor", cursor);
     const page = await api(`/v1/jobs?${params}`);
     for (const job of page.jobs) {
-      for (const output of job.outputs) {
+      // Images only: a training job's output is a LoRA file, found on its job page.
+      for (const output of job.outputs.filter((o) => o.content_type.startsWith("image/"))) {
         count += 1;
         grid.append(h("a", { class: "tile", href: `#/job/${job.id}`, title: job.params.prompt || job.id },
           h("img", { src: output.url, alt: job.params.prompt || "output", loading: "lazy" }),

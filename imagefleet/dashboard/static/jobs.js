@@ -8,8 +8,9 @@ const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
 const PAGE_SIZE = 50;
 
 export function jobRow(job) {
-  const thumb = job.outputs.length
-    ? h("img", { class: "thumb", src: job.outputs[0].url, alt: "", loading: "lazy" })
+  const image = job.outputs.find((o) => o.content_type.startsWith("image/"));
+  const thumb = image
+    ? h("img", { class: "thumb", src: image.url, alt: "", loading: "lazy" })
     : h("div", { class: "thumb thumb-empty" });
   const p = job.params || {};
   return h("tr", { class: "clickable", onclick: () => { location.hash = `#/job/${job.id}`; } },

@@ -1,9 +1,9 @@
-// Overview: queue, throughput, waits and cost units over the last hour, charts over time; for
+// Overview: queue, throughput, waits and cost in USD over the last hour, charts over time; for
 // an admin also workers by state and GPU, and the newest jobs of every tenant.
 
 import { api } from "./api.js";
 import { barChart, legend, lineChart } from "./chart.js";
-import { badge, card, clear, h, number, seconds, shortId, stat, table, when } from "./ui.js";
+import { badge, card, clear, h, number, seconds, shortId, stat, table, usd, when, NO_PRICE } from "./ui.js";
 
 const REFRESH_MS = 5000;
 const DEPTH_POINTS = 60;
@@ -19,8 +19,17 @@ function stats(o) {
     stat("Images / hour", number(o.images_per_hour, 1), `${number(o.images)} in the last hour`),
     stat("Wait p50", seconds(o.wait.p50_seconds), `p95 ${seconds(o.wait.p95_seconds)} · ${o.wait.samples} jobs`),
     stat("Finished", `${number(o.succeeded)} ok`, `${number(o.failed)} failed`),
-    stat("Cost units / hour", number(o.cost_units_per_hour, 2),
-      o.cost_units_per_image === null ? "per image –" : `${number(o.cost_units_per_image, 3)} per image`));
+    money(o));
+}
+
+// Cost at the price table of /v1/usage; never "units": without a price the page says so.
+function money(o) {
+  if (!o.prices_configured) return stat("Cost / hour", "–", NO_PRICE);
+  if (o.cost_usd_per_hour === null) {
+    return stat("Cost / hour", "–", `no priced worker ran these jobs (${seconds(o.unpriced_seconds)} unpriced)`);
+  }
+  const unpriced = o.unpriced_seconds ? ` · ${seconds(o.unpriced_seconds)} unpriced` : "";
+  return stat("Cost / hour", usd(o.cost_usd_per_hour), `${usd(o.cost_usd_per_image)} per image${unpriced}`);
 }
 
 function charts(o, depth) {
@@ -56,7 +65,8 @@ function fleet(o) {
     h("div", { class: "span-2" }, card("Latest jobs, all tenants", table(
       ["Job", "Owner", "Tier", "Kind", "Status", "Progress", "Submitted"],
       o.recent_jobs.map((j) => h("tr", {},
-        h("td", { class: "mono" }, shortId(j.id)), h("td", {}, j.owner), h("td", {}, j.tier), h("td", {}, j.kind),
+        h("td", { class: "mono" }, h("a", { href: `#/job/${j.id}?tenant=${encodeURIComponent(j.owner)}`, title: j.id }, shortId(j.id))),
+        h("td", {}, j.owner), h("td", {}, j.tier), h("td", {}, j.kind),
         h("td", {}, badge(j.status)),
         h("td", {}, j.progress_total ? `${j.progress_step}/${j.progress_total}` : "–"),
         h("td", {}, when(j.created_at)))),

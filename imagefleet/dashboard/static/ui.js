@@ -85,3 +85,14 @@ export function shortId(id) {
 export function errorBox(error) {
   return h("div", { class: "error-box" }, String(error.message || error));
 }
+
+// What a page says instead of a cost when the price table is empty (never "cost units").
+export const NO_PRICE = "no price configured: set IMAGEFLEET_GPU_PRICES or a pool's price";
+
+// US dollars, with enough digits that a cent fraction per image still reads.
+export function usd(value) {
+  if (value === null || value === undefined) return "–";
+  if (value === 0) return "$0";
+  if (Math.abs(value) >= 1) return `$${value.toFixed(2)}`;
+  return `$${Number(value.toPrecision(3))}`;
+}

@@ -64,8 +64,10 @@ def step_reporter(
 
     Steps are counted across the whole request so progress never goes backwards between
     images. Raising from inside the callback stops at once; the pipeline's own interrupt
-    flag would still run the VAE decode for an image nobody wants.
+    flag would still run the VAE decode for an image nobody wants. An `on_step` with an
+    `on_latents(done, total, latents)` method (worker/preview.py) also gets the latents.
     """
+    on_latents = getattr(on_step, "on_latents", None)
 
     def report(
         pipeline: Any, step_index: int, timestep: Any, tensors: dict[str, Any]
@@ -73,6 +75,8 @@ def step_reporter(
         per_image = pipeline.num_timesteps
         done = image_index * per_image + step_index + 1
         on_step(done, per_image * image_count)
+        if on_latents is not None and "latents" in tensors:
+            on_latents(done, per_image * image_count, tensors["latents"])
         if should_stop():
             raise GenerationCancelled(f"cancelled after step {done}")
         return tensors
