@@ -12,13 +12,13 @@ retry.py. Locking and the compare-and-set rule are described in docs/architectur
 from __future__ import annotations
 
 from imagefleet.orchestrator.client_transitions import ClientTransitions, Cursor
-from imagefleet.orchestrator.input_transitions import InputTransitions
+from imagefleet.orchestrator.dataset_import import DatasetImports
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.orchestrator.worker_batches import WorkerBatches
 from imagefleet.orchestrator.worker_files import output_key
 
 
-class JobLifecycle(ClientTransitions, InputTransitions, WorkerBatches):
+class JobLifecycle(ClientTransitions, DatasetImports, WorkerBatches):
     """Both sides of the lifecycle over one database, settings object and clock."""
 
 
