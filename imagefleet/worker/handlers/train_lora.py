@@ -1,6 +1,7 @@
 """train_lora on the worker: fetch the base model and dataset, resume from the newest
 checkpoint that reads back, train with the phase-1 engine (worker/training/engine.py), report
-loss in heartbeats and every checkpoint through the `checkpoint` transition, and return the
+loss in heartbeats and every checkpoint through the `checkpoint` transition (the archive put
+straight into an S3-compatible bucket through a presigned URL, else through the API), and return the
 LoRA file, which the orchestrator registers as a model when the attempt completes.
 
 How the engine's outcomes map onto the protocol:
@@ -22,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imagefleet.checkpoint_protocol import StoredCheckpoint
 from imagefleet.kinds.train_lora import LORA_MEDIA_TYPE, TrainLoraParams, instance_input_name
 from imagefleet.protocol import ModelRole, ResumeReport, SkippedCheckpoint
 from imagefleet.training.dataset import (
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
     from imagefleet.worker.training.types import StepProgress, StopReason
 
 log = logging.getLogger("imagefleet.worker.train_lora")
+CHECKPOINT_MEDIA_TYPE = "application/zip"
 
 
 def training_params(params: TrainLoraParams) -> LoraTrainingParams:
@@ -198,8 +201,17 @@ class TrainLoraHandler:
         if ctx.client is None:
             raise RuntimeError("this worker has no orchestrator client to report checkpoints")
         archive = pack_checkpoint(folder, folder.with_name(folder.name + ".zip"))
+        attempt = ctx.assignment.attempt_id
         try:
-            ctx.client.upload_checkpoint(ctx.assignment.attempt_id, step, archive.read_bytes())
+            data = archive.read_bytes()
+            # S3-compatible store: straight into the bucket, then reported (checkpoint_direct.py).
+            target = ctx.client.checkpoint_target(attempt, step)
+            if target.url is None:
+                ctx.client.upload_checkpoint(attempt, step, data)
+                return
+            ctx.client.put_direct(target.url, data, CHECKPOINT_MEDIA_TYPE)
+            stored = StoredCheckpoint(size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+            ctx.client.report_stored_checkpoint(attempt, step, stored)
         finally:
             archive.unlink(missing_ok=True)
 
