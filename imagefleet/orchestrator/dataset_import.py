@@ -144,7 +144,7 @@ async def fetch_url(url: str, *, max_bytes: int, allow_private: bool) -> bytes:
     DatasetImportError."""
     timeout = httpx.Timeout(30.0, connect=10.0)
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
-        current = httpx.URL(url)
+        current = _parsed(url)
         for _hop in range(MAX_REDIRECTS + 1):
             if current.scheme not in ("http", "https"):
                 raise DatasetImportError(f"{current} is not an http(s) URL")
@@ -156,18 +156,29 @@ async def fetch_url(url: str, *, max_bytes: int, allow_private: bool) -> bytes:
             try:
                 async with client.stream("GET", current) as response:
                     if response.is_redirect and "location" in response.headers:
-                        current = current.join(response.headers["location"])
+                        current = _parsed(current.join(response.headers["location"]))
                         continue
                     if response.status_code != 200:
                         raise DatasetImportError(
                             f"{_shown(current)} answered HTTP {response.status_code}"
                         )
                     return await _bounded_body(response, max_bytes, current)
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
                 raise DatasetImportError(
                     f"{_shown(current)} could not be fetched: {type(exc).__name__}: {exc}"
                 ) from exc
-    raise DatasetImportError(f"{_shown(httpx.URL(url))} redirects more than {MAX_REDIRECTS} times")
+    raise DatasetImportError(f"{_shown(_parsed(url))} redirects more than {MAX_REDIRECTS} times")
+
+
+def _parsed(url: str | httpx.URL) -> httpx.URL:
+    """The URL as httpx reads it; what it cannot read (a bad port, an invalid IDNA name) is the
+    submitter's mistake, not a server error."""
+    try:
+        parsed = httpx.URL(url)
+        parsed.host.encode("idna")
+    except (httpx.InvalidURL, ValueError, UnicodeError) as exc:
+        raise DatasetImportError(f"the dataset URL cannot be used: {exc}") from exc
+    return parsed
 
 
 async def _bounded_body(response: httpx.Response, max_bytes: int, url: httpx.URL) -> bytes:
