@@ -42,17 +42,16 @@ LORA_MEDIA_TYPE = "application/octet-stream"
 MAX_ATTEMPTS = 10
 
 
+InputId = Annotated[str, Field(min_length=1, max_length=64, pattern="^[0-9a-f]+$")]
+
+
 class TrainLoraParams(LoraTrainingParams):
     """What a train_lora job trains on and how (the hyperparameters are LoraTrainingParams')."""
 
     base_model: ModelUse = Field(
-        description='A registered checkpoint (SD 1.5): "name", "name@version" or an object.'
+        description='A registered checkpoint (SD 1.5 or SDXL): "name", "name@version" or an object.'
     )
-    dataset: (
-        Annotated[str, Field(min_length=1, max_length=64, pattern="^[0-9a-f]+$")]
-        | (DatasetSource)
-        | None
-    ) = Field(
+    dataset: InputId | DatasetSource | None = Field(
         None,
         description="An uploaded dataset zip (POST /v1/inputs, Content-Type application/zip), "
         'or where to fetch one at submit: {"url": "https://..."} or {"s3": "s3://bucket/key"}, '
