@@ -2,10 +2,12 @@
 
 Routes and CLI commands only translate to and from these calls. Client transitions (submit,
 cancel and the owner's reads) live in client_transitions.py, input uploads in
-input_transitions.py; worker transitions (claim, heartbeat, complete, fail, reap_expired,
-grace_leases) in worker_transitions.py, their file uploads in worker_files.py and their
-batched forms in worker_batches.py; what happens after a failure is the pure `decide_retry` in
-retry.py. Locking and the compare-and-set rule are described in docs/architecture.md
+input_transitions.py (train_lora datasets fetched by URL or s3:// in dataset_import.py);
+worker transitions (claim, heartbeat, complete, fail, reap_expired, grace_leases) in
+worker_transitions.py (training checkpoints in checkpoint_transitions.py and
+checkpoint_direct.py), their file uploads in worker_files.py and their batched forms in
+worker_batches.py; what happens after a failure is the pure `decide_retry` in retry.py.
+Locking and the compare-and-set rule are described in docs/architecture.md
 ("Transitions and locking").
 """
 
