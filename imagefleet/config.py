@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     max_input_pixels: int = Field(
         4096 * 4096, gt=0, description="Largest width*height of an uploaded input image."
     )
+    # train_lora datasets named by URL or s3:// and fetched at submit (dataset_import.py).
+    dataset_allow_private: bool = Field(
+        False, description="Allow dataset URLs on private or loopback addresses."
+    )
+    dataset_s3_buckets: str = Field(
+        "", description="Comma-separated buckets s3:// datasets may be read from."
+    )
+    dataset_fetch_timeout_seconds: float = Field(
+        120.0, gt=0, description="Longest a dataset fetch at submit may take."
+    )
     kind_plugins: str = Field(
         "", description="Comma-separated modules that register extra job kinds."
     )

@@ -193,6 +193,27 @@ class S3ArtifactStore:
         except BotoCoreError as exc:
             raise self._failed("download", object_key, exc) from exc
 
+    def read_external(self, bucket: str, object_key: str, max_bytes: int) -> bytes:
+        """An object outside the store (a train_lora dataset in a bucket the operator allows),
+        read with the store's credentials and never more than ``max_bytes``: FileNotFoundError
+        when it is missing, ValueError when it is larger."""
+        where = f"s3://{bucket}/{object_key}"
+        try:
+            response = self._client.get_object(Bucket=bucket, Key=object_key)
+            if int(response.get("ContentLength", 0)) > max_bytes:
+                response["Body"].close()
+                raise ValueError(f"{where} is larger than {max_bytes} bytes")
+            data = bytes(response["Body"].read(max_bytes + 1))
+        except ClientError as exc:
+            if error_code(exc) in _MISSING or error_code(exc) == "NoSuchBucket":
+                raise FileNotFoundError(f"{where} does not exist") from exc
+            raise store_failure("download", object_key, f"bucket {bucket}", exc) from exc
+        except BotoCoreError as exc:
+            raise store_failure("download", object_key, f"bucket {bucket}", exc) from exc
+        if len(data) > max_bytes:
+            raise ValueError(f"{where} is larger than {max_bytes} bytes")
+        return data
+
     def delete(self, key: str) -> None:
         object_key = self.s3_key(key)
         try:

@@ -171,6 +171,13 @@ def worker(
         help="Send a <= 64 px JPEG preview of a generation every N denoising steps, for the "
         "dashboard (0: none).",
     ),
+    training_tracking: str | None = typer.Option(
+        None,
+        "--training-tracking",
+        envvar="IMAGEFLEET_TRAINING_TRACKING",
+        help="Track each train_lora attempt: 'jsonl:PATH' or 'mlflow:TRACKING_URI' "
+        "(docs/training.md).",
+    ),
 ) -> None:
     """Pull jobs from an orchestrator and run them on this machine's GPU (or CPU)."""
     from imagefleet.worker.loop import Worker, WorkerConfig
@@ -190,6 +197,8 @@ def worker(
                 f"--pool {pool!r} is not a pool name (lower-case letters, digits, - and _, "
                 "as in the pools file)"
             )
+    if training_tracking:  # read by the train_lora handler (worker/handlers/train_lora.py)
+        os.environ["IMAGEFLEET_TRAINING_TRACKING"] = training_tracking
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = WorkerConfig(

@@ -2,7 +2,8 @@
 worker is free; the result is registered as a model (kind lora) and usable at once.
 
 The dataset is an uploaded input: a zip of images with caption files (`dataset`, checked in
-full at upload, see training/dataset.py), or instance images (`instance_images`, each an
+full at upload, see training/dataset.py; or a URL / s3:// object the API fetches and checks at
+submit, orchestrator/dataset_import.py), or instance images (`instance_images`, each an
 uploaded image) that share the instance prompt. Hyperparameters are `LoraTrainingParams`
 (training/params.py), whose ranges refuse absurd values with a 422 naming the field. The seed
 is fixed at submit, so every attempt on every worker trains alike and a resumed run reaches the
@@ -12,7 +13,7 @@ weights an uninterrupted one would.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -30,6 +31,7 @@ from imagefleet.kinds.base import (
 )
 from imagefleet.protocol import JobSubmission, ModelKind, ModelRole, ModelUse
 from imagefleet.training.dataset import DATASET_CONTENT_TYPE
+from imagefleet.training.dataset_source import DatasetSource
 from imagefleet.training.params import LoraTrainingParams, with_fixed_seed
 
 PARAMS_LOC = ("body", "params")
@@ -40,18 +42,20 @@ LORA_MEDIA_TYPE = "application/octet-stream"
 MAX_ATTEMPTS = 10
 
 
+InputId = Annotated[str, Field(min_length=1, max_length=64, pattern="^[0-9a-f]+$")]
+
+
 class TrainLoraParams(LoraTrainingParams):
     """What a train_lora job trains on and how (the hyperparameters are LoraTrainingParams')."""
 
     base_model: ModelUse = Field(
-        description='A registered checkpoint (SD 1.5): "name", "name@version" or an object.'
+        description='A registered checkpoint (SD 1.5 or SDXL): "name", "name@version" or an object.'
     )
-    dataset: str | None = Field(
+    dataset: InputId | DatasetSource | None = Field(
         None,
-        min_length=1,
-        max_length=64,
-        pattern="^[0-9a-f]+$",
-        description="An uploaded dataset zip (POST /v1/inputs, Content-Type application/zip).",
+        description="An uploaded dataset zip (POST /v1/inputs, Content-Type application/zip), "
+        'or where to fetch one at submit: {"url": "https://..."} or {"s3": "s3://bucket/key"}, '
+        'optionally with "sha256".',
     )
     instance_images: list[str] = Field(
         default_factory=list,
@@ -126,6 +130,12 @@ class TrainLora(KindSpec):
             InputNeed(instance_input_name(i), input_id, (*PARAMS_LOC, "instance_images", i))
             for i, input_id in enumerate(params.instance_images)
         ]
+        if isinstance(params.dataset, DatasetSource):
+            # POST /v1/jobs imports a dataset source before admission; other callers must too.
+            raise InvalidField(
+                (*PARAMS_LOC, "dataset"),
+                "a dataset given by url or s3 is fetched by POST /v1/jobs; submit it there",
+            )
         if params.dataset is not None:
             inputs.append(InputNeed("dataset", params.dataset, (*PARAMS_LOC, "dataset")))
         side = params.resolution

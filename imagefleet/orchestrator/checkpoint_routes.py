@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from imagefleet.artifacts.base import ArtifactTooLarge
+from imagefleet.checkpoint_protocol import CheckpointUploadTarget, StoredCheckpoint
 from imagefleet.errors import InvalidField, PayloadTooLarge, UnsupportedMediaType
 from imagefleet.orchestrator.checkpoint_transitions import CHECKPOINT_MEDIA_TYPE
 from imagefleet.orchestrator.deps import ClientKey, Lifecycle, WorkerKey
@@ -41,6 +42,43 @@ async def put_checkpoint(
         return await lifecycle.upload_checkpoint(key, attempt_id, step, request.stream())
     except ArtifactTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from exc
+
+
+@worker_router.post(
+    "/attempts/{attempt_id}/checkpoints/{step}/direct",
+    response_model=CheckpointUploadTarget,
+    summary="A presigned URL to put a training checkpoint straight into the bucket",
+    description="With an S3-compatible store: PUT the zip to `url`, then report it with "
+    "`.../checkpoints/{step}/stored`. `url` is null with the local store: PUT the zip to "
+    "`.../checkpoints/{step}` instead.",
+    responses=error_responses(422),
+)
+def post_checkpoint_direct(
+    key: WorkerKey, attempt_id: str, step: int, lifecycle: Lifecycle
+) -> CheckpointUploadTarget:
+    _check_step_range(step)
+    return lifecycle.checkpoint_upload_target(key, attempt_id, step)
+
+
+@worker_router.post(
+    "/attempts/{attempt_id}/checkpoints/{step}/stored",
+    response_model=CheckpointReceipt,
+    summary="Report a checkpoint put through its presigned URL (the `checkpoint` transition)",
+    responses=error_responses(413, 422),
+)
+async def post_checkpoint_stored(
+    key: WorkerKey, attempt_id: str, step: int, body: StoredCheckpoint, lifecycle: Lifecycle
+) -> CheckpointReceipt:
+    _check_step_range(step)
+    try:
+        return await lifecycle.record_stored_checkpoint(key, attempt_id, step, body)
+    except ArtifactTooLarge as exc:
+        raise PayloadTooLarge(str(exc)) from exc
+
+
+def _check_step_range(step: int) -> None:
+    if not 1 <= step <= 1_000_000:
+        raise InvalidField(("path", "step"), f"step must be within 1..1000000, got {step}")
 
 
 @worker_router.get(

@@ -69,6 +69,7 @@ def submit_router(job_type: Any) -> APIRouter:
         signal: Signal,
         idempotency_key: IdempotencyKey = None,
     ) -> JobView:
+        job = await lifecycle.import_dataset_sources(key, job)  # train_lora url/s3 datasets
         row, replayed, combo = await run_in_threadpool(
             lifecycle.submit_with_combo, key, job, idempotency_key
         )

@@ -19,7 +19,8 @@ from imagefleet.errors import (
 )
 from imagefleet.kinds import get_kind, kind_names
 from imagefleet.orchestrator import events, webhooks
-from imagefleet.orchestrator.checkpoint_transitions import CheckpointTransitions, StagedModel
+from imagefleet.orchestrator.checkpoint_direct import DirectCheckpoints
+from imagefleet.orchestrator.checkpoint_transitions import StagedModel
 from imagefleet.orchestrator.claim_policy import ClaimPolicy
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
 from imagefleet.orchestrator.transitions import stale_reason, to_datetime
@@ -62,7 +63,7 @@ class WorkerDraining(RuntimeError):
     """The claiming worker's node is being removed by the autoscaler; the message says why."""
 
 
-class WorkerTransitions(CheckpointTransitions):
+class WorkerTransitions(DirectCheckpoints):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._touched: dict[str, tuple[float, str, str]] = {}

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import httpx
 
+from imagefleet.checkpoint_protocol import CheckpointUploadTarget, StoredCheckpoint
 from imagefleet.protocol import (
     AttemptHeartbeat,
     AttemptHeartbeatResult,
@@ -173,6 +174,25 @@ class OrchestratorClient:
                 f"/v1/worker/attempts/{attempt_id}/checkpoints/{step}",
                 content=data,
                 headers={"Content-Type": "application/zip"},
+            )
+        )
+        return CheckpointReceipt.model_validate(response.json())
+
+    def checkpoint_target(self, attempt_id: str, step: int) -> CheckpointUploadTarget:
+        """Where to put the checkpoint at ``step``: a presigned URL, or null (use the API)."""
+        response = self._call(
+            lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/checkpoints/{step}/direct")
+        )
+        return CheckpointUploadTarget.model_validate(response.json())
+
+    def report_stored_checkpoint(
+        self, attempt_id: str, step: int, stored: StoredCheckpoint
+    ) -> CheckpointReceipt:
+        """The `checkpoint` transition for an archive put through its presigned URL."""
+        body = stored.model_dump()
+        response = self._call(
+            lambda: self.http.post(
+                f"/v1/worker/attempts/{attempt_id}/checkpoints/{step}/stored", json=body
             )
         )
         return CheckpointReceipt.model_validate(response.json())

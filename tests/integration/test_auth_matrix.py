@@ -31,6 +31,10 @@ BODIES: dict[str, Any] = {
         "outputs": [{"index": 0, "seed": 1, "width": 64, "height": 64, "data_base64": "aGk="}]
     },
     "/v1/worker/attempts/{attempt_id}/resume": {"resumed_from_step": 0},
+    "/v1/worker/attempts/{attempt_id}/checkpoints/{step}/stored": {
+        "size_bytes": 1,
+        "sha256": "0" * 64,
+    },
     "/v1/worker/attempts/{attempt_id}/outputs/{index}/multipart": {"size_bytes": 10},
     "/v1/worker/attempts/{attempt_id}/outputs/{index}/multipart/complete": {
         "upload_id": "u",

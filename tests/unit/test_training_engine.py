@@ -224,11 +224,11 @@ def test_the_checkpoint_folders_are_removed_once_handed_over(
 
 
 def test_a_base_model_of_another_family_is_refused(demo_dir: Path, tmp_path: Path) -> None:
-    sdxl = tmp_path / "sdxl"
-    sdxl.mkdir()
-    (sdxl / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline"}))
-    with pytest.raises(UnsupportedBaseModel, match="StableDiffusionXLPipeline"):
-        trainer(sdxl, tmp_path / "work", tiny_params()).train()
+    flux = tmp_path / "flux"
+    flux.mkdir()
+    (flux / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(UnsupportedBaseModel, match="FluxPipeline"):
+        trainer(flux, tmp_path / "work", tiny_params()).train()
 
 
 def test_a_job_without_a_fixed_seed_is_refused(demo_dir: Path, tmp_path: Path) -> None:

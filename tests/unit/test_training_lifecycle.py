@@ -248,3 +248,41 @@ def test_a_cancelled_training_job_has_its_checkpoints_swept(
     assert sweep_final_checkpoints(db, lifecycle.artifacts) == 1
     assert not [k for k in stored_keys(lifecycle) if "/checkpoints/" in k]
     assert lifecycle.training_view(keys.alice, job_id).checkpoints == []
+
+
+def test_a_lora_trained_on_an_sdxl_base_is_registered_as_sdxl_and_usable_by_sdxl_jobs(
+    lifecycle: JobLifecycle, keys: Keys, db: Database
+) -> None:
+    from imagefleet.kinds.txt2img import Txt2ImgJob
+
+    with db.write() as conn:
+        register_model(
+            conn,
+            name="xl",
+            kind="checkpoint",
+            source="/models/xl",
+            sha256="e" * 64,
+            size_bytes=1,
+            now=1.0,
+            base="sdxl",
+        )
+    submit_training(lifecycle, keys.alice, base_model="xl", output_name="xl-cat", resolution=64)
+    attempt = claim_training(lifecycle, keys.worker).attempt_id
+    asyncio.run(
+        lifecycle.upload_output(
+            keys.worker, attempt, 0, "application/octet-stream", chunks_of(b"xl-lora")
+        )
+    )
+    lifecycle.complete(keys.worker, attempt, CompleteRequest(outputs=[CompletedOutput(index=0)]))
+    with db.read() as conn:
+        model = find_model(conn, "xl-cat")
+    assert model is not None and model.base is not None and model.base.value == "sdxl"
+    params = {"prompt": "a photo of sks cat", "width": 64, "height": 64}
+    job = Txt2ImgJob.model_validate(
+        {"params": {**params, "model": "xl", "loras": [{"name": "xl-cat"}]}}
+    )
+    row = lifecycle.submit(keys.alice, job)[0]
+    assert row.kind == "txt2img"
+    with pytest.raises(InvalidField, match="sdxl"):  # an SD 1.5 job cannot use it
+        wrong = {**params, "model": "demo", "loras": [{"name": "xl-cat"}]}
+        lifecycle.submit(keys.alice, Txt2ImgJob.model_validate({"params": wrong}))

@@ -1,6 +1,7 @@
 """train_lora on the worker: fetch the base model and dataset, resume from the newest
 checkpoint that reads back, train with the phase-1 engine (worker/training/engine.py), report
-loss in heartbeats and every checkpoint through the `checkpoint` transition, and return the
+loss in heartbeats and every checkpoint through the `checkpoint` transition (the archive put
+straight into an S3-compatible bucket through a presigned URL, else through the API), and return the
 LoRA file, which the orchestrator registers as a model when the attempt completes.
 
 How the engine's outcomes map onto the protocol:
@@ -17,11 +18,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imagefleet.checkpoint_protocol import StoredCheckpoint
 from imagefleet.kinds.train_lora import LORA_MEDIA_TYPE, TrainLoraParams, instance_input_name
 from imagefleet.protocol import ModelRole, ResumeReport, SkippedCheckpoint
 from imagefleet.training.dataset import (
@@ -36,9 +40,13 @@ from imagefleet.worker.handlers.generation import parsed_params
 
 if TYPE_CHECKING:
     from imagefleet.worker.training.checkpoint import CheckpointRef, ResumePoint, RunIdentity
+    from imagefleet.worker.training.tracking import Tracker
     from imagefleet.worker.training.types import StepProgress, StopReason
 
 log = logging.getLogger("imagefleet.worker.train_lora")
+# Experiment tracking (worker/training/tracking.py): "jsonl:PATH" or "mlflow:TRACKING_URI".
+TRACKING_ENV = "IMAGEFLEET_TRAINING_TRACKING"
+CHECKPOINT_MEDIA_TYPE = "application/zip"
 
 
 def training_params(params: TrainLoraParams) -> LoraTrainingParams:
@@ -107,6 +115,31 @@ def find_resume_point(
     return point, skipped
 
 
+def start_tracking(ctx: JobContext, params: TrainLoraParams, start_step: int) -> Tracker | None:
+    """The attempt's tracked run when the worker's environment names a tracker
+    (IMAGEFLEET_TRAINING_TRACKING), else None. A run per attempt, named job/attempt and tagged
+    with both and the step it resumed at; a bad setting is logged, never a failed job."""
+    from imagefleet.worker.training.tracking import make_tracker, parse_tracking
+
+    spec = os.environ.get(TRACKING_ENV, "").strip()
+    if not spec:
+        return None
+    try:
+        tracker = make_tracker(parse_tracking(spec))
+    except ValueError as exc:
+        log.warning("%s is ignored: %s", TRACKING_ENV, exc)
+        return None
+    assignment = ctx.assignment
+    tags = {
+        "job_id": assignment.job_id,
+        "attempt_id": assignment.attempt_id,
+        "resumed_from_step": str(start_step),
+    }
+    hyperparameters = training_params(params).model_dump(mode="json")
+    tracker.start(f"{assignment.job_id}/{assignment.attempt_id}", hyperparameters, tags)
+    return tracker
+
+
 class TrainLoraHandler:
     kind = "train_lora"
 
@@ -126,6 +159,7 @@ class TrainLoraHandler:
         dataset = load_dataset(ctx, params)
         path, config = ctx.model_files(base)
         work = Path(tempfile.mkdtemp(prefix=f"imagefleet-train-{ctx.assignment.job_id}-"))
+        tracker: Tracker | None = None
         device = getattr(ctx.engine, "device", None)
         try:
             trainer = LoraTrainer(
@@ -139,19 +173,26 @@ class TrainLoraHandler:
             )
             resume, skipped = find_resume_point(ctx, work / "resume", trainer.identity)
             self._report_resume(ctx, resume, skipped)
+            tracker = start_tracking(ctx, params, resume.state.step if resume.state else 0)
             with ctx.stage("inference"):
                 result = trainer.train(
                     resume=resume.state,
-                    on_progress=lambda p: self._progress(ctx, p),
+                    on_progress=self._progress_reporter(ctx, tracker),
                     should_stop=lambda: self._stop_reason(ctx),
                     on_checkpoint=lambda step, folder: self._checkpoint(ctx, step, folder),
                 )
             for notice in result.notices:
                 log.info("attempt %s: %s", ctx.assignment.attempt_id, notice)
+            if tracker is not None:
+                tracker.finish("succeeded")
             return [OutputFile(result.lora_path.read_bytes(), content_type=LORA_MEDIA_TYPE)]
         except TrainingStopped as exc:
+            if tracker is not None:
+                tracker.finish("stopped")
             raise GenerationCancelled(str(exc)) from exc
         except TrainingFailed as exc:
+            if tracker is not None:
+                tracker.finish("failed")
             raise InvalidJobInput(str(exc)) from exc
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -170,6 +211,16 @@ class TrainLoraHandler:
                 step,
                 len(skipped),
             )
+
+    def _progress_reporter(
+        self, ctx: JobContext, tracker: Tracker | None
+    ) -> Callable[[StepProgress], None]:
+        from imagefleet.worker.training.tracking import tracked
+
+        def report(progress: StepProgress) -> None:
+            self._progress(ctx, progress)
+
+        return report if tracker is None else tracked(tracker, report)
 
     @staticmethod
     def _progress(ctx: JobContext, progress: StepProgress) -> None:
@@ -198,8 +249,17 @@ class TrainLoraHandler:
         if ctx.client is None:
             raise RuntimeError("this worker has no orchestrator client to report checkpoints")
         archive = pack_checkpoint(folder, folder.with_name(folder.name + ".zip"))
+        attempt = ctx.assignment.attempt_id
         try:
-            ctx.client.upload_checkpoint(ctx.assignment.attempt_id, step, archive.read_bytes())
+            data = archive.read_bytes()
+            # S3-compatible store: straight into the bucket, then reported (checkpoint_direct.py).
+            target = ctx.client.checkpoint_target(attempt, step)
+            if target.url is None:
+                ctx.client.upload_checkpoint(attempt, step, data)
+                return
+            ctx.client.put_direct(target.url, data, CHECKPOINT_MEDIA_TYPE)
+            stored = StoredCheckpoint(size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+            ctx.client.report_stored_checkpoint(attempt, step, stored)
         finally:
             archive.unlink(missing_ok=True)
 

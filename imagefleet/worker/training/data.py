@@ -52,8 +52,22 @@ def image_tensor(item: DatasetItem, resolution: int) -> torch.Tensor:
     cropped: the DreamBooth recipe's preprocessing, without random augmentation, so that the
     cached latents are the same on every worker.
     """
+    image, (_, _, top, left) = _resized(item, resolution)
+    image = image.crop((left, top, left + resolution, top + resolution))
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def crop_geometry(item: DatasetItem, resolution: int) -> tuple[int, int, int, int]:
+    """(original height, width, crop top, crop left) of `image_tensor`'s crop: what SDXL's
+    UNet is conditioned on (its "micro-conditioning" time ids)."""
+    return _resized(item, resolution)[1]
+
+
+def _resized(item: DatasetItem, resolution: int) -> tuple[Image.Image, tuple[int, int, int, int]]:
     with Image.open(io.BytesIO(item.data)) as opened:
         image = ImageOps.exif_transpose(opened).convert("RGB")
+    original = (image.height, image.width)
     scale = resolution / min(image.size)
     size = (
         max(resolution, round(image.width * scale)),
@@ -62,6 +76,4 @@ def image_tensor(item: DatasetItem, resolution: int) -> torch.Tensor:
     image = image.resize(size, Image.Resampling.BILINEAR)
     left = (image.width - resolution) // 2
     top = (image.height - resolution) // 2
-    image = image.crop((left, top, left + resolution, top + resolution))
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+    return image, (*original, top, left)

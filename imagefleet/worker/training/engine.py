@@ -1,4 +1,4 @@
-"""Trains a DreamBooth LoRA on an SD 1.x-shaped base model, resumably, on CUDA or CPU.
+"""Trains a DreamBooth LoRA on an SD 1.x-shaped or SDXL base model, resumably, on CUDA or CPU.
 
 The recipe: LoRA adapters on the UNet's attention projections (optionally the text encoder's),
 frozen base weights, noise-prediction MSE loss on VAE latents of the images at random
@@ -126,9 +126,13 @@ class LoraTrainer:
         self._start_step = 0 if resume is None else resume.step
         self._models = models = components.open_models(self._base_model, self._config_dir)
         components.check_resolution(models, params.resolution)
+        if models.sdxl and params.train_text_encoder:
+            raise TrainingFailed(
+                "train_text_encoder is not supported on SDXL base models yet: train the UNet's "
+                "LoRA alone (train_text_encoder false)"
+            )
         # Opened in float32; cast only when asked (diffusers warns about casts it did not make).
-        modules: tuple[torch.nn.Module, ...] = (models.vae, models.unet, models.text_encoder)
-        for module in modules:
+        for module in models.frozen_modules():
             module.to(self.device)
             if module is not models.vae and self._weight_dtype != torch.float32:
                 module.to(self._weight_dtype)
@@ -146,7 +150,11 @@ class LoraTrainer:
         self._class_ids = components.token_ids(models, [params.class_prompt or ""], self.device)
         self._embeddings: torch.Tensor | None = None
         self._class_embeddings: torch.Tensor | None = None
-        if not params.train_text_encoder:
+        self._sdxl: components.SdxlConditioning | None = None
+        self._class_sdxl: components.SdxlConditioning | None = None
+        if models.sdxl:
+            self._embed_sdxl(models)
+        elif not params.train_text_encoder:
             with torch.no_grad(), self._autocast():
                 self._embeddings = components.embed(models, self._ids)
                 self._class_embeddings = components.embed(models, self._class_ids)
@@ -162,6 +170,35 @@ class LoraTrainer:
         )
         if resume is not None:
             self.notices += self._opt.restore(resume, self.identity, params)
+
+    def _embed_sdxl(self, models: components.Models) -> None:
+        """SDXL's caches: both encoders' states, the pooled embeddings and the time ids (the
+        class images are generated at the target size, uncropped)."""
+        side = self.params.resolution
+        with self._autocast():
+            captions = [item.caption for item in self.dataset.items]
+            self._embeddings, pooled = components.embed_sdxl(models, captions, self.device)
+            class_prompt = [self.params.class_prompt or ""]
+            self._class_embeddings, class_pooled = components.embed_sdxl(
+                models, class_prompt, self.device
+            )
+        time_ids = components.sdxl_time_ids(self.dataset, side, self.device)
+        self._sdxl = components.SdxlConditioning(pooled, time_ids)
+        class_ids = torch.tensor([[side, side, 0, 0, side, side]], device=self.device)
+        self._class_sdxl = components.SdxlConditioning(class_pooled, class_ids.float())
+
+    def _added_conditioning(
+        self, batch: list[int], class_count: int
+    ) -> dict[str, torch.Tensor] | None:
+        """SDXL's `added_cond_kwargs` for the batch (then the class batch); None for SD 1.x."""
+        if self._sdxl is None or self._class_sdxl is None:
+            return None
+        pooled, time_ids = self._sdxl.pooled[batch], self._sdxl.time_ids[batch]
+        if class_count:
+            pooled = torch.cat([pooled, self._class_sdxl.pooled.expand(class_count, -1)])
+            time_ids = torch.cat([time_ids, self._class_sdxl.time_ids.expand(class_count, -1)])
+        dtype = self._weight_dtype
+        return {"text_embeds": pooled.to(dtype), "time_ids": time_ids.to(dtype)}
 
     def _loop(
         self,
@@ -199,6 +236,7 @@ class LoraTrainer:
         mean, std = self._latents.mean[batch], self._latents.std[batch]
         latents = mean + std * self._randn(mean.shape)
         latents = latents * self._models.vae.config["scaling_factor"]
+        class_count = 0
         with self._autocast():
             states = self._text_states(batch)
             if self._class_latents is not None:
@@ -209,6 +247,7 @@ class LoraTrainer:
                     len(self._class_latents),
                     "class",
                 )
+                class_count = len(chosen)
                 latents = torch.cat([latents, self._class_latents[chosen]])
                 states = torch.cat([states, self._class_states(len(chosen))])
             noise = self._randn(latents.shape)
@@ -221,7 +260,10 @@ class LoraTrainer:
             timesteps = cast(torch.IntTensor, drawn.to(self.device))
             noisy = self._models.noise_scheduler.add_noise(latents, noise, timesteps)
             prediction = self._models.unet(
-                noisy.to(self._weight_dtype), timesteps, states.to(self._weight_dtype)
+                noisy.to(self._weight_dtype),
+                timesteps,
+                states.to(self._weight_dtype),
+                added_cond_kwargs=self._added_conditioning(batch, class_count),
             ).sample
         loss = self._loss(prediction.float(), self._target(latents, noise, timesteps))
         value = float(loss.detach())
@@ -311,6 +353,7 @@ class LoraTrainer:
             text_encoder,
             metadata,
             self._work_dir / f"{params.output_name}.safetensors",
+            sdxl=self._models.sdxl,
         )
         return TrainingResult(
             lora_path=path,

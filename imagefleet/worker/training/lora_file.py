@@ -30,15 +30,28 @@ ADAPTER = "default"
 
 
 def export_lora(
-    unet: torch.nn.Module, text_encoder: torch.nn.Module | None, metadata: LoraMetadata, dest: Path
+    unet: torch.nn.Module,
+    text_encoder: torch.nn.Module | None,
+    metadata: LoraMetadata,
+    dest: Path,
+    *,
+    sdxl: bool = False,
 ) -> Path:
-    """Writes the adapters of ``unet`` (and ``text_encoder`` when it was trained) to ``dest``."""
+    """Writes the adapters of ``unet`` (and ``text_encoder`` when it was trained) to ``dest``;
+    ``sdxl`` writes it as StableDiffusionXLPipeline does (same key layout for the UNet)."""
     # Typed loosely: diffusers annotates these arguments narrower than what it accepts.
     unet_layers: Any = _layers(unet)
     text_layers: Any = _layers(text_encoder) if text_encoder is not None else None
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".lora-") as tmp:
-        StableDiffusionPipeline.save_lora_weights(
+        writer: Any = StableDiffusionPipeline
+        if sdxl:
+            from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import (
+                StableDiffusionXLPipeline,
+            )
+
+            writer = StableDiffusionXLPipeline
+        writer.save_lora_weights(
             tmp,
             unet_lora_layers=unet_layers,
             text_encoder_lora_layers=text_layers,
