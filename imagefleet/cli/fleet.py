@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from imagefleet.config import Settings
 
 WORKER_KEY_ENV_VAR = "IMAGEFLEET_WORKER_KEY"
+# httpx (the worker, the client) drops an idle connection after 5 s, uvicorn's default too: a
+# request sent just as the server closes the connection fails with "Server disconnected without
+# sending a response". A server that keeps idle connections longer than its clients never races
+# them (load balancers use the same rule).
+KEEP_ALIVE_SECONDS = 75
 
 
 def register(app: typer.Typer) -> None:
@@ -63,6 +68,7 @@ def serve(
         workers=processes,
         log_level="info",
         access_log=access_log,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
 
 
