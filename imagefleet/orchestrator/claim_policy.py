@@ -5,8 +5,9 @@ module only translates, so the orchestrator and the simulator rank with the same
 
 What a replica remembers, each bounded by the number of owners or workers, never by the queue:
 
-- when each owner last had a job claimed here (`FleetView.served_at`, round robin between
-  owners). Replicas do not share it: with N replicas each takes turns among the owners it serves.
+- nothing about owners: when each owner last had a job claimed (`FleetView.served_at`, round
+  robin between owners) is in the database (`store.owner_service`), read and written in the
+  claim transaction, so two replicas take the same turns as one.
 - the busy workers that hold each combo and checkpoint (`FleetView.warm`, for the bounded wait
   for a warm worker), rebuilt from the `worker_state` table and the running jobs at most every
   `WARM_REFRESH_SECONDS`.
@@ -27,6 +28,7 @@ from imagefleet.scheduling.decisions import Decision, SchedulingPolicy
 from imagefleet.scheduling.inputs import Candidate, FleetView, WarmHolders, WorkerView
 from imagefleet.scheduling.policies import make_policy
 from imagefleet.store import claim_candidates as claim_sql
+from imagefleet.store import owner_service as served_sql
 from imagefleet.store import worker_state as state_sql
 from imagefleet.store.claim_candidates import Probes, QueuedJob
 
@@ -35,7 +37,6 @@ WARM_REFRESH_SECONDS = 1.0
 # deliberately slow guess, so the policy overestimates how soon a busy warm worker is free and
 # waits for one only when that is clearly worth it.
 SECONDS_PER_UNIT = 0.5
-_MAX_OWNERS = 100_000
 DEFAULT_LEAD_S = PolicyConfig().aging_lead_s
 
 
@@ -58,7 +59,7 @@ def policy_for(settings: Settings) -> SchedulingPolicy:
 
 
 class ClaimPolicy:
-    """One per replica: the policy, the owners' last claims, the warm holders."""
+    """One per replica: the policy and the warm holders (the owners' turns are in the database)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -66,7 +67,6 @@ class ClaimPolicy:
         # Every priority a job can have: the tiers' and 0 (a tier with no entry).
         self.priorities = sorted({0, *settings.tier_priority.values()}, reverse=True)
         self._lock = threading.Lock()
-        self._served: dict[str, float] = {}
         self._holders: list[_Holder] = []
         self._holders_at = float("-inf")
         self._owners: list[str] = []
@@ -118,24 +118,23 @@ class ClaimPolicy:
         candidates = [candidate(job, worker.vram_mb) for job in queued]
         return self.policy.rank(worker, candidates, self._fleet(conn, candidates, now))
 
-    def served(self, owner: str, request: ClaimRequest, job: QueuedJob, now: float) -> None:
-        """Records that `owner` just had a job claimed (round robin between owners), and that
-        the claiming worker is now busy with it, holding what it reported (until the next
-        refresh reads the table again)."""
+    def served(
+        self, conn: Connection, owner: str, request: ClaimRequest, job: QueuedJob, now: float
+    ) -> None:
+        """Records that `owner` just had a job claimed (round robin between owners, in the
+        claim's transaction: every replica sees it), and that the claiming worker is now busy
+        with it, holding what it reported (until the next refresh reads the table again)."""
+        served_sql.record_served(conn, owner, now)
         holder = _Holder(
             now + (job.cost_units or 0.0) * SECONDS_PER_UNIT,
             frozenset(request.resident_combos),
             frozenset(request.resident_models),
         )
         with self._lock:
-            if len(self._served) > _MAX_OWNERS:
-                self._served.clear()
-            self._served[owner] = now
             self._holders = [*self._holders, holder]
 
     def _fleet(self, conn: Connection, candidates: Sequence[Candidate], now: float) -> FleetView:
-        with self._lock:
-            served = {c.owner: self._served[c.owner] for c in candidates if c.owner in self._served}
+        served = served_sql.served_at(conn, {c.owner for c in candidates})
         return FleetView(now=now, served_at=served, warm=_LazyWarm(self, conn, candidates, now))
 
     def _warm(

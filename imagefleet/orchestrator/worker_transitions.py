@@ -142,7 +142,7 @@ class WorkerTransitions(CheckpointTransitions):
                 combo = job_model_sql.combos(conn, [row.id])[row.id]
                 inputs = input_sql.job_input_rows(conn, row.id)
                 chosen = next(q for q in queued if q.id == row.id)
-                planner.served(row.owner_key_id, request, chosen, now)
+                planner.served(conn, row.owner_key_id, request, chosen, now)
                 assignment = self._assignment(row, attempt_id, expires, combo, inputs)
                 assignment.checkpoints = self._resume_points(conn, row, attempt_id)
                 return assignment

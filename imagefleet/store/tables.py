@@ -424,3 +424,6 @@ worker_state = Table(
     Column("updated_at", Float, nullable=False),
 )
 Index("ix_worker_state_updated", worker_state.c.updated_at)
+
+# Tables declared in their own modules, on this metadata (imported last: they import it).
+from imagefleet.store import tables_scheduling as _tables_scheduling  # noqa: E402, F401

@@ -80,6 +80,7 @@ class Simulation:
         self.queue_wait = [math.nan] * n
         self.finished = 0
         self.completions = [0] * n
+        self.images: list[int] = workload.images.tolist()
         self.images_done = 0
         self.lost_attempts = 0
         self.deferrals = 0
@@ -107,22 +108,23 @@ class Simulation:
         for worker in self.workers:
             self._schedule_interruption(worker)
             self._park(worker)
-        times = self.workload.times
         total = self.workload.jobs
         arrivals = self._arrivals()
         next_job = next(arrivals, None)
+        # The next arrival's time as a Python float (a numpy scalar compares far slower).
+        arrival_t = next_job.candidate.queued_since if next_job is not None else math.inf
         events = self.events
         report_every = max(1, total // 200)
         while True:
-            arrival_t = times[next_job[0]] if next_job is not None else math.inf
             if events and events[0][0] <= arrival_t:
                 when, _, kind, subject, token = heapq.heappop(events)
                 self.now = self.warm.now = when
                 self._handle(kind, subject, token)
             elif next_job is not None:
                 self.now = self.warm.now = arrival_t
-                self._arrive(next_job[1])
+                self._arrive(next_job)
                 next_job = next(arrivals, None)
+                arrival_t = next_job.candidate.queued_since if next_job is not None else math.inf
             else:
                 break
             if self.finished == total and next_job is None:
@@ -177,7 +179,7 @@ class Simulation:
 
     # --- arrivals ------------------------------------------------------------------------------
 
-    def _arrivals(self) -> Iterator[tuple[int, SimJob]]:
+    def _arrivals(self) -> Iterator[SimJob]:
         """Jobs in arrival order, built a chunk at a time (a million candidates need not all
         exist at once)."""
         w = self.workload
@@ -232,7 +234,7 @@ class Simulation:
                     cost,
                     min_vram_mb=vram,
                 )
-                yield index, SimJob(index, candidate, models[0][0], tier, tag)
+                yield SimJob(index, candidate, models[0][0], tier, tag)
 
     def _arrive(self, job: SimJob) -> None:
         self.queue.add(job)
@@ -327,7 +329,7 @@ class Simulation:
         self.completions[index] += 1
         job.state = 2
         self.finished += 1
-        self.images_done += int(self.workload.images[index])
+        self.images_done += self.images[index]
         self.last_finish = self.now
         self._claim(worker)
 
