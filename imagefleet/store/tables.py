@@ -195,11 +195,8 @@ workers = Table(
     Column("capabilities", Text, nullable=False),
     Column("first_seen_at", Float, nullable=False),
     Column("last_seen_at", Float, nullable=False),
-    # What the worker reported in its last claim, for the dashboard's workers page: a JSON list
-    # of the sha256s resident on its GPU, and of those cached on its disk a count and the first
-    # few (see store/workers.py).
-    Column("resident_models", Text),
-    Column("cached_models", Text),
+    # What the worker holds (resident and cached models) is in `worker_state`, the one record
+    # the scheduler and the dashboard both read (migration 0012).
 )
 
 nodes = Table(

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from imagefleet.protocol import ClaimRequest, JobStatus
 from imagefleet.store.tables import attempts, jobs, worker_state
@@ -38,8 +40,27 @@ class BusyWorker:
     cost_units: float | None
 
 
-def record(conn: Connection, request: ClaimRequest, now: float) -> None:
-    """Upserts the worker's reported state (the claim decides when it is worth a write)."""
+# The columns a claim reports; a row is rewritten only when one of them changed, or when its
+# `updated_at` is older than the caller's `fresh_for` (readers look for recently seen workers).
+REPORTED = (
+    "node_id",
+    "gpu_name",
+    "vram_mb",
+    "max_pixels",
+    "kinds",
+    "resident_combos",
+    "resident_models",
+    "cached_models",
+    "free_disk_bytes",
+    "download_bytes_per_s",
+)
+
+
+def record(conn: Connection, request: ClaimRequest, now: float, fresh_for: float) -> None:
+    """Upserts the worker's reported state: one statement, and no row write when nothing
+    changed and the row is younger than `fresh_for` seconds (the same report from another
+    replica, or a repeated claim). This table is the one record of what a worker holds: the
+    scheduler's warm-worker wait, the queue's explanations and the dashboard all read it."""
     capabilities = request.capabilities
     values = dict(
         node_id=request.node_id,
@@ -54,11 +75,16 @@ def record(conn: Connection, request: ClaimRequest, now: float) -> None:
         download_bytes_per_s=request.download_bytes_per_s,
         updated_at=now,
     )
-    result = conn.execute(
-        update(worker_state).where(worker_state.c.worker_id == request.worker_id).values(**values)
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(worker_state).values(worker_id=request.worker_id, **values)
+    new, old = statement.excluded, worker_state.c
+    changed = or_(
+        *(old[name].is_distinct_from(new[name]) for name in REPORTED),
+        old.updated_at < now - fresh_for,
     )
-    if result.rowcount == 0:
-        conn.execute(insert(worker_state).values(worker_id=request.worker_id, **values))
+    conn.execute(
+        statement.on_conflict_do_update(index_elements=[old.worker_id], set_=values, where=changed)
+    )
 
 
 def seen_since(conn: Connection, since: float) -> list[WorkerState]:
