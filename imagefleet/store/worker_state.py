@@ -56,7 +56,7 @@ REPORTED = (
 )
 
 
-def record(conn: Connection, request: ClaimRequest, now: float, fresh_for: float) -> None:
+def record(conn: Connection, request: ClaimRequest, now: float, fresh_for: float = 0.0) -> None:
     """Upserts the worker's reported state: one statement, and no row write when nothing
     changed and the row is younger than `fresh_for` seconds (the same report from another
     replica, or a repeated claim). This table is the one record of what a worker holds: the
