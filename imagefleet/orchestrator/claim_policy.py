@@ -10,7 +10,9 @@ What a replica remembers, each bounded by the number of owners or workers, never
   claim transaction, so two replicas take the same turns as one.
 - the busy workers that hold each combo and checkpoint (`FleetView.warm`, for the bounded wait
   for a warm worker), rebuilt from the `worker_state` table and the running jobs at most every
-  `WARM_REFRESH_SECONDS`.
+  `WARM_REFRESH_SECONDS`; each is expected free after its job's cost units times the worker's
+  measured seconds per unit (its recent attempts, `SPEED_REFRESH_SECONDS`), or the slow
+  `SECONDS_PER_UNIT` guess for a worker not measured yet.
 """
 
 from __future__ import annotations
@@ -37,6 +39,11 @@ WARM_REFRESH_SECONDS = 1.0
 # deliberately slow guess, so the policy overestimates how soon a busy warm worker is free and
 # waits for one only when that is clearly worth it.
 SECONDS_PER_UNIT = 0.5
+# A worker's measured speed: its jobs that succeeded in the last SPEED_WINDOW_SECONDS (at most
+# SPEED_JOBS of them), read again at most every SPEED_REFRESH_SECONDS.
+SPEED_WINDOW_SECONDS = 1800.0
+SPEED_JOBS = 5000
+SPEED_REFRESH_SECONDS = 30.0
 DEFAULT_LEAD_S = PolicyConfig().aging_lead_s
 
 
@@ -71,6 +78,8 @@ class ClaimPolicy:
         self._holders_at = float("-inf")
         self._owners: list[str] = []
         self._owners_at = float("-inf")
+        self._speeds: dict[str, float] = {}
+        self._speeds_at = float("-inf")
 
     def owners(self, conn: Connection, now: float) -> list[str]:
         """Owners with queued jobs for the owner probes, read again at most every
@@ -125,8 +134,9 @@ class ClaimPolicy:
         claim's transaction: every replica sees it), and that the claiming worker is now busy
         with it, holding what it reported (until the next refresh reads the table again)."""
         served_sql.record_served(conn, owner, now)
+        speed = self._speeds.get(request.worker_id, SECONDS_PER_UNIT)
         holder = _Holder(
-            now + (job.cost_units or 0.0) * SECONDS_PER_UNIT,
+            now + (job.cost_units or 0.0) * speed,
             frozenset(request.resident_combos),
             frozenset(request.resident_models),
         )
@@ -170,18 +180,31 @@ class ClaimPolicy:
                 return self._holders
         since = now - 3 * self.settings.lease_seconds
         states = {s.worker_id: s for s in state_sql.seen_since(conn, since)}
+        speeds = self._measured(conn, now)
         holders = []
         for busy in state_sql.busy_workers(conn):
             state = states.get(busy.worker_id)
             if state is None or not (state.resident_combos or state.resident_models):
                 continue
-            estimate = (busy.cost_units or 0.0) * SECONDS_PER_UNIT
+            speed = speeds.get(busy.worker_id, SECONDS_PER_UNIT)
+            estimate = (busy.cost_units or 0.0) * speed
             holders.append(
                 _Holder(busy.started_at + estimate, state.resident_combos, state.resident_models)
             )
         with self._lock:
             self._holders, self._holders_at = holders, now
         return holders
+
+    def _measured(self, conn: Connection, now: float) -> dict[str, float]:
+        """Each worker's measured seconds per cost unit (its recent attempts, claim to end);
+        a worker not measured yet is estimated at SECONDS_PER_UNIT."""
+        with self._lock:
+            if now - self._speeds_at < SPEED_REFRESH_SECONDS:
+                return self._speeds
+        speeds = state_sql.measured_seconds_per_unit(conn, now - SPEED_WINDOW_SECONDS, SPEED_JOBS)
+        with self._lock:
+            self._speeds, self._speeds_at = speeds, now
+        return speeds
 
 
 class _LazyWarm(Mapping[str, WarmHolders]):

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from imagefleet.protocol import ClaimRequest, JobStatus
+from imagefleet.protocol import AttemptOutcome, ClaimRequest, JobStatus
 from imagefleet.store.tables import attempts, jobs, worker_state
 
 
@@ -117,3 +117,30 @@ def busy_workers(conn: Connection) -> list[BusyWorker]:
         .where(jobs.c.status == JobStatus.running.value)
     ).all()
     return [BusyWorker(r.worker_id, r.started_at or 0.0, r.cost_units) for r in rows]
+
+
+def measured_seconds_per_unit(conn: Connection, since: float, limit: int) -> dict[str, float]:
+    """Each worker's measured seconds per cost unit over its jobs that succeeded since `since`
+    (at most the `limit` latest, through `ix_jobs_finished` and `ix_attempts_job`: bounded by
+    recent completions, not by the table): the attempt's whole lease, claim to end, as a busy
+    worker's time to be free again includes its loads and uploads. Workers with no such job
+    are absent."""
+    rows = conn.execute(
+        select(attempts.c.worker_id, attempts.c.started_at, attempts.c.ended_at, jobs.c.cost_units)
+        .join(attempts, attempts.c.job_id == jobs.c.id)
+        .where(
+            jobs.c.finished_at >= since,
+            jobs.c.status == JobStatus.succeeded.value,
+            attempts.c.outcome == AttemptOutcome.succeeded.value,
+            attempts.c.ended_at.is_not(None),
+            jobs.c.cost_units > 0,
+        )
+        .order_by(jobs.c.finished_at.desc())
+        .limit(limit)
+    ).all()
+    seconds: dict[str, float] = {}
+    units: dict[str, float] = {}
+    for r in rows:
+        seconds[r.worker_id] = seconds.get(r.worker_id, 0.0) + max(0.0, r.ended_at - r.started_at)
+        units[r.worker_id] = units.get(r.worker_id, 0.0) + r.cost_units
+    return {worker: seconds[worker] / units[worker] for worker in units}
