@@ -6,7 +6,7 @@ a compiled run never measures code other than the tree's.
 
 Pure Python stays the default everywhere (the orchestrator never imports the copy); compiled
 runs report exactly the same figures for a seed (mypyc keeps Python's float and int semantics),
-about 1.6x faster.
+about 1.4 to 1.6x faster.
 """
 
 from __future__ import annotations
