@@ -5,11 +5,14 @@ module only translates, so the orchestrator and the simulator rank with the same
 
 What a replica remembers, each bounded by the number of owners or workers, never by the queue:
 
-- when each owner last had a job claimed here (`FleetView.served_at`, round robin between
-  owners). Replicas do not share it: with N replicas each takes turns among the owners it serves.
+- nothing about owners: when each owner last had a job claimed (`FleetView.served_at`, round
+  robin between owners) is in the database (`store.owner_service`), read and written in the
+  claim transaction, so two replicas take the same turns as one.
 - the busy workers that hold each combo and checkpoint (`FleetView.warm`, for the bounded wait
   for a warm worker), rebuilt from the `worker_state` table and the running jobs at most every
-  `WARM_REFRESH_SECONDS`.
+  `WARM_REFRESH_SECONDS`; each is expected free after its job's cost units times the worker's
+  measured seconds per unit (its recent attempts, `SPEED_REFRESH_SECONDS`), or the slow
+  `SECONDS_PER_UNIT` guess for a worker not measured yet.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from imagefleet.scheduling.decisions import Decision, SchedulingPolicy
 from imagefleet.scheduling.inputs import Candidate, FleetView, WarmHolders, WorkerView
 from imagefleet.scheduling.policies import make_policy
 from imagefleet.store import claim_candidates as claim_sql
+from imagefleet.store import owner_service as served_sql
 from imagefleet.store import worker_state as state_sql
 from imagefleet.store.claim_candidates import Probes, QueuedJob
 
@@ -35,7 +39,11 @@ WARM_REFRESH_SECONDS = 1.0
 # deliberately slow guess, so the policy overestimates how soon a busy warm worker is free and
 # waits for one only when that is clearly worth it.
 SECONDS_PER_UNIT = 0.5
-_MAX_OWNERS = 100_000
+# A worker's measured speed: its jobs that succeeded in the last SPEED_WINDOW_SECONDS (at most
+# SPEED_JOBS of them), read again at most every SPEED_REFRESH_SECONDS.
+SPEED_WINDOW_SECONDS = 1800.0
+SPEED_JOBS = 5000
+SPEED_REFRESH_SECONDS = 30.0
 DEFAULT_LEAD_S = PolicyConfig().aging_lead_s
 
 
@@ -58,7 +66,7 @@ def policy_for(settings: Settings) -> SchedulingPolicy:
 
 
 class ClaimPolicy:
-    """One per replica: the policy, the owners' last claims, the warm holders."""
+    """One per replica: the policy and the warm holders (the owners' turns are in the database)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -66,11 +74,12 @@ class ClaimPolicy:
         # Every priority a job can have: the tiers' and 0 (a tier with no entry).
         self.priorities = sorted({0, *settings.tier_priority.values()}, reverse=True)
         self._lock = threading.Lock()
-        self._served: dict[str, float] = {}
         self._holders: list[_Holder] = []
         self._holders_at = float("-inf")
         self._owners: list[str] = []
         self._owners_at = float("-inf")
+        self._speeds: dict[str, float] = {}
+        self._speeds_at = float("-inf")
 
     def owners(self, conn: Connection, now: float) -> list[str]:
         """Owners with queued jobs for the owner probes, read again at most every
@@ -118,24 +127,24 @@ class ClaimPolicy:
         candidates = [candidate(job, worker.vram_mb) for job in queued]
         return self.policy.rank(worker, candidates, self._fleet(conn, candidates, now))
 
-    def served(self, owner: str, request: ClaimRequest, job: QueuedJob, now: float) -> None:
-        """Records that `owner` just had a job claimed (round robin between owners), and that
-        the claiming worker is now busy with it, holding what it reported (until the next
-        refresh reads the table again)."""
+    def served(
+        self, conn: Connection, owner: str, request: ClaimRequest, job: QueuedJob, now: float
+    ) -> None:
+        """Records that `owner` just had a job claimed (round robin between owners, in the
+        claim's transaction: every replica sees it), and that the claiming worker is now busy
+        with it, holding what it reported (until the next refresh reads the table again)."""
+        served_sql.record_served(conn, owner, now)
+        speed = self._speeds.get(request.worker_id, SECONDS_PER_UNIT)
         holder = _Holder(
-            now + (job.cost_units or 0.0) * SECONDS_PER_UNIT,
+            now + (job.cost_units or 0.0) * speed,
             frozenset(request.resident_combos),
             frozenset(request.resident_models),
         )
         with self._lock:
-            if len(self._served) > _MAX_OWNERS:
-                self._served.clear()
-            self._served[owner] = now
             self._holders = [*self._holders, holder]
 
     def _fleet(self, conn: Connection, candidates: Sequence[Candidate], now: float) -> FleetView:
-        with self._lock:
-            served = {c.owner: self._served[c.owner] for c in candidates if c.owner in self._served}
+        served = served_sql.served_at(conn, {c.owner for c in candidates})
         return FleetView(now=now, served_at=served, warm=_LazyWarm(self, conn, candidates, now))
 
     def _warm(
@@ -171,18 +180,31 @@ class ClaimPolicy:
                 return self._holders
         since = now - 3 * self.settings.lease_seconds
         states = {s.worker_id: s for s in state_sql.seen_since(conn, since)}
+        speeds = self._measured(conn, now)
         holders = []
         for busy in state_sql.busy_workers(conn):
             state = states.get(busy.worker_id)
             if state is None or not (state.resident_combos or state.resident_models):
                 continue
-            estimate = (busy.cost_units or 0.0) * SECONDS_PER_UNIT
+            speed = speeds.get(busy.worker_id, SECONDS_PER_UNIT)
+            estimate = (busy.cost_units or 0.0) * speed
             holders.append(
                 _Holder(busy.started_at + estimate, state.resident_combos, state.resident_models)
             )
         with self._lock:
             self._holders, self._holders_at = holders, now
         return holders
+
+    def _measured(self, conn: Connection, now: float) -> dict[str, float]:
+        """Each worker's measured seconds per cost unit (its recent attempts, claim to end);
+        a worker not measured yet is estimated at SECONDS_PER_UNIT."""
+        with self._lock:
+            if now - self._speeds_at < SPEED_REFRESH_SECONDS:
+                return self._speeds
+        speeds = state_sql.measured_seconds_per_unit(conn, now - SPEED_WINDOW_SECONDS, SPEED_JOBS)
+        with self._lock:
+            self._speeds, self._speeds_at = speeds, now
+        return speeds
 
 
 class _LazyWarm(Mapping[str, WarmHolders]):

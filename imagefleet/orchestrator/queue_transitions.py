@@ -1,5 +1,6 @@
 """The explainable queue: why a queued job waits and where it stands, the warning a job no worker
-could run gets at submit, and `fail_unservable`, which fails such a job after
+could run gets at submit (not when an autoscaler pool could start a worker for it), and
+`fail_unservable`, which fails such a job after
 `IMAGEFLEET_UNSERVABLE_AFTER_SECONDS` with that reason instead of leaving it queued forever.
 
 The words come from the pure `scheduling.waiting`; this module gathers its inputs: the workers'
@@ -16,6 +17,7 @@ from imagefleet.protocol import JobStatus, ModelRole, QueueView
 from imagefleet.scheduling.waiting import JobNeeds, Place, SeenWorker, unservable, why_waiting
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
+from imagefleet.store import pools as pool_sql
 from imagefleet.store import queue_position as position_sql
 from imagefleet.store import worker_state as state_sql
 
@@ -52,8 +54,9 @@ class QueueTransitions(TransitionBase):
         submit's transaction); returns the row as stored."""
         now = self.clock()
         workers = self._seen(conn, now, live_only=False)
-        reason = unservable(self._needs(conn, row), workers, self._window)
-        if reason is None:
+        needs = self._needs(conn, row)
+        reason = unservable(needs, workers, self._window)
+        if reason is None or self._pool_could_serve(conn, needs):
             return row
         position_sql.warn(conn, row.id, reason, now)
         stored = job_sql.get_job(conn, row.id)
@@ -71,13 +74,28 @@ class QueueTransitions(TransitionBase):
         with self.db.write() as conn:
             workers = self._seen(conn, now, live_only=False)
             for row in position_sql.lock_warned(conn, now - after, UNSERVABLE_BATCH):
-                reason = unservable(self._needs(conn, row), workers, self._window)
-                if reason is None:
+                needs = self._needs(conn, row)
+                reason = unservable(needs, workers, self._window)
+                if reason is None or self._pool_could_serve(conn, needs):
                     position_sql.clear_warning(conn, row.id)
                 elif position_sql.fail_unservable(conn, row.id, reason, now):
                     self._emit_final(conn, row, "failed", now)
                     failed += 1
         return failed
+
+    @staticmethod
+    def _pool_could_serve(conn: Connection, needs: JobNeeds) -> bool:
+        """Whether an autoscaler pool could start a worker for the job (its GPU, VRAM, kinds,
+        size and models, as the pools table describes them): no worker seen can run it, but
+        one is a scale-up away, so the job is not unservable. Read only for a job no seen
+        worker could run, so a submit pays nothing for it otherwise."""
+        return any(
+            stored.pool.max > 0
+            and stored.pool.serves(
+                needs.kind, needs.pixels, needs.required_vram_mb, needs.checkpoint_name
+            )
+            for stored in pool_sql.list_pools(conn)
+        )
 
     @property
     def _window(self) -> float:

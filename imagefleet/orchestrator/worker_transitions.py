@@ -128,7 +128,7 @@ class WorkerTransitions(DirectCheckpoints):
                     continue
                 row, assignment = first
                 chosen = next(q for q in queued if q.id == row.id)
-                planner.served(row.owner_key_id, request, chosen, now)
+                planner.served(conn, row.owner_key_id, request, chosen, now)
                 taken = [assignment]
                 if request.max_jobs > 1:
                     taken += self._take_mates(conn, worker_key, request, limits, row, sha256, now)
@@ -531,7 +531,9 @@ class WorkerTransitions(DirectCheckpoints):
 
     def _touch_worker(self, conn: Connection, request: ClaimRequest, now: float) -> None:
         """Records the worker's sighting, at most every WORKER_TOUCH_SECONDS per process unless
-        its capabilities changed."""
+        its capabilities changed, and what it holds (`worker_state`, the one record of it) when
+        that changed: the claim writes nothing when a worker repeats its report, and the upsert
+        writes no row when another replica already recorded the same report."""
         capabilities = request.capabilities.model_dump_json()
         reported = request.model_dump_json(
             include={"capabilities", "resident_combos", "resident_models", "cached_models"}
@@ -541,7 +543,7 @@ class WorkerTransitions(DirectCheckpoints):
             return
         if last is None or last[2] != capabilities or now - last[0] >= WORKER_TOUCH_SECONDS:
             worker_sql.touch_worker(conn, request, now)
-        state_sql.record(conn, request, now)
+        state_sql.record(conn, request, now, WORKER_TOUCH_SECONDS)
         if len(self._touched) > 10_000:  # workers come and go; forget the old ones
             self._touched.clear()
         self._touched[request.worker_id] = (now, reported, capabilities)

@@ -167,12 +167,17 @@ def _evaluate_all(
     download_weight = config.download_weight
     fairness_weight = config.fairness_weight
     per_priority = config.seconds_per_priority
+    resident_combos = worker.resident_combos
     for job in candidates:
         if not can_run(worker, job):
             continue
-        download, load, affinity = setup_parts(worker, job, config)
-        setup = download + load
-        price = setup_weight * load + download_weight * download
+        if job.combo_key in resident_combos:  # `setup_parts`'s first case, without the call
+            download = load = setup = price = 0.0
+            affinity = Affinity.combo
+        else:
+            download, load, affinity = setup_parts(worker, job, config)
+            setup = download + load
+            price = setup_weight * load + download_weight * download
         if job.prefer_vram_above_mb and worker.vram_mb <= job.prefer_vram_above_mb:
             price += config.small_gpu_s
         since = job.queued_since

@@ -15,9 +15,19 @@ from sqlalchemy import Connection, Select, func, or_, select
 
 from imagefleet.dashboard.metrics import JobTimes
 from imagefleet.protocol import JobStatus
-from imagefleet.store.tables import api_keys, artifacts, attempts, jobs, models, workers
+from imagefleet.store.tables import (
+    api_keys,
+    artifacts,
+    attempts,
+    jobs,
+    models,
+    worker_state,
+    workers,
+)
 
 WINDOW_ROWS_MAX = 50_000
+# A worker may cache thousands of models: the dashboard names the first ones and counts the rest.
+CACHED_SHOWN = 64
 ACTIVE = (JobStatus.queued.value, JobStatus.running.value)
 
 
@@ -127,14 +137,23 @@ def worker_rows(conn: Connection, seen_since: float) -> list[WorkerRow]:
             .group_by(attempts.c.worker_id)
         ).all()
     )
+    # What each worker holds comes from `worker_state`, the record the scheduler reads too.
     rows = conn.execute(
-        select(workers)
+        select(
+            workers.c.id,
+            workers.c.node_id,
+            workers.c.capabilities,
+            workers.c.last_seen_at,
+            worker_state.c.resident_models,
+            worker_state.c.cached_models,
+        )
+        .select_from(workers.outerjoin(worker_state, worker_state.c.worker_id == workers.c.id))
         .where(workers.c.last_seen_at >= seen_since)
         .order_by(workers.c.node_id, workers.c.id)
     ).mappings()
     found = []
     for r in rows:
-        cached = json.loads(r["cached_models"]) if r["cached_models"] else {}
+        cached = json.loads(r["cached_models"] or "[]")
         found.append(
             WorkerRow(
                 id=r["id"],
@@ -142,8 +161,8 @@ def worker_rows(conn: Connection, seen_since: float) -> list[WorkerRow]:
                 capabilities=json.loads(r["capabilities"]),
                 last_seen_at=r["last_seen_at"],
                 resident_models=json.loads(r["resident_models"] or "[]"),
-                cached_count=int(cached.get("count", 0)),
-                cached_first=list(cached.get("first", [])),
+                cached_count=len(cached),
+                cached_first=cached[:CACHED_SHOWN],
                 running_jobs=int(running.get(r["id"], 0)),
             )
         )

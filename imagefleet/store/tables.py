@@ -195,11 +195,8 @@ workers = Table(
     Column("capabilities", Text, nullable=False),
     Column("first_seen_at", Float, nullable=False),
     Column("last_seen_at", Float, nullable=False),
-    # What the worker reported in its last claim, for the dashboard's workers page: a JSON list
-    # of the sha256s resident on its GPU, and of those cached on its disk a count and the first
-    # few (see store/workers.py).
-    Column("resident_models", Text),
-    Column("cached_models", Text),
+    # What the worker holds (resident and cached models) is in `worker_state`, the one record
+    # the scheduler and the dashboard both read (migration 0012).
 )
 
 nodes = Table(
@@ -424,3 +421,6 @@ worker_state = Table(
     Column("updated_at", Float, nullable=False),
 )
 Index("ix_worker_state_updated", worker_state.c.updated_at)
+
+# Tables declared in their own modules, on this metadata (imported last: they import it).
+from imagefleet.store import tables_scheduling as _tables_scheduling  # noqa: E402, F401

@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from imagefleet.protocol import ClaimRequest, JobStatus
+from imagefleet.protocol import AttemptOutcome, ClaimRequest, JobStatus
 from imagefleet.store.tables import attempts, jobs, worker_state
 
 
@@ -38,8 +40,27 @@ class BusyWorker:
     cost_units: float | None
 
 
-def record(conn: Connection, request: ClaimRequest, now: float) -> None:
-    """Upserts the worker's reported state (the claim decides when it is worth a write)."""
+# The columns a claim reports; a row is rewritten only when one of them changed, or when its
+# `updated_at` is older than the caller's `fresh_for` (readers look for recently seen workers).
+REPORTED = (
+    "node_id",
+    "gpu_name",
+    "vram_mb",
+    "max_pixels",
+    "kinds",
+    "resident_combos",
+    "resident_models",
+    "cached_models",
+    "free_disk_bytes",
+    "download_bytes_per_s",
+)
+
+
+def record(conn: Connection, request: ClaimRequest, now: float, fresh_for: float = 0.0) -> None:
+    """Upserts the worker's reported state: one statement, and no row write when nothing
+    changed and the row is younger than `fresh_for` seconds (the same report from another
+    replica, or a repeated claim). This table is the one record of what a worker holds: the
+    scheduler's warm-worker wait, the queue's explanations and the dashboard all read it."""
     capabilities = request.capabilities
     values = dict(
         node_id=request.node_id,
@@ -54,11 +75,16 @@ def record(conn: Connection, request: ClaimRequest, now: float) -> None:
         download_bytes_per_s=request.download_bytes_per_s,
         updated_at=now,
     )
-    result = conn.execute(
-        update(worker_state).where(worker_state.c.worker_id == request.worker_id).values(**values)
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(worker_state).values(worker_id=request.worker_id, **values)
+    new, old = statement.excluded, worker_state.c
+    changed = or_(
+        *(old[name].is_distinct_from(new[name]) for name in REPORTED),
+        old.updated_at < now - fresh_for,
     )
-    if result.rowcount == 0:
-        conn.execute(insert(worker_state).values(worker_id=request.worker_id, **values))
+    conn.execute(
+        statement.on_conflict_do_update(index_elements=[old.worker_id], set_=values, where=changed)
+    )
 
 
 def seen_since(conn: Connection, since: float) -> list[WorkerState]:
@@ -91,3 +117,30 @@ def busy_workers(conn: Connection) -> list[BusyWorker]:
         .where(jobs.c.status == JobStatus.running.value)
     ).all()
     return [BusyWorker(r.worker_id, r.started_at or 0.0, r.cost_units) for r in rows]
+
+
+def measured_seconds_per_unit(conn: Connection, since: float, limit: int) -> dict[str, float]:
+    """Each worker's measured seconds per cost unit over its jobs that succeeded since `since`
+    (at most the `limit` latest, through `ix_jobs_finished` and `ix_attempts_job`: bounded by
+    recent completions, not by the table): the attempt's whole lease, claim to end, as a busy
+    worker's time to be free again includes its loads and uploads. Workers with no such job
+    are absent."""
+    rows = conn.execute(
+        select(attempts.c.worker_id, attempts.c.started_at, attempts.c.ended_at, jobs.c.cost_units)
+        .join(attempts, attempts.c.job_id == jobs.c.id)
+        .where(
+            jobs.c.finished_at >= since,
+            jobs.c.status == JobStatus.succeeded.value,
+            attempts.c.outcome == AttemptOutcome.succeeded.value,
+            attempts.c.ended_at.is_not(None),
+            jobs.c.cost_units > 0,
+        )
+        .order_by(jobs.c.finished_at.desc())
+        .limit(limit)
+    ).all()
+    seconds: dict[str, float] = {}
+    units: dict[str, float] = {}
+    for r in rows:
+        seconds[r.worker_id] = seconds.get(r.worker_id, 0.0) + max(0.0, r.ended_at - r.started_at)
+        units[r.worker_id] = units.get(r.worker_id, 0.0) + r.cost_units
+    return {worker: seconds[worker] / units[worker] for worker in units}

@@ -1,17 +1,12 @@
-"""Workers as last seen through their claims (for the API, the dashboard and the autoscaler)."""
+"""Workers as last seen through their claims (for the API, the dashboard and the autoscaler).
+What each worker holds (resident and cached models) is in `worker_state`, not here."""
 
 from __future__ import annotations
-
-import json
 
 from sqlalchemy import Connection, insert, select, update
 
 from imagefleet.protocol import ClaimRequest
 from imagefleet.store.tables import workers
-
-# A worker may report thousands of cached files; the dashboard shows a count and the first ones,
-# so each claim writes a bounded row.
-CACHED_MODELS_KEPT = 64
 
 
 def touch_worker(conn: Connection, request: ClaimRequest, now: float) -> None:
@@ -20,13 +15,6 @@ def touch_worker(conn: Connection, request: ClaimRequest, now: float) -> None:
         "node_id": request.node_id,
         "capabilities": request.capabilities.model_dump_json(),
         "pool": request.pool,
-        "resident_models": json.dumps(request.resident_models),
-        "cached_models": json.dumps(
-            {
-                "count": len(request.cached_models),
-                "first": request.cached_models[:CACHED_MODELS_KEPT],
-            }
-        ),
         "last_seen_at": now,
     }
     result = conn.execute(update(workers).where(workers.c.id == request.worker_id).values(seen))

@@ -30,12 +30,13 @@ from imagefleet.scheduling.inputs import (
     WorkerView,
 )
 from imagefleet.scheduling.limits import can_run
+from imagefleet.scheduling.simulator.catalog import warm_models
 from imagefleet.scheduling.simulator.config import FleetConfig, PolicyConfig, SimConfig
 from imagefleet.scheduling.simulator.fleetstate import ParkedWorkers, WarmIndex
 from imagefleet.scheduling.simulator.metrics import RunResult, collect
 from imagefleet.scheduling.simulator.nodes import SimWorker
 from imagefleet.scheduling.simulator.queue import QUEUED, SimJob, SimQueue
-from imagefleet.scheduling.simulator.workload import Workload, warm_models
+from imagefleet.scheduling.simulator.workload import Workload
 
 FINISH, INTERRUPT, REPLACE, REPOLL, RECHECK = range(5)
 CHUNK = 65536
@@ -79,6 +80,7 @@ class Simulation:
         self.queue_wait = [math.nan] * n
         self.finished = 0
         self.completions = [0] * n
+        self.images: list[int] = workload.images.tolist()
         self.images_done = 0
         self.lost_attempts = 0
         self.deferrals = 0
@@ -106,22 +108,23 @@ class Simulation:
         for worker in self.workers:
             self._schedule_interruption(worker)
             self._park(worker)
-        times = self.workload.times
         total = self.workload.jobs
         arrivals = self._arrivals()
         next_job = next(arrivals, None)
+        # The next arrival's time as a Python float (a numpy scalar compares far slower).
+        arrival_t = next_job.candidate.queued_since if next_job is not None else math.inf
         events = self.events
         report_every = max(1, total // 200)
         while True:
-            arrival_t = times[next_job[0]] if next_job is not None else math.inf
             if events and events[0][0] <= arrival_t:
                 when, _, kind, subject, token = heapq.heappop(events)
                 self.now = self.warm.now = when
                 self._handle(kind, subject, token)
             elif next_job is not None:
                 self.now = self.warm.now = arrival_t
-                self._arrive(next_job[1])
+                self._arrive(next_job)
                 next_job = next(arrivals, None)
+                arrival_t = next_job.candidate.queued_since if next_job is not None else math.inf
             else:
                 break
             if self.finished == total and next_job is None:
@@ -176,15 +179,24 @@ class Simulation:
 
     # --- arrivals ------------------------------------------------------------------------------
 
-    def _arrivals(self) -> Iterator[tuple[int, SimJob]]:
+    def _arrivals(self) -> Iterator[SimJob]:
         """Jobs in arrival order, built a chunk at a time (a million candidates need not all
         exist at once)."""
         w = self.workload
         names = w.owner_names
         tiers = w.tier_names
         priorities = w.tier_priority
+        checkpoint_needs = self.checkpoint_needs
+        lora_needs = self.lora_needs
+        virtual = self.virtual
+        owner_finish = self.owner_finish
+        # (checkpoint, *loras) row -> (models, combo key): half the requests repeat their
+        # owner's last combo and batches share one, so most rows are built once.
+        combos: dict[tuple[int, ...], tuple[tuple[ModelNeed, ...], str]] = {}
         for start in range(0, w.jobs, CHUNK):
             stop = min(w.jobs, start + CHUNK)
+            if len(combos) > 4 * CHUNK:
+                combos.clear()
             rows = zip(
                 w.times[start:stop].tolist(),
                 w.owner[start:stop].tolist(),
@@ -196,28 +208,33 @@ class Simulation:
                 w.min_vram_mb[start:stop].tolist(),
                 strict=True,
             )
-            for offset, (t, owner, tier, ckpt, loras, cost, pixels, vram) in enumerate(rows):
-                index = start + offset
-                checkpoint = self.checkpoint_needs[ckpt]
-                adapters = sorted({self.lora_needs[lora] for lora in loras if lora >= 0})
-                models = (checkpoint, *adapters)
-                combo = "+".join(need[0] for need in models) + "+"
-                tag, finish = fair_tag(self.virtual[tier], self.owner_finish.get(owner), cost)
-                self.owner_finish[owner] = finish
+            index = start - 1
+            for t, owner, tier, ckpt, loras, cost, pixels, vram in rows:
+                index += 1
+                key = (ckpt, *loras)
+                known = combos.get(key)
+                if known is None:
+                    checkpoint = checkpoint_needs[ckpt]
+                    adapters = sorted({lora_needs[lora] for lora in loras if lora >= 0})
+                    models = (checkpoint, *adapters)
+                    known = combos[key] = (models, "+".join(need[0] for need in models) + "+")
+                models, combo = known
+                tag, finish = fair_tag(virtual[tier], owner_finish.get(owner), cost)
+                owner_finish[owner] = finish
                 candidate = Candidate(
-                    job_id=f"j{index}",
-                    owner=names[owner],
-                    tier=tiers[tier],
-                    priority=priorities[tier],
-                    kind="txt2img",
-                    pixels=pixels,
-                    queued_since=t,
-                    combo_key=combo,
-                    models=models,
-                    cost_units=cost,
+                    f"j{index}",
+                    names[owner],
+                    tiers[tier],
+                    priorities[tier],
+                    "txt2img",
+                    pixels,
+                    t,
+                    combo,
+                    models,
+                    cost,
                     min_vram_mb=vram,
                 )
-                yield index, SimJob(index, candidate, checkpoint[0], tier, tag)
+                yield SimJob(index, candidate, models[0][0], tier, tag)
 
     def _arrive(self, job: SimJob) -> None:
         self.queue.add(job)
@@ -312,7 +329,7 @@ class Simulation:
         self.completions[index] += 1
         job.state = 2
         self.finished += 1
-        self.images_done += int(self.workload.images[index])
+        self.images_done += self.images[index]
         self.last_finish = self.now
         self._claim(worker)
 

@@ -1,0 +1,39 @@
+"""Owners' last claims, read and written in the claim transaction (see `tables_scheduling`)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from imagefleet.store.tables_scheduling import owner_service
+
+
+def served_at(conn: Connection, owners: Collection[str]) -> dict[str, float]:
+    """When each of `owners` last had a job claimed (by any replica); absent if never. A primary
+    key lookup per owner: a claim's candidates have a few dozen owners at most."""
+    if not owners:
+        return {}
+    rows = conn.execute(
+        select(owner_service.c.owner_key_id, owner_service.c.served_at).where(
+            owner_service.c.owner_key_id.in_(sorted(set(owners)))
+        )
+    ).all()
+    return {row.owner_key_id: row.served_at for row in rows}
+
+
+def record_served(conn: Connection, owner: str, now: float) -> None:
+    """`owner` just had a job claimed. An upsert, so two replicas serving a new owner at once
+    cannot collide on the insert; the later time wins, never moving an owner's turn back."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = insert(owner_service).values(owner_key_id=owner, served_at=now)
+    newer = statement.excluded.served_at > owner_service.c.served_at
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[owner_service.c.owner_key_id],
+            set_={"served_at": statement.excluded.served_at},
+            where=newer,
+        )
+    )
