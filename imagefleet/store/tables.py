@@ -424,3 +424,6 @@ worker_state = Table(
     Column("updated_at", Float, nullable=False),
 )
 Index("ix_worker_state_updated", worker_state.c.updated_at)
+
+# --- deployments (issue 15): their tables live in their own module, on this metadata ---
+from imagefleet.store import tables_deployments as _tables_deployments  # noqa: E402,F401
