@@ -23,7 +23,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 # A pipeline that draws one flat PNG in the requested color; `VERSION` tells versions apart.
-PIPELINE = '''
+PIPELINE = """
 import json
 import os
 
@@ -56,7 +56,7 @@ def run(inputs, context):
         json.dump(report, f)
     context.progress(2, 2)
     return ["0.png", "1.json"]
-'''
+"""
 
 
 def python_package(

@@ -40,7 +40,11 @@ def default_tier(settings: Settings) -> str:
 @keys_app.command("create")
 def keys_create(
     name: str = typer.Option(..., "--name", help="A label for the key, e.g. the team using it."),
-    scope: str = typer.Option("client", "--scope", help="One of: client, worker, admin, deploy (a client that may also deploy)."),
+    scope: str = typer.Option(
+        "client",
+        "--scope",
+        help="One of: client, worker, admin, deploy (a client key that may also deploy).",
+    ),
     tier: str | None = typer.Option(
         None,
         "--tier",

@@ -94,9 +94,10 @@ def test_versions_are_immutable_and_aliases_promote_and_roll_back_in_one_call(
         headers=auth(deployers.carol),
     )
     assert promoted.status_code == 200, promoted.text
-    assert run(api, deployers.carol, "stylize", inputs={"color": "red"}).json()["params"][
-        "version"
-    ] == one
+    assert (
+        run(api, deployers.carol, "stylize", inputs={"color": "red"}).json()["params"]["version"]
+        == one
+    )
     api.post(
         "/v1/deployments/stylize/aliases/production",
         json={"version": two[:12]},
