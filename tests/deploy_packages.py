@@ -131,6 +131,6 @@ def wheel(directory: Path, name: str = "tinyhelper", version: str = "0.1") -> Pa
     record.append(f"{info}/RECORD,,")
     files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
     with zipfile.ZipFile(path, "w") as archive:
-        for member, data in files.items():
-            archive.writestr(member, data)
+        for member, data in files.items():  # fixed times: the same wheel, byte for byte
+            archive.writestr(zipfile.ZipInfo(member, date_time=(2020, 1, 1, 0, 0, 0)), data)
     return path

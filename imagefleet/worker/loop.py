@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imagefleet.protocol import (
     Assignment,
@@ -202,8 +202,13 @@ class Worker:
                 max_pixels=self.config.max_pixels,
                 kinds=sorted(self.handlers),
             ),
-            resident_combos=_listed(self.engine, "resident_combos")[:64]
-            or ([combo] if combo and resident and combo_model == resident else []),
+            resident_combos=(
+                _handlers_warm(self.handlers)
+                + (
+                    _listed(self.engine, "resident_combos")
+                    or ([combo] if combo and resident and combo_model == resident else [])
+                )
+            )[:64],
             resident_models=_listed(self.engine, "resident_models")[:256]
             or ([resident] if resident else []),
             cached_models=self.cache.cached(),
@@ -316,6 +321,11 @@ class Worker:
             pass
         except Exception as exc:  # the lease will expire and the job be requeued anyway
             log.warning("could not report failure of %s: %s", attempt_id, exc)
+
+
+def _handlers_warm(handlers: dict[str, Any]) -> list[str]:
+    """Combo keys that handlers keep warm themselves (workflow: a deployment's process)."""
+    return [key for handler in handlers.values() for key in _listed(handler, "resident_combos")]
 
 
 def _listed(engine: object, method: str) -> list[str]:
