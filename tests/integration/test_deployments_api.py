@@ -26,6 +26,10 @@ from tests.deploy_packages import graph_package, python_package
 from tests.integration.test_kinds_api import auth
 
 
+# The store's queries are dialect-neutral Core; SQLite keeps this module quick.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
 @dataclass
 class Deployers:
     carol: str  # a deploy key

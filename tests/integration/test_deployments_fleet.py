@@ -25,6 +25,7 @@ from imagefleet.orchestrator.app import create_app
 from imagefleet.protocol import JobStatus, JobView
 from imagefleet.store.database import Database
 from imagefleet.store.keys import create_key
+from imagefleet.worker.engines.diffusers_engine import DiffusersEngine
 from imagefleet.worker.handlers.workflow import HANDLER
 from imagefleet.worker.loop import Worker, WorkerConfig
 from tests.deploy_packages import graph_package, python_package, wheel
@@ -40,12 +41,18 @@ class Fleet:
     worker: Worker
 
 
-@pytest.fixture
-def fleet(tmp_path: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fleet]:
-    # Secrets in the worker's environment that deployment code must not see.
-    monkeypatch.setenv("IMAGEFLEET_WORKER_KEY", "if_worker_secret")
-    monkeypatch.setenv("MY_SERVICE_SECRET", "hunter2")
-    monkeypatch.delenv("IMAGEFLEET_WORKER_ALLOW_DEPLOY_INSTALLS", raising=False)
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iterator[Fleet]:
+    """One orchestrator and one worker for the module (a worker's start is the slow part)."""
+    with pytest.MonkeyPatch.context() as env:
+        # Secrets in the worker's environment that deployment code must not see.
+        env.setenv("IMAGEFLEET_WORKER_KEY", "if_worker_secret")
+        env.setenv("MY_SERVICE_SECRET", "hunter2")
+        env.delenv("IMAGEFLEET_WORKER_ALLOW_DEPLOY_INSTALLS", raising=False)
+        yield from _fleet(tmp_path_factory.mktemp("fleet"), demo_dir)
+
+
+def _fleet(tmp_path: Path, demo_dir: Path) -> Iterator[Fleet]:
     settings = Settings(
         data_dir=tmp_path / "data",
         database_url=f"sqlite:///{tmp_path / 'fleet.db'}",
@@ -68,7 +75,7 @@ def fleet(tmp_path: Path, demo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> It
             device="cpu",
             claim_wait_seconds=1.0,
         )
-        worker = Worker(config)
+        worker = Worker(config, DiffusersEngine("cpu"))  # a torch engine: comfy runs too
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         client = ImageFleetClient(url, deployer)
