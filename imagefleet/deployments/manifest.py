@@ -139,6 +139,30 @@ def _check_schema(schema: Any) -> None:
         raise PackageInvalid(message) from exc
     if schema.get("type") != "object":
         raise PackageInvalid('input_schema must describe an object ("type": "object")')
+    remote = _remote_refs(schema)
+    if remote:
+        raise PackageInvalid(
+            f"input_schema refers outside itself ({remote[0]!r}); only local refs (#/...) "
+            "are allowed: the orchestrator fetches nothing"
+        )
+    try:
+        for _ in Draft202012Validator(schema).iter_errors({}):
+            pass
+    except Exception as exc:  # an unresolvable local $ref, a bad pattern: found now, not per run
+        raise PackageInvalid(f"input_schema cannot be used to validate: {exc}") from exc
+
+
+def _remote_refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [
+            str(value)
+            for key, value in node.items()
+            if key in ("$ref", "$dynamicRef") and not str(value).startswith("#")
+        ]
+        return found + [ref for value in node.values() for ref in _remote_refs(value)]
+    if isinstance(node, list):
+        return [ref for value in node for ref in _remote_refs(value)]
+    return []
 
 
 def _models(raw: Any) -> dict[str, list[Any]]:

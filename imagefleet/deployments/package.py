@@ -17,6 +17,7 @@ import hashlib
 import io
 import os
 import tarfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 MAX_PACKAGE_BYTES = 20 << 20  # compressed: what a deploy may upload (IMAGEFLEET_MAX_PACKAGE_BYTES)
@@ -131,7 +132,7 @@ def package_files(
                 handle = archive.extractfile(member)
                 assert handle is not None
                 files[name] = handle.read()
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise PackageInvalid(f"the package is not a readable tar.gz archive: {exc}") from exc
     return files
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from imagefleet.cli import app as cli
 from imagefleet.client import ImageFleetClient
 from imagefleet.config import Settings
 from imagefleet.deployments.client import Deployments
@@ -39,6 +41,9 @@ class Fleet:
     deployer: Deployments
     deployer_client: ImageFleetClient
     worker: Worker
+    url: str
+    deployer_token: str
+    client_token: str
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +70,7 @@ def _fleet(tmp_path: Path, demo_dir: Path) -> Iterator[Fleet]:
     with db.write() as conn:
         _, deployer = create_key(conn, name="d", scope="deploy", tier="free", now=1.0)
         _, worker_token = create_key(conn, name="w", scope="worker", tier="free", now=1.0)
+        _, client_token = create_key(conn, name="c", scope="client", tier="free", now=1.0)
     with serving(create_app(settings, run_duties=False)) as url:
         config = WorkerConfig(
             orchestrator_url=url,
@@ -80,7 +86,7 @@ def _fleet(tmp_path: Path, demo_dir: Path) -> Iterator[Fleet]:
         thread.start()
         client = ImageFleetClient(url, deployer)
         try:
-            yield Fleet(Deployments(client), client, worker)
+            yield Fleet(Deployments(client), client, worker, url, deployer, client_token)
         finally:
             worker.request_stop()
             thread.join(timeout=30)
@@ -180,3 +186,33 @@ def test_a_graph_deployment_runs_on_the_worker_with_its_inputs_injected(
         image.size == (64, 64)
         and json.loads(image.text["prompt"])["6"]["inputs"]["text"] == "a blue cat"
     )
+
+
+def test_the_cli_deploys_promotes_rolls_back_and_runs(fleet: Fleet, tmp_path: Path) -> None:
+    runner = CliRunner()
+
+    def imagefleet(*args: str, token: str = fleet.deployer_token) -> str:
+        result = runner.invoke(cli, [*args, "--url", fleet.url, "--key", token])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    first = python_package(tmp_path / "one", "c1")
+    assert "deployed clipaint v1 (new version)" in imagefleet(
+        "deploy", str(first), "--name", "clipaint", "--alias", "staging"
+    )
+    assert "unchanged" in imagefleet("deploy", str(first), "--name", "clipaint")
+    imagefleet("deploy", str(python_package(tmp_path / "two", "c2")), "--name", "clipaint")
+    imagefleet("deployments", "promote", "clipaint", "production", "v1")
+    imagefleet("deployments", "promote", "clipaint", "production", "v2")
+    shown = imagefleet("deployments", "rollback", "clipaint", "production")
+    assert [line.split()[0] for line in shown.splitlines() if "production" in line] == ["v1"]
+    assert "clipaint  2 versions  private" in imagefleet("deployments", "list")
+    ran = imagefleet(
+        "deployments", "run", "clipaint", "--inputs", '{"color": "red"}', "-o", str(tmp_path / "o")
+    )
+    assert json.loads((tmp_path / "o").glob("*.json").__next__().read_text())["version"] == "c1"
+    assert ran.count(str(tmp_path / "o")) == 2
+    refused = runner.invoke(
+        cli, ["deploy", str(first), "--name", "x", "--url", fleet.url, "--key", fleet.client_token]
+    )
+    assert refused.exit_code == 1 and "--scope deploy" in refused.output
