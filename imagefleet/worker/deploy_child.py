@@ -7,7 +7,11 @@ was started with (`setup_done`, `progress`, `done`, `cancelled`, `error`). The u
 prints go to stderr instead, so they cannot corrupt the protocol. A `cancel` may arrive while
 `run` works: a reader thread sets the flag that `context.cancelled()` reads.
 
-Usage: python deploy_child.py PACKAGE_DIR
+A worker may start one before it knows the version (a spare), importing the heavy modules
+named on its command line meanwhile (torch, diffusers: tens of seconds on a busy CPU), so the
+first run of a new version pays only for its own setup. `setup` names the package directory.
+
+Usage: python deploy_child.py [MODULE,MODULE...]
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class Context:
         return self._cancel.is_set()
 
 
-def main(package_dir: str) -> int:
+def main(preload: list[str]) -> int:
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the user's prints (and C libraries') land on stderr
     sys.stdout = sys.stderr
@@ -66,12 +70,19 @@ def main(package_dir: str) -> int:
         requests.put(None)
 
     threading.Thread(target=read, daemon=True).start()
-    sys.path.insert(0, package_dir)
+    for name in preload:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            continue
     module: Any = None
     while (request := requests.get()) is not None:
         op = request.get("op")
         try:
             if op == "setup":
+                package_dir = request["package_dir"]
+                os.chdir(package_dir)
+                sys.path.insert(0, package_dir)
                 module = _load(Path(package_dir) / "pipeline.py")
                 if hasattr(module, "setup"):
                     module.setup(request.get("models", {}))
@@ -109,4 +120,4 @@ def _load(path: Path) -> Any:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main([name for name in (sys.argv[1:2] or [""])[0].split(",") if name]))

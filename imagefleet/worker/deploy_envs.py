@@ -41,13 +41,15 @@ INSTALL_TIMEOUT_SECONDS = 600
 
 
 class DeploySettings(BaseSettings):
-    """IMAGEFLEET_WORKER_ALLOW_DEPLOY_INSTALLS, _DEPLOY_PIP_ARGS and _WARM_DEPLOYMENTS."""
+    """IMAGEFLEET_WORKER_ALLOW_DEPLOY_INSTALLS, _DEPLOY_PIP_ARGS, _WARM_DEPLOYMENTS (processes
+    kept warm) and _DEPLOY_PREWARM (modules a spare process imports ahead; empty: no spare)."""
 
     model_config = SettingsConfigDict(env_prefix="IMAGEFLEET_WORKER_", extra="ignore")
 
     allow_deploy_installs: bool = False
     deploy_pip_args: str = ""
     warm_deployments: int = 2
+    deploy_prewarm: str = "torch,diffusers"
 
 
 class InstallsRefused(RuntimeError):

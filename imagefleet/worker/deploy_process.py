@@ -15,8 +15,9 @@ import os
 import queue
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,14 @@ def scrubbed_environment(environ: Mapping[str, str]) -> dict[str, str]:
 class PipelineProcess:
     """One warm process of one version; not thread-safe (one job at a time, as a worker)."""
 
-    def __init__(self, package_dir: Path, python: str | None = None) -> None:
-        self.package_dir = package_dir
+    def __init__(self, python: str | None = None, preload: Sequence[str] = ()) -> None:
+        self.python = python or sys.executable
         self._events: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self._process = subprocess.Popen(
-            [python or sys.executable, str(CHILD), str(package_dir)],
+            [self.python, str(CHILD), ",".join(preload)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            cwd=package_dir,
+            cwd=tempfile.gettempdir(),
             env=scrubbed_environment(os.environ),
             text=True,
             bufsize=1,
@@ -78,9 +79,11 @@ class PipelineProcess:
     def alive(self) -> bool:
         return self._process.poll() is None
 
-    def setup(self, models: Mapping[str, Any]) -> None:
-        """Runs the pipeline's setup(models); PipelineFailed("setup", ...) if it raises."""
-        self._call({"op": "setup", "models": dict(models)}, lambda step, total: None, lambda: False)
+    def setup(self, package_dir: Path, models: Mapping[str, Any]) -> None:
+        """Loads the package's pipeline.py and runs its setup(models); PipelineFailed("setup",
+        ...) if either raises."""
+        request = {"op": "setup", "package_dir": str(package_dir), "models": dict(models)}
+        self._call(request, lambda step, total: None, lambda: False)
         self.ready = True
 
     def run(

@@ -5,6 +5,9 @@ sha256, which must also be the version id; it is extracted once per version on d
 requirements installed once per set (deploy_envs.py). One process per version stays warm
 (deploy_process.py): `setup(models)` runs when it starts, `run(inputs, context)` per job. The
 versions kept warm are reported as resident combos, so the scheduler sends their runs here.
+A spare process, started at the first claim with torch and diffusers already imported
+(IMAGEFLEET_WORKER_DEPLOY_PREWARM), takes the next new version that runs on the worker's own
+interpreter, so deploy-to-first-result does not wait for those imports.
 
 Failures: a failing setup, a run that raises, a wrong number or type of output files, and
 requirements this worker may not install are final (the same code fails the same way
@@ -53,6 +56,7 @@ class WorkflowHandler:
     def __init__(self) -> None:
         self._warm: OrderedDict[str, _Warm] = OrderedDict()
         self._lock = threading.Lock()
+        self._spare: PipelineProcess | None = None
         # What the last jobs did, for tests and the benchmark: env builds and process starts.
         self.envs_built = 0
         self.processes_started = 0
@@ -61,7 +65,9 @@ class WorkflowHandler:
         return True  # user code brings its own models; a CPU-only engine can run it too
 
     def resident_combos(self) -> list[str]:
-        """The combo keys of the versions whose process is warm (newest first)."""
+        """The combo keys of the versions whose process is warm (newest first). Asked at every
+        claim, it is also where the spare process is (re)started."""
+        self._prewarm(DeploySettings())
         with self._lock:
             return [w.combo_key for w in reversed(self._warm.values()) if w.combo_key]
 
@@ -130,10 +136,9 @@ class WorkflowHandler:
                 evicted.process.close()
         if old is not None:
             old.process.close()
-        process = PipelineProcess(directory, python)
-        self.processes_started += 1
+        process = self._process_for(python, settings)
         try:
-            process.setup(models)
+            process.setup(directory, models)
         except PipelineFailed as exc:
             process.close()
             raise InvalidJobInput(f"{label}: setup failed: {exc}\n{exc.details}") from exc
@@ -169,12 +174,37 @@ class WorkflowHandler:
         finally:
             shutil.rmtree(output_dir, ignore_errors=True)
 
+    def _prewarm(self, settings: DeploySettings) -> None:
+        if not settings.deploy_prewarm:
+            return
+        with self._lock:
+            if self._spare is not None and self._spare.alive():
+                return
+            self._spare = PipelineProcess(preload=settings.deploy_prewarm.split(","))
+            self.processes_started += 1
+
+    def _process_for(self, python: str, settings: DeploySettings) -> PipelineProcess:
+        """The spare if it runs this interpreter (another is started at the next claim),
+        else a new process."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.alive() and spare.python == python:
+            return spare
+        if spare is not None:
+            with self._lock:
+                self._spare = spare if spare.alive() else None
+        self.processes_started += 1
+        return PipelineProcess(python)
+
     def close(self) -> None:
-        """Stops every warm process (a worker shutting down; tests)."""
+        """Stops every warm process and the spare (a worker shutting down; tests)."""
         with self._lock:
             warm, self._warm = list(self._warm.values()), OrderedDict()
+            spare, self._spare = self._spare, None
         for item in warm:
             item.process.close()
+        if spare is not None:
+            spare.close()
 
 
 def _outputs(directory: Path, names: list[str] | None, count: int, label: str) -> list[OutputFile]:
