@@ -141,6 +141,8 @@ def main() -> None:
             for _ in range(args.runs):
                 started = time.perf_counter()
                 builtin.append(wait(client, client.submit("txt2img", params)) - started)
+            while not HANDLER.spare_ready():  # a warm fleet: its spare process is ready
+                time.sleep(0.5)
             deploy_started = time.perf_counter()
             result = CliRunner().invoke(
                 cli, ["deploy", str(package), "--name", "bench", "--url", url, "--key", token]

@@ -28,7 +28,9 @@ from imagefleet.orchestrator.routes_client import render_jobs
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.protocol import JobView
 from imagefleet.store import deployments as sql
+from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.database import WorkHint
+from imagefleet.store.job_models import JobModel
 from imagefleet.store.keys import ApiKey
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"], route_class=DocumentedRoute)
@@ -146,8 +148,9 @@ async def run_deployment(
     job = WorkflowJob(params=params)
     row, _, combo = await run_in_threadpool(lifecycle.submit_with_combo, key, job, None)
     signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
+    details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]]
     details = ({row.id: []}, {row.id: combo or []})
-    render = partial(render_jobs, request, [row], details, explain=True)  # type: ignore[arg-type]
+    render = partial(render_jobs, request, [row], details, explain=True)
     return (await run_in_threadpool(render))[0]
 
 

@@ -75,6 +75,7 @@ def main(preload: list[str]) -> int:
             importlib.import_module(name)
         except Exception:
             continue
+    emit({"event": "preloaded"})
     module: Any = None
     while (request := requests.get()) is not None:
         op = request.get("op")

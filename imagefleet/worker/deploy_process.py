@@ -69,8 +69,8 @@ class PipelineProcess:
             text=True,
             bufsize=1,
         )
+        self.preloaded = False  # the child imported what it was told to, and waits for setup
         threading.Thread(target=self._read, daemon=True).start()
-        self.ready = False
 
     @property
     def pid(self) -> int:
@@ -84,7 +84,6 @@ class PipelineProcess:
         ...) if either raises."""
         request = {"op": "setup", "package_dir": str(package_dir), "models": dict(models)}
         self._call(request, lambda step, total: None, lambda: False)
-        self.ready = True
 
     def run(
         self,
@@ -158,7 +157,11 @@ class PipelineProcess:
         assert self._process.stdout is not None
         for line in self._process.stdout:
             try:
-                self._events.put(json.loads(line))
+                event = json.loads(line)
             except json.JSONDecodeError:
                 continue  # not ours: the child moves user prints to stderr
+            if event.get("event") == "preloaded":
+                self.preloaded = True
+            else:
+                self._events.put(event)
         self._events.put(None)

@@ -174,6 +174,11 @@ class WorkflowHandler:
         finally:
             shutil.rmtree(output_dir, ignore_errors=True)
 
+    def spare_ready(self) -> bool:
+        """Whether a spare process has its modules imported (the benchmark waits for it)."""
+        spare = self._spare
+        return spare is not None and spare.preloaded
+
     def _prewarm(self, settings: DeploySettings) -> None:
         if not settings.deploy_prewarm:
             return
