@@ -105,6 +105,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
+    # A warm fleet: the worker keeps a spare process with torch and diffusers imported.
+    os.environ["IMAGEFLEET_WORKER_DEPLOY_PREWARM_AT_START"] = "1"
     root = Path(tempfile.mkdtemp(prefix="imagefleet-bench-deploy-"))
     settings = Settings(data_dir=root / "data", database_url=f"sqlite:///{root / 'bench.db'}")
     db = Database(settings.database_url)

@@ -11,7 +11,7 @@ A worker may start one before it knows the version (a spare), importing the heav
 named on its command line meanwhile (torch, diffusers: tens of seconds on a busy CPU), so the
 first run of a new version pays only for its own setup. `setup` names the package directory.
 
-Usage: python deploy_child.py [MODULE,MODULE...]
+Usage: python deploy_child.py [MODULE[:ATTRIBUTE],...]
 """
 
 from __future__ import annotations
@@ -70,9 +70,12 @@ def main(preload: list[str]) -> int:
         requests.put(None)
 
     threading.Thread(target=read, daemon=True).start()
-    for name in preload:
+    for name in preload:  # `module` or `module:attribute` (diffusers imports lazily)
+        module_name, _, attribute = name.partition(":")
         try:
-            importlib.import_module(name)
+            imported = importlib.import_module(module_name)
+            if attribute:
+                getattr(imported, attribute)
         except Exception:
             continue
     emit({"event": "preloaded"})

@@ -42,14 +42,17 @@ INSTALL_TIMEOUT_SECONDS = 600
 
 class DeploySettings(BaseSettings):
     """IMAGEFLEET_WORKER_ALLOW_DEPLOY_INSTALLS, _DEPLOY_PIP_ARGS, _WARM_DEPLOYMENTS (processes
-    kept warm) and _DEPLOY_PREWARM (modules a spare process imports ahead; empty: no spare)."""
+    kept warm), _DEPLOY_PREWARM (modules a spare process imports ahead; empty: no spare) and
+    _DEPLOY_PREWARM_AT_START (keep a spare from the first claim, not only once the worker has
+    run a deployment: it costs a process with torch imported on every worker)."""
 
     model_config = SettingsConfigDict(env_prefix="IMAGEFLEET_WORKER_", extra="ignore")
 
     allow_deploy_installs: bool = False
     deploy_pip_args: str = ""
     warm_deployments: int = 2
-    deploy_prewarm: str = "torch,diffusers"
+    deploy_prewarm: str = "torch,diffusers:StableDiffusionPipeline"
+    deploy_prewarm_at_start: bool = False
 
 
 class InstallsRefused(RuntimeError):

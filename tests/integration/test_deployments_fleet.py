@@ -55,6 +55,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path) -> Iterator[
         env.setenv("MY_SERVICE_SECRET", "hunter2")
         env.delenv("IMAGEFLEET_WORKER_ALLOW_DEPLOY_INSTALLS", raising=False)
         env.setenv("IMAGEFLEET_WORKER_DEPLOY_PREWARM", "json")  # a spare, without torch's cost
+        env.setenv("IMAGEFLEET_WORKER_DEPLOY_PREWARM_AT_START", "1")
         yield from _fleet(tmp_path_factory.mktemp("fleet"), demo_dir)
 
 

@@ -5,9 +5,10 @@ sha256, which must also be the version id; it is extracted once per version on d
 requirements installed once per set (deploy_envs.py). One process per version stays warm
 (deploy_process.py): `setup(models)` runs when it starts, `run(inputs, context)` per job. The
 versions kept warm are reported as resident combos, so the scheduler sends their runs here.
-A spare process, started at the first claim with torch and diffusers already imported
-(IMAGEFLEET_WORKER_DEPLOY_PREWARM), takes the next new version that runs on the worker's own
-interpreter, so deploy-to-first-result does not wait for those imports.
+A spare process with torch and diffusers already imported (IMAGEFLEET_WORKER_DEPLOY_PREWARM)
+takes the next new version that runs on the worker's own interpreter, so deploy-to-first-result
+does not wait for those imports. It is kept once the worker has run a deployment, or from the
+first claim with IMAGEFLEET_WORKER_DEPLOY_PREWARM_AT_START=1.
 
 Failures: a failing setup, a run that raises, a wrong number or type of output files, and
 requirements this worker may not install are final (the same code fails the same way
@@ -62,7 +63,8 @@ class WorkflowHandler:
         self.processes_started = 0
 
     def supports(self, engine: Any) -> bool:
-        return True  # user code brings its own models; a CPU-only engine can run it too
+        """Torch engines (context.device is theirs), as for comfy."""
+        return getattr(engine, "torch_device", None) is not None
 
     def resident_combos(self) -> list[str]:
         """The combo keys of the versions whose process is warm (newest first). Asked at every
@@ -181,6 +183,8 @@ class WorkflowHandler:
 
     def _prewarm(self, settings: DeploySettings) -> None:
         if not settings.deploy_prewarm:
+            return
+        if not (settings.deploy_prewarm_at_start or self.processes_started):
             return
         with self._lock:
             if self._spare is not None and self._spare.alive():
