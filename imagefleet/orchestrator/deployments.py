@@ -195,12 +195,14 @@ class DeploymentTransitions(TransitionBase):
             return [Shown(r, sql.versions(conn, r.name), sql.aliases(conn, r.name)) for r in rows]
 
     def show(self, key: ApiKey, name: str) -> Shown:
+        check_name(name)
         with self.db.read() as conn:
             row = visible(sql.get_deployment(conn, name), key, name)
             return Shown(row, sql.versions(conn, name), sql.aliases(conn, name))
 
     def promote(self, key: ApiKey, name: str, alias: str, version: str) -> Shown:
         """Points `alias` at `version` (the alias remembers where it pointed, for rollback)."""
+        check_name(name)
         check_alias(alias)
         with self.db.write() as conn:
             row = self._movable(conn, key, name)
@@ -210,6 +212,7 @@ class DeploymentTransitions(TransitionBase):
 
     def rollback(self, key: ApiKey, name: str, alias: str) -> Shown:
         """Points `alias` back at the version it pointed at before its last move."""
+        check_name(name)
         check_alias(alias)
         with self.db.write() as conn:
             row = self._movable(conn, key, name)

@@ -5,6 +5,7 @@ orchestrator/deployments.py."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,12 +75,12 @@ def get_version(conn: Connection, name: str, version: str) -> VersionRow | None:
     number = version.removeprefix("v")
     if number.isdigit() and len(number) < 8:
         query = query.where(deployment_versions.c.number == int(number))
+    elif not re.fullmatch(r"[0-9a-f]{8,64}", version):
+        return None
     elif len(version) == 64:
         query = query.where(deployment_versions.c.version == version)
-    elif len(version) >= 8 and version.isalnum():
-        query = query.where(deployment_versions.c.version.startswith(version, autoescape=True))
     else:
-        return None
+        query = query.where(deployment_versions.c.version.startswith(version, autoescape=True))
     rows = list(conn.execute(query.limit(2)).mappings())
     return _version(rows[0]) if len(rows) == 1 else None
 
