@@ -53,7 +53,7 @@ def _transitions(lifecycle: JobLifecycle) -> DeploymentTransitions:
     "this one too. Needs a deploy (or admin) key.",
     responses={
         200: {"description": "Identical content was deployed before: the existing version"},
-        **error_responses(403, 409, 413, 422),
+        **error_responses(403, 404, 409, 413, 422),
     },
     openapi_extra={
         "requestBody": {
@@ -95,7 +95,12 @@ async def list_deployments(key: ClientKey, lifecycle: Lifecycle) -> list[Deploym
     return [_view(item, key) for item in shown]
 
 
-@router.get("/{name}", response_model=DeploymentView, summary="A deployment's versions and aliases")
+@router.get(
+    "/{name}",
+    response_model=DeploymentView,
+    summary="A deployment's versions and aliases",
+    responses=error_responses(404, 422),
+)
 async def show_deployment(name: str, key: ClientKey, lifecycle: Lifecycle) -> DeploymentView:
     return _view(await run_in_threadpool(_transitions(lifecycle).show, key, name), key)
 
@@ -117,7 +122,7 @@ async def promote(
     "/{name}/aliases/{alias}/rollback",
     response_model=DeploymentView,
     summary="Point an alias back at its previous version",
-    responses=error_responses(403, 404, 409),
+    responses=error_responses(403, 404, 409, 422),
 )
 async def rollback(name: str, alias: str, key: ClientKey, lifecycle: Lifecycle) -> DeploymentView:
     shown = await run_in_threadpool(_transitions(lifecycle).rollback, key, name, alias)
