@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -115,17 +116,19 @@ class PipelineProcess:
         stage = str(message["op"])
         self._send(message, stage)
         cancelled_at: float | None = None
-        waited = 0.0
         while True:
+            # Checked at every event too: a run that reports progress often never lets the
+            # queue stay empty for a whole poll.
+            if cancelled_at is None and should_stop():
+                cancelled_at = time.monotonic()
+                self._send({"op": "cancel"}, stage)
+            elif (
+                cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_GRACE_SECONDS
+            ):
+                self._process.kill()
             try:
                 event = self._events.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                waited += POLL_SECONDS
-                if cancelled_at is None and should_stop():
-                    cancelled_at = waited
-                    self._send({"op": "cancel"}, stage)
-                elif cancelled_at is not None and waited - cancelled_at > CANCEL_GRACE_SECONDS:
-                    self._process.kill()
                 continue
             if event is None:
                 code = self._process.wait()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,3 +219,32 @@ def test_the_cli_deploys_promotes_rolls_back_and_runs(fleet: Fleet, tmp_path: Pa
         cli, ["deploy", str(first), "--name", "x", "--url", fleet.url, "--key", fleet.client_token]
     )
     assert refused.exit_code == 1 and "--scope deploy" in refused.output
+
+
+SPINS_UNTIL_CANCELLED = """
+import time
+
+
+def run(inputs, context):
+    step = 0
+    while not context.cancelled():  # never ends on its own: only a cancel frees the worker
+        step += 1
+        context.progress(step, step + 1)
+        time.sleep(0.05)
+    return []
+"""
+
+
+def test_a_cancelled_run_stops_through_context_cancelled_and_frees_the_worker(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    api, client = fleet.deployer, fleet.deployer_client
+    api.deploy(python_package(tmp_path / "spin", pipeline=SPINS_UNTIL_CANCELLED), "spin")
+    job = api.run("spin", {"color": "red"})
+    while (view := client.get(job.id)).progress.step == 0:
+        assert not view.status.is_final, view.error
+        time.sleep(0.1)
+    assert client.cancel(job.id).status is JobStatus.cancelled
+    after = python_package(tmp_path / "after", "after")
+    api.deploy(after, "after")
+    assert report(fleet, api.run("after", {"color": "red"}))["version"] == "after"
