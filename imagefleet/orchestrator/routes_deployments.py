@@ -47,7 +47,7 @@ def _transitions(lifecycle: JobLifecycle) -> DeploymentTransitions:
     status_code=201,
     response_model=DeployResult,
     summary="Deploy a package (a deterministic tar.gz) as a version of `name`",
-    description="The body is the package (Content-Type application/gzip), as `imagefleet "
+    description="The body is the package tar.gz (any Content-Type), as `imagefleet "
     "deploy` packs it. The version is the package's sha256: identical content answers 200 "
     "with the existing version. `latest` follows every new version; `alias` is pointed at "
     "this one too. Needs a deploy (or admin) key.",
@@ -57,7 +57,11 @@ def _transitions(lifecycle: JobLifecycle) -> DeploymentTransitions:
     },
     openapi_extra={
         "requestBody": {
-            "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+            # Any Content-Type is taken (the CLI sends application/gzip); the document names
+            # the generic binary type, which every OpenAPI tool can send.
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
             "required": True,
         }
     },
