@@ -20,7 +20,12 @@ from imagefleet.deployments.protocol import (
 )
 from imagefleet.errors import PayloadTooLarge
 from imagefleet.kinds.workflow import WorkflowJob, WorkflowParams
-from imagefleet.orchestrator.deployments import Deployed, DeploymentTransitions, Shown
+from imagefleet.orchestrator.deployments import (
+    Deployed,
+    DeploymentTransitions,
+    Shown,
+    check_name,
+)
 from imagefleet.orchestrator.deps import ClientKey, Lifecycle, Signal
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
@@ -151,6 +156,7 @@ async def run_deployment(
     lifecycle: Lifecycle,
     signal: Signal,
 ) -> JobView:
+    check_name(name)  # a 422 naming the path, before the params model would refuse it
     params = WorkflowParams(
         deployment=name, version=body.version, alias=body.alias, inputs=body.inputs, seed=body.seed
     )
