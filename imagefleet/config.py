@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     max_input_bytes: int = Field(
         20 << 20, gt=0, description="Largest input image a client may upload."
     )
+    max_package_bytes: int = Field(
+        20 << 20,
+        gt=0,
+        description="Largest deployment package (compressed tar.gz) a deploy may upload; "
+        "it unpacks to at most 100 MiB (imagefleet/deployments/package.py).",
+    )
     max_input_pixels: int = Field(
         4096 * 4096, gt=0, description="Largest width*height of an uploaded input image."
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from imagefleet.cli import admin, fleet, jobs, pools, simulate, submit, tiny_zoo, training
+from imagefleet.cli import admin, deploy, fleet, jobs, pools, simulate, submit, tiny_zoo, training
 
 app = typer.Typer(
     help="imagefleet: serve generative image models on a pull-based fleet of GPU workers.",
@@ -21,6 +21,7 @@ fleet.register(app)
 submit.register(app)
 simulate.register(app)
 pools.register(app)
+deploy.register(app)  # issue 15: deploy, deployments ...
 tiny_zoo.register(admin.models_app)
 
 

@@ -42,7 +42,7 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help
 models_app = typer.Typer(help="Register and list models.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 DEMO_NAME = "demo"
-SCOPE_NAMES = ("client", "worker", "admin")
+SCOPE_NAMES = ("client", "worker", "admin", "deploy")
 NO_TIER = "-"  # what listings show as the tier of worker and admin keys, which have none
 
 
@@ -57,7 +57,11 @@ def default_tier(settings: Settings) -> str:
 @keys_app.command("create")
 def keys_create(
     name: str = typer.Option(..., "--name", help="A label for the key, e.g. the team using it."),
-    scope: str = typer.Option("client", "--scope", help="One of: client, worker, admin."),
+    scope: str = typer.Option(
+        "client",
+        "--scope",
+        help="One of: client, worker, admin, deploy (a client key that may also deploy).",
+    ),
     tier: str | None = typer.Option(
         None,
         "--tier",
@@ -72,7 +76,7 @@ def keys_create(
     if scope not in SCOPE_NAMES:
         raise fail(f"--scope must be one of {', '.join(SCOPE_NAMES)}, got {scope!r}")
     settings = settings_for(data_dir)
-    if scope != "client" and tier is not None:
+    if scope not in ("client", "deploy") and tier is not None:
         raise fail(f"--tier is for client keys only; a {scope} key has no queue priority")
     chosen = tier or default_tier(settings)
     if chosen not in settings.tier_priority:
@@ -84,9 +88,9 @@ def keys_create(
     db = open_database(settings)
     with db.write() as conn:
         key, token = create_key(conn, name=name, scope=scope, tier=chosen, now=now())  # type: ignore[arg-type]
-    tier_note = f", tier {key.tier}" if key.scope == "client" else ""
+    tier_note = f", tier {key.tier}" if key.scope in ("client", "deploy") else ""
     typer.echo(f"created {key.scope} key {key.id} ({key.name}{tier_note})")
-    if key.scope == "client":
+    if key.scope in ("client", "deploy"):
         typer.echo(f"webhook signing secret (also at GET /v1/account): {key.webhook_secret}")
     typer.echo("the key, shown only this once; store it now:")
     typer.echo(token)
@@ -106,7 +110,7 @@ def keys_list(data_dir: Path | None = DataDirOption) -> None:
             (
                 key.id,
                 key.scope,
-                key.tier if key.scope == "client" else NO_TIER,
+                key.tier if key.scope in ("client", "deploy") else NO_TIER,
                 "revoked" if key.revoked_at else "active",
                 when(key.created_at),
                 key.name,

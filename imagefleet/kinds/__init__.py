@@ -4,7 +4,15 @@ plus its registration line below; the worker side is one handler in imagefleet/w
 
 from __future__ import annotations
 
-from imagefleet.kinds import comfy, img2img, inpaint, preprocess, train_lora, txt2img
+from imagefleet.kinds import (
+    comfy,
+    img2img,
+    inpaint,
+    preprocess,
+    train_lora,
+    txt2img,
+    workflow,
+)
 from imagefleet.kinds.base import KindSpec, Limits, OutputSpec, Requirements, combo_key
 from imagefleet.kinds.registry import (
     KindPluginError,
@@ -22,6 +30,7 @@ register(inpaint.SPEC)
 register(preprocess.SPEC)
 register(train_lora.SPEC)
 register(comfy.SPEC)
+register(workflow.SPEC)
 
 __all__ = [
     "KindPluginError",

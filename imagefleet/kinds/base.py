@@ -84,6 +84,9 @@ class Requirements:
     pixels: int = 0  # per image: what decides whether a worker can run it
     cost_units: float = 0.0  # megapixel-steps: comparable work across kinds
     min_vram_mb: int = 0
+    # Something besides models that a worker keeps warm for this job (a deployment's version,
+    # kinds/workflow.py): part of the combo key, so warm workers are preferred for it.
+    warm_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,12 @@ class KindSpec:
         """The model a successful job registers, if any (none for image kinds)."""
         return None
 
+    def bind(self, conn: Any, owner: Any, params: Any) -> tuple[KindSpec, Any]:
+        """Runs first at submit, inside its transaction: a kind whose params name something
+        stored (a deployment) resolves it here, and may hand the job to another kind (a graph
+        deployment runs as a comfy job). Most kinds have nothing to bind."""
+        return self, params
+
     def checkpoint_policy(self, params: Any) -> CheckpointPolicy | None:
         """None: this kind's attempts do not checkpoint (the transition refuses them)."""
         return None
@@ -173,13 +182,16 @@ class KindSpec:
         return submission
 
 
-def combo_key(models: Sequence[tuple[ModelRole, str]]) -> str | None:
-    """A stable name for a set of models (role and content hash): what must be resident for a
-    job to run without loading anything. LoRA weights are not part of it: they are set per
-    request on top of the resident adapters."""
-    if not models:
+def combo_key(models: Sequence[tuple[ModelRole, str]], warm_key: str | None = None) -> str | None:
+    """A stable name for a set of models (role and content hash), and of what else must be
+    warm (`Requirements.warm_key`): what must be resident for a job to run without loading
+    anything. LoRA weights are not part of it: they are set per request on top of the
+    resident adapters."""
+    if not models and warm_key is None:
         return None
     canonical = "\n".join(sorted(f"{role.value}:{sha}" for role, sha in models))
+    if warm_key is not None:
+        canonical += f"\nwarm:{warm_key}"
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -49,6 +49,7 @@ from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.metrics import registry_for
 from imagefleet.orchestrator.ratelimit import RateLimiter
 from imagefleet.orchestrator.retention import purge_expired
+from imagefleet.orchestrator.routes_deployments import router as deployments_router
 from imagefleet.orchestrator.routes_overview import router as overview_router
 from imagefleet.orchestrator.routes_submit import submit_router
 from imagefleet.orchestrator.routes_ui import pages as ui_pages
@@ -174,6 +175,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(ui_session)
     app.include_router(overview_router)
     app.include_router(routes_comfy.router)  # ComfyUI-compatible: /prompt, /history, /ws...
+    app.include_router(deployments_router)  # issue 15: versioned deployments
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -49,7 +49,7 @@ def presented_key(request: Request, credentials: HTTPAuthorizationCredentials | 
 # Which key scopes may call endpoints of each audience. An admin may act as a client; nobody
 # but a worker key may act as a worker, so a leaked client key cannot steal or fake work.
 _ALLOWED: dict[str, frozenset[Scope]] = {
-    "client": frozenset({"client", "admin"}),
+    "client": frozenset({"client", "admin", "deploy"}),
     "worker": frozenset({"worker"}),
     "admin": frozenset({"admin"}),
 }

@@ -97,8 +97,9 @@ class ClientTransitions(QueueTransitions):
                 replayed = self._replay(conn, owner, idempotency_key, request_hash, now)
                 if replayed is not None:
                     return replayed, True, None
-            named_inputs = self._inputs(conn, owner, spec.requirements(job.params))
-            params = spec.admit(job.params, self._limits(), named_inputs.infos)
+            spec, submitted = spec.bind(conn, owner, job.params)
+            named_inputs = self._inputs(conn, owner, spec.requirements(submitted))
+            params = spec.admit(submitted, self._limits(), named_inputs.infos)
             needs = spec.requirements(params)
             combo = resolve_models(conn, needs.models)
             self._check_quota(conn, owner)
@@ -118,7 +119,9 @@ class ClientTransitions(QueueTransitions):
                 pixels=needs.pixels,
                 cost_units=needs.cost_units,
                 required_vram_mb=needs.min_vram_mb or None,
-                combo_key=combo_key([(item.role, item.model.sha256) for item in combo]),
+                combo_key=combo_key(
+                    [(item.role, item.model.sha256) for item in combo], needs.warm_key
+                ),
                 created_at=now,
                 max_attempts=self._max_attempts(spec),
                 allow_same_node=job.allow_same_node_retry,

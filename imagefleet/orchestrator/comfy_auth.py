@@ -17,7 +17,7 @@ from starlette.requests import HTTPConnection
 from imagefleet.errors import Forbidden, QuotaExceeded, Unauthorized
 from imagefleet.store.keys import ApiKey, authenticate
 
-CLIENT_SCOPES = ("client", "admin")
+CLIENT_SCOPES = ("client", "admin", "deploy")
 
 
 def presented_token(connection: HTTPConnection) -> str | None:

@@ -16,8 +16,9 @@ from sqlalchemy import Connection, insert, select, update
 
 from imagefleet.store.tables import api_keys
 
-Scope = Literal["client", "worker", "admin"]
-SCOPES: tuple[Scope, ...] = ("client", "worker", "admin")
+# `deploy` (issue 15): a client key that may also deploy (see orchestrator/deployments.py).
+Scope = Literal["client", "worker", "admin", "deploy"]
+SCOPES: tuple[Scope, ...] = ("client", "worker", "admin", "deploy")
 KEY_PREFIX = "if_"
 
 

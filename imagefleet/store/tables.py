@@ -423,4 +423,5 @@ worker_state = Table(
 Index("ix_worker_state_updated", worker_state.c.updated_at)
 
 # Tables declared in their own modules, on this metadata (imported last: they import it).
+from imagefleet.store import tables_deployments as _tables_deployments  # noqa: E402, F401
 from imagefleet.store import tables_scheduling as _tables_scheduling  # noqa: E402, F401

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from imagefleet.protocol import (
     Assignment,
@@ -216,8 +216,13 @@ class Worker:
                 max_pixels=self.config.max_pixels,
                 kinds=sorted(self.handlers),
             ),
-            resident_combos=_listed(self.engine, "resident_combos")[:64]
-            or ([combo] if combo and resident and combo_model == resident else []),
+            resident_combos=(
+                _handlers_warm(self.handlers)
+                + (
+                    _listed(self.engine, "resident_combos")
+                    or ([combo] if combo and resident and combo_model == resident else [])
+                )
+            )[:64],
             resident_models=_listed(self.engine, "resident_models")[:256]
             or ([resident] if resident else []),
             cached_models=self.cache.cached(),
@@ -348,6 +353,11 @@ class Worker:
             self.client.put_preview(attempt_id, step, total, jpeg)
 
         return PreviewingSteps(beat.progress, send, self.config.preview_every)
+
+
+def _handlers_warm(handlers: dict[str, Any]) -> list[str]:
+    """Combo keys that handlers keep warm themselves (workflow: a deployment's process)."""
+    return [key for handler in handlers.values() for key in _listed(handler, "resident_combos")]
 
 
 def _listed(engine: object, method: str) -> list[str]:

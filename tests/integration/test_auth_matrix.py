@@ -78,6 +78,7 @@ def world(
             "node_class": "KSampler",
             "checkpoint_id": "1",
             "step": "1",
+            "alias": "production",  # deployments (issue 15)
         }
         tokens = {
             "client": keys.alice_token,

@@ -16,9 +16,18 @@ from imagefleet.worker.handlers.img2img import IMG2IMG, INPAINT
 from imagefleet.worker.handlers.preprocess import HANDLER as PREPROCESS
 from imagefleet.worker.handlers.train_lora import HANDLER as TRAIN_LORA
 from imagefleet.worker.handlers.txt2img import HANDLER as TXT2IMG
+from imagefleet.worker.handlers.workflow import HANDLER as WORKFLOW
 
 ENTRY_POINT_GROUP = "imagefleet.handlers"
-BUILTIN: tuple[Handler, ...] = (TXT2IMG, IMG2IMG, INPAINT, PREPROCESS, TRAIN_LORA, COMFY)
+BUILTIN: tuple[Handler, ...] = (
+    TXT2IMG,
+    IMG2IMG,
+    INPAINT,
+    PREPROCESS,
+    TRAIN_LORA,
+    COMFY,
+    WORKFLOW,
+)
 
 
 class HandlerPluginError(RuntimeError):
