@@ -37,15 +37,15 @@ from sqlalchemy import text  # noqa: E402
 from bench.common.report import fmt, percentile, say, table  # noqa: E402
 from imagefleet.config import Settings  # noqa: E402
 from imagefleet.orchestrator.lifecycle import JobLifecycle  # noqa: E402
-from imagefleet.protocol import (  # noqa: E402
+from imagefleet.store.database import Database  # noqa: E402
+from imagefleet.store.keys import ApiKey, create_key  # noqa: E402
+from imagefleet.store.models import register_model  # noqa: E402
+from imagefleet.worker_protocol import (  # noqa: E402
     ClaimRequest,
     CompletedOutput,
     CompleteRequest,
     WorkerCapabilities,
 )
-from imagefleet.store.database import Database  # noqa: E402
-from imagefleet.store.keys import ApiKey, create_key  # noqa: E402
-from imagefleet.store.models import register_model  # noqa: E402
 
 PG_ADMIN_URL = os.environ.get("IMAGEFLEET_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHECKPOINTS = 200

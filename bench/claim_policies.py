@@ -36,16 +36,16 @@ from bench.common.report import fmt, percentile, say, table  # noqa: E402
 from imagefleet.config import Settings  # noqa: E402
 from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams  # noqa: E402
 from imagefleet.orchestrator.lifecycle import JobLifecycle  # noqa: E402
-from imagefleet.protocol import (  # noqa: E402
+from imagefleet.store.database import Database  # noqa: E402
+from imagefleet.store.keys import ApiKey, create_key  # noqa: E402
+from imagefleet.store.models import register_model  # noqa: E402
+from imagefleet.worker_protocol import (  # noqa: E402
     Assignment,
     ClaimRequest,
     CompletedOutput,
     CompleteRequest,
     WorkerCapabilities,
 )
-from imagefleet.store.database import Database  # noqa: E402
-from imagefleet.store.keys import ApiKey, create_key  # noqa: E402
-from imagefleet.store.models import register_model  # noqa: E402
 
 CHECKPOINTS = 100
 WORKERS = 8

@@ -29,7 +29,7 @@ import torch
 
 from imagefleet.hashing import path_sha256
 from imagefleet.kinds.base import combo_key
-from imagefleet.protocol import Assignment, ModelKind, ModelRef, ModelRole
+from imagefleet.protocol import ModelKind, ModelRole
 from imagefleet.tiny_models.embedding import DEFAULT_TOKEN
 from imagefleet.tiny_models.zoo import build_zoo
 from imagefleet.worker.engines.generation import generate
@@ -40,6 +40,7 @@ from imagefleet.worker.engines.timings import StageClock
 from imagefleet.worker.handlers import load_handlers
 from imagefleet.worker.handlers.base import JobContext
 from imagefleet.worker.model_cache import ModelCache
+from imagefleet.worker_protocol import Assignment, ModelRef
 
 PROMPT = f"a photo of {DEFAULT_TOKEN} cat"
 _HANDLERS = load_handlers()

@@ -26,13 +26,14 @@ import torch
 
 from imagefleet.hashing import path_sha256
 from imagefleet.kinds.base import combo_key
-from imagefleet.protocol import Assignment, ModelKind, ModelRef, ModelRole
+from imagefleet.protocol import ModelKind, ModelRole
 from imagefleet.tiny_models.zoo import build_zoo
 from imagefleet.worker.engines.managed_engine import ManagedEngine
 from imagefleet.worker.handlers import load_handlers
 from imagefleet.worker.handlers.base import JobContext
 from imagefleet.worker.handlers.batched import run_txt2img_batch
 from imagefleet.worker.model_cache import ModelCache
+from imagefleet.worker_protocol import Assignment, ModelRef
 
 PROMPTS = ("a photo of the cat", "a red lighthouse", "a bowl of fruit", "a city at night")
 

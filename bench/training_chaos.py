@@ -40,7 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `tests.*` when run as a script
 
 from imagefleet.client import ImageFleetClient  # noqa: E402
-from imagefleet.protocol import JobStatus, TrainingView  # noqa: E402
+from imagefleet.protocol import JobStatus  # noqa: E402
+from imagefleet.training_protocol import TrainingView  # noqa: E402
 from tests.harness.fleet import Fleet, create_demo_model, create_key  # noqa: E402
 from tests.harness.orchestrator import OrchestratorProcess  # noqa: E402
 from tests.harness.processes import child_env  # noqa: E402

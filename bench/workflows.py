@@ -27,12 +27,12 @@ sys.path.insert(0, str(REPO))  # `tests.*` when run as a script
 
 from imagefleet.demo_model import save_demo_model  # noqa: E402
 from imagefleet.hashing import path_sha256  # noqa: E402
-from imagefleet.protocol import Assignment, ModelRef  # noqa: E402
 from imagefleet.worker.engines.diffusers_engine import DiffusersEngine  # noqa: E402
 from imagefleet.worker.handlers.base import JobContext  # noqa: E402
 from imagefleet.worker.handlers.comfy import ComfyHandler  # noqa: E402
 from imagefleet.worker.handlers.txt2img import Txt2ImgHandler  # noqa: E402
 from imagefleet.worker.model_cache import ModelCache  # noqa: E402
+from imagefleet.worker_protocol import Assignment, ModelRef  # noqa: E402
 from tests.comfy_graphs import txt2img  # noqa: E402
 
 PROMPT = "a photo of the cat"

@@ -13,11 +13,12 @@ import numpy as np
 from PIL import Image
 
 from imagefleet.kinds.base import combo_key
-from imagefleet.protocol import Assignment, InputRef, ModelKind, ModelRef, ModelRole
+from imagefleet.protocol import ModelKind, ModelRole
 from imagefleet.tiny_models.embedding import DEFAULT_TOKEN
 from imagefleet.worker.engines.managed_engine import ManagedEngine
 from imagefleet.worker.handlers import load_handlers
 from imagefleet.worker.handlers.base import JobContext
+from imagefleet.worker_protocol import Assignment, InputRef, ModelRef
 from tests.tiny_zoo import spec, tiny_zoo
 
 PROMPT = "a photo of the cat"

@@ -14,8 +14,8 @@ from PIL import Image
 
 from imagefleet.kinds.train_lora import TrainLoraJob, TrainLoraParams
 from imagefleet.orchestrator.lifecycle import JobLifecycle
-from imagefleet.protocol import Assignment, ClaimRequest, WorkerCapabilities
 from imagefleet.store.keys import ApiKey
+from imagefleet.worker_protocol import Assignment, ClaimRequest, WorkerCapabilities
 
 
 def png(seed: int, width: int = 48, height: int = 40) -> bytes:

@@ -18,14 +18,14 @@ from bench.control_plane_lib.stack import (
 from imagefleet.config import Settings
 from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
 from imagefleet.orchestrator.lifecycle import JobLifecycle
-from imagefleet.protocol import (
+from imagefleet.store.database import Database
+from imagefleet.store.keys import authenticate
+from imagefleet.worker_protocol import (
     ClaimRequest,
     CompletedOutput,
     CompleteRequest,
     HeartbeatRequest,
 )
-from imagefleet.store.database import Database
-from imagefleet.store.keys import authenticate
 from tests.load import PARAMS, TINY_PNG
 
 STEPS = ("auth", "submit", "claim", "heartbeat", "upload", "complete")

@@ -12,7 +12,7 @@ import typer
 from imagefleet.cli.common import UrlOption
 from imagefleet.cli.connection import KeyOption, connect, talking_to
 from imagefleet.cli.datadir import DataDirOption
-from imagefleet.protocol import TrainingView
+from imagefleet.training_protocol import TrainingView
 
 train_app = typer.Typer(help="Follow LoRA training jobs (kind train_lora).", no_args_is_help=True)
 BAR_WIDTH = 30

@@ -24,7 +24,6 @@ from imagefleet.protocol import (
     JobStatus,
     JobView,
     ModelView,
-    TrainingView,
     WebhookDeliveryView,
 )
 from imagefleet.scaling.wire import (
@@ -34,6 +33,7 @@ from imagefleet.scaling.wire import (
     PoolEdit,
     PoolView,
 )
+from imagefleet.training_protocol import TrainingView
 from imagefleet.webhook_signing import verify_webhook
 
 __all__ = ["ApiError", "ImageFleetClient", "JobStillRunning", "verify_webhook"]

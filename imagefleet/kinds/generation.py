@@ -10,14 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from imagefleet.errors import InvalidField
 from imagefleet.kinds.base import InputNeed, Limits, Loc, ModelNeed, OutputSpec, check_side
-from imagefleet.protocol import (
-    MAX_SEED,
-    RANDOM_SEED,
-    ModelRole,
-    ModelUse,
-    SchedulerName,
-    Strict,
-)
+from imagefleet.protocol import MAX_SEED, RANDOM_SEED, ModelRole, ModelUse, SchedulerName, Strict
 from imagefleet.samplers import Sampler, resolve_sampler
 
 PARAMS_LOC: Loc = ("body", "params")

@@ -29,10 +29,10 @@ from imagefleet.orchestrator.checkpoint_transitions import (
     CheckpointTransitions,
     checkpoint_key,
 )
-from imagefleet.protocol import CheckpointReceipt
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import checkpoints as checkpoint_sql
 from imagefleet.store.keys import ApiKey
+from imagefleet.training_protocol import CheckpointReceipt
 
 
 class DirectCheckpoints(CheckpointTransitions):

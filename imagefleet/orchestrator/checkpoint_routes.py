@@ -13,7 +13,7 @@ from imagefleet.errors import InvalidField, PayloadTooLarge, UnsupportedMediaTyp
 from imagefleet.orchestrator.checkpoint_transitions import CHECKPOINT_MEDIA_TYPE
 from imagefleet.orchestrator.deps import ClientKey, Lifecycle, WorkerKey
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
-from imagefleet.protocol import CheckpointReceipt, ResumeReport, TrainingView
+from imagefleet.training_protocol import CheckpointReceipt, ResumeReport, TrainingView
 
 worker_router = APIRouter(prefix="/v1/worker", tags=["worker"], route_class=DocumentedRoute)
 client_router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=DocumentedRoute)

@@ -30,14 +30,7 @@ from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.checkpoint_views import TrainingFacts, training_view
 from imagefleet.orchestrator.views import model_view
 from imagefleet.orchestrator.worker_files import WorkerFiles, output_key
-from imagefleet.protocol import (
-    CheckpointReceipt,
-    JobStatus,
-    ModelView,
-    ResumeCheckpoint,
-    ResumeReport,
-    TrainingView,
-)
+from imagefleet.protocol import JobStatus, ModelView
 from imagefleet.scaling.pricing import PriceTable
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
@@ -48,6 +41,8 @@ from imagefleet.store import models as model_sql
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import Database, retry_conflicts
 from imagefleet.store.keys import ApiKey
+from imagefleet.training_protocol import CheckpointReceipt, ResumeReport, TrainingView
+from imagefleet.worker_protocol import ResumeCheckpoint
 
 log = logging.getLogger("imagefleet.checkpoints")
 CHECKPOINT_MEDIA_TYPE = "application/zip"

@@ -13,18 +13,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from imagefleet.orchestrator.transitions import to_datetime
-from imagefleet.protocol import (
-    AttemptOutcome,
-    LossPoint,
-    ModelView,
-    TrainingAttemptView,
-    TrainingCheckpointView,
-    TrainingView,
-)
+from imagefleet.protocol import AttemptOutcome, ModelView
 from imagefleet.scaling.pricing import AttemptRecord, PriceTable, job_cost
 from imagefleet.store.attempts import AttemptRow
 from imagefleet.store.checkpoints import CheckpointRow, PointRow, ResumeRow
 from imagefleet.store.jobs import JobRow
+from imagefleet.training_protocol import (
+    LossPoint,
+    TrainingAttemptView,
+    TrainingCheckpointView,
+    TrainingView,
+)
 
 INTERRUPTED = (AttemptOutcome.lease_expired, AttemptOutcome.handed_back, AttemptOutcome.failed)
 

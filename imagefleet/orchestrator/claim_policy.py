@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from imagefleet.config import Settings
-from imagefleet.protocol import ClaimRequest
 from imagefleet.scheduling.config import PolicyConfig
 from imagefleet.scheduling.decisions import Decision, SchedulingPolicy
 from imagefleet.scheduling.inputs import Candidate, FleetView, WarmHolders, WorkerView
@@ -33,6 +32,7 @@ from imagefleet.store import claim_candidates as claim_sql
 from imagefleet.store import owner_service as served_sql
 from imagefleet.store import worker_state as state_sql
 from imagefleet.store.claim_candidates import Probes, QueuedJob
+from imagefleet.worker_protocol import ClaimRequest
 
 WARM_REFRESH_SECONDS = 1.0
 # Generation seconds per cost unit (megapixel-steps) for a worker with no measured speed: a

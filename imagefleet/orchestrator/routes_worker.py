@@ -17,7 +17,8 @@ from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
 from imagefleet.orchestrator.work_signal import WaiterProfile
 from imagefleet.orchestrator.worker_transitions import WorkerDraining
-from imagefleet.protocol import (
+from imagefleet.protocol import JobStatus
+from imagefleet.worker_protocol import (
     AttemptResult,
     BatchHeartbeatRequest,
     BatchHeartbeatResponse,
@@ -28,7 +29,6 @@ from imagefleet.protocol import (
     HeartbeatRequest,
     HeartbeatResponse,
     InlineCompleteRequest,
-    JobStatus,
     MultipartFinish,
     MultipartPart,
     MultipartStart,

@@ -15,19 +15,19 @@ from imagefleet.errors import InvalidField, StaleAttempt
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.orchestrator.worker_files import StoredFile
 from imagefleet.orchestrator.worker_transitions import WorkerTransitions
-from imagefleet.protocol import (
+from imagefleet.protocol import AttemptOutcome
+from imagefleet.store import attempts as attempt_sql
+from imagefleet.store import jobs as job_sql
+from imagefleet.store.database import retry_conflicts
+from imagefleet.store.keys import ApiKey
+from imagefleet.worker_protocol import (
     AttemptHeartbeat,
     AttemptHeartbeatResult,
-    AttemptOutcome,
     AttemptResult,
     CompletedOutput,
     CompleteRequest,
     InlineCompleteRequest,
 )
-from imagefleet.store import attempts as attempt_sql
-from imagefleet.store import jobs as job_sql
-from imagefleet.store.database import retry_conflicts
-from imagefleet.store.keys import ApiKey
 
 
 class WorkerBatches(WorkerTransitions):

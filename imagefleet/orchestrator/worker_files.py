@@ -25,12 +25,12 @@ from imagefleet.errors import (
 )
 from imagefleet.kinds import OutputSpec, get_kind
 from imagefleet.orchestrator.transitions import TransitionBase, stale_reason
-from imagefleet.protocol import CompleteRequest
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store.database import retry_conflicts
 from imagefleet.store.keys import ApiKey
+from imagefleet.worker_protocol import CompleteRequest
 
 
 def output_key(job_id: str, attempt_id: str, index: int, extension: str = "png") -> str:

@@ -25,20 +25,7 @@ from imagefleet.orchestrator.claim_policy import ClaimPolicy
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
 from imagefleet.orchestrator.transitions import stale_reason, to_datetime
 from imagefleet.orchestrator.worker_files import StoredFile, output_key
-from imagefleet.protocol import (
-    Assignment,
-    AttemptOutcome,
-    AttemptResult,
-    ClaimRequest,
-    CompleteRequest,
-    FailRequest,
-    FailureCode,
-    HeartbeatRequest,
-    HeartbeatResponse,
-    InputRef,
-    JobStatus,
-    UploadTarget,
-)
+from imagefleet.protocol import AttemptOutcome, FailureCode, JobStatus
 from imagefleet.scheduling.inputs import Candidate
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
@@ -53,6 +40,17 @@ from imagefleet.store import worker_state as state_sql
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import retry_conflicts
 from imagefleet.store.keys import ApiKey
+from imagefleet.worker_protocol import (
+    Assignment,
+    AttemptResult,
+    ClaimRequest,
+    CompleteRequest,
+    FailRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    InputRef,
+    UploadTarget,
+)
 
 # A worker's row is rewritten at most this often (every claim would be a write per long poll).
 WORKER_TOUCH_SECONDS = 10.0

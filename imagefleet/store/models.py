@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, func, insert, select
 
-from imagefleet.protocol import ModelBase, ModelKind, ModelRef, ModelRole
+from imagefleet.protocol import ModelBase, ModelKind, ModelRole
 from imagefleet.store.tables import models
+from imagefleet.worker_protocol import ModelRef
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, Connection, Subquery, and_, func, or_, select
 
-from imagefleet.protocol import WorkerCapabilities
 from imagefleet.scaling.pricing import AttemptRecord, WorkerSpan
 from imagefleet.store.tables import artifacts, attempts, jobs, workers
+from imagefleet.worker_protocol import WorkerCapabilities
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from sqlalchemy import Connection, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from imagefleet.protocol import AttemptOutcome, ClaimRequest, JobStatus
+from imagefleet.protocol import AttemptOutcome, JobStatus
 from imagefleet.store.tables import attempts, jobs, worker_state
+from imagefleet.worker_protocol import ClaimRequest
 
 
 @dataclass(frozen=True)

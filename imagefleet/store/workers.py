@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, insert, select, update
 
-from imagefleet.protocol import ClaimRequest
 from imagefleet.store.tables import workers
+from imagefleet.worker_protocol import ClaimRequest
 
 
 def touch_worker(conn: Connection, request: ClaimRequest, now: float) -> None:
@@ -32,7 +32,7 @@ def live_nodes(conn: Connection, seen_since: float) -> frozenset[str]:
 
 def vram_mb(conn: Connection, worker_id: str) -> int | None:
     """The VRAM the worker reported in its last claim."""
-    from imagefleet.protocol import WorkerCapabilities
+    from imagefleet.worker_protocol import WorkerCapabilities
 
     row = conn.execute(select(workers.c.capabilities).where(workers.c.id == worker_id)).first()
     return WorkerCapabilities.model_validate_json(row.capabilities).vram_mb if row else None
@@ -40,7 +40,7 @@ def vram_mb(conn: Connection, worker_id: str) -> int | None:
 
 def gpu_names(conn: Connection, worker_ids: list[str]) -> dict[str, str]:
     """The GPU name each worker reported in its last claim (for pricing its lease time)."""
-    from imagefleet.protocol import WorkerCapabilities
+    from imagefleet.worker_protocol import WorkerCapabilities
 
     if not worker_ids:
         return {}

@@ -15,9 +15,9 @@ import threading
 import time
 from collections.abc import Iterable
 
-from imagefleet.protocol import AttemptHeartbeat
 from imagefleet.worker.heartbeat import RETRY_SECONDS
 from imagefleet.worker.orchestrator_client import OrchestratorClient
+from imagefleet.worker_protocol import AttemptHeartbeat
 
 log = logging.getLogger("imagefleet.worker.heartbeat")
 

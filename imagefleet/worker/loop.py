@@ -21,19 +21,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from imagefleet.protocol import (
-    Assignment,
-    ClaimRequest,
-    CompletedOutput,
-    CompleteRequest,
-    FailRequest,
-    FailureCode,
-    InlineCompleteRequest,
-    InlineOutput,
-    StageTimings,
-    WorkerCapabilities,
-    WorkerFailureCode,
-)
+from imagefleet.protocol import FailureCode
 from imagefleet.worker.engines.base import StepCallback
 from imagefleet.worker.handlers import load_handlers, serving
 from imagefleet.worker.handlers.base import (
@@ -46,6 +34,18 @@ from imagefleet.worker.heartbeat import Heartbeat
 from imagefleet.worker.micro_batch import run_batch
 from imagefleet.worker.model_cache import ModelCache, SourceError, VerificationError
 from imagefleet.worker.orchestrator_client import LeaseLost, OrchestratorClient, Unauthorized
+from imagefleet.worker_protocol import (
+    Assignment,
+    ClaimRequest,
+    CompletedOutput,
+    CompleteRequest,
+    FailRequest,
+    InlineCompleteRequest,
+    InlineOutput,
+    StageTimings,
+    WorkerCapabilities,
+    WorkerFailureCode,
+)
 
 if TYPE_CHECKING:
     from imagefleet.worker.engines.diffusers_engine import DiffusersEngine

@@ -19,11 +19,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from imagefleet.protocol import Assignment, FailureCode
+from imagefleet.protocol import FailureCode
 from imagefleet.worker.batch_heartbeat import BatchHeartbeat
 from imagefleet.worker.handlers.base import JobContext
 from imagefleet.worker.handlers.batched import can_batch, run_txt2img_batch
 from imagefleet.worker.orchestrator_client import LeaseLost
+from imagefleet.worker_protocol import Assignment
 
 if TYPE_CHECKING:
     from imagefleet.worker.loop import Worker

@@ -16,13 +16,13 @@ from typing import TypeVar
 import httpx
 
 from imagefleet.checkpoint_protocol import CheckpointUploadTarget, StoredCheckpoint
-from imagefleet.protocol import (
+from imagefleet.training_protocol import CheckpointReceipt, ResumeReport
+from imagefleet.worker_protocol import (
     AttemptHeartbeat,
     AttemptHeartbeatResult,
     AttemptResult,
     BatchHeartbeatRequest,
     BatchHeartbeatResponse,
-    CheckpointReceipt,
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
@@ -32,7 +32,6 @@ from imagefleet.protocol import (
     InlineCompleteRequest,
     MultipartStart,
     MultipartUpload,
-    ResumeReport,
     UploadedArtifact,
 )
 

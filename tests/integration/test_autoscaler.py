@@ -20,20 +20,20 @@ from imagefleet.orchestrator.autoscaler import Autoscaler
 from imagefleet.orchestrator.autoscaler_pools import PoolService
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.worker_transitions import WorkerDraining
-from imagefleet.protocol import (
-    Assignment,
-    ClaimRequest,
-    CompletedOutput,
-    CompleteRequest,
-    HeartbeatRequest,
-    JobStatus,
-)
+from imagefleet.protocol import JobStatus
 from imagefleet.scaling.pools import parse_pools
 from imagefleet.scaling.providers.retry import RetryPolicy
 from imagefleet.scaling.wire import PoolEdit
 from imagefleet.store import nodes as node_sql
 from imagefleet.store.database import Database
 from imagefleet.store.models import Model
+from imagefleet.worker_protocol import (
+    Assignment,
+    ClaimRequest,
+    CompletedOutput,
+    CompleteRequest,
+    HeartbeatRequest,
+)
 from tests.conftest import Clock, Keys, sqlite_url
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(300)"]

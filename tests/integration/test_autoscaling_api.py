@@ -27,7 +27,9 @@ from imagefleet.config import Settings
 from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
 from imagefleet.orchestrator.app import create_app
 from imagefleet.orchestrator.lifecycle import JobLifecycle
-from imagefleet.protocol import (
+from imagefleet.store.database import Database
+from imagefleet.store.models import Model
+from imagefleet.worker_protocol import (
     Assignment,
     ClaimRequest,
     CompletedOutput,
@@ -35,8 +37,6 @@ from imagefleet.protocol import (
     FailRequest,
     WorkerFailureCode,
 )
-from imagefleet.store.database import Database
-from imagefleet.store.models import Model
 from tests.conftest import Clock, Keys, sqlite_url
 
 POOLS = """

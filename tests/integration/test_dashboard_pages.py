@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 
 from imagefleet.config import Settings
 from imagefleet.orchestrator.app import create_app
-from imagefleet.protocol import HeartbeatRequest
 from imagefleet.store.database import Database
 from imagefleet.store.models import register_model
+from imagefleet.worker_protocol import HeartbeatRequest
 from tests.conftest import Keys
 from tests.integration.test_dashboard_api import auth, run_one_job
 from tests.training_jobs import claim_training, submit_training

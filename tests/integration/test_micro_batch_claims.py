@@ -15,10 +15,11 @@ from imagefleet.config import Settings
 from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
 from imagefleet.orchestrator.app import create_app
 from imagefleet.orchestrator.lifecycle import JobLifecycle
-from imagefleet.protocol import Assignment, ClaimRequest, JobStatus
+from imagefleet.protocol import JobStatus
 from imagefleet.store.database import Database
 from imagefleet.store.models import Model
 from imagefleet.store.tables import attempts, jobs
+from imagefleet.worker_protocol import Assignment, ClaimRequest
 from tests.conftest import Clock, Keys
 
 

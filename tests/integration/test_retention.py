@@ -7,13 +7,9 @@ from imagefleet.config import Settings
 from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.retention import purge_expired
-from imagefleet.protocol import (
-    ClaimRequest,
-    CompletedOutput,
-    CompleteRequest,
-)
 from imagefleet.store.database import Database
 from imagefleet.store.models import Model
+from imagefleet.worker_protocol import ClaimRequest, CompletedOutput, CompleteRequest
 from tests.conftest import Clock, Keys
 
 

@@ -18,11 +18,16 @@ from imagefleet.checkpoint_protocol import StoredCheckpoint
 from imagefleet.config import Settings
 from imagefleet.orchestrator.app import create_app
 from imagefleet.orchestrator.lifecycle import JobLifecycle
-from imagefleet.protocol import ClaimRequest, FailRequest, WorkerCapabilities, WorkerFailureCode
 from imagefleet.store.models import Model
 from imagefleet.worker.handlers.train_lora import TrainLoraHandler
 from imagefleet.worker.orchestrator_client import LeaseLost, OrchestratorClient
 from imagefleet.worker.training.archive import CHECKPOINT_FILES
+from imagefleet.worker_protocol import (
+    ClaimRequest,
+    FailRequest,
+    WorkerCapabilities,
+    WorkerFailureCode,
+)
 from tests.conftest import Keys
 from tests.harness.servers import serving
 from tests.integration.test_s3_api import s3_env

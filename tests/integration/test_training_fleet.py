@@ -20,10 +20,11 @@ from imagefleet.config import Settings
 from imagefleet.kinds.train_lora import TrainLoraParams
 from imagefleet.models.registry import Registration, register
 from imagefleet.orchestrator.app import create_app
-from imagefleet.protocol import AttemptOutcome, CheckpointReceipt, JobStatus, ModelKind
+from imagefleet.protocol import AttemptOutcome, JobStatus, ModelKind
 from imagefleet.store.database import Database
 from imagefleet.store.keys import create_key
 from imagefleet.training.dataset import load_zip_dataset
+from imagefleet.training_protocol import CheckpointReceipt
 from imagefleet.worker.handlers.train_lora import training_params
 from imagefleet.worker.loop import Worker, WorkerConfig
 from imagefleet.worker.orchestrator_client import OrchestratorClient

@@ -14,10 +14,12 @@ from sqlalchemy import select
 
 from imagefleet.errors import StaleAttempt
 from imagefleet.orchestrator.lifecycle import JobLifecycle
-from imagefleet.protocol import CheckpointReceipt, CompletedOutput, CompleteRequest, JobStatus
+from imagefleet.protocol import JobStatus
 from imagefleet.store.database import Database
 from imagefleet.store.models import register_model
 from imagefleet.store.tables import training_checkpoints
+from imagefleet.training_protocol import CheckpointReceipt
+from imagefleet.worker_protocol import CompletedOutput, CompleteRequest
 from tests.conftest import Clock, Keys
 from tests.training_jobs import checkpoint, claim_training, submit_training
 

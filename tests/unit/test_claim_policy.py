@@ -8,18 +8,18 @@ import pytest
 from imagefleet.config import Settings
 from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
 from imagefleet.orchestrator.lifecycle import JobLifecycle
-from imagefleet.protocol import (
-    Assignment,
-    ClaimRequest,
-    CompletedOutput,
-    CompleteRequest,
-    JobStatus,
-    WorkerCapabilities,
-)
+from imagefleet.protocol import JobStatus
 from imagefleet.store import worker_state
 from imagefleet.store.database import Database
 from imagefleet.store.keys import ApiKey, create_key
 from imagefleet.store.models import Model, register_model
+from imagefleet.worker_protocol import (
+    Assignment,
+    ClaimRequest,
+    CompletedOutput,
+    CompleteRequest,
+    WorkerCapabilities,
+)
 from tests.conftest import Clock, Keys
 
 BIG = 2_000_000_000  # a 2 GB checkpoint: downloading one takes a worker several seconds

@@ -17,7 +17,6 @@ from PIL import Image
 
 from imagefleet.demo_model import build_demo_pipeline
 from imagefleet.hashing import path_sha256
-from imagefleet.protocol import Assignment, InputRef, ModelRef
 from imagefleet.tiny_models.controlnet import build_controlnet, save_controlnet_folder
 from imagefleet.tiny_models.lora import write_lora
 from imagefleet.worker.engines.base import GenerationCancelled
@@ -25,6 +24,7 @@ from imagefleet.worker.engines.diffusers_engine import DiffusersEngine
 from imagefleet.worker.handlers.base import InvalidJobInput, JobContext, OutputFile
 from imagefleet.worker.handlers.comfy import ComfyHandler
 from imagefleet.worker.model_cache import ModelCache
+from imagefleet.worker_protocol import Assignment, InputRef, ModelRef
 from tests.comfy_graphs import lora_controlnet_img2img, txt2img
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")

@@ -9,10 +9,10 @@ from fastapi.testclient import TestClient
 
 from imagefleet.config import Settings
 from imagefleet.orchestrator.app import create_app
-from imagefleet.protocol import ClaimRequest
 from imagefleet.store.models import Model
 from imagefleet.worker.heartbeat import Heartbeat
 from imagefleet.worker.orchestrator_client import OrchestratorClient
+from imagefleet.worker_protocol import ClaimRequest
 from tests.conftest import Keys
 
 PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 3}

@@ -15,17 +15,17 @@ from imagefleet.errors import (
 from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.node_health import NodeQuarantined
-from imagefleet.protocol import (
+from imagefleet.protocol import JobStatus
+from imagefleet.store.models import Model
+from imagefleet.worker_protocol import (
     Assignment,
     ClaimRequest,
     CompletedOutput,
     CompleteRequest,
     FailRequest,
     HeartbeatRequest,
-    JobStatus,
     WorkerCapabilities,
 )
-from imagefleet.store.models import Model
 from tests.conftest import Clock, Keys
 
 

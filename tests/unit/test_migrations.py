@@ -48,11 +48,11 @@ def test_jobs_from_before_kinds_and_combos_stay_readable_and_claimable(tmp_path:
 
     from imagefleet.config import Settings
     from imagefleet.orchestrator.lifecycle import JobLifecycle
-    from imagefleet.protocol import ClaimRequest
     from imagefleet.store.database import MIGRATIONS_DIR
     from imagefleet.store.job_models import combos
     from imagefleet.store.jobs import get_job
     from imagefleet.store.keys import ApiKey
+    from imagefleet.worker_protocol import ClaimRequest
 
     db = Database(f"sqlite:///{tmp_path / 'old.db'}")
     with db.engine.begin() as conn:

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from imagefleet.protocol import ModelRef
 from imagefleet.worker.engines.model_specs import ModelSpec, combo_key, only, spec_from_ref
+from imagefleet.worker_protocol import ModelRef
 
 SHA = "a" * 64
 

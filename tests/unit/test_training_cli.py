@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from imagefleet.cli.training import progress_line, summary_lines
-from imagefleet.protocol import AttemptOutcome, JobStatus, TrainingAttemptView, TrainingView
+from imagefleet.protocol import AttemptOutcome, JobStatus
+from imagefleet.training_protocol import TrainingAttemptView, TrainingView
 
 
 def view(**fields: object) -> TrainingView:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from imagefleet.protocol import Assignment, ResumeCheckpoint
 from imagefleet.worker.handlers.base import JobContext
 from imagefleet.worker.handlers.train_lora import find_resume_point
 from imagefleet.worker.training.archive import pack_checkpoint
+from imagefleet.worker_protocol import Assignment, ResumeCheckpoint
 from tests.training_support import CheckpointStore, tiny_params, trainer
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -82,9 +82,10 @@ def test_a_worker_with_tracking_configured_logs_each_attempt_to_mlflow(
     from mlflow.tracking import MlflowClient
 
     from imagefleet.hashing import path_sha256
-    from imagefleet.protocol import InputRef, ModelKind, ModelRef
+    from imagefleet.protocol import ModelKind
     from imagefleet.worker.handlers.train_lora import HANDLER, TRACKING_ENV
     from imagefleet.worker.model_cache import ModelCache
+    from imagefleet.worker_protocol import InputRef, ModelRef
     from tests.training_jobs import dataset_zip, train_params
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"

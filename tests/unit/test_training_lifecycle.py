@@ -13,20 +13,18 @@ from sqlalchemy import select
 from imagefleet.config import Settings
 from imagefleet.errors import InvalidField, NotFound, StaleAttempt
 from imagefleet.orchestrator.lifecycle import JobLifecycle
-from imagefleet.protocol import (
+from imagefleet.protocol import JobStatus, ModelKind
+from imagefleet.store.database import Database
+from imagefleet.store.models import find_model, register_model
+from imagefleet.store.tables import webhook_deliveries
+from imagefleet.training_protocol import ResumeReport, SkippedCheckpoint
+from imagefleet.worker_protocol import (
     CompletedOutput,
     CompleteRequest,
     FailRequest,
     HeartbeatRequest,
-    JobStatus,
-    ModelKind,
-    ResumeReport,
-    SkippedCheckpoint,
     WorkerFailureCode,
 )
-from imagefleet.store.database import Database
-from imagefleet.store.models import find_model, register_model
-from imagefleet.store.tables import webhook_deliveries
 from tests.conftest import Clock, Keys
 from tests.training_jobs import (
     checkpoint,

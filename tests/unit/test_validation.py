@@ -8,7 +8,8 @@ import pytest
 from pydantic import Field, ValidationError
 
 from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
-from imagefleet.protocol import SCHEDULER_NAMES, ClaimRequest, Strict
+from imagefleet.protocol import SCHEDULER_NAMES, Strict
+from imagefleet.worker_protocol import ClaimRequest
 
 BASE = {"prompt": "a cat", "model": "demo"}
 

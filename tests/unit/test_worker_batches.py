@@ -11,17 +11,17 @@ from fastapi.testclient import TestClient
 
 from imagefleet.config import Settings
 from imagefleet.orchestrator.app import create_app
-from imagefleet.protocol import (
-    AttemptHeartbeat,
-    ClaimRequest,
-    InlineCompleteRequest,
-    InlineOutput,
-    JobStatus,
-)
+from imagefleet.protocol import JobStatus
 from imagefleet.store.database import Database
 from imagefleet.store.keys import create_key
 from imagefleet.store.models import Model
 from imagefleet.worker.orchestrator_client import OrchestratorClient
+from imagefleet.worker_protocol import (
+    AttemptHeartbeat,
+    ClaimRequest,
+    InlineCompleteRequest,
+    InlineOutput,
+)
 from tests.conftest import Keys
 from tests.load import TINY_PNG
 

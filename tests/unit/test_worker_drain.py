@@ -10,11 +10,11 @@ from fastapi.testclient import TestClient
 
 from imagefleet.config import Settings
 from imagefleet.orchestrator.app import create_app
-from imagefleet.protocol import ClaimRequest
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import Database
 from imagefleet.store.models import Model
 from imagefleet.worker.orchestrator_client import OrchestratorClient
+from imagefleet.worker_protocol import ClaimRequest
 from tests.conftest import Keys
 
 PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 3}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from imagefleet.protocol import Assignment, ModelRef, StageTimings
+from imagefleet.worker_protocol import Assignment, ModelRef, StageTimings
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagefleet.kinds import get_kind
 from imagefleet.kinds.generation import hires_size
-from imagefleet.protocol import ModelRef, ModelRole
+from imagefleet.protocol import ModelRole
 from imagefleet.worker.engines.base import GeneratedImage
 from imagefleet.worker.engines.combo_job import ComboJob, ComboOptions, HiresPass
 from imagefleet.worker.engines.model_specs import spec_from_ref
@@ -20,6 +20,7 @@ from imagefleet.worker.engines.timings import StageClock
 from imagefleet.worker.handlers.base import InvalidJobInput, JobContext, OutputFile
 from imagefleet.worker.plugins import SafetyFilter, filtered, rewriter, safety_filter
 from imagefleet.worker.png import encode_png
+from imagefleet.worker_protocol import ModelRef
 
 if TYPE_CHECKING:
     from imagefleet.worker.engines.components import Task

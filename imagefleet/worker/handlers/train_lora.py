@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagefleet.checkpoint_protocol import StoredCheckpoint
 from imagefleet.kinds.train_lora import LORA_MEDIA_TYPE, TrainLoraParams, instance_input_name
-from imagefleet.protocol import ModelRole, ResumeReport, SkippedCheckpoint
+from imagefleet.protocol import ModelRole
 from imagefleet.training.dataset import (
     DatasetError,
     DatasetManifest,
@@ -35,6 +35,7 @@ from imagefleet.training.dataset import (
     load_zip_dataset,
 )
 from imagefleet.training.params import LoraTrainingParams
+from imagefleet.training_protocol import ResumeReport, SkippedCheckpoint
 from imagefleet.worker.handlers.base import InvalidJobInput, JobContext, OutputFile
 from imagefleet.worker.handlers.generation import parsed_params
 
