@@ -4,12 +4,14 @@ sends one every N steps (never the last, never failing the job)."""
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 from PIL import Image
 
 from imagefleet.worker.engines.base import step_reporter
+from imagefleet.worker.engines.pass_progress import PassProgress
 from imagefleet.worker.preview import MAX_SIDE, PreviewingSteps, latents_to_jpeg
 
 
@@ -47,3 +49,16 @@ def test_every_nth_step_sends_a_preview_and_a_failing_send_is_only_logged() -> N
     last = PreviewingSteps(lambda s, t: None, broken, 1)
     last.on_latents(1, 2, latents)  # logged, not raised
     last.on_latents(2, 2, latents)  # the last step: the image itself follows, no preview
+
+
+def test_the_multi_pass_progress_of_generation_jobs_hands_the_latents_to_previews() -> None:
+    """Generation jobs report progress through PassProgress (base, refiner, hires): a previewing
+    callback must get the latents there too, not only through step_reporter."""
+    sent: list[int] = []
+    steps = PreviewingSteps(lambda step, total: None, lambda s, t, jpeg: sent.append(s), every=1)
+    progress = PassProgress(steps, lambda: False, [3])
+    callback = progress.callback()
+    pipeline = SimpleNamespace(num_timesteps=3)
+    for index in range(3):
+        callback(pipeline, index, None, {"latents": torch.zeros(1, 4, 8, 8)})
+    assert sent == [1, 2]  # every step but the last: the image follows

@@ -24,6 +24,8 @@ class PassProgress:
     ) -> None:
         """`planned`: each pass's expected steps, in the order the passes run."""
         self._on_step = on_step
+        # A previewing callback (worker/preview.py) also wants the latents, as in step_reporter.
+        self._on_latents = getattr(on_step, "on_latents", None)
         self._should_stop = should_stop
         self._steps = [max(0, int(p)) for p in planned]
         self._next = 0
@@ -49,6 +51,8 @@ class PassProgress:
                     self._steps[index] = actual
             done = sum(self._steps[:index]) + min(step_index + 1, self._steps[index])
             self._on_step(done, self.total)
+            if self._on_latents is not None and "latents" in tensors:
+                self._on_latents(done, self.total, tensors["latents"])
             if self._should_stop():
                 raise GenerationCancelled(f"cancelled after step {done}")
             return tensors
