@@ -331,6 +331,9 @@ class JobView(BaseModel):
         description="Set when no worker seen recently could run this job; it fails after "
         "IMAGEFLEET_UNSERVABLE_AFTER_SECONDS unless one joins.",
     )
+    owner: str | None = Field(
+        None, description="The owning key's name: set only in an admin's all-tenants listing."
+    )
 
 
 class AttemptView(BaseModel):

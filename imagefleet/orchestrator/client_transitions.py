@@ -11,7 +11,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from imagefleet import netguard
-from imagefleet.errors import Conflict, InvalidField, NotFound, QuotaExceeded
+from imagefleet.errors import Conflict, Forbidden, InvalidField, NotFound, QuotaExceeded
 from imagefleet.kinds import KindSpec, Limits, Requirements, combo_key, get_kind
 from imagefleet.kinds.base import InputInfo
 from imagefleet.models.resolve import resolve_models
@@ -204,13 +204,22 @@ class ClientTransitions(QueueTransitions):
             return self._readable(conn, owner, job_id)
 
     def list_jobs(
-        self, owner: ApiKey, *, status: JobStatus | None, cursor: str | None, limit: int
+        self,
+        owner: ApiKey,
+        *,
+        status: JobStatus | None,
+        cursor: str | None,
+        limit: int,
+        all_tenants: bool = False,
     ) -> tuple[list[job_sql.JobRow], str | None]:
+        """The key's jobs, newest first; with `all_tenants` (admin keys only) every tenant's."""
+        if all_tenants and owner.scope != "admin":
+            raise Forbidden("listing every tenant's jobs (all_tenants=true) needs an admin key")
         before = Cursor.decode(cursor) if cursor else None
         with self.db.read() as conn:
             rows = job_sql.list_jobs(
                 conn,
-                owner.id,
+                None if all_tenants else owner.id,
                 status=status,
                 before=(before.created_at, before.job_id) if before else None,
                 limit=limit + 1,
@@ -220,6 +229,10 @@ class ClientTransitions(QueueTransitions):
             rows = rows[:limit]
             next_cursor = Cursor(rows[-1].created_at, rows[-1].id).encode()
         return rows, next_cursor
+
+    def owner_names(self, rows: list[job_sql.JobRow]) -> dict[str, str]:
+        with self.db.read() as conn:
+            return job_sql.owner_names(conn, {row.owner_key_id for row in rows})
 
     @retry_conflicts
     def cancel(self, owner: ApiKey, job_id: str) -> job_sql.JobRow:

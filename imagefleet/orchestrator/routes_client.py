@@ -67,7 +67,11 @@ def render_jobs(
     ]
 
 
-@router.get("/jobs", response_model=JobPage, summary="List your jobs, newest first")
+@router.get(
+    "/jobs",
+    response_model=JobPage,
+    summary="List your jobs, newest first (an admin: every tenant's, with all_tenants)",
+)
 def list_jobs(
     request: Request,
     key: ClientKey,
@@ -75,9 +79,21 @@ def list_jobs(
     status: JobStatus | None = None,
     cursor: str | None = Query(None, max_length=200, pattern="^[A-Za-z0-9_=-]+$"),
     limit: int = Query(50, ge=1, le=200),
+    all_tenants: bool = Query(
+        False, description="Every tenant's jobs, each with its `owner` (admin keys only: 403)."
+    ),
 ) -> JobPage:
-    rows, next_cursor = lifecycle.list_jobs(key, status=status, cursor=cursor, limit=limit)
-    return JobPage(jobs=render_jobs(request, rows), next_cursor=next_cursor)
+    rows, next_cursor = lifecycle.list_jobs(
+        key, status=status, cursor=cursor, limit=limit, all_tenants=all_tenants
+    )
+    views = render_jobs(request, rows)
+    if all_tenants:
+        names = lifecycle.owner_names(rows)
+        views = [
+            view.model_copy(update={"owner": names.get(row.owner_key_id)})
+            for view, row in zip(views, rows, strict=True)
+        ]
+    return JobPage(jobs=views, next_cursor=next_cursor)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, summary="Get one job")

@@ -13,6 +13,7 @@ time, which gives the same guarantees.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from imagefleet.protocol import FailureCode, JobStatus
 from imagefleet.store.database import WorkHint, notify_work
 from imagefleet.store.ids import plausible_id
 from imagefleet.store.tables import (
+    api_keys,
     artifacts,
     attempts,
     job_events,
@@ -117,14 +119,17 @@ def attempt_job(
 
 def list_jobs(
     conn: Connection,
-    owner_key_id: str,
+    owner_key_id: str | None,
     *,
     status: JobStatus | None,
     before: tuple[float, str] | None,
     limit: int,
 ) -> list[JobRow]:
-    """Newest first, keyset-paginated on (created_at, id) so pages stay stable under inserts."""
-    query = select(jobs).where(jobs.c.owner_key_id == owner_key_id)
+    """Newest first, keyset-paginated on (created_at, id) so pages stay stable under inserts;
+    `owner_key_id` None lists every tenant's (an admin's view)."""
+    query = select(jobs)
+    if owner_key_id is not None:
+        query = query.where(jobs.c.owner_key_id == owner_key_id)
     if status is not None:
         query = query.where(jobs.c.status == status.value)
     if before is not None:
@@ -137,6 +142,16 @@ def list_jobs(
         )
     query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
     return [_to_job(row) for row in conn.execute(query).mappings()]
+
+
+def owner_names(conn: Connection, owner_key_ids: Collection[str]) -> dict[str, str]:
+    """The key name of each owner (what an admin's listing shows as the job's tenant)."""
+    if not owner_key_ids:
+        return {}
+    rows = conn.execute(
+        select(api_keys.c.id, api_keys.c.name).where(api_keys.c.id.in_(sorted(owner_key_ids)))
+    ).all()
+    return {row.id: row.name for row in rows}
 
 
 def claim_job(

@@ -249,6 +249,14 @@ def test_an_admin_sees_the_fleet_and_releases_a_quarantined_node(
         f"{fleet.url}/v1/admin/nodes", headers={"Authorization": f"Bearer {admin_key}"}
     ).json()
     assert {n["id"]: n["status"] for n in nodes}["flaky-node"] == "active"
+
+    page.click("a[data-page=jobs]")
+    expect(page.locator(".page-head h1")).to_contain_text("Jobs, all tenants")
+    expect(page.locator(f'a[data-job="{alices.id}"]')).to_be_visible()
+    expect(page.locator("td.owner").first).to_be_visible()
+    shot(page, "jobs-admin")
+    page.locator(f'a[data-job="{alices.id}"]').click()
+    expect(page.locator("#tenant-note")).to_be_visible()  # alice's job, read-only
     context.close()
 
 

@@ -78,7 +78,7 @@ def test_an_admin_reads_any_tenants_job_and_a_client_only_its_own(
     # Reading is all: only the owner changes a job, an admin included.
     cancel = api.post(f"/v1/jobs/{job_id}/cancel", headers=auth(keys.admin_token))
     assert cancel.status_code == 404
-    # Listing stays the key's own jobs: an admin's list does not fill with every tenant's.
+    # A plain listing stays the key's own jobs; every tenant's takes all_tenants=true.
     assert api.get("/v1/jobs", headers=auth(keys.admin_token)).json()["jobs"] == []
 
     # The dashboard's cookie session reads exactly what the admin's Bearer key reads.
@@ -88,6 +88,29 @@ def test_an_admin_reads_any_tenants_job_and_a_client_only_its_own(
     assert [a["node_id"] for a in api.get(f"/v1/jobs/{job_id}/attempts").json()] == ["n"]
     session(api, keys.bob_token)
     assert api.get(f"/v1/jobs/{job_id}").json()["detail"] == f"no job {job_id!r}"
+
+
+def test_an_admin_lists_every_tenants_jobs_with_their_owner_and_a_client_may_not(
+    api: TestClient, keys: Keys
+) -> None:
+    alices = run_one_job(api, keys, keys.alice_token)
+    bobs = run_one_job(api, keys, keys.bob_token)
+    every = api.get("/v1/jobs?all_tenants=true", headers=auth(keys.admin_token))
+    assert every.status_code == 200
+    owners = {job["id"]: job["owner"] for job in every.json()["jobs"]}
+    assert owners == {alices: keys.alice.name, bobs: keys.bob.name}
+    page = api.get("/v1/jobs?all_tenants=true&limit=1", headers=auth(keys.admin_token)).json()
+    assert [job["id"] for job in page["jobs"]] == [bobs]  # newest first, paginated as usual
+    rest = api.get(
+        f"/v1/jobs?all_tenants=true&cursor={page['next_cursor']}", headers=auth(keys.admin_token)
+    )
+    assert [job["id"] for job in rest.json()["jobs"]] == [alices]
+
+    refused = api.get("/v1/jobs?all_tenants=true", headers=auth(keys.alice_token))
+    assert refused.status_code == 403
+    assert "admin key" in refused.json()["detail"]
+    own = api.get("/v1/jobs", headers=auth(keys.alice_token)).json()["jobs"]
+    assert [(job["id"], job["owner"]) for job in own] == [(alices, None)]
 
 
 def test_a_training_jobs_loss_curve_and_bill_as_the_job_page_reads_them(
