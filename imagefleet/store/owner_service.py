@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -25,10 +25,32 @@ def served_at(conn: Connection, owners: Collection[str]) -> dict[str, float]:
 
 
 def record_served(conn: Connection, owner: str, now: float) -> None:
-    """`owner` just had a job claimed. An upsert, so two replicas serving a new owner at once
-    cannot collide on the insert; the later time wins, never moving an owner's turn back."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(owner_service).values(owner_key_id=owner, served_at=now)
+    """`owner` just had a job claimed; the later time wins, never moving an owner's turn back.
+
+    On PostgreSQL the owner's row is taken with SKIP LOCKED: when another claim of the same
+    owner holds it, that claim is recording the same turn at the same moment, and waiting for
+    its commit would line up every claim of a one-owner burst behind one row. A new owner's
+    row is inserted with ON CONFLICT DO NOTHING, which waits for no committed row either."""
+    if conn.dialect.name == "postgresql":
+        mine = conn.execute(
+            select(owner_service.c.owner_key_id)
+            .where(owner_service.c.owner_key_id == owner)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if mine is None:
+            conn.execute(
+                pg_insert(owner_service)
+                .values(owner_key_id=owner, served_at=now)
+                .on_conflict_do_nothing(index_elements=[owner_service.c.owner_key_id])
+            )
+            return
+        conn.execute(
+            update(owner_service)
+            .where(owner_service.c.owner_key_id == owner, owner_service.c.served_at < now)
+            .values(served_at=now)
+        )
+        return
+    statement = sqlite_insert(owner_service).values(owner_key_id=owner, served_at=now)
     newer = statement.excluded.served_at > owner_service.c.served_at
     conn.execute(
         statement.on_conflict_do_update(

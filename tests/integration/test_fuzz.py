@@ -22,7 +22,7 @@ every distinct bug with its shortest example; then the test fails listing them.
 
 Knobs (see docs/testing.md): IMAGEFLEET_FUZZ_EXAMPLES examples per operation and mode on SQLite
 (default 40: about 1,200 requests, and the run asserts it sent at least 1,000),
-IMAGEFLEET_FUZZ_PG_EXAMPLES on PostgreSQL (default a quarter of that: PostgreSQL is slower, and
+IMAGEFLEET_FUZZ_PG_EXAMPLES on PostgreSQL (default an eighth of that: PostgreSQL is slower, and
 its run is there mostly for the NUL bytes it refuses in text, which are injected on purpose and
 counted), IMAGEFLEET_FUZZ_DIALECTS, IMAGEFLEET_FUZZ_SEED to replay one seed, and
 IMAGEFLEET_FUZZ_REPORT=path.json to keep each dialect's statistics and findings.
@@ -82,7 +82,7 @@ except ImportError:  # pragma: no cover
 
 DEFAULT_EXAMPLES = 40
 EXAMPLES = int(os.environ.get("IMAGEFLEET_FUZZ_EXAMPLES") or DEFAULT_EXAMPLES)
-PG_EXAMPLES = int(os.environ.get("IMAGEFLEET_FUZZ_PG_EXAMPLES") or max(1, EXAMPLES // 4))
+PG_EXAMPLES = int(os.environ.get("IMAGEFLEET_FUZZ_PG_EXAMPLES") or max(1, EXAMPLES // 8))
 DIALECTS = (os.environ.get("IMAGEFLEET_FUZZ_DIALECTS") or "sqlite,postgresql").split(",")
 # The suite's seeds; the examples are shared out between them. The first is the seed of a
 # CI run that found JSON booleans accepted as floats: kept as that bug's regression run.
