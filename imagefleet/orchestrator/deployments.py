@@ -161,10 +161,10 @@ class DeploymentTransitions(TransitionBase):
         with self.db.write() as conn:
             deployment = sql.get_deployment(conn, name, lock=True)
             if deployment is None:
-                deployment = sql.DeploymentRow(name, owner.id, bool(public), now)
-                sql.insert_deployment(conn, deployment)
-                deployment = sql.get_deployment(conn, name, lock=True) or deployment
-            elif deployment.owner_key_id != owner.id:
+                sql.insert_deployment(conn, sql.DeploymentRow(name, owner.id, bool(public), now))
+                deployment = sql.get_deployment(conn, name, lock=True)
+                assert deployment is not None  # ours, or a concurrent first deploy's
+            if deployment.owner_key_id != owner.id:
                 raise Conflict(
                     f"the name {name!r} belongs to another key's deployment; deploy under "
                     "another --name"

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from imagefleet.deployments.manifest import Manifest
 from imagefleet.store.tables_deployments import deployment_aliases, deployment_versions, deployments
@@ -53,7 +55,11 @@ def get_deployment(conn: Connection, name: str, *, lock: bool = False) -> Deploy
 
 
 def insert_deployment(conn: Connection, row: DeploymentRow) -> None:
-    conn.execute(insert(deployments).values(**row.__dict__))
+    """Creates the deployment unless a concurrent first deploy of the same name just did
+    (ON CONFLICT DO NOTHING): the caller then locks whichever row won and checks its owner."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(deployments).values(**row.__dict__)
+    conn.execute(statement.on_conflict_do_nothing(index_elements=[deployments.c.name]))
 
 
 def set_public(conn: Connection, name: str, public: bool) -> None:
