@@ -16,7 +16,7 @@ from imagefleet.orchestrator.deps import Lifecycle, Signal, WorkerKey
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
 from imagefleet.orchestrator.work_signal import WaiterProfile
-from imagefleet.orchestrator.worker_transitions import WorkerDraining
+from imagefleet.orchestrator.worker_claims import WorkerDraining
 from imagefleet.protocol import JobStatus
 from imagefleet.worker_protocol import (
     AttemptResult,

@@ -19,7 +19,7 @@ from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
 from imagefleet.orchestrator.autoscaler import Autoscaler
 from imagefleet.orchestrator.autoscaler_pools import PoolService
 from imagefleet.orchestrator.lifecycle import JobLifecycle
-from imagefleet.orchestrator.worker_transitions import WorkerDraining
+from imagefleet.orchestrator.worker_claims import WorkerDraining
 from imagefleet.protocol import JobStatus
 from imagefleet.scaling.pools import parse_pools
 from imagefleet.scaling.providers.retry import RetryPolicy

@@ -1,0 +1,298 @@
+"""Worker claims: a worker asks for work and gets the best-ranked queued job (or a
+micro-batch of compatible ones), each with a new attempt taken by compare-and-set.
+
+The candidate set is gathered by index probes with every hard limit in the SQL (locked with
+SKIP LOCKED on PostgreSQL), ranked by the claim policy, and taken with a conditional UPDATE: a
+job another claimer took first falls through to the next, so two claimers never get the same
+job. The worker's report (capabilities, resident and cached models) is recorded here too.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy import Connection
+
+from imagefleet.kinds import get_kind, kind_names
+from imagefleet.orchestrator import events, webhooks
+from imagefleet.orchestrator.checkpoint_direct import DirectCheckpoints
+from imagefleet.orchestrator.claim_policy import ClaimPolicy
+from imagefleet.orchestrator.transitions import to_datetime
+from imagefleet.orchestrator.worker_files import output_key
+from imagefleet.scheduling.inputs import Candidate
+from imagefleet.store import attempts as attempt_sql
+from imagefleet.store import batch_mates as mate_sql
+from imagefleet.store import claim_candidates as claim_sql
+from imagefleet.store import inputs as input_sql
+from imagefleet.store import job_models as job_model_sql
+from imagefleet.store import jobs as job_sql
+from imagefleet.store import worker_state as state_sql
+from imagefleet.store import workers as worker_sql
+from imagefleet.store.database import retry_conflicts
+from imagefleet.store.keys import ApiKey
+from imagefleet.worker_protocol import (
+    Assignment,
+    ClaimRequest,
+    InputRef,
+    UploadTarget,
+)
+
+# A worker's row is rewritten at most this often (every claim would be a write per long poll).
+WORKER_TOUCH_SECONDS = 10.0
+
+
+class WorkerDraining(RuntimeError):
+    """The claiming worker's node is being removed by the autoscaler; the message says why."""
+
+
+class WorkerClaims(DirectCheckpoints):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._touched: dict[str, tuple[float, str, str]] = {}
+        self.claim_policy = ClaimPolicy(self.settings)
+
+    # --- claim ---------------------------------------------------------------------------------
+
+    def claim(self, worker_key: ApiKey, request: ClaimRequest) -> Assignment | None:
+        """One job (`claim_batch` with max_jobs 1): the best-ranked, or None."""
+        taken = self.claim_batch(worker_key, request.model_copy(update={"max_jobs": 1}))
+        return taken[0] if taken else None
+
+    @retry_conflicts
+    def claim_batch(self, worker_key: ApiKey, request: ClaimRequest) -> list[Assignment]:
+        """Hands the best-ranked queued job to this worker, or nothing when nothing fits (or
+        what fits is better left for a busy worker that holds its models). A bounded candidate
+        set is gathered by index probes with every hard limit in the SQL (locked with SKIP
+        LOCKED), ranked by the policy, and the best taken with a conditional update; a job
+        another claimer took first falls through to the next, so two claimers never get the
+        same job. With `max_jobs` > 1, up to that many in all: the first, then micro-batch
+        mates (same batch key, oldest first, taken the same way in the same transaction)."""
+        now = self.clock()
+        capabilities = request.capabilities
+        known_kinds = set(kind_names())
+        limits = claim_sql.WorkerLimits(
+            request.node_id,
+            [kind for kind in capabilities.kinds if kind in known_kinds],
+            capabilities.max_pixels,
+            capabilities.vram_mb,
+        )
+        if not limits.kinds:
+            return []
+        planner = self.claim_policy
+        with self.db.write() as conn:
+            self._touch_worker(conn, request, now)
+            self.health.check_claim(conn, request.node_id)
+            draining = worker_sql.drain_reason(conn, request.node_id)
+            if draining is not None:
+                raise WorkerDraining(draining)
+            queued = claim_sql.gather(
+                conn,
+                limits,
+                planner.policy.selection,
+                planner.probes(request),
+                now,
+                planner.priorities,
+                planner.owners(conn, now),
+            )
+            if not queued:
+                return []
+            live: frozenset[str] = frozenset()
+            if any(job.allow_same_node and request.node_id in job.failed_nodes for job in queued):
+                live = self._live_nodes(conn, now)
+            worker = planner.worker_view(request, live)
+            for decision in planner.rank(conn, worker, queued, now):
+                job = decision.candidate
+                sha256 = _checkpoint_sha256(job)
+                first = self._take(
+                    conn, worker_key, request, job.job_id, decision.reason, sha256, now
+                )
+                if first is None:
+                    continue
+                row, assignment = first
+                chosen = next(q for q in queued if q.id == row.id)
+                planner.served(conn, row.owner_key_id, request, chosen, now)
+                taken = [assignment]
+                if request.max_jobs > 1:
+                    taken += self._take_mates(conn, worker_key, request, limits, row, sha256, now)
+                return taken
+        return []
+
+    def _take(
+        self,
+        conn: Connection,
+        worker_key: ApiKey,
+        request: ClaimRequest,
+        job_id: str,
+        placement: str | None,
+        checkpoint_sha256: str,
+        now: float,
+    ) -> tuple[job_sql.JobRow, Assignment] | None:
+        """queued -> running for one job with a new attempt (compare-and-set), or None when
+        another claimer took it first."""
+        attempt_id = secrets.token_hex(16)
+        expires = now + self.settings.lease_seconds
+        row = job_sql.claim_job(
+            conn,
+            job_id,
+            attempt_id=attempt_id,
+            lease_expires_at=expires,
+            now=now,
+            placement=placement,
+        )
+        if row is None:
+            return None
+        attempt_sql.insert_attempt(
+            conn,
+            attempt_id=attempt_id,
+            job_id=row.id,
+            seq=row.attempts,
+            worker_id=request.worker_id,
+            node_id=request.node_id,
+            worker_key_id=worker_key.id,
+            now=now,
+            pool=request.pool,
+            gpu=request.capabilities.gpu_name,
+            model_cache=_model_cache(checkpoint_sha256, request),
+        )
+        events.running(conn, row, now)
+        webhooks.emit(conn, row, "running", now)
+        combo = job_model_sql.combos(conn, [row.id])[row.id]
+        inputs = input_sql.job_input_rows(conn, row.id)
+        assignment = self._assignment(row, attempt_id, expires, combo, inputs)
+        assignment.checkpoints = self._resume_points(conn, row, attempt_id)
+        return row, assignment
+
+    def _take_mates(
+        self,
+        conn: Connection,
+        worker_key: ApiKey,
+        request: ClaimRequest,
+        limits: claim_sql.WorkerLimits,
+        first: job_sql.JobRow,
+        checkpoint_sha256: str,
+        now: float,
+    ) -> list[Assignment]:
+        """Up to max_jobs - 1 more jobs with the first one's batch key (kinds/batching.py),
+        oldest first; each its own attempt. They bypass the ranking: they ride along with a
+        job the policy chose, on models that job loads anyway."""
+        spec = get_kind(first.kind)
+        key = spec.batch_key(spec.parse(first.params))
+        if key is None or first.combo_key is None:
+            return []
+        wanted = request.max_jobs - 1
+        mates = mate_sql.queued_mates(
+            conn,
+            limits,
+            kind=first.kind,
+            combo_key=first.combo_key,
+            exclude=first.id,
+            now=now,
+            limit=4 * wanted,
+        )
+        taken: list[Assignment] = []
+        placement = f"micro-batch with job {first.id}"
+        for mate in mates:
+            if len(taken) >= wanted:
+                break
+            if spec.batch_key(spec.parse(mate.params)) != key:
+                continue
+            got = self._take(conn, worker_key, request, mate.id, placement, checkpoint_sha256, now)
+            if got is not None:
+                taken.append(got[1])
+        return taken
+
+    def _assignment(
+        self,
+        row: job_sql.JobRow,
+        attempt_id: str,
+        expires: float,
+        combo: list[job_model_sql.JobModel],
+        inputs: dict[str, input_sql.InputRow],
+    ) -> Assignment:
+        """What the worker needs: params, the resolved combo, where to fetch inputs and (with
+        an S3-compatible store) where to put each output."""
+        store = self._file_store()
+        outputs = self._output_spec(row)
+        media_type = outputs.media_types[0]
+        targets: list[UploadTarget] = []
+        for index in range(outputs.count):
+            url = store.presigned_put(
+                output_key(row.id, attempt_id, index, outputs.extension(media_type)),
+                media_type,
+                self.settings.max_upload_bytes,
+            )
+            if url is None:
+                targets = []
+                break
+            targets.append(
+                UploadTarget(
+                    index=index,
+                    url=url,
+                    content_type=media_type,
+                    multipart_threshold_bytes=store.direct_multipart_threshold or 0,
+                )
+            )
+        return Assignment(
+            job_id=row.id,
+            attempt_id=attempt_id,
+            fencing_token=row.attempts,
+            lease_seconds=self.settings.lease_seconds,
+            lease_expires_at=to_datetime(expires),
+            kind=row.kind,
+            params=row.params,
+            models=[item.model.ref(item.role, item.weight) for item in combo],
+            combo_key=row.combo_key,
+            inputs=[
+                InputRef(
+                    name=name,
+                    input_id=item.id,
+                    url=store.presigned_get(item.key)
+                    or f"/v1/worker/attempts/{attempt_id}/inputs/{name}",
+                    sha256=item.sha256,
+                    content_type=item.content_type,
+                    width=item.width,
+                    height=item.height,
+                )
+                for name, item in sorted(inputs.items())
+            ],
+            uploads=targets,
+            placement=row.placement,
+        )
+
+    def _live_nodes(self, conn: Connection, now: float) -> frozenset[str]:
+        """Nodes with a worker seen within the last three leases: whether a job that failed
+        on this node has anywhere else to go."""
+        return worker_sql.live_nodes(conn, now - 3 * self.settings.lease_seconds)
+
+    def _touch_worker(self, conn: Connection, request: ClaimRequest, now: float) -> None:
+        """Records the worker's sighting, at most every WORKER_TOUCH_SECONDS per process unless
+        its capabilities changed, and what it holds (`worker_state`, the one record of it) when
+        that changed: the claim writes nothing when a worker repeats its report, and the upsert
+        writes no row when another replica already recorded the same report."""
+        capabilities = request.capabilities.model_dump_json()
+        reported = request.model_dump_json(
+            include={"capabilities", "resident_combos", "resident_models", "cached_models"}
+        )
+        last = self._touched.get(request.worker_id)
+        if last and last[1] == reported and now - last[0] < WORKER_TOUCH_SECONDS:
+            return
+        if last is None or last[2] != capabilities or now - last[0] >= WORKER_TOUCH_SECONDS:
+            worker_sql.touch_worker(conn, request, now)
+        state_sql.record(conn, request, now, WORKER_TOUCH_SECONDS)
+        if len(self._touched) > 10_000:  # workers come and go; forget the old ones
+            self._touched.clear()
+        self._touched[request.worker_id] = (now, reported, capabilities)
+
+
+def _checkpoint_sha256(job: Candidate) -> str:
+    return next((sha256 for sha256, _, role in job.models if role == "checkpoint"), "")
+
+
+def _model_cache(sha256: str, request: ClaimRequest) -> str | None:
+    """Where the job's checkpoint was on the claiming worker (model usage in /metrics)."""
+    if not sha256:
+        return None
+    if sha256 in request.resident_models:
+        return "gpu"
+    return "disk" if sha256 in request.cached_models else "miss"
