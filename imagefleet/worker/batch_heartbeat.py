@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 
-from imagefleet.worker.heartbeat import RETRY_SECONDS
+from imagefleet.worker.heartbeat import BeatLoop, BeatOutcome
 from imagefleet.worker.orchestrator_client import OrchestratorClient
 from imagefleet.worker_protocol import AttemptHeartbeat
 
 log = logging.getLogger("imagefleet.worker.heartbeat")
 
 
-class BatchHeartbeat:
+class BatchHeartbeat(BeatLoop):
     def __init__(
         self,
         client: OrchestratorClient,
@@ -31,18 +30,13 @@ class BatchHeartbeat:
         interval: float,
         progress_interval: float = 0.5,
     ) -> None:
+        super().__init__(
+            interval=interval, progress_interval=progress_interval, name="batch-heartbeat"
+        )
         self.client = client
-        self.interval = interval
-        self.progress_interval = min(progress_interval, interval)
         self._active = list(attempt_ids)
         self.cancel_reasons: dict[str, str] = {}
-        self._step = 0
-        self._total = 0
-        self._sent_step = -1
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="batch-heartbeat", daemon=True)
 
     def cancelled(self, attempt_id: str) -> bool:
         return attempt_id in self.cancel_reasons
@@ -52,9 +46,6 @@ class BatchHeartbeat:
         """True when no attempt of the batch is wanted any more: the call may stop."""
         with self._lock:
             return all(a in self.cancel_reasons for a in self._active)
-
-    def start(self) -> None:
-        self._thread.start()
 
     def progress(self, step: int, total: int) -> None:
         self._step, self._total = step, total
@@ -66,12 +57,6 @@ class BatchHeartbeat:
             if attempt_id in self._active:
                 self._active.remove(attempt_id)
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout=35)
-
     def finish(self) -> None:
         """Stops beating, then sends the final progress of every attempt still wanted (before
         they complete), unless the last beat carried it; a failure here is only logged."""
@@ -79,39 +64,21 @@ class BatchHeartbeat:
         if self._step != self._sent_step:
             self._beat()
 
-    def _beat(self) -> bool:
-        """One batched beat; False when it failed (to be tried again soon)."""
+    def _beat(self) -> BeatOutcome:
+        """One batched beat for every attempt still wanted."""
         with self._lock:
             wanted = [a for a in self._active if a not in self.cancel_reasons]
         if not wanted:
-            return True
+            return "sent"
         step, total = self._step, self._total
         beats = [AttemptHeartbeat(attempt_id=a, step=step, total_steps=total) for a in wanted]
         try:
             results = self.client.heartbeat_many(beats)
         except Exception as exc:  # keep beating: the leases may survive a short network cut
             log.warning("batch heartbeat failed: %s", exc)
-            return False
+            return "retry"
         self._sent_step = step
         for result in results:
             if result.action != "continue":
                 self.cancel_reasons[result.attempt_id] = result.reason or result.action
-        return True
-
-    def _run(self) -> None:
-        last_beat = time.monotonic()
-        while not self._stop.is_set():
-            self._wake.wait(timeout=self.interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            since = time.monotonic() - last_beat
-            if self._step == self._sent_step and since < self.interval:
-                continue
-            if since < self.progress_interval and self._stop.wait(self.progress_interval - since):
-                return
-            if not self._beat():
-                if self._stop.wait(RETRY_SECONDS):
-                    return
-                continue
-            last_beat = time.monotonic()
+        return "sent"
