@@ -43,6 +43,7 @@ PARAMS = tiny_params(
     resolution=64,
     checkpoint_every=2,
     learning_rate=5e-2,
+    alpha=8,  # unlike the rank: the worker must read it from the file's header
     train_text_encoder=True,
     prior_preservation=True,
     class_prompt="a photo of cat",
@@ -157,8 +158,11 @@ def test_the_lora_loads_into_both_text_encoders_and_they_change_the_image(
     LoraManager(pipeline).apply([LoraSpec(key, whole.lora_path)])
     adapted = {component for component, names in pipeline.get_list_adapters().items() if names}
     assert adapted == COMPONENTS
+    name = f"lora_{key[:16]}"
     for component in ("text_encoder", "text_encoder_2"):
-        _loaded_matches_file(pipeline, component, whole.lora_path, f"lora_{key[:16]}")
+        _loaded_matches_file(pipeline, component, whole.lora_path, name)
+    for component in COMPONENTS:
+        assert getattr(pipeline, component).peft_config[name].lora_alpha == 8
 
     # The worker's generation path (what an SDXL txt2img job naming the LoRA runs).
     unet_only = _unet_only_copy(whole.lora_path, tmp_path / "unet-only.safetensors")
