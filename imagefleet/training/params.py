@@ -27,7 +27,7 @@ MAX_STEPS = 100_000
 
 class LoraTrainingParams(Strict):
     """DreamBooth-LoRA hyperparameters: LoRA on the UNet's attention projections, optionally
-    on the text encoder too, noise-prediction loss, optional prior preservation."""
+    on the text encoders too, noise-prediction loss, optional prior preservation."""
 
     output_name: str = Field(
         pattern=MODEL_NAME_PATTERN,
@@ -65,7 +65,11 @@ class LoraTrainingParams(Strict):
         "(shorter side) and center-cropped to it.",
     )
     max_grad_norm: float = Field(1.0, gt=0, le=1000, description="Gradient clipping norm.")
-    train_text_encoder: bool = False
+    train_text_encoder: bool = Field(
+        False,
+        description="Also train LoRA adapters on the text encoders' attention (SD 1.x: the "
+        "text encoder; SDXL: both); the captions are then encoded at every step.",
+    )
     prior_preservation: bool = False
     class_prompt: str | None = Field(
         None,

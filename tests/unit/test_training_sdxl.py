@@ -18,7 +18,6 @@ from imagefleet.worker.training.lora_file import read_lora_metadata
 from imagefleet.worker.training.types import (
     StepProgress,
     StopReason,
-    TrainingFailed,
     TrainingStopped,
 )
 from tests import training_support
@@ -82,11 +81,3 @@ def test_an_sdxl_lora_resumes_to_the_same_weights_and_changes_sdxl_images(
     plain = render(manager, base)
     styled = render(manager, [*base, spec(whole.lora_path, "lora", weight=1.0)])
     assert difference(plain, styled) > 0.5
-
-
-def test_sdxl_text_encoder_training_is_a_final_failure_with_the_reason(
-    sdxl_dir: Path, tmp_path: Path
-) -> None:
-    params = tiny_params(steps=2, resolution=64, train_text_encoder=True)
-    with pytest.raises(TrainingFailed, match="train_text_encoder is not supported on SDXL"):
-        trainer(sdxl_dir, tmp_path, params).train()

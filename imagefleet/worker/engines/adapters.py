@@ -101,15 +101,21 @@ class LoraManager:
         self._layers = None
 
     def _load(self, lora: LoraSpec) -> None:
-        from safetensors.torch import load_file
+        from safetensors import safe_open
 
         name = f"lora_{lora.key[:16]}"
-        # Read here, as safetensors: a path given to diffusers could fall back to pickle.
-        state_dict = load_file(str(lora.path))
+        # Refuses anything but safetensors before diffusers sees the path. The path, not the
+        # tensors, goes to diffusers: only from a file does it read the adapters' LoraConfig in
+        # the header (a trained LoRA's alpha; without it alpha = rank, the wrong strength), and
+        # use_safetensors=True forbids its fall-back to pickle.
+        with safe_open(str(lora.path), framework="pt"):
+            pass
         self._changed()
         try:
             with _adapter_noise_muted():
-                self._pipeline.load_lora_weights(state_dict, adapter_name=name)
+                self._pipeline.load_lora_weights(
+                    str(lora.path), adapter_name=name, use_safetensors=True
+                )
         except (ValueError, KeyError, RuntimeError) as exc:
             self._forget(name)
             if not self._loaded:

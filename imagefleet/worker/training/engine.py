@@ -1,6 +1,7 @@
 """Trains a DreamBooth LoRA on an SD 1.x-shaped or SDXL base model, resumably, on CUDA or CPU.
 
-The recipe: LoRA adapters on the UNet's attention projections (optionally the text encoder's),
+The recipe: LoRA adapters on the UNet's attention projections (optionally the text encoders',
+one for SD 1.x, both for SDXL, whose captions are then encoded at every step),
 frozen base weights, noise-prediction MSE loss on VAE latents of the images at random
 timesteps, optional prior preservation (class images made by the base model, their loss added
 with a weight), AdamW with gradient clipping and a learning-rate schedule.
@@ -36,6 +37,7 @@ from imagefleet.training.dataset import DatasetManifest
 from imagefleet.training.params import LoraTrainingParams
 from imagefleet.worker.training import components
 from imagefleet.worker.training.checkpoint import RunIdentity, TrainingState
+from imagefleet.worker.training.conditioning import TextConditioning
 from imagefleet.worker.training.data import batch_indices
 from imagefleet.worker.training.lora_file import export_lora
 from imagefleet.worker.training.optimization import Optimization
@@ -126,11 +128,6 @@ class LoraTrainer:
         self._start_step = 0 if resume is None else resume.step
         self._models = models = components.open_models(self._base_model, self._config_dir)
         components.check_resolution(models, params.resolution)
-        if models.sdxl and params.train_text_encoder:
-            raise TrainingFailed(
-                "train_text_encoder is not supported on SDXL base models yet: train the UNet's "
-                "LoRA alone (train_text_encoder false)"
-            )
         # Opened in float32; cast only when asked (diffusers warns about casts it did not make).
         for module in models.frozen_modules():
             module.to(self.device)
@@ -144,20 +141,15 @@ class LoraTrainer:
         self._latents = components.encode_images(
             models, self.dataset, params.resolution, self.device
         )
-        self._ids = components.token_ids(
-            models, [i.caption for i in self.dataset.items], self.device
-        )
-        self._class_ids = components.token_ids(models, [params.class_prompt or ""], self.device)
-        self._embeddings: torch.Tensor | None = None
-        self._class_embeddings: torch.Tensor | None = None
-        self._sdxl: components.SdxlConditioning | None = None
-        self._class_sdxl: components.SdxlConditioning | None = None
-        if models.sdxl:
-            self._embed_sdxl(models)
-        elif not params.train_text_encoder:
-            with torch.no_grad(), self._autocast():
-                self._embeddings = components.embed(models, self._ids)
-                self._class_embeddings = components.embed(models, self._class_ids)
+        with self._autocast():
+            self._text = TextConditioning(
+                models,
+                self.dataset,
+                params.class_prompt or "",
+                params.resolution,
+                self.device,
+                trained=params.train_text_encoder,
+            )
         torch.manual_seed(self.seed)
         random.seed(self.seed)
         np.random.seed(self.seed % 2**32)
@@ -170,35 +162,6 @@ class LoraTrainer:
         )
         if resume is not None:
             self.notices += self._opt.restore(resume, self.identity, params)
-
-    def _embed_sdxl(self, models: components.Models) -> None:
-        """SDXL's caches: both encoders' states, the pooled embeddings and the time ids (the
-        class images are generated at the target size, uncropped)."""
-        side = self.params.resolution
-        with self._autocast():
-            captions = [item.caption for item in self.dataset.items]
-            self._embeddings, pooled = components.embed_sdxl(models, captions, self.device)
-            class_prompt = [self.params.class_prompt or ""]
-            self._class_embeddings, class_pooled = components.embed_sdxl(
-                models, class_prompt, self.device
-            )
-        time_ids = components.sdxl_time_ids(self.dataset, side, self.device)
-        self._sdxl = components.SdxlConditioning(pooled, time_ids)
-        class_ids = torch.tensor([[side, side, 0, 0, side, side]], device=self.device)
-        self._class_sdxl = components.SdxlConditioning(class_pooled, class_ids.float())
-
-    def _added_conditioning(
-        self, batch: list[int], class_count: int
-    ) -> dict[str, torch.Tensor] | None:
-        """SDXL's `added_cond_kwargs` for the batch (then the class batch); None for SD 1.x."""
-        if self._sdxl is None or self._class_sdxl is None:
-            return None
-        pooled, time_ids = self._sdxl.pooled[batch], self._sdxl.time_ids[batch]
-        if class_count:
-            pooled = torch.cat([pooled, self._class_sdxl.pooled.expand(class_count, -1)])
-            time_ids = torch.cat([time_ids, self._class_sdxl.time_ids.expand(class_count, -1)])
-        dtype = self._weight_dtype
-        return {"text_embeds": pooled.to(dtype), "time_ids": time_ids.to(dtype)}
 
     def _loop(
         self,
@@ -238,7 +201,6 @@ class LoraTrainer:
         latents = latents * self._models.vae.config["scaling_factor"]
         class_count = 0
         with self._autocast():
-            states = self._text_states(batch)
             if self._class_latents is not None:
                 chosen = batch_indices(
                     self.seed,
@@ -249,7 +211,8 @@ class LoraTrainer:
                 )
                 class_count = len(chosen)
                 latents = torch.cat([latents, self._class_latents[chosen]])
-                states = torch.cat([states, self._class_states(len(chosen))])
+            # Through the adapted text encoders, with gradients, when they are trained.
+            states, added = self._text.batch(batch, class_count, self._weight_dtype)
             noise = self._randn(latents.shape)
             drawn = torch.randint(
                 0,
@@ -263,7 +226,7 @@ class LoraTrainer:
                 noisy.to(self._weight_dtype),
                 timesteps,
                 states.to(self._weight_dtype),
-                added_cond_kwargs=self._added_conditioning(batch, class_count),
+                added_cond_kwargs=added,
             ).sample
         loss = self._loss(prediction.float(), self._target(latents, noise, timesteps))
         value = float(loss.detach())
@@ -271,16 +234,6 @@ class LoraTrainer:
             raise NonFiniteLoss(step + 1, value, learning_rate)
         self._opt.step(loss, params.max_grad_norm)
         return value
-
-    def _text_states(self, batch: list[int]) -> torch.Tensor:
-        if self._embeddings is not None:
-            return self._embeddings[batch]
-        return components.embed(self._models, self._ids[batch])
-
-    def _class_states(self, count: int) -> torch.Tensor:
-        if self._class_embeddings is not None:
-            return self._class_embeddings.expand(count, -1, -1)
-        return components.embed(self._models, self._class_ids.expand(count, -1))
 
     def _target(
         self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.IntTensor
@@ -347,10 +300,9 @@ class LoraTrainer:
             train_text_encoder=params.train_text_encoder,
             resolution=params.resolution,
         )
-        text_encoder = self._models.text_encoder if params.train_text_encoder else None
         path = export_lora(
             self._models.unet,
-            text_encoder,
+            self._models.text_encoders() if params.train_text_encoder else [],
             metadata,
             self._work_dir / f"{params.output_name}.safetensors",
             sdxl=self._models.sdxl,

@@ -1,7 +1,8 @@
 """The trained LoRA as the single .safetensors file that diffusers' load_lora_weights reads.
 
-The file is diffusers' own LoRA layout (``unet.*`` and ``text_encoder.*`` keys, written by
-``StableDiffusionPipeline.save_lora_weights``) with the adapters' LoraConfig in its header, so
+The file is diffusers' own LoRA layout (``unet.*`` and ``text_encoder.*`` keys, and for SDXL
+``text_encoder_2.*``, written by ``StableDiffusionPipeline.save_lora_weights`` or
+``StableDiffusionXLPipeline.save_lora_weights``) with the adapters' LoraConfig in its header, so
 an alpha other than the rank survives loading. Our own facts (base model sha256, rank, alpha,
 trigger words...) are added to the same header under ``imagefleet.*`` keys: the file describes
 itself wherever it is copied, and the registry can read them back with `read_lora_metadata`.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,21 +29,33 @@ from imagefleet.worker.training.types import LoraMetadata
 DIFFUSERS_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 METADATA_PREFIX = "imagefleet."
 ADAPTER = "default"
+# The text encoders each pipeline's save_lora_weights takes, by component name.
+_TEXT_ENCODERS = ("text_encoder",)
+_TEXT_ENCODERS_XL = ("text_encoder", "text_encoder_2")
 
 
 def export_lora(
     unet: torch.nn.Module,
-    text_encoder: torch.nn.Module | None,
+    text_encoders: Sequence[tuple[str, torch.nn.Module]],
     metadata: LoraMetadata,
     dest: Path,
     *,
     sdxl: bool = False,
 ) -> Path:
-    """Writes the adapters of ``unet`` (and ``text_encoder`` when it was trained) to ``dest``;
-    ``sdxl`` writes it as StableDiffusionXLPipeline does (same key layout for the UNet)."""
+    """Writes the adapters of ``unet`` and of the trained ``text_encoders`` (by component name:
+    ``text_encoder``, and for SDXL ``text_encoder_2``; none when they were frozen) to ``dest``.
+    ``sdxl`` writes it as StableDiffusionXLPipeline does (same key layout for the UNet and the
+    first text encoder, ``text_encoder_2.*`` keys for the second)."""
     # Typed loosely: diffusers annotates these arguments narrower than what it accepts.
-    unet_layers: Any = _layers(unet)
-    text_layers: Any = _layers(text_encoder) if text_encoder is not None else None
+    arguments: dict[str, Any] = {
+        "unet_lora_layers": _layers(unet),
+        "unet_lora_adapter_metadata": _adapter_config(unet),
+    }
+    for name, encoder in text_encoders:
+        if name not in (_TEXT_ENCODERS_XL if sdxl else _TEXT_ENCODERS):
+            raise ValueError(f"no LoRA layout for a text encoder named {name!r}")
+        arguments[f"{name}_lora_layers"] = _layers(encoder)
+        arguments[f"{name}_lora_adapter_metadata"] = _adapter_config(encoder)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".lora-") as tmp:
         writer: Any = StableDiffusionPipeline
@@ -51,16 +65,7 @@ def export_lora(
             )
 
             writer = StableDiffusionXLPipeline
-        writer.save_lora_weights(
-            tmp,
-            unet_lora_layers=unet_layers,
-            text_encoder_lora_layers=text_layers,
-            unet_lora_adapter_metadata=_adapter_config(unet),
-            text_encoder_lora_adapter_metadata=(
-                _adapter_config(text_encoder) if text_encoder is not None else None
-            ),
-            safe_serialization=True,
-        )
+        writer.save_lora_weights(tmp, safe_serialization=True, **arguments)
         written = Path(tmp) / DIFFUSERS_WEIGHT_NAME
         with safe_open(str(written), framework="pt") as handle:
             header = dict(handle.metadata() or {})
