@@ -159,7 +159,8 @@ def progress(
     now: float,
 ) -> None:
     """Records progress only when it moved: lease-only heartbeats repeat the last step.
-    `before` is `store.events.reported_progress`, read ahead of the heartbeat's update."""
+    `before` is the (step, total, owner) read ahead of the heartbeat's update
+    (`store.attempts.beat_facts`)."""
     if before is None or (step, total) == before[:2] or total <= 0:
         return
     event_sql.record(

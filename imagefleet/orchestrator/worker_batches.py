@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from imagefleet.errors import InvalidField, StaleAttempt
+from imagefleet.orchestrator import events
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.orchestrator.worker_files import StoredFile
 from imagefleet.orchestrator.worker_transitions import WorkerTransitions
@@ -35,22 +36,27 @@ class WorkerBatches(WorkerTransitions):
     def heartbeat_many(
         self, worker_key: ApiKey, beats: list[AttemptHeartbeat]
     ) -> list[AttemptHeartbeatResult]:
-        """`heartbeat` for several attempts in one transaction (one UPDATE each when all is
-        well); an attempt that is not this key's or lost its lease answers `lost` instead of
+        """`heartbeat` for several attempts in one transaction (a read and an UPDATE each when
+        all is well); an attempt that is not this key's or lost its lease answers `lost` instead of
         failing the batch. Attempts are renewed in id order, so two batches sharing attempts
         lock their jobs in the same order."""
         now = self.clock()
-        expires = now + self.settings.lease_seconds
         results: dict[str, AttemptHeartbeatResult] = {}
         with self.db.write() as conn:
             for beat in sorted(beats, key=lambda b: b.attempt_id):
-                results[beat.attempt_id] = self._beat_one(conn, worker_key, beat, expires)
+                results[beat.attempt_id] = self._beat_one(conn, worker_key, beat, now)
         return [results[beat.attempt_id] for beat in beats]
 
     def _beat_one(
-        self, conn: Connection, worker_key: ApiKey, beat: AttemptHeartbeat, expires: float
+        self, conn: Connection, worker_key: ApiKey, beat: AttemptHeartbeat, now: float
     ) -> AttemptHeartbeatResult:
+        """One attempt of the batch, as `heartbeat` does it (progress events included)."""
         attempt_id = beat.attempt_id
+        expires = now + self.settings.lease_seconds
+        facts = attempt_sql.beat_facts(conn, attempt_id, worker_key.id)
+        if facts is None:
+            reason = f"no attempt {attempt_id!r} for this worker key"
+            return AttemptHeartbeatResult(attempt_id=attempt_id, action="lost", reason=reason)
         if job_sql.renew_lease(
             conn,
             attempt_id,
@@ -59,18 +65,16 @@ class WorkerBatches(WorkerTransitions):
             total=beat.total_steps,
             lease_expires_at=expires,
         ):
+            events.progress(conn, facts.job_id, facts.progress, beat.step, beat.total_steps, now)
             return AttemptHeartbeatResult(
                 attempt_id=attempt_id, action="continue", lease_expires_at=to_datetime(expires)
             )
         attempt = attempt_sql.get_attempt(conn, attempt_id)
-        if attempt is None or attempt.worker_key_id != worker_key.id:
-            reason = f"no attempt {attempt_id!r} for this worker key"
-            return AttemptHeartbeatResult(attempt_id=attempt_id, action="lost", reason=reason)
-        if attempt.outcome is AttemptOutcome.cancelled:
+        if attempt is not None and attempt.outcome is AttemptOutcome.cancelled:
             return AttemptHeartbeatResult(
                 attempt_id=attempt_id, action="cancel", reason="the client cancelled the job"
             )
-        reason = f"attempt {attempt_id} no longer holds the lease on job {attempt.job_id}"
+        reason = f"attempt {attempt_id} no longer holds the lease on job {facts.job_id}"
         return AttemptHeartbeatResult(attempt_id=attempt_id, action="lost", reason=reason)
 
     async def complete_inline(

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from imagefleet.errors import (
-    InvalidField,
-    StaleAttempt,
-)
+from imagefleet.errors import InvalidField, NotFound, StaleAttempt
 from imagefleet.orchestrator import events
 from imagefleet.orchestrator.checkpoint_transitions import StagedModel
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
@@ -25,7 +22,6 @@ from imagefleet.protocol import AttemptOutcome, FailureCode, JobStatus
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import checkpoints as checkpoint_sql
-from imagefleet.store import events as event_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import retry_conflicts
@@ -48,13 +44,15 @@ class WorkerTransitions(WorkerClaims):
     def heartbeat(
         self, worker_key: ApiKey, attempt_id: str, request: HeartbeatRequest
     ) -> HeartbeatResponse:
-        """Renews the lease and records progress (one conditional UPDATE). A job cancelled by
-        its client answers `cancel`; an attempt that lost its lease gets 409."""
+        """Renews the lease and records progress: one read (BeatFacts) and one conditional
+        UPDATE, plus an event when the step moved. A job cancelled by its client answers
+        `cancel`; an attempt that lost its lease gets 409."""
         now = self.clock()
         expires = now + self.settings.lease_seconds
         with self.db.write() as conn:
-            attempt = self._attempt(conn, attempt_id, worker_key)
-            before = event_sql.reported_progress(conn, attempt.job_id)
+            facts = attempt_sql.beat_facts(conn, attempt_id, worker_key.id)
+            if facts is None:
+                raise NotFound(f"no attempt {attempt_id!r} for this worker key")
             if job_sql.renew_lease(
                 conn,
                 attempt_id,
@@ -66,7 +64,7 @@ class WorkerTransitions(WorkerClaims):
                 if request.loss is not None:
                     checkpoint_sql.record_point(
                         conn,
-                        job_id=attempt.job_id,
+                        job_id=facts.job_id,
                         attempt_id=attempt_id,
                         step=request.step,
                         loss=request.loss,
@@ -74,19 +72,17 @@ class WorkerTransitions(WorkerClaims):
                         now=now,
                     )
                 events.progress(
-                    conn, attempt.job_id, before, request.step, request.total_steps, now
+                    conn, facts.job_id, facts.progress, request.step, request.total_steps, now
                 )
                 return HeartbeatResponse(
                     action="continue",
                     lease_expires_at=to_datetime(expires),
-                    drain=worker_sql.drain_reason(conn, attempt.node_id),
+                    drain=facts.drain_reason,
                 )
             ended = attempt_sql.get_attempt(conn, attempt_id)
             if ended is not None and ended.outcome is AttemptOutcome.cancelled:
                 return HeartbeatResponse(action="cancel", reason="the client cancelled the job")
-        raise StaleAttempt(
-            f"attempt {attempt_id} no longer holds the lease on job {attempt.job_id}"
-        )
+        raise StaleAttempt(f"attempt {attempt_id} no longer holds the lease on job {facts.job_id}")
 
     # --- ending --------------------------------------------------------------------------------
 

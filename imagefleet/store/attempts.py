@@ -9,7 +9,8 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from imagefleet.protocol import AttemptOutcome
 from imagefleet.store.ids import plausible_id
-from imagefleet.store.tables import attempts
+from imagefleet.store.tables import attempts, jobs, workers
+from imagefleet.store.workers import DRAIN_DEFAULT
 
 # Outcomes that count against a job's max attempts and mark its node as one where it failed.
 COUNTED_OUTCOMES = (AttemptOutcome.failed.value, AttemptOutcome.lease_expired.value)
@@ -31,6 +32,44 @@ class AttemptRow:
     pool: str | None = None
     gpu: str | None = None
     model_cache: str | None = None
+
+
+@dataclass(frozen=True)
+class BeatFacts:
+    """What a heartbeat needs besides its own UPDATE, read in one statement: the job, the
+    progress it last reported (a beat that repeats it records no event), its owner (whose
+    event stream hears of progress) and why the node is being drained, if it is."""
+
+    job_id: str
+    node_id: str
+    progress: tuple[int, int, str]
+    drain_reason: str | None
+
+
+def beat_facts(conn: Connection, attempt_id: str, worker_key_id: str) -> BeatFacts | None:
+    """The attempt's BeatFacts if this worker key claimed it; None otherwise. Unlocked: the
+    heartbeat's conditional UPDATE is what decides, and an attempt's job never changes."""
+    draining = (
+        select(func.coalesce(workers.c.drain_reason, DRAIN_DEFAULT))
+        .where(workers.c.node_id == attempts.c.node_id, workers.c.drain_requested_at.is_not(None))
+        .limit(1)
+        .scalar_subquery()
+    )
+    row = conn.execute(
+        select(
+            attempts.c.job_id,
+            attempts.c.node_id,
+            jobs.c.progress_step,
+            jobs.c.progress_total,
+            jobs.c.owner_key_id,
+            draining,
+        )
+        .join(jobs, jobs.c.id == attempts.c.job_id)
+        .where(attempts.c.id == attempt_id, attempts.c.worker_key_id == worker_key_id)
+    ).first()
+    if row is None:
+        return None
+    return BeatFacts(row[0], row[1], (row[2], row[3], row[4]), row[5])
 
 
 def insert_attempt(

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, func, insert, select
 
 from imagefleet.store.database import AFTER_COMMIT, EVENTS_CHANNEL
-from imagefleet.store.tables import job_events, jobs
+from imagefleet.store.tables import job_events
 
 
 @dataclass(frozen=True)
@@ -55,17 +55,6 @@ def record(
             {"payload": f"{job_id} {owner_key_id}"},
         )
     conn.info.setdefault(AFTER_COMMIT, []).append((job_id, owner_key_id))
-
-
-def reported_progress(conn: Connection, job_id: str) -> tuple[int, int, str] | None:
-    """The progress the job last reported (step, total) and its owner: a heartbeat that
-    repeats it is no event."""
-    row = conn.execute(
-        select(jobs.c.progress_step, jobs.c.progress_total, jobs.c.owner_key_id).where(
-            jobs.c.id == job_id
-        )
-    ).one_or_none()
-    return (row[0], row[1], row[2]) if row else None
 
 
 def for_job(conn: Connection, job_id: str, after: int, limit: int = 200) -> list[EventRow]:

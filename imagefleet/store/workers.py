@@ -8,6 +8,9 @@ from sqlalchemy import Connection, insert, select, update
 from imagefleet.store.tables import workers
 from imagefleet.worker_protocol import ClaimRequest
 
+# A drain requested without a reason (workers.drain_reason NULL) is reported as this.
+DRAIN_DEFAULT = "the autoscaler is removing this worker"
+
 
 def touch_worker(conn: Connection, request: ClaimRequest, now: float) -> None:
     """Upserts the worker row with its latest capabilities and sighting."""
@@ -60,7 +63,7 @@ def drain_reason(conn: Connection, node_id: str) -> str | None:
         .where(workers.c.node_id == node_id, workers.c.drain_requested_at.is_not(None))
         .limit(1)
     ).first()
-    return (row.drain_reason or "the autoscaler is removing this worker") if row else None
+    return (row.drain_reason or DRAIN_DEFAULT) if row else None
 
 
 def request_drain(conn: Connection, node_ids: list[str], reason: str, now: float) -> int:

@@ -4,10 +4,12 @@ for itself), and small outputs uploaded and completed in one call."""
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from imagefleet.config import Settings
 from imagefleet.orchestrator.app import create_app
@@ -15,6 +17,7 @@ from imagefleet.protocol import JobStatus
 from imagefleet.store.database import Database
 from imagefleet.store.keys import create_key
 from imagefleet.store.models import Model
+from imagefleet.store.tables import job_events
 from imagefleet.worker.orchestrator_client import OrchestratorClient
 from imagefleet.worker_protocol import (
     AttemptHeartbeat,
@@ -60,7 +63,7 @@ def _claimed(
 
 
 def test_one_call_renews_every_attempt_and_records_each_ones_progress(
-    api: TestClient, keys: Keys
+    api: TestClient, keys: Keys, db: Database
 ) -> None:
     worker = _client(api, keys.worker_token)
     attempts = [attempt for _, attempt in _claimed(api, keys, worker, 3)]
@@ -72,6 +75,16 @@ def test_one_call_renews_every_attempt_and_records_each_ones_progress(
     auth = {"Authorization": f"Bearer {keys.alice_token}"}
     jobs = api.get("/v1/jobs", headers=auth).json()["jobs"]
     assert sorted(job["progress"]["step"] for job in jobs) == [1, 2, 3]
+    # Each job's event stream hears of its progress, as with a single heartbeat; a repeat of
+    # the same step is no new event.
+    worker.heartbeat_many(
+        [AttemptHeartbeat(attempt_id=a, step=1, total_steps=5) for a in attempts[:1]]
+    )
+    with db.read() as conn:
+        steps = conn.execute(
+            select(job_events.c.data).where(job_events.c.event == "progress")
+        ).scalars()
+        assert sorted(json.loads(data)["step"] for data in steps) == [1, 2, 3]
 
 
 def test_a_cancelled_job_a_foreign_attempt_and_a_lost_lease_answer_alone(
