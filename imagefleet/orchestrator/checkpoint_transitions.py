@@ -236,11 +236,17 @@ class CheckpointTransitions(WorkerFiles):
 
     # --- completion of a training job ----------------------------------------------------------
 
-    def _stage_result(self, worker_key: ApiKey, attempt_id: str) -> StagedModel | None:
+    def _stage_result(
+        self, worker_key: ApiKey, attempt_id: str, job: job_sql.JobRow | None = None
+    ) -> StagedModel | None:
         """Copies the output a succeeded job registers as a model to its own key, outside the
         completion's transaction (object storage is slow); None for kinds that register none.
         An orphan copy left by a completion that then loses its race is content-addressed and
-        harmless."""
+        harmless. `job`, when the caller has just read it, spares the read for such kinds."""
+        if job is not None:
+            known = get_kind(job.kind)
+            if known.result_model(known.parse(job.params)) is None:
+                return None
         with self.db.read() as conn:
             attempt = self._attempt(conn, attempt_id, worker_key)
             job = job_sql.get_job(conn, attempt.job_id)
@@ -284,6 +290,9 @@ class CheckpointTransitions(WorkerFiles):
                 format=staged.spec.format,
                 trigger_words=staged.spec.trigger_words,
             )
+        spec = get_kind(row.kind)
+        if spec.checkpoint_policy(spec.parse(row.params)) is None:
+            return []  # a kind that keeps no checkpoints has no rows to delete
         every = checkpoint_sql.job_checkpoints(conn, row.id, usable_only=False)
         checkpoint_sql.delete_checkpoints(conn, [c.id for c in every])
         return [c.key for c in every if c.corrupt_reason is None]

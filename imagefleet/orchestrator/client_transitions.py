@@ -136,7 +136,7 @@ class ClientTransitions(QueueTransitions):
                 )
             row = job_sql.get_job(conn, job_id)
             assert row is not None
-            row = self.warn_if_unservable(conn, row)
+            row = self.warn_if_unservable(conn, row, combo)
             events.queued(conn, row, now)
         return row, False, combo
 

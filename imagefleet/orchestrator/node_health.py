@@ -30,11 +30,6 @@ class NodeHealth:
         self.db = db
         self.settings = settings
 
-    def check_claim(self, conn: Connection, node_id: str) -> None:
-        reason = node_sql.quarantine_reason(conn, node_id)
-        if reason is not None:
-            raise NodeQuarantined(reason)
-
     def after_failure(
         self, conn: Connection, node_id: str, error_code: FailureCode, now: float
     ) -> bool:

@@ -27,13 +27,16 @@ UNSERVABLE_BATCH = 200
 
 
 class QueueTransitions(TransitionBase):
-    def queue_view(self, row: job_sql.JobRow) -> QueueView | None:
-        """Why a queued job waits and where it stands; None for a job that is not queued."""
+    def queue_view(
+        self, row: job_sql.JobRow, combo: list[job_model_sql.JobModel] | None = None
+    ) -> QueueView | None:
+        """Why a queued job waits and where it stands; None for a job that is not queued.
+        `combo`, the job's models when the caller has them, is not read again."""
         if row.status is not JobStatus.queued:
             return None
         now = self.clock()
         with self.db.read() as conn:
-            needs = self._needs(conn, row)
+            needs = self._needs(conn, row, combo)
             workers = self._seen(conn, now)
             count, own = position_sql.ahead(conn, row, AHEAD_CAP)
         place = Place(
@@ -49,12 +52,14 @@ class QueueTransitions(TransitionBase):
             ahead_capped=place.capped,
         )
 
-    def warn_if_unservable(self, conn: Connection, row: job_sql.JobRow) -> job_sql.JobRow:
+    def warn_if_unservable(
+        self, conn: Connection, row: job_sql.JobRow, combo: list[job_model_sql.JobModel]
+    ) -> job_sql.JobRow:
         """At submit: flags the job when no worker seen recently could ever run it (inside the
-        submit's transaction); returns the row as stored."""
+        submit's transaction, with the combo it just resolved); returns the row as stored."""
         now = self.clock()
         workers = self._seen(conn, now, live_only=False)
-        needs = self._needs(conn, row)
+        needs = self._needs(conn, row, combo)
         reason = unservable(needs, workers, self._window)
         if reason is None or self._pool_could_serve(conn, needs):
             return row
@@ -101,8 +106,14 @@ class QueueTransitions(TransitionBase):
     def _window(self) -> float:
         return self.settings.worker_seen_seconds
 
-    def _needs(self, conn: Connection, row: job_sql.JobRow) -> JobNeeds:
-        combo = job_model_sql.combos(conn, [row.id])[row.id]
+    def _needs(
+        self,
+        conn: Connection,
+        row: job_sql.JobRow,
+        combo: list[job_model_sql.JobModel] | None = None,
+    ) -> JobNeeds:
+        if combo is None:
+            combo = job_model_sql.combos(conn, [row.id])[row.id]
         checkpoint = next((item for item in combo if item.role is ModelRole.checkpoint), None)
         return JobNeeds(
             kind=row.kind,

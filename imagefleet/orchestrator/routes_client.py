@@ -52,8 +52,12 @@ def render_jobs(
                 return direct
         return str(request.url_for("download_output", job_id=artifact.job_id, index=artifact.idx))
 
-    costs = job_cost_views(
-        lifecycle.db, [row.id for row in rows], request.app.state.pools.prices(), lifecycle.clock()
+    # A job that never had an attempt has no cost: no read (and no price table) for it.
+    attempted = [row.id for row in rows if row.attempts]
+    costs = (
+        job_cost_views(lifecycle.db, attempted, request.app.state.pools.prices(), lifecycle.clock())
+        if attempted
+        else {}
     )
     return [
         job_view(
@@ -61,7 +65,7 @@ def render_jobs(
             outputs[row.id],
             url,
             combos[row.id],
-            lifecycle.queue_view(row) if explain else None,
+            lifecycle.queue_view(row, combos[row.id]) if explain else None,
         ).model_copy(update={"cost": costs.get(row.id)})
         for row in rows
     ]

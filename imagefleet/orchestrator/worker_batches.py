@@ -106,7 +106,7 @@ class WorkerBatches(WorkerTransitions):
             )
             stored.append(StoredFile(output.index, key, size, sha256, output.content_type))
         return await run_in_threadpool(
-            self._complete_stored, worker_key, attempt_id, _plain(request), stored
+            self._complete_stored, worker_key, attempt_id, _plain(request), stored, job
         )
 
 

@@ -18,6 +18,7 @@ from imagefleet.kinds import get_kind, kind_names
 from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.checkpoint_direct import DirectCheckpoints
 from imagefleet.orchestrator.claim_policy import ClaimPolicy
+from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.orchestrator.worker_files import output_key
 from imagefleet.scheduling.inputs import Candidate
@@ -27,6 +28,7 @@ from imagefleet.store import claim_candidates as claim_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
+from imagefleet.store import nodes as node_sql
 from imagefleet.store import worker_state as state_sql
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import retry_conflicts
@@ -82,8 +84,9 @@ class WorkerClaims(DirectCheckpoints):
         planner = self.claim_policy
         with self.db.write() as conn:
             self._touch_worker(conn, request, now)
-            self.health.check_claim(conn, request.node_id)
-            draining = worker_sql.drain_reason(conn, request.node_id)
+            quarantined, draining = node_sql.claim_blocks(conn, request.node_id)
+            if quarantined is not None:
+                raise NodeQuarantined(quarantined)
             if draining is not None:
                 raise WorkerDraining(draining)
             queued = claim_sql.gather(

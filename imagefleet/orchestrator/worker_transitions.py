@@ -102,10 +102,12 @@ class WorkerTransitions(WorkerClaims):
         attempt_id: str,
         request: CompleteRequest,
         stored: list[StoredFile],
+        job: job_sql.JobRow | None = None,
     ) -> AttemptResult:
         """Completes with the files already in the store (`stored`), staging a trained model
-        first and deleting the checkpoints the completion made obsolete after it."""
-        staged = self._stage_result(worker_key, attempt_id)
+        first and deleting the checkpoints the completion made obsolete after it. `job` is the
+        attempt's job when the caller has just read it."""
+        staged = self._stage_result(worker_key, attempt_id, job)
         result, doomed = self._complete(worker_key, attempt_id, request, stored, staged)
         self._delete_files(doomed)
         return result

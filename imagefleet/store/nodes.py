@@ -8,6 +8,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from imagefleet.protocol import AttemptOutcome
 from imagefleet.store.tables import attempts, node_events, nodes, workers
+from imagefleet.store.workers import DRAIN_DEFAULT
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,24 @@ def quarantine_reason(conn: Connection, node_id: str) -> str | None:
         select(nodes.c.reason).where(nodes.c.id == node_id, nodes.c.quarantined_at.is_not(None))
     ).first()
     return row.reason if row else None
+
+
+def claim_blocks(conn: Connection, node_id: str) -> tuple[str | None, str | None]:
+    """Why this node may not claim, in one statement: its quarantine reason, and why the
+    autoscaler is draining it (workers.drain_reason by node), each None when it is not."""
+    quarantined = (
+        select(nodes.c.reason)
+        .where(nodes.c.id == node_id, nodes.c.quarantined_at.is_not(None))
+        .scalar_subquery()
+    )
+    draining = (
+        select(func.coalesce(workers.c.drain_reason, DRAIN_DEFAULT))
+        .where(workers.c.node_id == node_id, workers.c.drain_requested_at.is_not(None))
+        .limit(1)
+        .scalar_subquery()
+    )
+    row = conn.execute(select(quarantined, draining)).one()
+    return row[0], row[1]
 
 
 def quarantine(conn: Connection, node_id: str, reason: str, now: float) -> bool:

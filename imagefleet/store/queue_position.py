@@ -27,9 +27,13 @@ def ahead(conn: Connection, row: JobRow, cap: int) -> tuple[int, int]:
         .limit(cap)
         .subquery()
     )
-    count_all = int(conn.execute(select(func.count()).select_from(everyone)).scalar_one())
-    count_own = int(conn.execute(select(func.count()).select_from(own)).scalar_one())
-    return count_all, count_own
+    counted = conn.execute(
+        select(
+            select(func.count()).select_from(everyone).scalar_subquery(),
+            select(func.count()).select_from(own).scalar_subquery(),
+        )
+    ).one()  # both counts in one statement
+    return int(counted[0]), int(counted[1])
 
 
 def warn(conn: Connection, job_id: str, reason: str, now: float) -> None:
