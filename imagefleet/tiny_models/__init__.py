@@ -8,5 +8,6 @@ deterministic for its seed and writes safetensors only. The SD 1.5-shaped adapte
 against ``imagefleet.demo_model`` and read its configs, so they fit it whatever its VAE depth.
 
 Modules: ``sdxl`` (base and refiner), ``lora``, ``embedding``, ``vae``, ``controlnet``, and
-``zoo`` (everything at once into one folder). Heavy libraries load only when a builder runs.
+``zoo`` (everything at once into one folder), and ``full_size`` (the same architectures at their
+published sizes, for GPU benchmarks). Heavy libraries load only when a builder runs.
 """
