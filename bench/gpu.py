@@ -140,23 +140,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # --- models --------------------------------------------------------------------------------
 
 
-def build_models(root: Path, size: str, device: str) -> dict[str, Path]:
-    """The three model folders (SD 1.5, SDXL base, SDXL refiner) at the chosen size."""
+def needed_models(cases: list[Case]) -> list[str]:
+    """The model folders the chosen cases use: "sd15", "sdxl", "refiner"."""
+    names = {c.arch for c in cases} | {"refiner" for c in cases if c.refiner_steps is not None}
+    return [name for name in ("sd15", "sdxl", "refiner") if name in names]
+
+
+def build_models(root: Path, size: str, device: str, names: list[str]) -> dict[str, Path]:
+    """The model folders (SD 1.5, SDXL base, SDXL refiner) at the chosen size."""
     import torch
 
     from imagefleet.demo_model import save_demo_model
     from imagefleet.tiny_models.full_size import save_full_size
     from imagefleet.tiny_models.sdxl import save_tiny_sdxl, save_tiny_sdxl_refiner
 
-    folders = {"sd15": root / "sd15", "sdxl": root / "sdxl", "refiner": root / "sdxl-refiner"}
-    if size == "toy":
-        save_demo_model(folders["sd15"])
-        save_tiny_sdxl(folders["sdxl"])
-        save_tiny_sdxl_refiner(folders["refiner"])
-        return folders
+    toy = {"sd15": save_demo_model, "sdxl": save_tiny_sdxl, "refiner": save_tiny_sdxl_refiner}
+    full_arch = {"sd15": "sd15", "sdxl": "sdxl", "refiner": "sdxl_refiner"}
+    folders = {name: root / name for name in names}
     build_on = device if device.startswith("cuda") else "cpu"
-    for arch, key in (("sd15", "sd15"), ("sdxl", "sdxl"), ("sdxl_refiner", "refiner")):
-        save_full_size(arch, folders[key], dtype=torch.float16, device=build_on)
+    for name, folder in folders.items():
+        if size == "toy":
+            toy[name](folder)
+        else:
+            save_full_size(full_arch[name], folder, dtype=torch.float16, device=build_on)
     return folders
 
 
@@ -308,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     succeeded = False
     try:
         print(f"building {args.size} models under {scratch} ...", flush=True)
-        folders = build_models(scratch / "models", args.size, args.device)
+        names = needed_models(args.selected)
+        folders = build_models(scratch / "models", args.size, args.device, names)
         client_key, worker_key = prepare_data_dir(data_dir)  # creates the database
         for name, folder in folders.items():
             run_cli("models", "add", name, str(folder), "--data-dir", str(data_dir))
