@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `bench.*` and `tests.harness` when run as a script
 
 from bench.common.machine import machine_description, utc_date  # noqa: E402
-from bench.overhead import _raise_on_sigterm, prepare_data_dir, start_stack  # noqa: E402
+from bench.overhead import _raise_on_sigterm, prepare_data_dir, stage_seconds, start_stack  # noqa: E402
 from imagefleet.client import ImageFleetClient  # noqa: E402
 from imagefleet.protocol import JobStatus, JobView  # noqa: E402
 from imagefleet.scheduling.simulator.config import default_gpus  # noqa: E402
@@ -250,6 +250,7 @@ class CaseFigures:
     bare: list[float] = field(default_factory=list)
     stack: list[float] = field(default_factory=list)
     worker_pipeline: list[float] = field(default_factory=list)  # inference + decode, per job
+    stages: dict[str, list[float]] = field(default_factory=dict)  # the API's job timings
 
     def summary(self, prices: dict[str, float]) -> dict[str, Any]:
         bare, stack = statistics.fmean(self.bare), statistics.fmean(self.stack)
@@ -262,6 +263,13 @@ class CaseFigures:
             "imagefleet_images_per_s": 1 / stack,
             "overhead_pct": (stack / bare - 1) * 100,
             "outside_pipeline_s_median": statistics.median(outside),
+            # Where the time outside goes: the orchestrator's own stages of each job (queue:
+            # submit to claim; "in no stage": claim to model lookup and upload to completion),
+            # and what the client waited beyond the orchestrator's total (events, download).
+            "stage_s_median": {k: statistics.median(v) for k, v in self.stages.items()},
+            "client_beyond_orchestrator_s_median": statistics.median(
+                c - o for c, o in zip(self.stack, self.stages["orchestrator total"], strict=True)
+            ),
             "imagefleet_images_per_usd": {n: 3600 / stack / usd for n, usd in prices.items()},
             "bare_images_per_usd": {n: 3600 / bare / usd for n, usd in prices.items()},
             "samples": {"bare": self.bare, "imagefleet": self.stack},
@@ -336,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                     fig.worker_pipeline.append(
                         (t.inference_seconds or 0.0) + (t.decode_seconds or 0.0)
                     )
+                    for stage, seconds in stage_seconds(job).items():
+                        fig.stages.setdefault(stage, []).append(seconds)
                 print(f"{fig.case.name}: bare {statistics.fmean(fig.bare):.3f}s, "
                       f"imagefleet {statistics.fmean(fig.stack):.3f}s", flush=True)  # fmt: skip
         summaries = [fig.summary(args.prices) for fig in figures]
