@@ -163,6 +163,8 @@ def build_models(root: Path, size: str, device: str, names: list[str]) -> dict[s
             toy[name](folder)
         else:
             save_full_size(full_arch[name], folder, dtype=torch.float16, device=build_on)
+    if build_on.startswith("cuda"):
+        torch.cuda.empty_cache()  # the float32 weights built there are gone: free the memory
     return folders
 
 
@@ -179,7 +181,7 @@ class Bare:
         self.device = device
         self.pipelines: dict[str, Any] = {}
         for key, folder in folders.items():
-            pipeline = DiffusionPipeline.from_pretrained(str(folder), torch_dtype=dtype)
+            pipeline = DiffusionPipeline.from_pretrained(str(folder), dtype=dtype)
             pipeline.scheduler = scheduler_spec(SCHEDULER).build(dict(pipeline.scheduler.config))
             pipeline.set_progress_bar_config(disable=True)
             self.pipelines[key] = pipeline.to(device)
