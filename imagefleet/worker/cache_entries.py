@@ -99,10 +99,11 @@ class LeaseMemo:
         return self._last_used.get(sha256)
 
     def pending(self) -> dict[str, float]:
-        """Last uses newer than what the index holds."""
+        """Last uses newer than what the index holds (a copy taken at once: jobs on other
+        threads may lease meanwhile)."""
         return {
             sha: used
-            for sha, used in self._last_used.items()
+            for sha, used in list(self._last_used.items())
             if used > self._persisted.get(sha, float("-inf"))
         }
 
