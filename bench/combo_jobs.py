@@ -10,7 +10,10 @@ alternate the two so load from elsewhere on a shared machine hits both alike:
 - **combo job**: the same with 2 LoRAs (parked after the first round), a VAE and an embedding.
 
 "outside" is a job's wall time minus its own inference and decode seconds: the worker's overhead
-around the pipeline (the goal on CPU: <= 50 ms).
+around the pipeline (the goal on CPU: <= 50 ms). "CPU outside" is the same in CPU seconds of the
+calling thread, where one torch thread does all the work: the plain job's CPU time minus the bare
+call's of the same round. Unlike wall time it hardly moves when other processes load the
+machine.
 
     .venv/bin/python bench/combo_jobs.py --rounds 10
 """
@@ -18,6 +21,7 @@ around the pipeline (the goal on CPU: <= 50 ms).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import tempfile
@@ -73,9 +77,9 @@ def ref(path: Path, role: ModelRole, weight: float | None = None) -> ModelRef:
 
 def job(
     engine: ManagedEngine, models: list[ModelRef], args: argparse.Namespace
-) -> tuple[float, float, float]:
-    """One txt2img assignment through the real handler: wall, inference + decode, and
-    adapter seconds."""
+) -> tuple[float, float, float, float]:
+    """One txt2img assignment through the real handler: wall, inference + decode, adapter and
+    thread CPU seconds."""
     assignment = Assignment(
         job_id="bench",
         attempt_id="bench",
@@ -103,14 +107,17 @@ def job(
         should_stop=lambda: False,
     )
     handler = _HANDLERS["txt2img"]  # looked up once, as the worker does at start-up
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.thread_time()
     handler.run(ctx)
-    wall = time.perf_counter() - started
-    return wall, ctx.seconds["inference"] + ctx.seconds["decode"], ctx.seconds["adapter"]
+    wall, cpu = time.perf_counter() - started, time.thread_time() - cpu
+    return wall, ctx.seconds["inference"] + ctx.seconds["decode"], ctx.seconds["adapter"], cpu
 
 
-def bare(engine: ManagedEngine, models: list[ModelRef], args: argparse.Namespace) -> float:
-    """The pipeline call alone, on the prepared (resident) checkpoint."""
+def bare(
+    engine: ManagedEngine, models: list[ModelRef], args: argparse.Namespace
+) -> tuple[float, float]:
+    """The pipeline call alone, on the prepared (resident) checkpoint: wall and thread CPU
+    seconds."""
     with engine.manager.prepare([spec_from_ref(m) for m in models]) as ready:
         call = {
             **prompt_embeddings(ready.pipeline, PROMPT, None),
@@ -120,9 +127,9 @@ def bare(engine: ManagedEngine, models: list[ModelRef], args: argparse.Namespace
             "height": args.size,
             "generator": torch.Generator().manual_seed(7),
         }
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.thread_time()
         generate(ready.pipeline, call, StageClock())
-        return time.perf_counter() - started
+        return time.perf_counter() - started, time.thread_time() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -142,10 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             ref(zoo.sd15_embedding_a1111, ModelRole.embedding),
         ]
         for round_ in range(args.warmup + args.rounds):
-            figures = {"bare call": bare(engine, plain, args)}
-            wall, pipeline, _ = job(engine, plain, args)
+            bare_wall, bare_cpu = bare(engine, plain, args)
+            figures = {"bare call": bare_wall}
+            wall, pipeline, _, cpu = job(engine, plain, args)
             figures.update({"plain job": wall, "plain job outside": wall - pipeline})
-            wall, pipeline, adapters = job(engine, combo, args)
+            figures["plain job CPU outside"] = cpu - bare_cpu
+            wall, pipeline, adapters, _ = job(engine, combo, args)
             figures["combo job"] = wall
             figures["combo job outside"] = wall - pipeline
             figures["combo adapters"] = adapters
@@ -156,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.rounds} rounds, "
-        f"{args.size}x{args.size}, {args.steps} steps\n"
+        f"{args.size}x{args.size}, {args.steps} steps, load average {os.getloadavg()}\n"
     )
     print("| figure | median (ms) | max (ms) |\n|---|---:|---:|")
     for name, values in samples.items():

@@ -180,7 +180,9 @@ def stage_seconds(job: JobView) -> dict[str, float]:
     staged = [
         t.queue_seconds or 0.0,
         t.model_load_seconds or 0.0,
-        t.inference_seconds or 0.0,
+        # The pipeline call, VAE decode included (as the direct side times it); the worker
+        # reports the decode apart since it measures it apart.
+        (t.inference_seconds or 0.0) + (t.decode_seconds or 0.0),
         t.upload_seconds or 0.0,
     ]
     total = t.total_seconds or 0.0

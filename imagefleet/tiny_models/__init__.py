@@ -7,6 +7,8 @@ each as a diffusers folder and as the single files community hubs publish. Every
 deterministic for its seed and writes safetensors only. The SD 1.5-shaped adapters are built
 against ``imagefleet.demo_model`` and read its configs, so they fit it whatever its VAE depth.
 
-Modules: ``sdxl`` (base and refiner), ``lora``, ``embedding``, ``vae``, ``controlnet``, and
-``zoo`` (everything at once into one folder). Heavy libraries load only when a builder runs.
+Modules: ``sdxl`` (base and refiner), ``lora``, ``embedding``, ``vae``, ``controlnet``, ``zoo``
+(everything at once into one folder), and ``full_size`` (the SD 1.5 and SDXL architectures at
+their published sizes, random weights, for GPU benchmarks). Heavy libraries load only when a
+builder runs.
 """

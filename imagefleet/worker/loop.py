@@ -192,6 +192,7 @@ class Worker:
                     self.attempts_handled += 1
         finally:
             self.client.close()
+            self.cache.flush()  # last uses held in memory, for LRU after a restart
         log.info(
             "worker %s stopped after %d attempts", self.config.worker_id, self.attempts_handled
         )

@@ -26,12 +26,23 @@ import logging
 import os
 import shutil
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from imagefleet.hashing import model_files, path_sha256
+from imagefleet.hashing import path_sha256
+from imagefleet.worker.cache_entries import (
+    LeaseMemo,
+    check_sha,
+    is_entry,
+    model_path,
+    rebuild_index,
+    stored_bytes,
+    write_last_use,
+    write_last_uses,
+)
 from imagefleet.worker.cache_index import (
     IndexEntry,
     eviction_order,
@@ -53,7 +64,6 @@ from imagefleet.worker.source_http import Progress, ProgressLog, redact
 from imagefleet.worker.sources import fetch
 
 log = logging.getLogger("imagefleet.worker.cache")
-SHA_LENGTH = 64
 
 __all__ = [
     "CacheFullError",
@@ -114,11 +124,19 @@ class ModelCache:
         self._locks = self.root / ".locks"
         self._partial = self.root / ".partial"
         self.download_bytes_per_s: float | None = None  # measured by the last download
+        # Checked file sizes, last uses not yet in the index (written by flush and at exit).
+        self._memo = LeaseMemo()
+        weakref.finalize(self, write_last_uses, self._index, self._memo)
         self._rebuild_index()
 
     def cached(self) -> list[str]:
         """sha256s of every model on disk (sent with each claim so placement can prefer us)."""
-        return sorted(p.name for p in self.root.iterdir() if _is_entry(p))
+        return sorted(p.name for p in self.root.iterdir() if is_entry(p))
+
+    def flush(self) -> None:
+        """Writes the last uses this process holds only in memory to the index (LRU for the
+        other processes sharing the cache, and for the next start)."""
+        write_last_uses(self._index, self._memo)
 
     def ensure(
         self, source: str, sha256: str, size_bytes: int, *, kind: str | None = None
@@ -136,7 +154,7 @@ class ModelCache:
         self, source: str, sha256: str, size_bytes: int, *, kind: str | None = None
     ) -> Iterator[CachedModel]:
         """Holds the model in use (no process evicts it) until the block ends."""
-        _check_sha(sha256)
+        check_sha(sha256)
         use = FileLock(self._locks / f"{sha256}.use")
         use.acquire(exclusive=False)
         try:
@@ -165,7 +183,7 @@ class ModelCache:
 
     def evict(self, sha256: str) -> bool:
         """Removes a model unless something uses it; True if it was removed."""
-        _check_sha(sha256)
+        check_sha(sha256)
         if not (self.root / sha256).is_dir():
             return False
         with locked(self._locks / "cache.lock"):
@@ -183,11 +201,11 @@ class ModelCache:
     ) -> CachedModel:
         entry = self.root / sha256
         if entry.is_dir() and self._looks_intact(sha256):
-            return CachedModel(_model_path(entry), sha256, 0.0, downloaded=False)
+            return CachedModel(model_path(entry), sha256, 0.0, downloaded=False)
         with locked(self._locks / f"{sha256}.fetch"):
             # Fetched by someone else meanwhile, or found without a record.
             if entry.is_dir() and (self._looks_intact(sha256) or self._reverify(sha256)):
-                return CachedModel(_model_path(entry), sha256, 0.0, downloaded=False)
+                return CachedModel(model_path(entry), sha256, 0.0, downloaded=False)
             started = time.perf_counter()
             self._reserve(sha256, size_bytes)
             try:
@@ -199,7 +217,7 @@ class ModelCache:
             # Reported with each claim: the scheduler prices a download on this worker with it.
             self.download_bytes_per_s = size_bytes / seconds
         log.info("cached model %s from %s in %.1fs", sha256[:12], redact(source), seconds)
-        return CachedModel(_model_path(entry), sha256, seconds, downloaded=True)
+        return CachedModel(model_path(entry), sha256, seconds, downloaded=True)
 
     def _download(self, source: str, sha256: str, size_bytes: int, kind: str | None) -> None:
         staging = self._partial / sha256
@@ -236,7 +254,7 @@ class ModelCache:
             content_sha = sha256 if stored == fetched else path_sha256(stored)[0]
             record = IndexEntry(
                 sha256=sha256,
-                stored_bytes=_stored_bytes(staging / "model"),
+                stored_bytes=stored_bytes(staging / "model"),
                 content_sha256=content_sha,
                 last_used=time.time(),
                 source=redact(source),
@@ -292,17 +310,25 @@ class ModelCache:
                 lock.release()
 
     def _remove(self, sha256: str) -> None:
+        self._memo.forget(sha256)
         shutil.rmtree(self.root / sha256, ignore_errors=True)
         (self._index / f"{sha256}.json").unlink(missing_ok=True)
 
     def _looks_intact(self, sha256: str) -> bool:
-        """A verified record whose byte count still matches what is on disk (cheap: stats)."""
+        """A verified record whose byte count still matches what is on disk (cheap: stats;
+        once checked here, one stat per file it had)."""
+        known = self._memo.intact(sha256)
+        if known is not None:
+            return known
         record = read_entry(self._index / f"{sha256}.json")
-        return (
+        intact = (
             record is not None
             and record.verified
-            and _stored_bytes(self.root / sha256) == record.stored_bytes
+            and stored_bytes(self.root / sha256) == record.stored_bytes
         )
+        if intact:
+            self._memo.remember(sha256, self.root / sha256)
+        return intact
 
     def _reverify(self, sha256: str) -> bool:
         """Rehashes an entry; keeps and records it if it matches, discards it otherwise."""
@@ -310,7 +336,7 @@ class ModelCache:
         record = read_entry(self._index / f"{sha256}.json")
         expected = record.content_sha256 if record is not None else sha256
         try:
-            actual, _ = path_sha256(_model_path(entry))
+            actual, _ = path_sha256(model_path(entry))
         except (OSError, ValueError):
             actual = ""
         if actual != expected:
@@ -320,23 +346,26 @@ class ModelCache:
         base = record or IndexEntry(sha256, 0, sha256, time.time(), "", verified=True)
         write_entry(
             self._index / f"{sha256}.json",
-            replace(base, stored_bytes=_stored_bytes(entry), verified=True),
+            replace(base, stored_bytes=stored_bytes(entry), verified=True),
         )
         return True
 
     def _touch(self, sha256: str) -> None:
-        path = self._index / f"{sha256}.json"
-        record = read_entry(path)
-        if record is not None:
-            write_entry(path, replace(record, last_used=time.time()))
+        """Records the use in memory; the index record only every few seconds (LeaseMemo)."""
+        now = time.time()
+        if self._memo.touch(sha256, now):
+            write_last_use(self._index, sha256, now)
+            self._memo.persisted(sha256, now)
 
     def _entries(self) -> list[IndexEntry]:
+        """Every record, with this process's newer in-memory last uses."""
         entries = []
         for path in self.root.iterdir():
-            if _is_entry(path):
+            if is_entry(path):
                 record = read_entry(self._index / f"{path.name}.json")
                 if record is not None:
-                    entries.append(record)
+                    used = self._memo.last_used(record.sha256) or record.last_used
+                    entries.append(replace(record, last_used=max(used, record.last_used)))
         return entries
 
     def _pending_bytes(self, *, exclude: str | None) -> int:
@@ -360,49 +389,8 @@ class ModelCache:
     def _rebuild_index(self) -> None:
         """Records models found without one (rehashed on first use), drops orphan records."""
         with locked(self._locks / "cache.lock"):
-            self._index.mkdir(exist_ok=True)
-            for path in self.root.iterdir():
-                if path.name.startswith(".fetch-"):  # staging of the cache's earlier layout
-                    shutil.rmtree(path, ignore_errors=True)
-                elif _is_entry(path) and read_entry(self._index / f"{path.name}.json") is None:
-                    write_entry(
-                        self._index / f"{path.name}.json",
-                        IndexEntry(
-                            sha256=path.name,
-                            stored_bytes=_stored_bytes(path),
-                            content_sha256=path.name,
-                            last_used=path.stat().st_mtime,
-                            source="",
-                            verified=False,
-                        ),
-                    )
-            for record in self._index.glob("*.json"):
-                if not (self.root / record.stem).is_dir():
-                    record.unlink(missing_ok=True)
-
-
-def _is_entry(path: Path) -> bool:
-    return path.is_dir() and len(path.name) == SHA_LENGTH and not path.name.startswith(".")
-
-
-def _check_sha(sha256: str) -> None:
-    if len(sha256) != SHA_LENGTH or any(c not in "0123456789abcdef" for c in sha256):
-        raise ValueError(f"{sha256!r} is not a lowercase hex sha256")
-
-
-def _stored_bytes(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in model_files(path)) if path.is_dir() else 0
+            rebuild_index(self.root, self._index)
 
 
 def _resumable(staging: Path) -> bool:
     return any(staging.rglob("*.part"))
-
-
-def _model_path(entry: Path) -> Path:
-    """A single-file model is the one file in its entry; a folder model is the entry."""
-    children = list(entry.iterdir())
-    if len(children) == 1 and children[0].is_file():
-        return children[0]
-    return entry
