@@ -49,6 +49,8 @@ class BeatFacts:
 def beat_facts(conn: Connection, attempt_id: str, worker_key_id: str) -> BeatFacts | None:
     """The attempt's BeatFacts if this worker key claimed it; None otherwise. Unlocked: the
     heartbeat's conditional UPDATE is what decides, and an attempt's job never changes."""
+    if not plausible_id(attempt_id):
+        return None
     draining = (
         select(func.coalesce(workers.c.drain_reason, DRAIN_DEFAULT))
         .where(workers.c.node_id == attempts.c.node_id, workers.c.drain_requested_at.is_not(None))
