@@ -227,8 +227,9 @@ class World:
     def real_ids(self, stats: Stats) -> dict[str, Any]:
         """A finished job with output 0, a live attempt on a fresh node, a quarantined node.
 
-        Made anew for every operation and mode: the fuzzer cancels, fails and completes what
-        it is given, and each operation deserves a live attempt to start from. The finished
+        Made anew for every operation and mode that takes ids in its path: the fuzzer
+        cancels, fails and completes what it is given, and each operation deserves a live
+        attempt to start from. The finished
         job is submitted with the largest seed the document allows and completed with the
         seeds a worker reports (the job's seed + output index): a boundary the generator
         reaches only by luck, since completing needs the outputs uploaded first.
@@ -533,8 +534,9 @@ class OperationFuzz:
         self.world, self.stats, self.operation = world, stats, operation
         self.label, self.audience = operation.label, audience(operation.path)
         self.positive = mode is GenerationMode.POSITIVE
-        self.real = world.real_ids(stats)
         names = {parameter.name for parameter in operation.path_parameters}
+        # Real ids only for an operation whose path takes them (making them is ten requests).
+        self.real = world.real_ids(stats) if names else {}
         self.strategies = [operation.as_strategy(generation_mode=mode)]
         self.owned: set[str] = set()
         for job_key in ("done_job_id", "live_job_id") if names else ():
