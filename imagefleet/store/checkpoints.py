@@ -11,7 +11,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, delete, func, insert, select, update
 
-from imagefleet.store.tables import jobs, training_attempts, training_checkpoints, training_points
+from imagefleet.store.tables import jobs
+from imagefleet.store.tables_training import (
+    training_attempts,
+    training_checkpoints,
+    training_points,
+)
 
 
 @dataclass(frozen=True)

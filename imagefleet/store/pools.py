@@ -15,7 +15,7 @@ from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imagefleet.scaling.pools import Pool
-from imagefleet.store.tables import leader_leases, pool_status, pools, scaling_decisions
+from imagefleet.store.tables_autoscaling import leader_leases, pool_status, pools, scaling_decisions
 
 
 @dataclass(frozen=True)

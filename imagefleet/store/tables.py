@@ -243,115 +243,6 @@ Index(
 )
 Index("ix_webhook_deliveries_job", webhook_deliveries.c.job_id)
 
-# --- LoRA training (train_lora jobs) -------------------------------------------------------------
-
-# Resumable checkpoints an attempt reported (the `checkpoint` transition). The orchestrator keeps
-# the newest `keep_last` of a job: older rows are deleted with their files. A checkpoint a
-# resuming worker found corrupt keeps its row, with the reason, and is never handed out again.
-training_checkpoints = Table(
-    "training_checkpoints",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
-    Column("attempt_id", String(32), nullable=False),
-    Column("step", Integer, nullable=False),
-    Column("key", String(300), nullable=False, unique=True),
-    Column("size_bytes", BigInteger, nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("corrupt_reason", Text),
-)
-Index("ix_training_checkpoints_job", training_checkpoints.c.job_id, training_checkpoints.c.step)
-
-# The loss curve: one point per heartbeat that carried a loss (rate-limited by the worker).
-training_points = Table(
-    "training_points",
-    metadata,
-    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
-    Column("attempt_id", String(32), primary_key=True),
-    Column("step", Integer, primary_key=True),
-    Column("loss", Float, nullable=False),
-    Column("learning_rate", Float, nullable=False),
-    Column("at", Float, nullable=False),
-)
-
-# Where each training attempt started from, and what it passed over on the way (corrupt or
-# incompatible checkpoints): the training part of the attempt history.
-training_attempts = Table(
-    "training_attempts",
-    metadata,
-    Column("attempt_id", String(32), primary_key=True),
-    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
-    Column("resumed_from_step", Integer, nullable=False),
-    Column("notes", Text, nullable=False),
-    Column("at", Float, nullable=False),
-)
-Index("ix_training_attempts_job", training_attempts.c.job_id)
-# --- autoscaling (issue 13) ----------------------------------------------------------------------
-# The pools the autoscaler manages: seeded from the pools file, edited through the admin API.
-# `config` is the pool as JSON (scaling/pools.py `Pool`); `edited_at` is set by an API edit,
-# which a restart's pools file then does not overwrite.
-pools = Table(
-    "pools",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("config", Text, nullable=False),
-    Column("created_at", Float, nullable=False),
-    Column("updated_at", Float, nullable=False),
-    Column("edited_at", Float),
-)
-
-# What the control loop last decided and saw per pool, readable from every replica.
-pool_status = Table(
-    "pool_status",
-    metadata,
-    Column("pool", String(64), primary_key=True),
-    Column("desired", Integer, nullable=False),
-    Column("current", Integer, nullable=False),
-    Column("wanted", Integer, nullable=False),
-    Column("actual", Integer),
-    Column("queued", Integer, nullable=False),
-    Column("running", Integer, nullable=False),
-    Column("rule", String(16), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("history", Text, nullable=False),
-    Column("decided_at", Float, nullable=False),
-    Column("decided_by", String(200), nullable=False),
-    Column("failures", Integer, nullable=False),
-    Column("last_error", Text),
-    Column("error_at", Float),
-    Column("next_try_at", Float),
-)
-
-# Every decision that changed something (or failed), and each replacement of a bad node.
-scaling_decisions = Table(
-    "scaling_decisions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("pool", String(64), nullable=False),
-    Column("action", String(16), nullable=False),
-    Column("current", Integer, nullable=False),
-    Column("desired", Integer, nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("instance_id", String(200)),
-    Column("node_id", String(200)),
-    Column("error", Text),
-    Column("decided_by", String(200), nullable=False),
-    Column("created_at", Float, nullable=False),
-)
-Index("ix_scaling_decisions_pool", scaling_decisions.c.pool, scaling_decisions.c.id)
-Index("ix_scaling_decisions_node", scaling_decisions.c.node_id, scaling_decisions.c.action)
-
-# Leader election: one row per duty; whoever holds an unexpired lease runs it.
-leader_leases = Table(
-    "leader_leases",
-    metadata,
-    Column("name", String(64), primary_key=True),
-    Column("holder", String(200), nullable=False),
-    Column("expires_at", Float, nullable=False),
-    Column("acquired_at", Float, nullable=False),
-)
-
 # Workers say their pool when they claim; the autoscaler asks one to drain (stop claiming,
 # finish or hand back its job) through its claim and heartbeat answers.
 workers.append_column(Column("pool", String(64)))
@@ -423,5 +314,7 @@ worker_state = Table(
 Index("ix_worker_state_updated", worker_state.c.updated_at)
 
 # Tables declared in their own modules, on this metadata (imported last: they import it).
+from imagefleet.store import tables_autoscaling as _tables_autoscaling  # noqa: E402, F401
 from imagefleet.store import tables_deployments as _tables_deployments  # noqa: E402, F401
 from imagefleet.store import tables_scheduling as _tables_scheduling  # noqa: E402, F401
+from imagefleet.store import tables_training as _tables_training  # noqa: E402, F401

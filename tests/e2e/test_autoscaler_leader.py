@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from imagefleet.client import ImageFleetClient
 from imagefleet.store.database import Database
-from imagefleet.store.tables import leader_leases
+from imagefleet.store.tables_autoscaling import leader_leases
 from tests.e2e.conftest import DB_FILE, FleetTemplate
 from tests.harness.orchestrator import OrchestratorProcess
 from tests.harness.processes import child_env

@@ -17,7 +17,7 @@ from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.protocol import JobStatus
 from imagefleet.store.database import Database
 from imagefleet.store.models import register_model
-from imagefleet.store.tables import training_checkpoints
+from imagefleet.store.tables_training import training_checkpoints
 from imagefleet.training_protocol import CheckpointReceipt
 from imagefleet.worker_protocol import CompletedOutput, CompleteRequest
 from tests.conftest import Clock, Keys
