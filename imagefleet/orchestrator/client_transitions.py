@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
@@ -18,6 +18,7 @@ from imagefleet.models.resolve import resolve_models
 from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.queue_transitions import QueueTransitions
 from imagefleet.protocol import AttemptOutcome, JobStatus, ModelRole
+from imagefleet.scheduling.waiting import SeenWorker
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import idempotency
@@ -55,6 +56,17 @@ class Cursor:
             raise InvalidField(("query", "cursor"), "not a cursor returned by this API") from exc
 
 
+class Submitted(NamedTuple):
+    """What a submit gives the API: the job as stored; whether it replayed an earlier submit
+    (an idempotency key), and for a new job its resolved combo and the workers seen at submit,
+    so its answer is built without reading either again."""
+
+    row: job_sql.JobRow
+    replayed: bool
+    combo: list[job_model_sql.JobModel] | None = None
+    seen: list[SeenWorker] | None = None
+
+
 class ClientTransitions(QueueTransitions):
     def submit(
         self, owner: ApiKey, job: Any, idempotency_key: str | None = None
@@ -68,14 +80,14 @@ class ClientTransitions(QueueTransitions):
         key is a Conflict. Two identical submits racing on PostgreSQL collide on the key's
         primary key; the loser retries once and finds the winner's job.
         """
-        row, replayed, _ = self.submit_with_combo(owner, job, idempotency_key)
-        return row, replayed
+        submitted = self.submit_with_combo(owner, job, idempotency_key)
+        return submitted.row, submitted.replayed
 
     def submit_with_combo(
         self, owner: ApiKey, job: Any, idempotency_key: str | None = None
-    ) -> tuple[job_sql.JobRow, bool, list[job_model_sql.JobModel] | None]:
-        """`submit`, also returning the new job's resolved combo (None for a replay), so that
-        the API can show the job without reading it again in another transaction."""
+    ) -> Submitted:
+        """`submit`, also returning the new job's resolved combo and the workers seen (None
+        for a replay), so that the API can show the job without reading them again."""
         try:
             return self._submit(owner, job, idempotency_key)
         except IntegrityError:
@@ -84,9 +96,7 @@ class ClientTransitions(QueueTransitions):
             return self._submit(owner, job, idempotency_key)
 
     @retry_conflicts
-    def _submit(
-        self, owner: ApiKey, job: Any, idempotency_key: str | None
-    ) -> tuple[job_sql.JobRow, bool, list[job_model_sql.JobModel] | None]:
+    def _submit(self, owner: ApiKey, job: Any, idempotency_key: str | None) -> Submitted:
         spec = get_kind(job.kind)
         request_hash = hashlib.sha256(job.model_dump_json().encode()).hexdigest()
         self._check_webhook(job)
@@ -96,7 +106,7 @@ class ClientTransitions(QueueTransitions):
             if idempotency_key:
                 replayed = self._replay(conn, owner, idempotency_key, request_hash, now)
                 if replayed is not None:
-                    return replayed, True, None
+                    return Submitted(replayed, True)
             spec, submitted = spec.bind(conn, owner, job.params)
             named_inputs = self._inputs(conn, owner, spec.requirements(submitted))
             params = spec.admit(submitted, self._limits(), named_inputs.infos)
@@ -136,9 +146,9 @@ class ClientTransitions(QueueTransitions):
                 )
             row = job_sql.get_job(conn, job_id)
             assert row is not None
-            row = self.warn_if_unservable(conn, row, combo)
+            row, seen = self.warn_if_unservable(conn, row, combo)
             events.queued(conn, row, now)
-        return row, False, combo
+        return Submitted(row, False, combo, seen)
 
     def _replay(
         self, conn: Connection, owner: ApiKey, key: str, request_hash: str, now: float

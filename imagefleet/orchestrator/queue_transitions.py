@@ -28,16 +28,21 @@ UNSERVABLE_BATCH = 200
 
 class QueueTransitions(TransitionBase):
     def queue_view(
-        self, row: job_sql.JobRow, combo: list[job_model_sql.JobModel] | None = None
+        self,
+        row: job_sql.JobRow,
+        combo: list[job_model_sql.JobModel] | None = None,
+        workers: list[SeenWorker] | None = None,
     ) -> QueueView | None:
         """Why a queued job waits and where it stands; None for a job that is not queued.
-        `combo`, the job's models when the caller has them, is not read again."""
+        `combo` and `workers` (the job's models, the workers seen), when the caller has just
+        read them, are not read again (`why_waiting` counts only the live ones)."""
         if row.status is not JobStatus.queued:
             return None
         now = self.clock()
         with self.db.read() as conn:
             needs = self._needs(conn, row, combo)
-            workers = self._seen(conn, now)
+            if workers is None:
+                workers = self._seen(conn, now)
             count, own = position_sql.ahead(conn, row, AHEAD_CAP)
         place = Place(
             ahead=count,
@@ -54,19 +59,20 @@ class QueueTransitions(TransitionBase):
 
     def warn_if_unservable(
         self, conn: Connection, row: job_sql.JobRow, combo: list[job_model_sql.JobModel]
-    ) -> job_sql.JobRow:
+    ) -> tuple[job_sql.JobRow, list[SeenWorker]]:
         """At submit: flags the job when no worker seen recently could ever run it (inside the
-        submit's transaction, with the combo it just resolved); returns the row as stored."""
+        submit's transaction, with the combo it just resolved); returns the row as stored and
+        the workers seen (for the answer's `queue_view`)."""
         now = self.clock()
         workers = self._seen(conn, now, live_only=False)
         needs = self._needs(conn, row, combo)
         reason = unservable(needs, workers, self._window)
         if reason is None or self._pool_could_serve(conn, needs):
-            return row
+            return row, workers
         position_sql.warn(conn, row.id, reason, now)
         stored = job_sql.get_job(conn, row.id)
         assert stored is not None
-        return stored
+        return stored, workers
 
     def fail_unservable(self) -> int:
         """Fails flagged jobs whose time ran out, if still no worker seen could run them; clears

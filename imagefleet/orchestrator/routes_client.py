@@ -20,6 +20,7 @@ from imagefleet.protocol import (
     ModelView,
     WebhookDeliveryView,
 )
+from imagefleet.scheduling.waiting import SeenWorker
 from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.job_models import JobModel
 from imagefleet.store.jobs import JobRow
@@ -34,10 +35,12 @@ def render_jobs(
     details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]] | None = None,
     *,
     explain: bool = False,
+    seen: list[SeenWorker] | None = None,
 ) -> list[JobView]:
     """Job rows as the API shows them: with accepted outputs (download URLs) and combos,
     read unless the caller already has them (`details`, as `JobLifecycle.details` returns),
-    and with `explain` (one job read on its own) why a queued job waits."""
+    and with `explain` (one job read on its own) why a queued job waits (with `seen`, the
+    workers a submit just read)."""
     lifecycle: JobLifecycle = request.app.state.lifecycle
     store: ArtifactStore = request.app.state.artifacts
     outputs, combos = details if details is not None else lifecycle.details(rows)
@@ -65,7 +68,7 @@ def render_jobs(
             outputs[row.id],
             url,
             combos[row.id],
-            lifecycle.queue_view(row, combos[row.id]) if explain else None,
+            lifecycle.queue_view(row, combos[row.id], seen) if explain else None,
         ).model_copy(update={"cost": costs.get(row.id)})
         for row in rows
     ]

@@ -161,11 +161,12 @@ async def run_deployment(
         deployment=name, version=body.version, alias=body.alias, inputs=body.inputs, seed=body.seed
     )
     job = WorkflowJob(params=params)
-    row, _, combo = await run_in_threadpool(lifecycle.submit_with_combo, key, job, None)
+    submitted = await run_in_threadpool(lifecycle.submit_with_combo, key, job, None)
+    row, combo = submitted.row, submitted.combo
     signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
     details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]]
     details = ({row.id: []}, {row.id: combo or []})
-    render = partial(render_jobs, request, [row], details, explain=True)
+    render = partial(render_jobs, request, [row], details, explain=True, seen=submitted.seen)
     return (await run_in_threadpool(render))[0]
 
 

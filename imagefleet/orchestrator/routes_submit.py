@@ -70,10 +70,9 @@ def submit_router(job_type: Any) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> JobView:
         job = await lifecycle.import_dataset_sources(key, job)  # train_lora url/s3 datasets
-        row, replayed, combo = await run_in_threadpool(
-            lifecycle.submit_with_combo, key, job, idempotency_key
-        )
-        if replayed or combo is None:
+        submitted = await run_in_threadpool(lifecycle.submit_with_combo, key, job, idempotency_key)
+        row, combo = submitted.row, submitted.combo
+        if submitted.replayed or combo is None:
             response.status_code = 200
             response.headers["Idempotent-Replayed"] = "true"
             return (await run_in_threadpool(render_jobs, request, [row]))[0]
@@ -81,7 +80,7 @@ def submit_router(job_type: Any) -> APIRouter:
         # A new job has no outputs yet and its combo is the one just resolved: not read again.
         details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]]
         details = ({row.id: []}, {row.id: combo})
-        render = partial(render_jobs, request, [row], details, explain=True)
+        render = partial(render_jobs, request, [row], details, explain=True, seen=submitted.seen)
         return (await run_in_threadpool(render))[0]
 
     @router.post(
