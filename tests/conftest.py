@@ -19,6 +19,7 @@ from imagefleet.store.database import Database
 from imagefleet.store.keys import ApiKey, create_key
 from imagefleet.store.models import Model, register_model
 from imagefleet.store.tables import metadata
+from tests.harness.processes import stop_all
 from tests.seaweed import seaweed_fixture  # noqa: F401 (one SeaweedFS server per session)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -192,3 +193,10 @@ def clock() -> Clock:
 @pytest.fixture
 def lifecycle(db: Database, settings: Settings, clock: Clock) -> JobLifecycle:
     return JobLifecycle(db, settings, clock=clock)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stops any orchestrator or worker a test left running (a test cut off by its timeout in
+    the middle of a fixture's teardown). The harness also stops them at exit, but pytest-xdist
+    ends its worker processes without running exit handlers."""
+    stop_all()
