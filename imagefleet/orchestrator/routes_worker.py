@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 
 from fastapi import APIRouter, Request, Response
@@ -40,6 +41,8 @@ router = APIRouter(prefix="/v1/worker", tags=["worker"], route_class=DocumentedR
 QUARANTINED_RETRY_SECONDS = 60.0
 # A drained worker keeps asking this often: it may be kept after all, or it waits to be stopped.
 DRAINING_RETRY_SECONDS = 5.0
+# A long poll and its safety-net re-checks end up to this fraction early, at random.
+POLL_JITTER = 0.25
 UPLOAD_TYPES = ("image/png",)
 
 
@@ -51,8 +54,11 @@ async def claim(
     lifecycle: Lifecycle,
     signal: Signal,
 ) -> ClaimResponse:
+    # Jittered: a fleet that went idle together (after a burst) would otherwise end its long
+    # polls, and re-check the queue, all at the same instants, in bursts that delay the claim
+    # of a job arriving then.
     wait = min(body.wait_seconds, lifecycle.settings.claim_wait_max_seconds)
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + wait * random.uniform(1 - POLL_JITTER, 1.0)
     capabilities = body.capabilities
     profile = WaiterProfile(
         frozenset(capabilities.kinds), capabilities.max_pixels, capabilities.vram_mb
@@ -75,9 +81,8 @@ async def claim(
             if remaining <= 0 or await request.is_disconnected():
                 return ClaimResponse(retry_after_seconds=1.0)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    waiter.event.wait(), timeout=min(remaining, signal.wait_seconds)
-                )
+                safety_net = signal.wait_seconds * random.uniform(1 - POLL_JITTER, 1.0)
+                await asyncio.wait_for(waiter.event.wait(), timeout=min(remaining, safety_net))
             looks_again = True
         finally:
             signal.release(waiter, pass_on=not looks_again)
