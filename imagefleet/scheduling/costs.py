@@ -47,7 +47,7 @@ def setup_parts(
     if memo is not None:
         known = memo.get(combo)
         if known is not None:
-            return known  # type: ignore[return-value]  # stored below, as an Affinity
+            return known
     price = _price(worker, job, config)
     if memo is not None:
         memo[combo] = price

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Container, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imagefleet.scheduling.costs import Affinity
 
 # One model a job needs: (sha256, size in bytes, role). Role is a `ModelRole` value from the wire
 # contract: "checkpoint", "refiner", "vae", "lora", "embedding", "controlnet".
@@ -24,8 +28,8 @@ ModelNeed = tuple[str, int, str]
 HEAVY_ROLES = frozenset({"checkpoint", "refiner", "controlnet"})
 BASE_ROLES = frozenset({"checkpoint"})
 # A combo's setup on one worker, as `costs.setup_parts` prices it when the combo is not the
-# active one: (download seconds, load seconds, `costs.Affinity` value).
-SetupPrice = tuple[float, float, int]
+# active one: (download seconds, load seconds, affinity).
+SetupPrice = tuple[float, float, "Affinity"]
 
 
 @dataclass(frozen=True, slots=True)
