@@ -12,6 +12,7 @@ are the real ones; nothing here knows which policy runs.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import random
@@ -108,6 +109,23 @@ class Simulation:
         for worker in self.workers:
             self._schedule_interruption(worker)
             self._park(worker)
+        # The cyclic garbage collector is paused while events run: the loop makes no reference
+        # cycles, and with a million jobs' objects alive each full collection scans them all
+        # (about 6% of a day-long run's CPU time, more as the run grows).
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._loop()
+        finally:
+            if collecting:
+                gc.enable()
+        end = max(self.workload.horizon_s, self.last_finish)
+        for worker in self.workers:
+            if worker.alive:
+                worker.stop(end)
+        return collect(self, end)
+
+    def _loop(self) -> None:
         total = self.workload.jobs
         arrivals = self._arrivals()
         next_job = next(arrivals, None)
@@ -133,11 +151,6 @@ class Simulation:
                 self.progress(self.finished, total)
         if self.progress is not None:
             self.progress(self.finished, total)
-        end = max(self.workload.horizon_s, self.last_finish)
-        for worker in self.workers:
-            if worker.alive:
-                worker.stop(end)
-        return collect(self, end)
 
     def _warm_start(self) -> None:
         catalog = self.workload.catalog
