@@ -67,6 +67,7 @@ class Simulation:
         self.virtual = [0.0] * tiers
         self.served_at: dict[str, float] = {}
         self.owner_finish: dict[int, float] = {}
+        self.fleet_view = FleetView(math.nan, self.served_at, self.warm)
         self.events: list[tuple[float, int, int, object, int]] = []
         self.seq = 0
         self.now = 0.0
@@ -273,7 +274,12 @@ class Simulation:
     # --- claims and attempts -----------------------------------------------------------------
 
     def _fleet_view(self) -> FleetView:
-        return FleetView(self.now, self.served_at, self.warm)
+        """The fleet as the policy sees it now; its maps are live, so one view serves every
+        claim and wake-up at the same instant (an arrival's wake-up and the claim it causes)."""
+        view = self.fleet_view
+        if view.now != self.now:
+            view = self.fleet_view = FleetView(self.now, self.served_at, self.warm)
+        return view
 
     def _park(self, worker: SimWorker) -> None:
         worker.park_token += 1
