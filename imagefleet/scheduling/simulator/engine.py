@@ -260,7 +260,7 @@ class Simulation:
         if not self.waiters:
             return
         parked = self.waiters.offer(job)
-        views = [worker.view() for worker in parked]
+        views = [worker.view_cache or worker.view() for worker in parked]
         chosen = self.policy.choose_waiter(job.candidate, views, self._fleet_view())
         if chosen is None:
             if any(can_run(view, job.candidate) for view in views):
@@ -303,8 +303,12 @@ class Simulation:
             self._park(worker)
             self._push(self.now + self.config.repoll_s, REPOLL, worker, worker.park_token)
             return
-        chosen = next(job for job in found if job.candidate is decision.candidate)
-        self._start(worker, view, chosen, decision.setup_seconds)
+        chosen = decision.candidate
+        for job in found:
+            if job.candidate is chosen:
+                self._start(worker, view, job, decision.setup_seconds)
+                return
+        raise RuntimeError(f"the policy chose {chosen.job_id}, not one of the candidates")
 
     def _start(
         self, worker: SimWorker, view: WorkerView, job: SimJob, setup_estimate: float

@@ -263,9 +263,12 @@ class SimQueue:
         requeued = self.requeued[tier]
         while requeued and requeued[0][2].state != QUEUED:
             heapq.heappop(requeued)
-        for _, _, job in heapq.nsmallest(wanted, requeued) if requeued else ():
-            if job.state == QUEUED and allowed(worker, job.candidate):
-                found[job.seq] = job
+        if requeued:
+            # The top is queued (just cleaned); `nsmallest(1)` would scan the whole heap for it.
+            oldest = [requeued[0]] if wanted == 1 else heapq.nsmallest(wanted, requeued)
+            for _, _, job in oldest:
+                if job.state == QUEUED and allowed(worker, job.candidate):
+                    found[job.seq] = job
         arrivals = self.arrivals[tier]
         while arrivals and arrivals[0].state != QUEUED:
             arrivals.popleft()
