@@ -9,9 +9,9 @@ in one run on one seeded workload.
 - the heaviest batch client's effect on everybody else: the same workload without that
   client's jobs, and the other clients' p95 wait per tier with / without it (goal <= 1.2x);
 - simulation speed: jobs simulated per second of CPU, and wall time for a run at `--speed-scale`
-  times the default fleet (about 1,000,000 jobs at 3x).
+  times the default fleet and traffic (1,006,496 jobs on 130 GPUs at the default 3.25x, seed 1).
 
-Usage: .venv/bin/python bench/scheduling.py [--hours 24] [--seed 1] [--speed-scale 3]
+Usage: .venv/bin/python bench/scheduling.py [--hours 24] [--seed 1] [--speed-scale 3.25]
        [--config FILE] [--json out.json] [--chart out.png] [--skip-speed] [--speed-only]
        [--compiled]
 
@@ -141,7 +141,7 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--hours", type=float, default=None)
     parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--speed-scale", type=float, default=3.0)
+    parser.add_argument("--speed-scale", type=float, default=3.25)
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--speed-only", action="store_true")
     parser.add_argument("--compiled", action="store_true")

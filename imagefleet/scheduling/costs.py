@@ -40,8 +40,24 @@ def setup_parts(
 ) -> tuple[float, float, Affinity]:
     """Estimated (download seconds, load seconds) before `worker` could start generating
     `job`, and how warm it is. Loading covers checkpoint and adapter loads and combo switches."""
-    if job.combo_key in worker.resident_combos:
+    combo = job.combo_key
+    if combo in worker.resident_combos:
         return 0.0, 0.0, Affinity.combo
+    memo = worker.setup_memo
+    if memo is not None:
+        known = memo.get(combo)
+        if known is not None:
+            return known
+    price = _price(worker, job, config)
+    if memo is not None:
+        memo[combo] = price
+    return price
+
+
+def _price(
+    worker: WorkerView, job: Candidate, config: PolicyConfig
+) -> tuple[float, float, Affinity]:
+    """`setup_parts` for a combo that is not the active one: from the models' residency alone."""
     resident = worker.resident_models
     cached = worker.cached_models
     bandwidth = worker.bandwidth_bytes_per_s or config.default_bandwidth_bytes_per_s

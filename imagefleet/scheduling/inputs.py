@@ -13,8 +13,12 @@ claims and the simulator need not rebuild it every time the clock moves.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, MutableMapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from imagefleet.scheduling.costs import Affinity
 
 # One model a job needs: (sha256, size in bytes, role). Role is a `ModelRole` value from the wire
 # contract: "checkpoint", "refiner", "vae", "lora", "embedding", "controlnet".
@@ -23,6 +27,9 @@ ModelNeed = tuple[str, int, str]
 # Roles whose load builds (or swaps) a whole pipeline component rather than patching one in.
 HEAVY_ROLES = frozenset({"checkpoint", "refiner", "controlnet"})
 BASE_ROLES = frozenset({"checkpoint"})
+# A combo's setup on one worker, as `costs.setup_parts` prices it when the combo is not the
+# active one: (download seconds, load seconds, affinity).
+SetupPrice = tuple[float, float, "Affinity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,12 @@ class WorkerView:
     finished a job; `bandwidth_bytes_per_s` its measured download speed, None if unknown (the
     policy then assumes `PolicyConfig.default_bandwidth_bytes_per_s`). `live_nodes` matters only
     for jobs that allow a retry on a node where they already failed.
+
+    `setup_memo`, when given, remembers each combo's setup price on this worker (the policy
+    reads and fills it, keyed by combo key). The caller owns it and must clear it whenever the
+    membership of `resident_models` or `cached_models` changes: the simulator keeps one per
+    node across claims, so a candidate seen again is not priced again. The orchestrator builds
+    a view per claim and passes none.
     """
 
     worker_id: str
@@ -68,6 +81,7 @@ class WorkerView:
     bandwidth_bytes_per_s: float | None = None
     seconds_per_unit: float | None = None
     live_nodes: frozenset[str] = frozenset()
+    setup_memo: MutableMapping[str, SetupPrice] | None = None
 
 
 @dataclass(frozen=True, slots=True)

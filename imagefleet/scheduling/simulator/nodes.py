@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from imagefleet.scheduling.inputs import HEAVY_ROLES, ModelNeed, WorkerView
+from imagefleet.scheduling.inputs import HEAVY_ROLES, ModelNeed, SetupPrice, WorkerView
 from imagefleet.scheduling.simulator.config import GB, MB, FleetConfig, GpuType
 
 
@@ -57,6 +57,7 @@ class SimWorker:
         "provisioned_s",
         "provisioned_since",
         "resident",
+        "setup_memo",
         "slot",
         "view_cache",
         "vram_budget",
@@ -106,6 +107,8 @@ class SimWorker:
         self.expected_free = now
         self.measured = False
         self.view_cache: WorkerView | None = None
+        # Setup prices by combo (`WorkerView.setup_memo`), valid until a model arrives or leaves.
+        self.setup_memo: dict[str, SetupPrice] = {}
 
     def stop(self, now: float) -> None:
         self.alive = False
@@ -136,11 +139,13 @@ class SimWorker:
             cached_models=self.disk,
             bandwidth_bytes_per_s=self.bandwidth,
             seconds_per_unit=self.gpu.seconds_per_unit if self.measured else None,
+            setup_memo=self.setup_memo,
         )
 
     def prefill(self, checkpoints: list[ModelNeed], loras: list[ModelNeed]) -> None:
         """Warm start: these models on disk (least recently used first), and the most recently
         used checkpoints that fit on the GPU."""
+        self.setup_memo.clear()
         for sha256, size, role in [*checkpoints, *loras]:
             self.disk[sha256] = size
             self.disk_used += size
@@ -159,6 +164,7 @@ class SimWorker:
     ) -> tuple[float, float]:
         """Makes `models` resident with `combo` active; returns (download s, load s)."""
         needed = {sha256 for sha256, _, _ in models}
+        arrivals = self.downloads + self.loads + self.adapter_loads
         download_bytes = 0
         disk = self.disk
         for sha256, size, role in models:
@@ -198,6 +204,8 @@ class SimWorker:
                 self.adapter_loads += 1
                 load += fleet.adapter_load_s + size / speed
             self.resident.add(sha256)
+        if self.downloads + self.loads + self.adapter_loads != arrivals:
+            self.setup_memo.clear()  # a model arrived (and others may have left)
         if load == 0.0 and combo not in self.combo:
             load = fleet.combo_switch_s
         self.combo.clear()

@@ -2,15 +2,16 @@
 indexes, done in memory, so that a claim gathers a bounded candidate set (`Selection`) without
 scanning the queue.
 
-Indexes: per tier, a heap on fair tag and the arrival order (plus a heap of requeued jobs, which
-keep their original submit time); per combo and per checkpoint, the arrival order. Claimed jobs
-are left in place and skipped (lazy deletion); a deque is compacted when it holds more dead
-entries than live ones.
+Indexes: per tier, the fair tags in order (`TagOrder`) and the arrival order (plus a heap of
+requeued jobs, which keep their original submit time); per combo and per checkpoint, the arrival
+order. Claimed jobs are left in place and skipped (lazy deletion); a deque is compacted when it
+holds more dead entries than live ones.
 """
 
 from __future__ import annotations
 
 import heapq
+from bisect import insort
 from collections import deque
 from collections.abc import Callable, Iterable
 from itertools import islice
@@ -21,6 +22,8 @@ from imagefleet.scheduling.inputs import Candidate, WorkerView
 QUEUED, RUNNING, DONE = 0, 1, 2
 # A probe looks at most this many entries past the ones it keeps (jobs the worker cannot run).
 SCAN_SLACK = 32
+# Lowest fair-tag entries of a tier kept in a sorted list in front of the tier's heap.
+HEAD_SIZE = 16
 
 
 class SimJob:
@@ -54,10 +57,52 @@ class SimJob:
         self.seq = index
 
 
+FairEntry = tuple[float, int, "SimJob"]
+
+
+class TagOrder:
+    """A tier's jobs by (fair tag, arrival): a heap whose lowest entries are kept apart, sorted,
+    in `head` (every head entry sorts before every heap entry). Every claim reads the tier's
+    fair head; reading a short sorted list costs far less than popping the heap and pushing
+    back. The entries, and the order in which a scan meets them, are the plain heap's."""
+
+    __slots__ = ("head", "rest")
+
+    def __init__(self) -> None:
+        self.head: list[FairEntry] = []
+        self.rest: list[FairEntry] = []
+
+    def push(self, entry: FairEntry) -> None:
+        head = self.head
+        if head and entry < head[-1]:
+            insort(head, entry)
+            if len(head) > HEAD_SIZE:
+                heapq.heappush(self.rest, head.pop())
+        else:
+            heapq.heappush(self.rest, entry)
+
+    def lowest(self) -> FairEntry | None:
+        """The lowest entry of a queued job; entries of claimed jobs met on the way are dropped."""
+        head = self.head
+        while head and head[0][2].state != QUEUED:
+            del head[0]
+        if head:
+            return head[0]
+        rest = self.rest
+        while rest and rest[0][2].state != QUEUED:
+            heapq.heappop(rest)
+        return rest[0] if rest else None
+
+    def trim(self) -> None:
+        head = self.head
+        while len(head) > HEAD_SIZE:
+            heapq.heappush(self.rest, head.pop())
+
+
 class SimQueue:
     def __init__(self, tiers: int, fair_index: bool) -> None:
         self.fair_index = fair_index
-        self.fair: list[list[tuple[float, int, SimJob]]] = [[] for _ in range(tiers)]
+        self.fair = [TagOrder() for _ in range(tiers)]
         self.arrivals: list[deque[SimJob]] = [deque() for _ in range(tiers)]
         self.requeued: list[list[tuple[float, int, SimJob]]] = [[] for _ in range(tiers)]
         self.by_combo: dict[str, deque[SimJob]] = {}
@@ -73,7 +118,7 @@ class SimQueue:
         job.state = QUEUED
         tier = job.tier
         if self.fair_index:
-            heapq.heappush(self.fair[tier], (job.tag, job.seq, job))
+            self.fair[tier].push((job.tag, job.seq, job))
         self.arrivals[tier].append(job)
         self._index(job, append=True)
 
@@ -82,7 +127,7 @@ class SimQueue:
         job.state = QUEUED
         tier = job.tier
         if self.fair_index:
-            heapq.heappush(self.fair[tier], (job.tag, job.seq, job))
+            self.fair[tier].push((job.tag, job.seq, job))
         heapq.heappush(self.requeued[tier], (job.candidate.queued_since, job.seq, job))
         self._index(job, append=False)
 
@@ -127,10 +172,8 @@ class SimQueue:
 
     def lowest_tag(self, tier: int) -> float | None:
         """The lowest fair tag still queued in `tier` (the tier's virtual time)."""
-        heap = self.fair[tier]
-        while heap and heap[0][2].state != QUEUED:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        entry = self.fair[tier].lowest()
+        return entry[0] if entry is not None else None
 
     # --- candidate gathering --------------------------------------------------------------
 
@@ -185,22 +228,29 @@ class SimQueue:
         allowed: Callable[[WorkerView, Candidate], bool],
         found: dict[int, SimJob],
     ) -> None:
-        heap = self.fair[tier]
-        popped: list[tuple[float, int, SimJob]] = []
-        kept = 0
-        while heap and kept < wanted and len(popped) < wanted + SCAN_SLACK:
-            entry = heapq.heappop(heap)
-            job = entry[2]
+        order = self.fair[tier]
+        head = order.head
+        rest = order.rest
+        limit = wanted + SCAN_SLACK
+        kept = live = i = 0
+        while kept < wanted and live < limit:
+            if i == len(head):
+                if not rest:
+                    break
+                head.append(heapq.heappop(rest))
+            job = head[i][2]
             if job.state != QUEUED:
+                del head[i]
                 continue
-            popped.append(entry)
+            i += 1
+            live += 1
             if job.seq in found:
                 kept += 1
             elif allowed(worker, job.candidate):
                 found[job.seq] = job
                 kept += 1
-        for entry in popped:
-            heapq.heappush(heap, entry)
+        if len(head) > HEAD_SIZE:
+            order.trim()
 
     def _oldest(
         self,
@@ -213,9 +263,12 @@ class SimQueue:
         requeued = self.requeued[tier]
         while requeued and requeued[0][2].state != QUEUED:
             heapq.heappop(requeued)
-        for _, _, job in heapq.nsmallest(wanted, requeued) if requeued else ():
-            if job.state == QUEUED and allowed(worker, job.candidate):
-                found[job.seq] = job
+        if requeued:
+            # The top is queued (just cleaned); `nsmallest(1)` would scan the whole heap for it.
+            oldest = [requeued[0]] if wanted == 1 else heapq.nsmallest(wanted, requeued)
+            for _, _, job in oldest:
+                if job.state == QUEUED and allowed(worker, job.candidate):
+                    found[job.seq] = job
         arrivals = self.arrivals[tier]
         while arrivals and arrivals[0].state != QUEUED:
             arrivals.popleft()
