@@ -62,6 +62,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20261201)
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--overhead-repeats", type=int, default=3)
+    parser.add_argument(
+        "--overhead-only",
+        action="store_true",
+        help="Only the checkpoint overhead part (no fleet): one job with and without checkpoints.",
+    )
     return parser.parse_args()
 
 
@@ -291,6 +296,14 @@ def main() -> int:
     args = parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="imagefleet-training-chaos-"))
     try:
+        if args.overhead_only:
+            wall, thread = checkpoint_overhead(args, scratch)
+            print(
+                f"checkpoint overhead ({args.steps} steps, every {args.checkpoint_every}; "
+                f"median of {args.overhead_repeats}): wall {wall:+.1f}%, "
+                f"training-thread CPU {thread:+.1f}%"
+            )
+            return 0
         fleet = run_fleet(args, scratch)
         equal = equal_to_uninterrupted(args, scratch, fleet["interrupted_loras"])
         overhead = checkpoint_overhead(args, scratch)
