@@ -82,13 +82,23 @@ class WorkerClaims(DirectCheckpoints):
         if not limits.kinds:
             return []
         planner = self.claim_policy
+        report = _report(request)
+        if not self._touch_due(request, report, now):
+            # A worker polling an empty queue, its sighting fresh: one read and no write
+            # transaction (on SQLite, 100 idle long-pollers' re-checks held the write lock).
+            with self.db.read() as conn:
+                blocks = node_sql.claim_blocks(conn, request.node_id)
+            if blocks == (None, None, False):
+                return []
         with self.db.write() as conn:
-            self._touch_worker(conn, request, now)
-            quarantined, draining = node_sql.claim_blocks(conn, request.node_id)
-            if quarantined is not None:
-                raise NodeQuarantined(quarantined)
-            if draining is not None:
-                raise WorkerDraining(draining)
+            self._touch_worker(conn, request, report, now)
+            blocks = node_sql.claim_blocks(conn, request.node_id)
+            if blocks.quarantined is not None:
+                raise NodeQuarantined(blocks.quarantined)
+            if blocks.draining is not None:
+                raise WorkerDraining(blocks.draining)
+            if not blocks.anything_queued:
+                return []
             queued = claim_sql.gather(
                 conn,
                 limits,
@@ -268,24 +278,37 @@ class WorkerClaims(DirectCheckpoints):
         on this node has anywhere else to go."""
         return worker_sql.live_nodes(conn, now - 3 * self.settings.lease_seconds)
 
-    def _touch_worker(self, conn: Connection, request: ClaimRequest, now: float) -> None:
+    def _touch_due(self, request: ClaimRequest, report: tuple[str, str], now: float) -> bool:
+        """Whether this claim must record the worker (`_touch_worker` would write)."""
+        last = self._touched.get(request.worker_id)
+        return not (last and last[1] == report[1] and now - last[0] < WORKER_TOUCH_SECONDS)
+
+    def _touch_worker(
+        self, conn: Connection, request: ClaimRequest, report: tuple[str, str], now: float
+    ) -> None:
         """Records the worker's sighting, at most every WORKER_TOUCH_SECONDS per process unless
         its capabilities changed, and what it holds (`worker_state`, the one record of it) when
         that changed: the claim writes nothing when a worker repeats its report, and the upsert
         writes no row when another replica already recorded the same report."""
-        capabilities = request.capabilities.model_dump_json()
-        reported = request.model_dump_json(
-            include={"capabilities", "resident_combos", "resident_models", "cached_models"}
-        )
-        last = self._touched.get(request.worker_id)
-        if last and last[1] == reported and now - last[0] < WORKER_TOUCH_SECONDS:
+        capabilities, reported = report
+        if not self._touch_due(request, report, now):
             return
+        last = self._touched.get(request.worker_id)
         if last is None or last[2] != capabilities or now - last[0] >= WORKER_TOUCH_SECONDS:
             worker_sql.touch_worker(conn, request, now)
         state_sql.record(conn, request, now, WORKER_TOUCH_SECONDS)
         if len(self._touched) > 10_000:  # workers come and go; forget the old ones
             self._touched.clear()
         self._touched[request.worker_id] = (now, reported, capabilities)
+
+
+def _report(request: ClaimRequest) -> tuple[str, str]:
+    """The worker's capabilities and its whole report (what it holds), as compared JSON."""
+    capabilities = request.capabilities.model_dump_json()
+    reported = request.model_dump_json(
+        include={"capabilities", "resident_combos", "resident_models", "cached_models"}
+    )
+    return capabilities, reported
 
 
 def _checkpoint_sha256(job: Candidate) -> str:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, exists, func, insert, select, update
 
-from imagefleet.protocol import AttemptOutcome
-from imagefleet.store.tables import attempts, node_events, nodes, workers
+from imagefleet.protocol import AttemptOutcome, JobStatus
+from imagefleet.store.tables import attempts, jobs, node_events, nodes, workers
 from imagefleet.store.workers import DRAIN_DEFAULT
 
 
@@ -60,9 +61,17 @@ def quarantine_reason(conn: Connection, node_id: str) -> str | None:
     return row.reason if row else None
 
 
-def claim_blocks(conn: Connection, node_id: str) -> tuple[str | None, str | None]:
-    """Why this node may not claim, in one statement: its quarantine reason, and why the
-    autoscaler is draining it (workers.drain_reason by node), each None when it is not."""
+class ClaimBlocks(NamedTuple):
+    """What a claim checks before it looks for work: the node's quarantine reason, why the
+    autoscaler is draining it (None when it is not), and whether any job is queued at all."""
+
+    quarantined: str | None
+    draining: str | None
+    anything_queued: bool
+
+
+def claim_blocks(conn: Connection, node_id: str) -> ClaimBlocks:
+    """The node's ClaimBlocks, in one statement (the queue check is one index seek)."""
     quarantined = (
         select(nodes.c.reason)
         .where(nodes.c.id == node_id, nodes.c.quarantined_at.is_not(None))
@@ -74,8 +83,9 @@ def claim_blocks(conn: Connection, node_id: str) -> tuple[str | None, str | None
         .limit(1)
         .scalar_subquery()
     )
-    row = conn.execute(select(quarantined, draining)).one()
-    return row[0], row[1]
+    queued = exists(select(jobs.c.id).where(jobs.c.status == JobStatus.queued.value))
+    row = conn.execute(select(quarantined, draining, queued)).one()
+    return ClaimBlocks(row[0], row[1], bool(row[2]))
 
 
 def quarantine(conn: Connection, node_id: str, reason: str, now: float) -> bool:
