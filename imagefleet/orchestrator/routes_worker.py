@@ -63,12 +63,13 @@ async def claim(
     profile = WaiterProfile(
         frozenset(capabilities.kinds), capabilities.max_pixels, capabilities.vram_mb
     )
+    woken = False  # a look after a wake-up skips the claim's read-only check: work came
     while True:
         waiter = signal.waiter(profile)
         looks_again = False  # see WorkSignal: an unused wake-up is passed on
         try:
             try:
-                taken = await run_in_threadpool(lifecycle.claim_batch, key, body)
+                taken = await run_in_threadpool(lifecycle.claim_batch, key, body, woken)
             except NodeQuarantined as exc:
                 return ClaimResponse(
                     quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
@@ -83,6 +84,7 @@ async def claim(
             with contextlib.suppress(TimeoutError):
                 safety_net = signal.wait_seconds * random.uniform(1 - POLL_JITTER, 1.0)
                 await asyncio.wait_for(waiter.event.wait(), timeout=min(remaining, safety_net))
+            woken = waiter.event.is_set()
             looks_again = True
         finally:
             signal.release(waiter, pass_on=not looks_again)

@@ -52,6 +52,7 @@ class WorkerClaims(DirectCheckpoints):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._touched: dict[str, tuple[float, str, str]] = {}
+        self._found_nothing: set[str] = set()  # workers whose last claim here got no job
         self.claim_policy = ClaimPolicy(self.settings)
 
     # --- claim ---------------------------------------------------------------------------------
@@ -62,14 +63,17 @@ class WorkerClaims(DirectCheckpoints):
         return taken[0] if taken else None
 
     @retry_conflicts
-    def claim_batch(self, worker_key: ApiKey, request: ClaimRequest) -> list[Assignment]:
+    def claim_batch(
+        self, worker_key: ApiKey, request: ClaimRequest, woken: bool = False
+    ) -> list[Assignment]:
         """Hands the best-ranked queued job to this worker, or nothing when nothing fits (or
         what fits is better left for a busy worker that holds its models). A bounded candidate
         set is gathered by index probes with every hard limit in the SQL (locked with SKIP
         LOCKED), ranked by the policy, and the best taken with a conditional update; a job
         another claimer took first falls through to the next, so two claimers never get the
         same job. With `max_jobs` > 1, up to that many in all: the first, then micro-batch
-        mates (same batch key, oldest first, taken the same way in the same transaction)."""
+        mates (same batch key, oldest first, taken the same way in the same transaction).
+        `woken`: the long poll was woken for new work (the read-only idle check is skipped)."""
         now = self.clock()
         capabilities = request.capabilities
         known_kinds = set(kind_names())
@@ -81,15 +85,35 @@ class WorkerClaims(DirectCheckpoints):
         )
         if not limits.kinds:
             return []
-        planner = self.claim_policy
         report = _report(request)
-        if not self._touch_due(request, report, now):
-            # A worker polling an empty queue, its sighting fresh: one read and no write
-            # transaction (on SQLite, 100 idle long-pollers' re-checks held the write lock).
+        idle = request.worker_id in self._found_nothing and not woken
+        if idle and not self._touch_due(request, report, now):
+            # A worker whose last claim found nothing, its sighting fresh: one read and no
+            # write transaction while the queue stays empty (on SQLite, 100 idle long-pollers'
+            # re-checks held the write lock). A busy or woken worker goes straight to the write.
             with self.db.read() as conn:
                 blocks = node_sql.claim_blocks(conn, request.node_id)
             if blocks == (None, None, False):
                 return []
+        taken = self._claim_written(worker_key, request, limits, report, now)
+        if len(self._found_nothing) > 10_000:  # workers come and go; forget the old ones
+            self._found_nothing.clear()
+        if taken:
+            self._found_nothing.discard(request.worker_id)
+        else:
+            self._found_nothing.add(request.worker_id)
+        return taken
+
+    def _claim_written(
+        self,
+        worker_key: ApiKey,
+        request: ClaimRequest,
+        limits: claim_sql.WorkerLimits,
+        report: tuple[str, str],
+        now: float,
+    ) -> list[Assignment]:
+        """The claim's write transaction (see `claim_batch`)."""
+        planner = self.claim_policy
         with self.db.write() as conn:
             self._touch_worker(conn, request, report, now)
             blocks = node_sql.claim_blocks(conn, request.node_id)
