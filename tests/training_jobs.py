@@ -10,12 +10,31 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from imagefleet.kinds.train_lora import TrainLoraJob, TrainLoraParams
 from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.store.database import Database
 from imagefleet.store.keys import ApiKey
+from imagefleet.store.models import register_model
 from imagefleet.worker_protocol import Assignment, ClaimRequest, WorkerCapabilities
+
+
+@pytest.fixture(name="base_model")
+def base_model_fixture(db: Database) -> None:
+    """`demo`, with a base family (sd15) so that a LoRA can be trained on it."""
+    with db.write() as conn:
+        register_model(
+            conn,
+            name="demo",
+            kind="checkpoint",
+            source="/models/demo",
+            sha256="d" * 64,
+            size_bytes=1,
+            now=1.0,
+            base="sd15",
+        )
 
 
 def png(seed: int, width: int = 48, height: int = 40) -> bytes:

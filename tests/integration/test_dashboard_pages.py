@@ -12,30 +12,16 @@ from fastapi.testclient import TestClient
 
 from imagefleet.config import Settings
 from imagefleet.orchestrator.app import create_app
-from imagefleet.store.database import Database
-from imagefleet.store.models import register_model
 from imagefleet.worker_protocol import HeartbeatRequest
 from tests.conftest import Keys
 from tests.integration.test_dashboard_api import auth, run_one_job
-from tests.training_jobs import claim_training, submit_training
+from tests.training_jobs import (
+    base_model_fixture,  # noqa: F401 (the fixture `base_model`)
+    claim_training,
+    submit_training,
+)
 
 DASHBOARD = {"X-Imagefleet-Dashboard": "1"}
-
-
-@pytest.fixture
-def base_model(db: Database) -> None:
-    """`demo`, with a base family so that a LoRA can be trained on it too."""
-    with db.write() as conn:
-        register_model(
-            conn,
-            name="demo",
-            kind="checkpoint",
-            source="/models/demo",
-            sha256="d" * 64,
-            size_bytes=1234,
-            now=1.0,
-            base="sd15",
-        )
 
 
 def app_client(settings: Settings) -> TestClient:

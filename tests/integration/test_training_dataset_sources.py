@@ -16,12 +16,14 @@ from fastapi.testclient import TestClient
 
 from imagefleet.config import Settings
 from imagefleet.orchestrator.app import create_app
-from imagefleet.store.database import Database
-from imagefleet.store.models import register_model
 from tests.conftest import Keys
 from tests.integration.test_s3_api import s3_env
 from tests.seaweed import SeaweedS3
-from tests.training_jobs import dataset_zip, train_params
+from tests.training_jobs import (
+    base_model_fixture,  # noqa: F401 (the fixture `base_model`)
+    dataset_zip,
+    train_params,
+)
 
 GOOD = dataset_zip()
 ROUTES: dict[str, tuple[int, dict[str, str], bytes]] = {
@@ -54,21 +56,6 @@ def server() -> Iterator[str]:
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
-
-
-@pytest.fixture
-def base_model(db: Database) -> None:
-    with db.write() as conn:
-        register_model(
-            conn,
-            name="demo",
-            kind="checkpoint",
-            source="/models/demo",
-            sha256="d" * 64,
-            size_bytes=1,
-            now=1.0,
-            base="sd15",
-        )
 
 
 def submit(api: TestClient, token: str, dataset: Any, **headers: str) -> Any:

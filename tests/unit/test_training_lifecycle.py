@@ -27,6 +27,7 @@ from imagefleet.worker_protocol import (
 )
 from tests.conftest import Clock, Keys
 from tests.training_jobs import (
+    base_model_fixture,  # noqa: F401 (the fixture `base_model`)
     checkpoint,
     claim_training,
     dataset_zip,
@@ -34,22 +35,6 @@ from tests.training_jobs import (
     submit_training,
     upload,
 )
-
-
-@pytest.fixture
-def base_model(db: Database) -> None:
-    with db.write() as conn:
-        register_model(
-            conn,
-            name="demo",
-            kind="checkpoint",
-            source="/models/demo",
-            sha256="d" * 64,
-            size_bytes=1,
-            now=1.0,
-            base="sd15",
-        )
-
 
 pytestmark = pytest.mark.usefixtures("base_model")
 
