@@ -16,7 +16,8 @@ from imagefleet.orchestrator.transitions import TransitionBase
 from imagefleet.store import inputs as input_sql
 from imagefleet.store.ids import new_id
 from imagefleet.store.keys import ApiKey
-from imagefleet.training.dataset import DATASET_CONTENT_TYPE, DatasetError, summarize_zip
+from imagefleet.training.dataset import DATASET_CONTENT_TYPE, summarize_zip
+from imagefleet.training.dataset_archive import DatasetError
 
 
 class InputTransitions(TransitionBase):

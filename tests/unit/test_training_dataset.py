@@ -11,12 +11,11 @@ import pytest
 from PIL import Image
 
 from imagefleet.training.dataset import (
-    DEFAULT_LIMITS,
-    DatasetError,
     load_instance_images,
     load_zip_dataset,
     to_zip,
 )
+from imagefleet.training.dataset_archive import DEFAULT_LIMITS, DatasetError
 
 
 def _image(

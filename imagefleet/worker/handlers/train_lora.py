@@ -29,11 +29,11 @@ from imagefleet.checkpoint_protocol import StoredCheckpoint
 from imagefleet.kinds.train_lora import LORA_MEDIA_TYPE, TrainLoraParams, instance_input_name
 from imagefleet.protocol import ModelRole
 from imagefleet.training.dataset import (
-    DatasetError,
     DatasetManifest,
     load_instance_images,
     load_zip_dataset,
 )
+from imagefleet.training.dataset_archive import DatasetError
 from imagefleet.training.params import LoraTrainingParams
 from imagefleet.training_protocol import ResumeReport, SkippedCheckpoint
 from imagefleet.worker.handlers.base import InvalidJobInput, JobContext, OutputFile
