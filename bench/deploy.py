@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))  # `tests.*` when run as a script
 
 from typer.testing import CliRunner  # noqa: E402
 
+from imagefleet.api_views import JobView  # noqa: E402
 from imagefleet.cli import app as cli  # noqa: E402
 from imagefleet.client import ImageFleetClient  # noqa: E402
 from imagefleet.config import Settings  # noqa: E402
@@ -35,7 +36,7 @@ from imagefleet.demo_model import save_demo_model  # noqa: E402
 from imagefleet.deployments.client import Deployments  # noqa: E402
 from imagefleet.models.registry import Registration, register  # noqa: E402
 from imagefleet.orchestrator.app import create_app  # noqa: E402
-from imagefleet.protocol import JobStatus, JobView  # noqa: E402
+from imagefleet.protocol import JobStatus  # noqa: E402
 from imagefleet.store.database import Database  # noqa: E402
 from imagefleet.store.keys import create_key  # noqa: E402
 from imagefleet.worker.engines.diffusers_engine import DiffusersEngine  # noqa: E402

@@ -44,8 +44,9 @@ sys.path.insert(0, str(REPO))  # `bench.*` and `tests.harness` when run as a scr
 
 from bench.common.machine import machine_description, utc_date  # noqa: E402
 from bench.overhead import _raise_on_sigterm, prepare_data_dir, stage_seconds, start_stack  # noqa: E402
+from imagefleet.api_views import JobView  # noqa: E402
 from imagefleet.client import ImageFleetClient  # noqa: E402
-from imagefleet.protocol import JobStatus, JobView  # noqa: E402
+from imagefleet.protocol import JobStatus  # noqa: E402
 from imagefleet.scheduling.simulator.config import default_gpus  # noqa: E402
 from tests.harness.processes import run_cli, stop_all  # noqa: E402
 

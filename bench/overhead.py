@@ -33,8 +33,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # `tests.harness` when run as a script
 
+from imagefleet.api_views import JobView  # noqa: E402
 from imagefleet.client import ImageFleetClient  # noqa: E402
-from imagefleet.protocol import JobStatus, JobView  # noqa: E402
+from imagefleet.protocol import JobStatus  # noqa: E402
 from imagefleet.worker.png import encode_png  # noqa: E402
 from tests.harness.fleet import Fleet, create_demo_model, create_key  # noqa: E402
 from tests.harness.orchestrator import OrchestratorProcess  # noqa: E402

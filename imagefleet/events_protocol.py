@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from imagefleet.protocol import JobView
+from imagefleet.api_views import JobView
 
 
 class JobEventType(StrEnum):

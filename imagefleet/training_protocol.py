@@ -10,12 +10,8 @@ from pydantic import (
     Field,
 )
 
-from imagefleet.protocol import (
-    AttemptOutcome,
-    JobStatus,
-    ModelView,
-    Strict,
-)
+from imagefleet.api_views import ModelView
+from imagefleet.protocol import AttemptOutcome, JobStatus, Strict
 
 
 class CheckpointReceipt(BaseModel):

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import typer
 
+from imagefleet.api_views import JobView
 from imagefleet.cli.common import UrlOption, fail
 from imagefleet.cli.connection import KeyOption, connect, talking_to
 from imagefleet.cli.datadir import DataDirOption
 from imagefleet.cli.tables import print_table, when
 from imagefleet.client import ImageFleetClient
-from imagefleet.protocol import JobStatus, JobView
+from imagefleet.protocol import JobStatus
 
 jobs_app = typer.Typer(help="List, inspect, cancel and download your jobs.", no_args_is_help=True)
 JobIdArgument = typer.Argument(..., help="The job id `imagefleet submit` printed.")

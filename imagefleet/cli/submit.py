@@ -9,12 +9,13 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from imagefleet.api_views import JobView
 from imagefleet.cli.common import UrlOption, fail
 from imagefleet.cli.connection import KeyOption, connect, talking_to
 from imagefleet.cli.datadir import DataDirOption
 from imagefleet.cli.jobs import error_line, save_outputs
 from imagefleet.client import ImageFleetClient, JobEvent, JobEventType
-from imagefleet.protocol import SCHEDULER_NAMES, JobStatus, JobView
+from imagefleet.protocol import SCHEDULER_NAMES, JobStatus
 from imagefleet.samplers import SAMPLER_NAMES, Sampler
 
 DEFAULT_WAIT_SECONDS = 600.0

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from imagefleet.api_views import InputView, JobPage, JobView, ModelView
 from imagefleet.client.retry import RetryPolicy, retry_delay
 from imagefleet.client.sse import aparse_events
 from imagefleet.client.sync import (
@@ -19,7 +20,7 @@ from imagefleet.client.sync import (
     _raise_for,
 )
 from imagefleet.events_protocol import JobEvent
-from imagefleet.protocol import InputView, JobPage, JobStatus, JobView, ModelView
+from imagefleet.protocol import JobStatus
 
 
 class AsyncImageFleetClient:

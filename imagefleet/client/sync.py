@@ -12,20 +12,20 @@ from typing import Any
 
 import httpx
 
-from imagefleet.client.retry import RetryPolicy, retry_delay
-from imagefleet.client.sse import parse_events
-from imagefleet.events_protocol import JobEvent
-from imagefleet.kinds.txt2img import Txt2ImgParams
-from imagefleet.protocol import (
+from imagefleet.api_views import (
     AccountView,
     AttemptView,
     InputView,
     JobPage,
-    JobStatus,
     JobView,
     ModelView,
     WebhookDeliveryView,
 )
+from imagefleet.client.retry import RetryPolicy, retry_delay
+from imagefleet.client.sse import parse_events
+from imagefleet.events_protocol import JobEvent
+from imagefleet.kinds.txt2img import Txt2ImgParams
+from imagefleet.protocol import JobStatus
 from imagefleet.scaling.wire import (
     DecisionView,
     FleetUsageView,

@@ -21,12 +21,13 @@ from fastapi import Request
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from imagefleet.api_views import JobView
 from imagefleet.errors import ApiError, InvalidField, JobDidNotSucceed, JobStillRunning
 from imagefleet.images import InvalidImage, inspect_image
 from imagefleet.orchestrator.events import EventBus, wait_for_end
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.routes_client import render_jobs
-from imagefleet.protocol import JobStatus, JobView
+from imagefleet.protocol import JobStatus
 from imagefleet.store.jobs import JobRow
 from imagefleet.store.keys import ApiKey
 

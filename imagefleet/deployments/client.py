@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from imagefleet.api_views import JobView
 from imagefleet.client import ImageFleetClient
 from imagefleet.deployments.package import pack
 from imagefleet.deployments.protocol import DeploymentView, DeployResult
-from imagefleet.protocol import JobView
 
 
 class Deployments:

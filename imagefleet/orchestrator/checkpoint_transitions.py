@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
+from imagefleet.api_views import ModelView
 from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.artifacts.local import LocalArtifactStore
 from imagefleet.artifacts.s3 import S3ArtifactStore
@@ -30,7 +31,7 @@ from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.checkpoint_views import TrainingFacts, training_view
 from imagefleet.orchestrator.views import model_view
 from imagefleet.orchestrator.worker_files import WorkerFiles, output_key
-from imagefleet.protocol import JobStatus, ModelView
+from imagefleet.protocol import JobStatus
 from imagefleet.scaling.pricing import PriceTable
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql

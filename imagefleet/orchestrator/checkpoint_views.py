@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from imagefleet.api_views import ModelView
 from imagefleet.orchestrator.transitions import to_datetime
-from imagefleet.protocol import AttemptOutcome, ModelView
+from imagefleet.protocol import AttemptOutcome
 from imagefleet.scaling.pricing import AttemptRecord, PriceTable, job_cost
 from imagefleet.store.attempts import AttemptRow
 from imagefleet.store.checkpoints import CheckpointRow, PointRow, ResumeRow

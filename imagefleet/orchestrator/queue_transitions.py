@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from imagefleet.api_views import QueueView
 from imagefleet.orchestrator.transitions import TransitionBase
-from imagefleet.protocol import JobStatus, ModelRole, QueueView
+from imagefleet.protocol import JobStatus, ModelRole
 from imagefleet.scheduling.waiting import JobNeeds, Place, SeenWorker, unservable, why_waiting
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql

@@ -6,12 +6,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
+from imagefleet.api_views import ModelView, NodeEventView, NodeView
 from imagefleet.errors import NotFound
 from imagefleet.models.registry import Registration, RegistrationError, register
 from imagefleet.orchestrator.deps import AdminKey, Db, Lifecycle
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute
 from imagefleet.orchestrator.views import model_view, node_event_view, node_view
-from imagefleet.protocol import ModelRegistration, ModelView, NodeEventView, NodeView
+from imagefleet.protocol import ModelRegistration
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=DocumentedRoute)
 

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response
 
+from imagefleet.api_views import (
+    AccountView,
+    AttemptView,
+    JobPage,
+    JobView,
+    ModelView,
+    WebhookDeliveryView,
+)
 from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.deps import ClientKey, Db, Lifecycle
@@ -11,15 +19,7 @@ from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute
 from imagefleet.orchestrator.usage import job_cost_views
 from imagefleet.orchestrator.views import attempt_view, job_view, model_view
-from imagefleet.protocol import (
-    AccountView,
-    AttemptView,
-    JobPage,
-    JobStatus,
-    JobView,
-    ModelView,
-    WebhookDeliveryView,
-)
+from imagefleet.protocol import JobStatus
 from imagefleet.scheduling.waiting import SeenWorker
 from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.job_models import JobModel

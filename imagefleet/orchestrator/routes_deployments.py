@@ -10,6 +10,7 @@ from functools import partial
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from imagefleet.api_views import JobView
 from imagefleet.deployments.protocol import (
     AliasView,
     DeploymentView,
@@ -31,7 +32,6 @@ from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
 from imagefleet.orchestrator.routes_client import render_jobs
 from imagefleet.orchestrator.transitions import to_datetime
-from imagefleet.protocol import JobView
 from imagefleet.store import deployments as sql
 from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.database import WorkHint

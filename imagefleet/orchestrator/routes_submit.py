@@ -11,13 +11,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from imagefleet.api_views import InputView, JobView
 from imagefleet.errors import InvalidField, PayloadTooLarge, UnsupportedMediaType
 from imagefleet.images import EXTENSIONS
 from imagefleet.orchestrator.deps import ClientKey, Lifecycle, Signal
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, ErrorBody, error_responses
 from imagefleet.orchestrator.routes_client import render_jobs
 from imagefleet.orchestrator.views import input_view
-from imagefleet.protocol import InputView, JobView
 from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.database import WorkHint
 from imagefleet.store.job_models import JobModel

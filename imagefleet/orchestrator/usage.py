@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import UTC, date, datetime
 
+from imagefleet.api_views import JobCostView
 from imagefleet.orchestrator.transitions import to_datetime
-from imagefleet.protocol import JobCostView
 from imagefleet.scaling.pricing import (
     PriceTable,
     attempt_cost,

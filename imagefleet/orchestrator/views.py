@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from imagefleet.orchestrator.transitions import to_datetime
-from imagefleet.protocol import (
+from imagefleet.api_views import (
     AttemptView,
     InputView,
     JobError,
     JobModelView,
-    JobStatus,
     JobView,
     ModelView,
     NodeEventView,
@@ -20,6 +18,8 @@ from imagefleet.protocol import (
     QueueView,
     Timings,
 )
+from imagefleet.orchestrator.transitions import to_datetime
+from imagefleet.protocol import JobStatus
 from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.attempts import AttemptRow
 from imagefleet.store.inputs import InputRow

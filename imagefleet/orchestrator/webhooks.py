@@ -20,8 +20,8 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from imagefleet import netguard, webhook_signing
+from imagefleet.api_views import WebhookDeliveryView
 from imagefleet.config import Settings
-from imagefleet.protocol import WebhookDeliveryView
 from imagefleet.store import webhooks as webhook_sql
 from imagefleet.store.database import Database
 from imagefleet.store.jobs import JobRow

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
+from imagefleet.api_views import AttemptView, JobView
 from imagefleet.client import ImageFleetClient
-from imagefleet.protocol import AttemptView, JobView
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store.database import Database
 from tests.harness import fleet as harness

@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
+from imagefleet.api_views import JobView
 from imagefleet.client import ApiError
-from imagefleet.protocol import JobStatus, JobView
+from imagefleet.protocol import JobStatus
 from imagefleet.worker.png import read_parameters
 from tests.e2e.conftest import Fleet, FleetFactory
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from imagefleet.protocol import SCHEDULER_NAMES, JobStatus, JobView
+from imagefleet.api_views import JobView
+from imagefleet.protocol import SCHEDULER_NAMES, JobStatus
 from imagefleet.worker.png import read_parameters
 from tests.e2e.conftest import Fleet
 

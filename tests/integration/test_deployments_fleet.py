@@ -19,13 +19,14 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from imagefleet.api_views import JobView
 from imagefleet.cli import app as cli
 from imagefleet.client import ImageFleetClient
 from imagefleet.config import Settings
 from imagefleet.deployments.client import Deployments
 from imagefleet.models.registry import Registration, register
 from imagefleet.orchestrator.app import create_app
-from imagefleet.protocol import JobStatus, JobView
+from imagefleet.protocol import JobStatus
 from imagefleet.store.database import Database
 from imagefleet.store.keys import create_key
 from imagefleet.worker.engines.diffusers_engine import DiffusersEngine
