@@ -51,7 +51,10 @@ class ClaimRequest(Strict):
         default_factory=list, max_length=4096, description="sha256s on disk"
     )
     wait_seconds: float = Field(
-        0.0, ge=0.0, le=300.0, description="Long-poll bound (server caps it)."
+        0.0,
+        ge=0.0,
+        le=300.0,
+        description="Long-poll bound (the server caps it and ends it up to 25% early, at random).",
     )
     pool: str | None = Field(
         None,
