@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
-from imagefleet.errors import InvalidField, StaleAttempt
+from imagefleet.errors import InvalidField, NotFound, StaleAttempt
 from imagefleet.orchestrator import events
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.orchestrator.worker_files import StoredFile
@@ -81,16 +81,23 @@ class WorkerBatches(WorkerTransitions):
         self, worker_key: ApiKey, attempt_id: str, request: InlineCompleteRequest
     ) -> AttemptResult:
         """Stores the outputs sent in the request, then completes the attempt exactly as
-        `complete` does, recording the files in the completing transaction: one request and
-        two transactions (the ownership read that keeps a stale attempt from storing
-        anything, and the completion) instead of an upload per output plus a complete."""
-        try:
-            job = await run_in_threadpool(self.check_current, worker_key, attempt_id)
-        except StaleAttempt:
-            # A repeat of a completion that succeeded gets the same answer; any other 409.
-            return await run_in_threadpool(
-                self._complete_stored, worker_key, attempt_id, _plain(request), []
-            )
+        `complete` does, recording the files in the completing transaction: one request
+        instead of an upload per output plus a complete.
+
+        The files are named after the job, so it must be known first. For an attempt this
+        replica handed out (`claimed_here`, the common case) it is, and the completion is one
+        transaction: a stale attempt's files are stored, then deleted when the completion
+        refuses it. Otherwise an ownership read comes first, which keeps a stale attempt from
+        storing anything."""
+        job = self.claimed_here(worker_key, attempt_id)
+        if job is None:
+            try:
+                job = await run_in_threadpool(self.check_current, worker_key, attempt_id)
+            except StaleAttempt:
+                # A repeat of a completion that succeeded gets the same answer; any other 409.
+                return await run_in_threadpool(
+                    self._complete_stored, worker_key, attempt_id, _plain(request), []
+                )
         store = self._file_store()
         stored = []
         for position, output in enumerate(request.outputs):
@@ -105,9 +112,14 @@ class WorkerBatches(WorkerTransitions):
                 key, _one_chunk(data), self.settings.max_upload_bytes
             )
             stored.append(StoredFile(output.index, key, size, sha256, output.content_type))
-        return await run_in_threadpool(
-            self._complete_stored, worker_key, attempt_id, _plain(request), stored, job
-        )
+        try:
+            return await run_in_threadpool(
+                self._complete_stored, worker_key, attempt_id, _plain(request), stored, job
+            )
+        except (StaleAttempt, NotFound):
+            # Nothing refers to them: the refused completion recorded nothing.
+            await run_in_threadpool(self._delete_files, [file.key for file in stored])
+            raise
 
 
 def _plain(request: InlineCompleteRequest) -> CompleteRequest:

@@ -40,6 +40,8 @@ from imagefleet.worker_protocol import (
     UploadTarget,
 )
 
+# Attempts whose claim a replica remembers for their completion (`claimed_here`), newest.
+CLAIMED_REMEMBERED = 10_000
 # A worker's row is rewritten at most this often (every claim would be a write per long poll).
 WORKER_TOUCH_SECONDS = 10.0
 
@@ -53,6 +55,8 @@ class WorkerClaims(DirectCheckpoints):
         super().__init__(*args, **kwargs)
         self._touched: dict[str, tuple[float, str, str]] = {}
         self._found_nothing: set[str] = set()  # workers whose last claim here got no job
+        # attempt id -> (worker key id, its job as claimed): see `claimed_here`.
+        self._claimed: dict[str, tuple[str, job_sql.JobRow]] = {}
         self.claim_policy = ClaimPolicy(self.settings)
 
     # --- claim ---------------------------------------------------------------------------------
@@ -194,6 +198,9 @@ class WorkerClaims(DirectCheckpoints):
         )
         events.running(conn, row, now)
         webhooks.emit(conn, row, "running", now)
+        if len(self._claimed) >= CLAIMED_REMEMBERED:
+            self._claimed.pop(next(iter(self._claimed)), None)  # the oldest
+        self._claimed[attempt_id] = (worker_key.id, row)
         combo = job_model_sql.combos(conn, [row.id])[row.id]
         inputs = input_sql.job_input_rows(conn, row.id)
         assignment = self._assignment(row, attempt_id, expires, combo, inputs)
@@ -238,6 +245,19 @@ class WorkerClaims(DirectCheckpoints):
             if got is not None:
                 taken.append(got[1])
         return taken
+
+    def claimed_here(self, worker_key: ApiKey, attempt_id: str) -> job_sql.JobRow | None:
+        """The job of an attempt this replica handed out, as it was claimed (what a completion
+        needs to name its files: id, kind, params; none of it changes while the job runs),
+        once: the entry is forgotten. A hint, never proof of ownership: the completing
+        transaction checks that the attempt still holds the job (an entry left by a claim
+        whose transaction rolled back names an attempt that never existed, and is refused
+        there). None for an attempt claimed on another replica, before a restart, or by
+        another key."""
+        found = self._claimed.pop(attempt_id, None)
+        if found is None or found[0] != worker_key.id:
+            return None
+        return found[1]
 
     def _assignment(
         self,

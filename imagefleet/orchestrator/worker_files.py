@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
@@ -148,13 +149,19 @@ class WorkerFiles(TransitionBase):
     def _record(
         self, conn: Connection, job_id: str, attempt_id: str, upload: StoredFile, content_type: str
     ) -> None:
-        artifact_sql.record_artifact(
-            conn,
+        values = self._artifact_values(job_id, attempt_id, upload, content_type)
+        artifact_sql.record_artifact(conn, **values)
+
+    def _artifact_values(
+        self, job_id: str, attempt_id: str, upload: StoredFile, default_type: str
+    ) -> dict[str, Any]:
+        """The artifacts row of a stored file (its own content type, else `default_type`)."""
+        return dict(
             key=upload.key,
             job_id=job_id,
             attempt_id=attempt_id,
             idx=upload.index,
-            content_type=content_type,
+            content_type=upload.content_type or default_type,
             size_bytes=upload.size,
             sha256=upload.sha256,
             created_at=self.clock(),

@@ -107,6 +107,7 @@ class WorkerTransitions(WorkerClaims):
         """Completes with the files already in the store (`stored`), staging a trained model
         first and deleting the checkpoints the completion made obsolete after it. `job` is the
         attempt's job when the caller has just read it."""
+        self._claimed.pop(attempt_id, None)  # completed one way or another: no hint any more
         staged = self._stage_result(worker_key, attempt_id, job)
         result, doomed = self._complete(worker_key, attempt_id, request, stored, staged)
         self._delete_files(doomed)
@@ -129,28 +130,7 @@ class WorkerTransitions(WorkerClaims):
                 return AttemptResult(job_id=row.id, job_status=row.status), []
             if row.current_attempt_id != attempt_id:
                 raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
-            spec = self._output_spec(row)
-            for upload in direct:
-                self._record(
-                    conn, row.id, attempt_id, upload, upload.content_type or spec.media_types[0]
-                )
-            expected = spec.count
-            indexes = sorted(output.index for output in request.outputs)
-            uploaded = {a.idx for a in artifact_sql.attempt_artifacts(conn, attempt_id)}
-            if indexes != list(range(expected)) or not set(indexes) <= uploaded:
-                raise InvalidField(
-                    ("body", "outputs"),
-                    f"expected outputs 0..{expected - 1}, each uploaded first; got {indexes}, "
-                    f"uploaded {sorted(uploaded)}",
-                )
-            artifact_sql.accept_artifacts(
-                conn,
-                attempt_id,
-                {
-                    o.index: {"seed": o.seed, "width": o.width, "height": o.height}
-                    for o in request.outputs
-                },
-            )
+            self._accept_outputs(conn, row, attempt_id, request, direct)
             if not job_sql.finish_job(
                 conn,
                 attempt_id,
@@ -163,6 +143,47 @@ class WorkerTransitions(WorkerClaims):
             doomed = self._finish_training(conn, row, staged, now)
             self._emit_final(conn, row, "succeeded", now)
         return AttemptResult(job_id=row.id, job_status=JobStatus.succeeded), doomed
+
+    def _accept_outputs(
+        self,
+        conn: Connection,
+        row: job_sql.JobRow,
+        attempt_id: str,
+        request: CompleteRequest,
+        direct: list[StoredFile],
+    ) -> None:
+        """Records the files sent with the completion and accepts every output the request
+        lists, or raises InvalidField when they are not exactly the job's outputs, each stored.
+
+        When the request itself carried every output (complete-inline, the common case), they
+        are written accepted, with their metadata, in one statement: nothing stored earlier has
+        to be read or updated. Otherwise earlier uploads are checked and accepted one by one."""
+        spec = self._output_spec(row)
+        expected = list(range(spec.count))
+        indexes = sorted(output.index for output in request.outputs)
+        meta = {
+            o.index: {"seed": o.seed, "width": o.width, "height": o.height} for o in request.outputs
+        }
+        if indexes == expected and sorted(upload.index for upload in direct) == expected:
+            files = [
+                self._artifact_values(row.id, attempt_id, upload, spec.media_types[0])
+                | meta[upload.index]
+                for upload in direct
+            ]
+            artifact_sql.record_accepted(conn, files)
+            return
+        for upload in direct:
+            self._record(
+                conn, row.id, attempt_id, upload, upload.content_type or spec.media_types[0]
+            )
+        uploaded = {a.idx for a in artifact_sql.attempt_artifacts(conn, attempt_id)}
+        if indexes != expected or not set(indexes) <= uploaded:
+            raise InvalidField(
+                ("body", "outputs"),
+                f"expected outputs 0..{spec.count - 1}, each uploaded first; got {indexes}, "
+                f"uploaded {sorted(uploaded)}",
+            )
+        artifact_sql.accept_artifacts(conn, attempt_id, meta)
 
     @retry_conflicts
     def fail(self, worker_key: ApiKey, attempt_id: str, request: FailRequest) -> AttemptResult:

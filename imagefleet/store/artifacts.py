@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from imagefleet.store.tables import artifacts
 
@@ -32,6 +34,16 @@ def record_artifact(conn: Connection, **values: Any) -> None:
     """Records an uploaded file; a re-upload of the same index by the same attempt replaces it."""
     conn.execute(artifacts.delete().where(artifacts.c.key == values["key"]))
     conn.execute(insert(artifacts).values(accepted=False, **values))
+
+
+def record_accepted(conn: Connection, files: list[dict[str, Any]]) -> None:
+    """Records files sent with the completion itself, already accepted and with their
+    metadata, in one statement; a file the attempt uploaded earlier under the same key is
+    replaced. Only for the completing transaction, which makes the job succeed with them."""
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    statement = dialect_insert(artifacts).values([{**f, "accepted": True} for f in files])
+    replace = {name: statement.excluded[name] for name in (*files[0], "accepted") if name != "key"}
+    conn.execute(statement.on_conflict_do_update(index_elements=[artifacts.c.key], set_=replace))
 
 
 def attempt_artifacts(conn: Connection, attempt_id: str) -> list[ArtifactRow]:

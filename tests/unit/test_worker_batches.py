@@ -156,3 +156,34 @@ def test_an_inline_complete_from_another_key_or_with_bad_data_stores_nothing(
     assert api.post(path, json=body, headers=mine).status_code == 422
     auth = {"Authorization": f"Bearer {keys.alice_token}"}
     assert api.get(f"/v1/jobs/{job_id}", headers=auth).json()["status"] == "running"
+
+
+def test_an_inline_complete_of_a_job_cancelled_since_its_claim_answers_409_and_keeps_no_file(
+    api: TestClient, keys: Keys, settings: Settings
+) -> None:
+    # Claimed on this replica, so the completion names its files from the claim and stores
+    # them before its transaction finds the attempt stale: it must delete them again.
+    worker = _client(api, keys.worker_token)
+    ((job_id, attempt),) = _claimed(api, keys, worker, 1)
+    auth = {"Authorization": f"Bearer {keys.alice_token}"}
+    assert api.post(f"/v1/jobs/{job_id}/cancel", headers=auth).status_code == 200
+    path = f"/v1/worker/attempts/{attempt}/complete-inline"
+    mine = {"Authorization": f"Bearer {keys.worker_token}"}
+    answer = api.post(path, json=_inline().model_dump(mode="json"), headers=mine)
+    assert answer.status_code == 409 and "cancelled" in answer.json()["detail"]
+    assert api.get(f"/v1/jobs/{job_id}", headers=auth).json()["status"] == "cancelled"
+    assert [p for p in settings.data_dir.rglob("*") if attempt in str(p) and p.is_file()] == []
+
+
+def test_an_attempt_claimed_on_one_replica_completes_inline_on_another(
+    api: TestClient, keys: Keys, settings: Settings
+) -> None:
+    worker = _client(api, keys.worker_token)
+    ((job_id, attempt),) = _claimed(api, keys, worker, 1)
+    with TestClient(create_app(settings, run_duties=False)) as other_replica:
+        result = _client(other_replica, keys.worker_token).complete_inline(attempt, _inline())
+    assert result.job_status is JobStatus.succeeded
+    auth = {"Authorization": f"Bearer {keys.alice_token}"}
+    assert api.get(f"/v1/jobs/{job_id}/outputs/0", headers=auth).content == TINY_PNG
+    # The replica that claimed it still remembers the claim: its hint must not store again.
+    assert worker.complete_inline(attempt, _inline()) == result
