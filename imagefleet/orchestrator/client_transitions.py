@@ -16,7 +16,7 @@ from imagefleet.kinds import KindSpec, Limits, Requirements, combo_key, get_kind
 from imagefleet.kinds.base import InputInfo
 from imagefleet.models.resolve import resolve_models
 from imagefleet.orchestrator import events, webhooks
-from imagefleet.orchestrator.queue_transitions import QueueTransitions
+from imagefleet.orchestrator.queue_transitions import AHEAD_CAP, QueueTransitions
 from imagefleet.protocol import AttemptOutcome, JobStatus, ModelRole
 from imagefleet.scheduling.waiting import SeenWorker
 from imagefleet.store import artifacts as artifact_sql
@@ -25,6 +25,7 @@ from imagefleet.store import idempotency
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
+from imagefleet.store import queue_position as position_sql
 from imagefleet.store import webhooks as webhook_sql
 from imagefleet.store.database import retry_conflicts
 from imagefleet.store.ids import new_id, plausible_id
@@ -58,13 +59,14 @@ class Cursor:
 
 class Submitted(NamedTuple):
     """What a submit gives the API: the job as stored; whether it replayed an earlier submit
-    (an idempotency key), and for a new job its resolved combo and the workers seen at submit,
-    so its answer is built without reading either again."""
+    (an idempotency key), and for a new job its resolved combo, the workers seen at submit and
+    its place in the queue, so its answer is built without reading any of them again."""
 
     row: job_sql.JobRow
     replayed: bool
     combo: list[job_model_sql.JobModel] | None = None
     seen: list[SeenWorker] | None = None
+    ahead: tuple[int, int] | None = None  # queued jobs ahead of it: everyone's, its owner's
 
 
 class ClientTransitions(QueueTransitions):
@@ -112,18 +114,19 @@ class ClientTransitions(QueueTransitions):
             params = spec.admit(submitted, self._limits(), named_inputs.infos)
             needs = spec.requirements(params)
             combo = resolve_models(conn, needs.models)
-            self._check_quota(conn, owner)
+            priority = self.settings.tier_priority.get(owner.tier, 0)
+            ahead = self._admit(conn, owner, priority, now)
             checkpoint = next(
                 (item.model for item in combo if item.role is ModelRole.checkpoint), None
             )
-            job_sql.insert_job(
+            row = job_sql.insert_job(
                 conn,
                 id=job_id,
                 owner_key_id=owner.id,
                 tier=owner.tier,
                 kind=spec.name,
                 status=JobStatus.queued.value,
-                priority=self.settings.tier_priority.get(owner.tier, 0),
+                priority=priority,
                 params=params.model_dump(mode="json"),
                 model_id=checkpoint.id if checkpoint else None,
                 pixels=needs.pixels,
@@ -144,11 +147,9 @@ class ClientTransitions(QueueTransitions):
                 idempotency.remember_idempotent(
                     conn, owner.id, idempotency_key, request_hash, job_id, now
                 )
-            row = job_sql.get_job(conn, job_id)
-            assert row is not None
             row, seen = self.warn_if_unservable(conn, row, combo)
             events.queued(conn, row, now)
-        return Submitted(row, False, combo, seen)
+        return Submitted(row, False, combo, seen, ahead)
 
     def _replay(
         self, conn: Connection, owner: ApiKey, key: str, request_hash: str, now: float
@@ -184,14 +185,17 @@ class ClientTransitions(QueueTransitions):
             ids[need.name] = row.id
         return _NamedInputs(infos, ids)
 
-    def _check_quota(self, conn: Connection, owner: ApiKey) -> None:
+    def _admit(self, conn: Connection, owner: ApiKey, priority: int, now: float) -> tuple[int, int]:
+        """Refuses a job over the key's queued-jobs limit; otherwise returns the new job's place
+        (queued jobs ahead: everyone's, the owner's), counted in the same statement."""
         limit = self.settings.max_queued_per_key
-        queued = job_sql.count_queued(conn, owner.id, up_to=limit)
+        *ahead, queued = position_sql.admission(conn, owner.id, priority, now, AHEAD_CAP, limit)
         if queued >= limit:
             raise QuotaExceeded(
                 f"this key already has {limit} queued jobs (the limit); wait for some to start",
                 retry_after=5.0,
             )
+        return ahead[0], ahead[1]
 
     def _max_attempts(self, spec: KindSpec) -> int:
         configured = self.settings.max_attempts_per_kind.get(spec.name)

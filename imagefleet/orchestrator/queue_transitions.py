@@ -33,18 +33,24 @@ class QueueTransitions(TransitionBase):
         row: job_sql.JobRow,
         combo: list[job_model_sql.JobModel] | None = None,
         workers: list[SeenWorker] | None = None,
+        ahead: tuple[int, int] | None = None,
     ) -> QueueView | None:
         """Why a queued job waits and where it stands; None for a job that is not queued.
-        `combo` and `workers` (the job's models, the workers seen), when the caller has just
-        read them, are not read again (`why_waiting` counts only the live ones)."""
+        `combo`, `workers` and `ahead` (the job's models, the workers seen, the jobs ahead of
+        it), when the caller has just read them, are not read again (`why_waiting` counts only
+        the live workers): a submit's answer reads nothing."""
         if row.status is not JobStatus.queued:
             return None
         now = self.clock()
-        with self.db.read() as conn:
-            needs = self._needs(conn, row, combo)
-            if workers is None:
-                workers = self._seen(conn, now)
-            count, own = position_sql.ahead(conn, row, AHEAD_CAP)
+        if combo is None or workers is None or ahead is None:
+            with self.db.read() as conn:
+                needs = self._needs(conn, row, combo)
+                if workers is None:
+                    workers = self._seen(conn, now)
+                count, own = ahead or position_sql.ahead(conn, row, AHEAD_CAP)
+        else:
+            needs = self._needs(None, row, combo)
+            count, own = ahead
         place = Place(
             ahead=count,
             ahead_own=own,
@@ -115,11 +121,14 @@ class QueueTransitions(TransitionBase):
 
     def _needs(
         self,
-        conn: Connection,
+        conn: Connection | None,
         row: job_sql.JobRow,
         combo: list[job_model_sql.JobModel] | None = None,
     ) -> JobNeeds:
+        """What the job needs of a worker; its combo is read unless given (`conn` may then be
+        None)."""
         if combo is None:
+            assert conn is not None, "a job's needs without its combo need a connection"
             combo = job_model_sql.combos(conn, [row.id])[row.id]
         checkpoint = next((item for item in combo if item.role is ModelRole.checkpoint), None)
         return JobNeeds(
@@ -133,7 +142,6 @@ class QueueTransitions(TransitionBase):
     def _seen(self, conn: Connection, now: float, *, live_only: bool = True) -> list[SeenWorker]:
         live_since = now - 3 * self.settings.lease_seconds
         since = live_since if live_only else now - self._window
-        busy = {b.worker_id for b in state_sql.busy_workers(conn)}
         return [
             SeenWorker(
                 worker_id=state.worker_id,
@@ -143,8 +151,8 @@ class QueueTransitions(TransitionBase):
                 resident_models=state.resident_models,
                 cached_models=state.cached_models,
                 # A worker running a long job does not claim meanwhile, yet it is there.
-                live=state.updated_at >= live_since or state.worker_id in busy,
-                busy=state.worker_id in busy,
+                live=state.updated_at >= live_since or busy,
+                busy=busy,
             )
-            for state in state_sql.seen_since(conn, since)
+            for state, busy in state_sql.seen_and_busy(conn, since)
         ]

@@ -36,11 +36,12 @@ def render_jobs(
     *,
     explain: bool = False,
     seen: list[SeenWorker] | None = None,
+    ahead: tuple[int, int] | None = None,
 ) -> list[JobView]:
     """Job rows as the API shows them: with accepted outputs (download URLs) and combos,
     read unless the caller already has them (`details`, as `JobLifecycle.details` returns),
-    and with `explain` (one job read on its own) why a queued job waits (with `seen`, the
-    workers a submit just read)."""
+    and with `explain` (one job read on its own) why a queued job waits (with `seen` and
+    `ahead`, the workers and the queue position a submit just read)."""
     lifecycle: JobLifecycle = request.app.state.lifecycle
     store: ArtifactStore = request.app.state.artifacts
     outputs, combos = details if details is not None else lifecycle.details(rows)
@@ -68,7 +69,7 @@ def render_jobs(
             outputs[row.id],
             url,
             combos[row.id],
-            lifecycle.queue_view(row, combos[row.id], seen) if explain else None,
+            lifecycle.queue_view(row, combos[row.id], seen, ahead) if explain else None,
         ).model_copy(update={"cost": costs.get(row.id)})
         for row in rows
     ]

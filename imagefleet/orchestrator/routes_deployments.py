@@ -166,7 +166,15 @@ async def run_deployment(
     signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
     details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]]
     details = ({row.id: []}, {row.id: combo or []})
-    render = partial(render_jobs, request, [row], details, explain=True, seen=submitted.seen)
+    render = partial(
+        render_jobs,
+        request,
+        [row],
+        details,
+        explain=True,
+        seen=submitted.seen,
+        ahead=submitted.ahead,
+    )
     return (await run_in_threadpool(render))[0]
 
 

@@ -80,7 +80,15 @@ def submit_router(job_type: Any) -> APIRouter:
         # A new job has no outputs yet and its combo is the one just resolved: not read again.
         details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]]
         details = ({row.id: []}, {row.id: combo})
-        render = partial(render_jobs, request, [row], details, explain=True, seen=submitted.seen)
+        render = partial(
+            render_jobs,
+            request,
+            [row],
+            details,
+            explain=True,
+            seen=submitted.seen,
+            ahead=submitted.ahead,
+        )
         return (await run_in_threadpool(render))[0]
 
     @router.post(

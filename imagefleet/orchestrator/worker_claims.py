@@ -202,7 +202,7 @@ class WorkerClaims(DirectCheckpoints):
             self._claimed.pop(next(iter(self._claimed)), None)  # the oldest
         self._claimed[attempt_id] = (worker_key.id, row)
         combo = job_model_sql.combos(conn, [row.id])[row.id]
-        inputs = input_sql.job_input_rows(conn, row.id)
+        inputs = input_sql.job_input_rows(conn, row.id) if _names_inputs(row) else {}
         assignment = self._assignment(row, attempt_id, expires, combo, inputs)
         assignment.checkpoints = self._resume_points(conn, row, attempt_id)
         return row, assignment
@@ -353,6 +353,13 @@ def _report(request: ClaimRequest) -> tuple[str, str]:
         include={"capabilities", "resident_combos", "resident_models", "cached_models"}
     )
     return capabilities, reported
+
+
+def _names_inputs(row: job_sql.JobRow) -> bool:
+    """Whether the job's params name uploaded inputs (as its kind's requirements list them, the
+    same that linked them at submit): a txt2img claim then skips the inputs read."""
+    spec = get_kind(row.kind)
+    return bool(spec.requirements(spec.parse(row.params)).inputs)
 
 
 def _checkpoint_sha256(job: Candidate) -> str:

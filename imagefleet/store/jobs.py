@@ -75,10 +75,13 @@ class JobRow:
     warned_at: float | None = None
 
 
-def insert_job(conn: Connection, **values: Any) -> None:
+def insert_job(conn: Connection, **values: Any) -> JobRow:
+    """Queues a new job; returns it as stored (RETURNING: no second read)."""
     values["params"] = json.dumps(values["params"])
-    conn.execute(insert(jobs).values(progress_step=0, progress_total=0, attempts=0, **values))
+    statement = insert(jobs).values(progress_step=0, progress_total=0, attempts=0, **values)
+    row = conn.execute(statement.returning(*jobs.c)).mappings().one()
     notify_work(conn, WorkHint(values["kind"], values["pixels"], values.get("required_vram_mb")))
+    return _to_job(row)
 
 
 def get_job(conn: Connection, job_id: str) -> JobRow | None:

@@ -4,7 +4,7 @@ bounded index scans (they stop at a cap), so reading a job costs the same with a
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, ScalarSelect, Subquery, and_, func, or_, select, update
 
 from imagefleet.protocol import FailureCode, JobStatus
 from imagefleet.store.jobs import JobRow
@@ -16,24 +16,47 @@ QUEUED = JobStatus.queued.value
 def ahead(conn: Connection, row: JobRow, cap: int) -> tuple[int, int]:
     """Queued jobs ranked ahead of `row` by priority then age (all owners, and its owner's own),
     each counted up to `cap` (through ix_jobs_queue and ix_jobs_queued_owner)."""
+    everyone, own = _ahead(row.owner_key_id, row.priority, row.created_at, cap)
+    counted = conn.execute(select(_count(everyone), _count(own))).one()  # both in one statement
+    return int(counted[0]), int(counted[1])
+
+
+def admission(
+    conn: Connection, owner_key_id: str, priority: int, now: float, cap: int, quota: int
+) -> tuple[int, int, int]:
+    """For a job about to be queued at `now`: the queued jobs that will be ahead of it (all
+    owners', its owner's own), each up to `cap`, and its owner's queued jobs up to `quota` (the
+    queued-jobs limit), in one statement of bounded index scans."""
+    everyone, own = _ahead(owner_key_id, priority, now, cap)
+    queued = (
+        select(jobs.c.id)
+        .where(jobs.c.owner_key_id == owner_key_id, jobs.c.status == QUEUED)
+        .limit(quota)
+        .subquery()
+    )
+    counted = conn.execute(select(_count(everyone), _count(own), _count(queued))).one()
+    return int(counted[0]), int(counted[1]), int(counted[2])
+
+
+def _ahead(
+    owner_key_id: str, priority: int, created_at: float, cap: int
+) -> tuple[Subquery, Subquery]:
     before = or_(
-        jobs.c.priority > row.priority,
-        and_(jobs.c.priority == row.priority, jobs.c.created_at < row.created_at),
+        jobs.c.priority > priority,
+        and_(jobs.c.priority == priority, jobs.c.created_at < created_at),
     )
     everyone = select(jobs.c.id).where(jobs.c.status == QUEUED, before).limit(cap).subquery()
     own = (
         select(jobs.c.id)
-        .where(jobs.c.status == QUEUED, jobs.c.owner_key_id == row.owner_key_id, before)
+        .where(jobs.c.status == QUEUED, jobs.c.owner_key_id == owner_key_id, before)
         .limit(cap)
         .subquery()
     )
-    counted = conn.execute(
-        select(
-            select(func.count()).select_from(everyone).scalar_subquery(),
-            select(func.count()).select_from(own).scalar_subquery(),
-        )
-    ).one()  # both counts in one statement
-    return int(counted[0]), int(counted[1])
+    return everyone, own
+
+
+def _count(rows: Subquery) -> ScalarSelect[int]:
+    return select(func.count()).select_from(rows).scalar_subquery()
 
 
 def warn(conn: Connection, job_id: str, reason: str, now: float) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -91,23 +92,42 @@ def record(conn: Connection, request: ClaimRequest, now: float, fresh_for: float
 def seen_since(conn: Connection, since: float) -> list[WorkerState]:
     """Workers that reported since `since` (an index range on updated_at)."""
     rows = conn.execute(select(worker_state).where(worker_state.c.updated_at >= since)).all()
-    return [
-        WorkerState(
-            worker_id=r.worker_id,
-            node_id=r.node_id,
-            gpu_name=r.gpu_name,
-            vram_mb=r.vram_mb,
-            max_pixels=r.max_pixels,
-            kinds=frozenset(json.loads(r.kinds)),
-            resident_combos=frozenset(json.loads(r.resident_combos)),
-            resident_models=frozenset(json.loads(r.resident_models)),
-            cached_models=frozenset(json.loads(r.cached_models)),
-            free_disk_bytes=r.free_disk_bytes,
-            download_bytes_per_s=r.download_bytes_per_s,
-            updated_at=r.updated_at,
-        )
-        for r in rows
-    ]
+    return [_state(r) for r in rows]
+
+
+def seen_and_busy(conn: Connection, since: float) -> list[tuple[WorkerState, bool]]:
+    """`seen_since`, each worker with whether it has a running job, in one statement (the
+    running jobs' workers, as `busy_workers` finds them, joined in)."""
+    busy = (
+        select(attempts.c.worker_id)
+        .join(jobs, attempts.c.id == jobs.c.current_attempt_id)
+        .where(jobs.c.status == JobStatus.running.value)
+        .distinct()
+        .subquery()
+    )
+    rows = conn.execute(
+        select(worker_state, busy.c.worker_id.is_not(None).label("busy"))
+        .outerjoin(busy, busy.c.worker_id == worker_state.c.worker_id)
+        .where(worker_state.c.updated_at >= since)
+    ).all()
+    return [(_state(r), bool(r.busy)) for r in rows]
+
+
+def _state(r: Any) -> WorkerState:
+    return WorkerState(
+        worker_id=r.worker_id,
+        node_id=r.node_id,
+        gpu_name=r.gpu_name,
+        vram_mb=r.vram_mb,
+        max_pixels=r.max_pixels,
+        kinds=frozenset(json.loads(r.kinds)),
+        resident_combos=frozenset(json.loads(r.resident_combos)),
+        resident_models=frozenset(json.loads(r.resident_models)),
+        cached_models=frozenset(json.loads(r.cached_models)),
+        free_disk_bytes=r.free_disk_bytes,
+        download_bytes_per_s=r.download_bytes_per_s,
+        updated_at=r.updated_at,
+    )
 
 
 def busy_workers(conn: Connection) -> list[BusyWorker]:
