@@ -27,28 +27,27 @@ def served_at(conn: Connection, owners: Collection[str]) -> dict[str, float]:
 def record_served(conn: Connection, owner: str, now: float) -> None:
     """`owner` just had a job claimed; the later time wins, never moving an owner's turn back.
 
-    On PostgreSQL the owner's row is taken with SKIP LOCKED: when another claim of the same
-    owner holds it, that claim is recording the same turn at the same moment, and waiting for
-    its commit would line up every claim of a one-owner burst behind one row. A new owner's
-    row is inserted with ON CONFLICT DO NOTHING, which waits for no committed row either."""
+    On PostgreSQL the owner's row is updated through a SKIP LOCKED subquery, one statement:
+    when another claim of the same owner holds the row, that claim is recording the same turn
+    at the same moment, and waiting for its commit would line up every claim of a one-owner
+    burst behind one row. When nothing was updated, a new owner's row is inserted with ON
+    CONFLICT DO NOTHING, which waits for no committed row either."""
     if conn.dialect.name == "postgresql":
-        mine = conn.execute(
+        mine = (
             select(owner_service.c.owner_key_id)
-            .where(owner_service.c.owner_key_id == owner)
+            .where(owner_service.c.owner_key_id == owner, owner_service.c.served_at < now)
             .with_for_update(skip_locked=True)
-        ).first()
-        if mine is None:
-            conn.execute(
+            .scalar_subquery()
+        )
+        moved = conn.execute(
+            update(owner_service).where(owner_service.c.owner_key_id == mine).values(served_at=now)
+        )
+        if moved.rowcount == 0:  # new, taken by another claim, or already later: the insert
+            conn.execute(  # does nothing for an existing row, and waits for no committed one
                 pg_insert(owner_service)
                 .values(owner_key_id=owner, served_at=now)
                 .on_conflict_do_nothing(index_elements=[owner_service.c.owner_key_id])
             )
-            return
-        conn.execute(
-            update(owner_service)
-            .where(owner_service.c.owner_key_id == owner, owner_service.c.served_at < now)
-            .values(served_at=now)
-        )
         return
     statement = sqlite_insert(owner_service).values(owner_key_id=owner, served_at=now)
     newer = statement.excluded.served_at > owner_service.c.served_at

@@ -1,0 +1,107 @@
+"""The SQL a job's lifecycle costs over HTTP, counted: each worker and client call is one
+transaction with a handful of statements (issue 16's budget). A change that adds a read to the
+hot path fails here, with the statements listed, instead of showing up weeks later as a slower
+benchmark. Counts, not timings: deterministic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy
+from fastapi.testclient import TestClient
+from sqlalchemy import event
+
+from imagefleet.config import Settings
+from imagefleet.orchestrator.app import create_app
+from imagefleet.store.models import Model
+from tests.conftest import Keys
+from tests.load import TINY_PNG_BASE64
+
+PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 2}
+# Statements (BEGIN not counted) and transactions per call. PostgreSQL adds a NOTIFY per
+# recorded event (other replicas' event streams) and the submit's (their parked claims), not
+# counted here but checked apart.
+BUDGET = {"submit": (6, 1), "claim": (10, 1), "heartbeat": (3, 1), "complete": (5, 1)}
+
+
+@pytest.fixture
+def api(settings: Settings, keys: Keys, model: Model) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, run_duties=False)) as client:
+        yield client
+
+
+class Recorder:
+    """Every statement any engine of this process sends (BEGINs apart: transactions are
+    counted by SQLAlchemy's begin event), NOTIFYs counted apart."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.transactions = 0
+        self.notifies = 0
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "pg_notify(" in statement:
+            self.notifies += 1
+        elif not statement.startswith("BEGIN"):
+            self.statements.append(" ".join(statement.split())[:120])
+
+    def on_begin(self, conn: Any) -> None:
+        self.transactions += 1
+
+    def take(self) -> tuple[int, int, int, list[str]]:
+        taken = len(self.statements), self.transactions, self.notifies, self.statements
+        self.statements, self.transactions, self.notifies = [], 0, 0
+        return taken
+
+
+def _lifecycle(api: TestClient, keys: Keys) -> Iterator[str]:
+    """A lifecycle over HTTP, naming each call once it has returned."""
+    client = {"Authorization": f"Bearer {keys.alice_token}"}
+    worker = {"Authorization": f"Bearer {keys.worker_token}"}
+    body = {"kind": "txt2img", "params": PARAMS}
+    assert api.post("/v1/jobs", json=body, headers=client).status_code == 201
+    yield "submit"
+    claimed = api.post("/v1/worker/claim", json={"worker_id": "w", "node_id": "n"}, headers=worker)
+    attempt = claimed.json()["assignment"]["attempt_id"]
+    yield "claim"
+    beat = api.post(
+        f"/v1/worker/attempts/{attempt}/heartbeat",
+        json={"step": 1, "total_steps": 2},
+        headers=worker,
+    )
+    assert beat.status_code == 200
+    yield "heartbeat"
+    output = {"index": 0, "seed": 1, "width": 64, "height": 64, "data_base64": TINY_PNG_BASE64}
+    done = api.post(
+        f"/v1/worker/attempts/{attempt}/complete-inline",
+        json={"outputs": [output]},
+        headers=worker,
+    )
+    assert done.json()["job_status"] == "succeeded"
+    yield "complete"
+
+
+def test_each_call_of_a_lifecycle_is_one_transaction_within_its_statement_budget(
+    api: TestClient, keys: Keys, settings: Settings
+) -> None:
+    for _ in _lifecycle(api, keys):  # the first lifecycle fills the per-process caches
+        pass
+    recorder = Recorder()
+    event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", recorder)
+    event.listen(sqlalchemy.engine.Engine, "begin", recorder.on_begin)
+    try:
+        recorder.take()
+        measured: dict[str, tuple[int, int, int, list[str]]] = {}
+        for call in _lifecycle(api, keys):
+            measured[call] = recorder.take()
+    finally:
+        event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", recorder)
+        event.remove(sqlalchemy.engine.Engine, "begin", recorder.on_begin)
+    postgresql = settings.database_url.startswith("postgresql")
+    for call, (statements, transactions, notifies, listed) in measured.items():
+        allowed = BUDGET[call][0]
+        assert statements <= allowed, f"{call}: {statements} statements > {allowed}: {listed}"
+        assert transactions == BUDGET[call][1], f"{call}: {transactions} transactions: {listed}"
+        assert notifies == (postgresql and (2 if call == "submit" else 1)), (call, notifies)
