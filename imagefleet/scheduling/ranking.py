@@ -203,9 +203,10 @@ def _evaluate_all(
         if served is not None and served > since:
             behind = fairness_weight * (served - since)
         head = job.priority * per_priority
-        withheld = bool(head) and bool(share) and running.get(job.owner, 0) >= share
-        if withheld:
+        withheld = False
+        if share and head and running.get(job.owner, 0) >= share:
             head = 0.0
+            withheld = True
         score = head + waited - behind - price
         evaluations.append((score, setup, affinity, waited, behind, False, withheld))
     return runnable, evaluations
