@@ -204,6 +204,12 @@ class Settings(BaseSettings):
     aging_bound_seconds: float = Field(
         3600.0, gt=0, description="Model-aware policy: no job should wait longer than this."
     )
+    head_start_jobs: int = Field(
+        0,
+        ge=0,
+        description="Model-aware policy: while a client has this many jobs running, its other "
+        "jobs rank without their tier's head start (0: no limit; docs/simulator.md).",
+    )
     unservable_after_seconds: float = Field(
         3600.0,
         ge=0,

@@ -7,7 +7,9 @@ What a replica remembers, each bounded by the number of owners or workers, never
 
 - nothing about owners: when each owner last had a job claimed (`FleetView.served_at`, round
   robin between owners) is in the database (`store.owner_service`), read and written in the
-  claim transaction, so two replicas take the same turns as one.
+  claim transaction, so two replicas take the same turns as one. So is how many jobs each
+  candidate's owner has running (`FleetView.running`), read only when `IMAGEFLEET_HEAD_START_JOBS`
+  is set and only for owners whose candidates have a head start to lose.
 - the busy workers that hold each combo and checkpoint (`FleetView.warm`, for the bounded wait
   for a warm worker), rebuilt from the `worker_state` table and the running jobs at most every
   `WARM_REFRESH_SECONDS`; each is expected free after its job's cost units times the worker's
@@ -55,12 +57,14 @@ class _Holder:
 
 
 def policy_for(settings: Settings) -> SchedulingPolicy:
-    """The policy `IMAGEFLEET_POLICY` names, the model-aware one with the configured aging bound."""
+    """The policy `IMAGEFLEET_POLICY` names, the model-aware one with the configured aging bound
+    and share of the head start."""
     bound = settings.aging_bound_seconds
     config = PolicyConfig(
         aging_bound_s=bound,
         aging_lead_s=min(DEFAULT_LEAD_S, bound / 2),
         reference_seconds_per_unit=SECONDS_PER_UNIT,
+        head_start_jobs=settings.head_start_jobs,
     )
     return make_policy(settings.policy, config)
 
@@ -145,7 +149,12 @@ class ClaimPolicy:
 
     def _fleet(self, conn: Connection, candidates: Sequence[Candidate], now: float) -> FleetView:
         served = served_sql.served_at(conn, {c.owner for c in candidates})
-        return FleetView(now=now, served_at=served, warm=_LazyWarm(self, conn, candidates, now))
+        running: dict[str, int] = {}
+        if getattr(self.policy, "config", PolicyConfig()).head_start_jobs:
+            ahead = {c.owner for c in candidates if c.priority > 0}
+            running = served_sql.running_jobs(conn, ahead)
+        warm = _LazyWarm(self, conn, candidates, now)
+        return FleetView(now=now, served_at=served, warm=warm, running=running)
 
     def _warm(
         self, conn: Connection, candidates: Sequence[Candidate], now: float

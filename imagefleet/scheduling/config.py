@@ -31,6 +31,13 @@ class PolicyConfig:
       count only from its owner's last claim (round robin). Above 1 a busy owner's jobs sink
       while it is served, which in the simulator held the heaviest ordinary users back as hard
       as batches and tipped a busy fleet into overload (docs/benchmarks.md).
+    - `head_start_jobs`: the share of the fleet a tier's head start covers, in jobs running at
+      once per owner. While an owner has this many jobs claimed and unfinished, its other queued
+      jobs rank without the head start (as if free-tier), so a paying client's 4,000-job batch
+      goes ahead of free work only on its share of the GPUs and its backlog beyond that competes
+      on waiting time alone; aging still applies to every job. Counted in jobs, not cost units,
+      so one value means the same in the simulator and the orchestrator (whose cost units are
+      megapixel-steps). 0: no limit (every job of a priority tier gets the head start).
     - `reference_seconds_per_unit`: generation time per cost unit for a worker that has not
       measured its own yet.
     - `small_gpu_s`: a job that ran out of memory on a GPU ranks this many seconds later on
@@ -47,6 +54,7 @@ class PolicyConfig:
     setup_weight: float = 10.0
     download_weight: float = 1.0
     fairness_weight: float = 1.0
+    head_start_jobs: float = 0.0
     default_bandwidth_bytes_per_s: float = 125e6
     disk_to_gpu_bytes_per_s: float = 1.5e9
     checkpoint_load_s: float = 2.0

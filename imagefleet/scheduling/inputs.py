@@ -103,8 +103,12 @@ class FleetView:
       the candidates' owners are read.
     - `warm`: keyed by combo key and by checkpoint sha256; the policy only calls `.get()` on it,
       for candidates the claiming worker would have to load, so it may compute entries lazily.
+    - `running`: how many jobs each owner has claimed and not finished, for the share an
+      owner's tier head start covers (`PolicyConfig.head_start_jobs`); owners absent from it
+      have none. Read only for candidates with a head start, and only when that knob is on.
     """
 
     now: float
     served_at: Mapping[str, float] = field(default_factory=dict)
     warm: Mapping[str, WarmHolders] = field(default_factory=dict)
+    running: Mapping[str, int] = field(default_factory=dict)

@@ -2,7 +2,8 @@
 
 Every term is in seconds of waiting, so they add up:
 
-    score = priority * seconds_per_priority      tier head start (paid counts as older)
+    score = priority * seconds_per_priority      tier head start (paid counts as older),
+                                                   for the owner's share of the fleet only
           + waited                                 every second queued counts once
           - (owner's last claim - submit, if later) round robin between owners
           - setup_weight * load seconds            this worker's time to load the models
@@ -15,6 +16,9 @@ Every term is in seconds of waiting, so they add up:
   rank, a job has waited only since the later of its submission and its owner's last claim, so
   a batch's thousand queued jobs take turns with other clients' jobs instead of going first
   because they are older.
+- **A tier's head start covers a share.** While an owner has `head_start_jobs` jobs running,
+  its other jobs rank without the head start: a paying client's batch goes ahead of free work
+  on its share of the GPUs, and the rest of it competes on waiting time like anyone's.
 - **Affinity** is priced by `scheduling.costs`: resident combo 0 s, all models resident a combo
   switch, checkpoint resident the adapters' loads, on disk a checkpoint load, else a download by
   size over the worker's measured bandwidth.
@@ -53,8 +57,9 @@ MODEL_AWARE_SELECTION = Selection(
     cached_checkpoints_probed=4,
 )
 
-# (score, setup seconds, affinity, waited seconds, fair-share delay seconds, urgent)
-_Evaluation = tuple[float, float, Affinity, float, float, bool]
+# (score, setup seconds, affinity, waited seconds, fair-share delay seconds, urgent,
+#  head start withheld: the owner has its share running)
+_Evaluation = tuple[float, float, Affinity, float, float, bool, bool]
 
 
 def rank(
@@ -167,6 +172,8 @@ def _evaluate_all(
     download_weight = config.download_weight
     fairness_weight = config.fairness_weight
     per_priority = config.seconds_per_priority
+    share = config.head_start_jobs
+    running = fleet.running
     resident_combos = worker.resident_combos
     for job in candidates:
         if not can_run(worker, job):
@@ -187,7 +194,7 @@ def _evaluate_all(
             # Oldest first, but a warm job up to half the lead younger may go ahead of a cold
             # one: when the fleet is overloaded every job is urgent, and pure age order thrashes.
             bias = price if price < urgent_bias else urgent_bias
-            evaluations.append((URGENT + waited - bias, setup, affinity, waited, 0.0, True))
+            evaluations.append((URGENT + waited - bias, setup, affinity, waited, 0.0, True, False))
             continue
         # Round robin between owners: a job waits, for fairness, only since its owner's last
         # job was handed out, so a batch's queued jobs do not outrank other owners' by age.
@@ -195,8 +202,13 @@ def _evaluate_all(
         behind = 0.0
         if served is not None and served > since:
             behind = fairness_weight * (served - since)
-        score = job.priority * per_priority + waited - behind - price
-        evaluations.append((score, setup, affinity, waited, behind, False))
+        head = job.priority * per_priority
+        withheld = False
+        if share and head and running.get(job.owner, 0) >= share:
+            head = 0.0
+            withheld = True
+        score = head + waited - behind - price
+        evaluations.append((score, setup, affinity, waited, behind, False, withheld))
     return runnable, evaluations
 
 
@@ -251,7 +263,7 @@ def _reason(
     config: PolicyConfig,
 ) -> str:
     """A few words on why `job` ranks where it does, against the claim's other candidates."""
-    _, setup, affinity, waited, lag, urgent = e
+    _, setup, affinity, waited, lag, urgent, withheld = e
     if urgent:
         return f"waited {waited:.0f} s, near the {config.aging_bound_s:.0f} s bound"
     oldest = True
@@ -267,7 +279,9 @@ def _reason(
                 oldest = False
             if other_e[4] >= 1:
                 lagging = True
-    if lag >= 1:
+    if withheld:
+        first = f"owner has its share running: no {job.tier} head start"
+    elif lag >= 1:
         first = f"owner served {waited - lag:.0f} s ago"
     elif job.priority == top and oldest:
         first = f"oldest {job.tier} job"

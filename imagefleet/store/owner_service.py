@@ -1,13 +1,16 @@
-"""Owners' last claims, read and written in the claim transaction (see `tables_scheduling`)."""
+"""Owners' last claims, read and written in the claim transaction (see `tables_scheduling`), and
+how many jobs each has running (for the share its tier head start covers)."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from imagefleet.protocol import JobStatus
+from imagefleet.store.tables import jobs
 from imagefleet.store.tables_scheduling import owner_service
 
 
@@ -22,6 +25,23 @@ def served_at(conn: Connection, owners: Collection[str]) -> dict[str, float]:
         )
     ).all()
     return {row.owner_key_id: row.served_at for row in rows}
+
+
+def running_jobs(conn: Connection, owners: Collection[str]) -> dict[str, int]:
+    """How many jobs each of `owners` has claimed and not finished; absent if none. One range of
+    `ix_jobs_owner_status` per owner: bounded by its running jobs (at most the fleet), never by
+    its queued ones."""
+    if not owners:
+        return {}
+    rows = conn.execute(
+        select(jobs.c.owner_key_id, func.count())
+        .where(
+            jobs.c.owner_key_id.in_(sorted(set(owners))),
+            jobs.c.status == JobStatus.running.value,
+        )
+        .group_by(jobs.c.owner_key_id)
+    ).all()
+    return {owner: int(count) for owner, count in rows}
 
 
 def record_served(conn: Connection, owner: str, now: float) -> None:

@@ -216,3 +216,29 @@ def test_a_flagged_job_that_a_worker_seen_since_could_run_stays_queued(
     assert lifecycle.fail_unservable() == 0
     row = lifecycle.get(keys.alice, flagged)
     assert row.status is JobStatus.queued and row.warning is None
+
+
+@pytest.mark.parametrize(("share", "second"), [(0, "paid"), (1, "free")])
+def test_a_paid_client_with_its_share_running_loses_the_head_start_to_a_free_job(
+    db: Database,
+    settings: Settings,
+    keys: Keys,
+    checkpoints: dict[str, Model],
+    clock: Clock,
+    share: int,
+    second: str,
+) -> None:
+    lifecycle = JobLifecycle(db, settings.model_copy(update={"head_start_jobs": share}), clock)
+    first = submit(lifecycle, keys.bob)  # bob is paid, alice free
+    clock.advance(1)
+    paid = submit(lifecycle, keys.bob)
+    clock.advance(1)
+    free = submit(lifecycle, keys.alice)
+    clock.advance(1)
+    running = claim(lifecycle, keys, "w1", cached=(checkpoints["alpha"],))
+    assert running is not None and running.job_id == first
+    clock.advance(1)
+    # bob was served a second ago; alice's job has waited 2 s, far less than the 300 s head
+    # start. The claim reads bob's one running job: with a share of 1 that is all of it.
+    taken = claim(lifecycle, keys, "w2", cached=(checkpoints["alpha"],))
+    assert taken is not None and taken.job_id == {"paid": paid, "free": free}[second]

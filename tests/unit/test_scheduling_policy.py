@@ -210,6 +210,46 @@ def test_fair_share_is_within_a_tier_only() -> None:
     assert ids(rank(worker(), [paid, free], fleet))[0] == "paid"
 
 
+# --- a tier's head start covers an owner's share ---------------------------------------------
+
+SHARE = PolicyConfig(head_start_jobs=4)
+
+
+def test_a_paid_owner_with_its_share_running_loses_the_head_start_to_a_younger_free_job() -> None:
+    # The studio's batch is being served (last claim 10 s ago, so its job has waited 10 s for
+    # its rank); bob's free job has waited 100 s, less than the 300 s head start. Today the
+    # batch's job goes first (310 s against 100 s); with the studio's 4 jobs running, no.
+    paid = job("batch", owner="studio", tier="paid", priority=10, waited=200, models=(BASE,))
+    free = job("single", owner="bob", waited=100, models=(BASE,))
+    busy = FleetView(NOW, served_at={"studio": NOW - 10}, running={"studio": 4})
+    assert ids(rank(worker(), [paid, free], busy)) == ["batch", "single"]
+    decisions = rank(worker(), [paid, free], busy, SHARE)
+    assert ids(decisions) == ["single", "batch"]
+    assert decisions[0].score - decisions[1].score == pytest.approx(90.0)
+
+
+def test_within_its_share_a_paid_owner_keeps_the_head_start() -> None:
+    paid = job("batch", owner="studio", tier="paid", priority=10, waited=200, models=(BASE,))
+    free = job("single", owner="bob", waited=100, models=(BASE,))
+    under = FleetView(NOW, served_at={"studio": NOW - 10}, running={"studio": 3})
+    assert ids(rank(worker(), [paid, free], under, SHARE)) == ["batch", "single"]
+
+
+def test_beyond_its_share_a_job_still_ages_past_everything() -> None:
+    old = job("batch", owner="studio", tier="paid", priority=10, waited=3400, models=(ANIME,))
+    fresh = job("single", owner="bob", tier="paid", priority=10, waited=250, models=(BASE,))
+    busy = FleetView(NOW, running={"studio": 40})
+    decisions = rank(worker(), [fresh, old], busy, SHARE)
+    assert ids(decisions) == ["batch", "single"]
+    assert "near the 3600 s bound" in decisions[0].reason
+
+
+def test_the_reason_says_the_head_start_was_withheld() -> None:
+    paid = job("batch", owner="studio", tier="paid", priority=10, waited=20, models=(BASE,))
+    decision = rank(worker(), [paid], FleetView(NOW, running={"studio": 4}), SHARE)[0]
+    assert decision.reason.startswith("owner has its share running: no paid head start")
+
+
 def test_fifo_over_jobs_would_have_served_the_batch_first() -> None:
     from imagefleet.scheduling.baselines import FifoPolicy
 

@@ -105,6 +105,25 @@ def test_interrupted_attempts_are_retried_elsewhere_and_still_finish_once() -> N
     assert result.provisioned_s < result.gpus * result.makespan_s  # lost nodes are not paid
 
 
+def test_owners_running_jobs_are_counted_through_interruptions_for_the_head_start_share() -> None:
+    gpus = [{**gpu, "interruptions_per_hour": 6.0} for gpu in SMALL_FLEET]
+    config = small(fleet={"gpus": gpus, "replacement_delay_s": 30}, policy={"head_start_jobs": 2})
+    workload = generate(config)
+    sim = Simulation(config, workload, make_policy("model-aware", config.policy_config()))
+    seen: list[int] = []
+    start = sim._start
+
+    def counting(*args: Any) -> None:
+        start(*args)
+        seen.append(max(sim.running.values()))
+
+    sim._start = counting  # type: ignore[method-assign]
+    result = sim.run()
+    assert result.lost_attempts > 0 and result.unfinished == 0
+    assert max(seen) > 2, "some owner ran more jobs at once than its share"
+    assert set(sim.running.values()) == {0}, "every claimed job was finished or requeued"
+
+
 def test_a_seed_gives_the_same_run_and_another_seed_another() -> None:
     first = compare(small(), generate(small()), ["model-aware", "fifo"])
     again = compare(small(), generate(small()), ["model-aware", "fifo"])

@@ -66,8 +66,9 @@ class Simulation:
         self.warm = WarmIndex(self.queue)
         self.virtual = [0.0] * tiers
         self.served_at: dict[str, float] = {}
+        self.running: dict[str, int] = {}  # jobs claimed and not finished, per owner
         self.owner_finish: dict[int, float] = {}
-        self.fleet_view = FleetView(math.nan, self.served_at, self.warm)
+        self.fleet_view = FleetView(math.nan, self.served_at, self.warm, self.running)
         self.events: list[tuple[float, int, int, object, int]] = []
         self.seq = 0
         self.now = 0.0
@@ -278,7 +279,7 @@ class Simulation:
         claim and wake-up at the same instant (an arrival's wake-up and the claim it causes)."""
         view = self.fleet_view
         if view.now != self.now:
-            view = self.fleet_view = FleetView(self.now, self.served_at, self.warm)
+            view = self.fleet_view = FleetView(self.now, self.served_at, self.warm, self.running)
         return view
 
     def _park(self, worker: SimWorker) -> None:
@@ -332,6 +333,7 @@ class Simulation:
         self.attempts += 1
         worker.attempt_token = self.attempts
         self.served_at[candidate.owner] = self.now
+        self.running[candidate.owner] = self.running.get(candidate.owner, 0) + 1
         self.warm.add(worker, (job.combo, *worker.checkpoints))
         self._push(self.now + download + load + generate, FINISH, worker, worker.incarnation)
 
@@ -345,6 +347,7 @@ class Simulation:
         worker.mark_measured()
         worker.job = None
         self.warm.remove(worker)
+        self.running[job.candidate.owner] -= 1
         index = job.index
         started = worker.attempt_started + download + load
         self.wait[index] = started - job.candidate.queued_since
@@ -371,6 +374,7 @@ class Simulation:
             worker.lost_s += self.now - worker.attempt_started
             self.lost_attempts += 1
             self.warm.remove(worker)
+            self.running[job.candidate.owner] -= 1
             failed = job.candidate.failed_nodes | {worker.node_id}
             job.candidate = replace(job.candidate, failed_nodes=failed)
             worker.job = None
