@@ -1,4 +1,8 @@
-"""Typed FastAPI dependencies: what a route may ask for, instead of reaching into app.state."""
+"""Typed FastAPI dependencies: what a route may ask for, instead of reaching into app.state.
+
+Every one is `async def` although none awaits anything: FastAPI runs a plain `def` dependency
+in its thread pool, and a hand-off to a pool thread and back for each of a request's two or
+three dependencies was a measurable part of a request's CPU (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -16,27 +20,27 @@ from imagefleet.store.database import Database
 from imagefleet.store.keys import ApiKey
 
 
-def _lifecycle(request: Request) -> JobLifecycle:
+async def _lifecycle(request: Request) -> JobLifecycle:
     lifecycle: JobLifecycle = request.app.state.lifecycle
     return lifecycle
 
 
-def _artifacts(request: Request) -> ArtifactStore:
+async def _artifacts(request: Request) -> ArtifactStore:
     store: ArtifactStore = request.app.state.artifacts
     return store
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _database(request: Request) -> Database:
+async def _database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def _work_signal(request: Request) -> WorkSignal:
+async def _work_signal(request: Request) -> WorkSignal:
     signal: WorkSignal = request.app.state.work_signal
     return signal
 
@@ -52,7 +56,7 @@ AdminKey = Annotated[ApiKey, Depends(admin_key)]
 
 
 # --- autoscaling (issue 13) ---
-def _pools(request: Request) -> PoolService:
+async def _pools(request: Request) -> PoolService:
     service: PoolService = request.app.state.pools
     return service
 

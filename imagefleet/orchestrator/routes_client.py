@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query, Request, Response
 
 from imagefleet.api_views import (
@@ -14,6 +16,7 @@ from imagefleet.api_views import (
 )
 from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.orchestrator import webhooks
+from imagefleet.orchestrator.client_transitions import Submitted
 from imagefleet.orchestrator.deps import ClientKey, Db, Lifecycle
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute
@@ -24,6 +27,7 @@ from imagefleet.scheduling.waiting import SeenWorker
 from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.job_models import JobModel
 from imagefleet.store.jobs import JobRow
+from imagefleet.store.keys import ApiKey
 from imagefleet.store.models import list_models
 
 router = APIRouter(prefix="/v1", tags=["client"], route_class=DocumentedRoute)
@@ -73,6 +77,25 @@ def render_jobs(
         ).model_copy(update={"cost": costs.get(row.id)})
         for row in rows
     ]
+
+
+def submit_and_show(
+    request: Request, key: ApiKey, job: Any, idempotency_key: str | None
+) -> tuple[Submitted, JobView]:
+    """Submits and renders the answer in one call, for one hand-off to a pool thread: a new job
+    with what the submit just read (its combo, the workers seen, its place; no outputs yet), a
+    replayed one read like any other."""
+    lifecycle: JobLifecycle = request.app.state.lifecycle
+    submitted = lifecycle.submit_with_combo(key, job, idempotency_key)
+    row, combo = submitted.row, submitted.combo
+    if submitted.replayed or combo is None:
+        return submitted, render_jobs(request, [row])[0]
+    details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]]
+    details = ({row.id: []}, {row.id: combo})
+    views = render_jobs(
+        request, [row], details, explain=True, seen=submitted.seen, ahead=submitted.ahead
+    )
+    return submitted, views[0]
 
 
 @router.get(

@@ -5,8 +5,6 @@ in deployments.py, and a run is an ordinary job submitted through the lifecycle 
 
 from __future__ import annotations
 
-from functools import partial
-
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -30,12 +28,10 @@ from imagefleet.orchestrator.deployments import (
 from imagefleet.orchestrator.deps import ClientKey, Lifecycle, Signal
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
-from imagefleet.orchestrator.routes_client import render_jobs
+from imagefleet.orchestrator.routes_client import submit_and_show
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.store import deployments as sql
-from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.database import WorkHint
-from imagefleet.store.job_models import JobModel
 from imagefleet.store.keys import ApiKey
 
 router = APIRouter(prefix="/v1/deployments", tags=["deployments"], route_class=DocumentedRoute)
@@ -161,21 +157,10 @@ async def run_deployment(
         deployment=name, version=body.version, alias=body.alias, inputs=body.inputs, seed=body.seed
     )
     job = WorkflowJob(params=params)
-    submitted = await run_in_threadpool(lifecycle.submit_with_combo, key, job, None)
-    row, combo = submitted.row, submitted.combo
+    submitted, view = await run_in_threadpool(submit_and_show, request, key, job, None)
+    row = submitted.row
     signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
-    details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]]
-    details = ({row.id: []}, {row.id: combo or []})
-    render = partial(
-        render_jobs,
-        request,
-        [row],
-        details,
-        explain=True,
-        seen=submitted.seen,
-        ahead=submitted.ahead,
-    )
-    return (await run_in_threadpool(render))[0]
+    return view
 
 
 def _version_view(row: sql.VersionRow) -> VersionView:

@@ -5,7 +5,6 @@ once the kinds are known (`create_app` loads plug-ins first).
 No `from __future__ import annotations` here: the submit route's body annotation names a local
 (the union of kinds), which FastAPI can only see if annotations are evaluated at definition."""
 
-from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request, Response
@@ -16,11 +15,9 @@ from imagefleet.errors import InvalidField, PayloadTooLarge, UnsupportedMediaTyp
 from imagefleet.images import EXTENSIONS
 from imagefleet.orchestrator.deps import ClientKey, Lifecycle, Signal
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, ErrorBody, error_responses
-from imagefleet.orchestrator.routes_client import render_jobs
+from imagefleet.orchestrator.routes_client import submit_and_show
 from imagefleet.orchestrator.views import input_view
-from imagefleet.store.artifacts import ArtifactRow
 from imagefleet.store.database import WorkHint
-from imagefleet.store.job_models import JobModel
 
 ACCEPTED_IMAGE_TYPES = tuple(EXTENSIONS)
 # A train_lora dataset: a zip of images and captions (see imagefleet/training/dataset.py).
@@ -70,26 +67,16 @@ def submit_router(job_type: Any) -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> JobView:
         job = await lifecycle.import_dataset_sources(key, job)  # train_lora url/s3 datasets
-        submitted = await run_in_threadpool(lifecycle.submit_with_combo, key, job, idempotency_key)
-        row, combo = submitted.row, submitted.combo
-        if submitted.replayed or combo is None:
+        submitted, view = await run_in_threadpool(
+            submit_and_show, request, key, job, idempotency_key
+        )
+        row = submitted.row
+        if submitted.replayed or submitted.combo is None:
             response.status_code = 200
             response.headers["Idempotent-Replayed"] = "true"
-            return (await run_in_threadpool(render_jobs, request, [row]))[0]
-        signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
-        # A new job has no outputs yet and its combo is the one just resolved: not read again.
-        details: tuple[dict[str, list[ArtifactRow]], dict[str, list[JobModel]]]
-        details = ({row.id: []}, {row.id: combo})
-        render = partial(
-            render_jobs,
-            request,
-            [row],
-            details,
-            explain=True,
-            seen=submitted.seen,
-            ahead=submitted.ahead,
-        )
-        return (await run_in_threadpool(render))[0]
+        else:
+            signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
+        return view
 
     @router.post(
         "/inputs",
