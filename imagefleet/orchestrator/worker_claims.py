@@ -10,6 +10,7 @@ job. The worker's report (capabilities, resident and cached models) is recorded 
 from __future__ import annotations
 
 import secrets
+import threading
 from typing import Any
 
 from sqlalchemy import Connection
@@ -46,6 +47,31 @@ CLAIMED_REMEMBERED = 10_000
 WORKER_TOUCH_SECONDS = 10.0
 
 
+class ClaimHints:
+    """attempt id -> (worker key id, its job as claimed), for the newest CLAIMED_REMEMBERED
+    attempts this replica handed out; shared by the request threads, hence the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._hints: dict[str, tuple[str, job_sql.JobRow]] = {}
+
+    def remember(self, attempt_id: str, key_id: str, row: job_sql.JobRow) -> None:
+        with self._lock:
+            if len(self._hints) >= CLAIMED_REMEMBERED:
+                del self._hints[next(iter(self._hints))]  # the oldest
+            self._hints[attempt_id] = (key_id, row)
+
+    def take(self, attempt_id: str, key_id: str) -> job_sql.JobRow | None:
+        """The job, once, if `key_id` claimed the attempt here."""
+        with self._lock:
+            found = self._hints.pop(attempt_id, None)
+        return found[1] if found is not None and found[0] == key_id else None
+
+    def forget(self, attempt_id: str) -> None:
+        with self._lock:
+            self._hints.pop(attempt_id, None)
+
+
 class WorkerDraining(RuntimeError):
     """The claiming worker's node is being removed by the autoscaler; the message says why."""
 
@@ -55,8 +81,7 @@ class WorkerClaims(DirectCheckpoints):
         super().__init__(*args, **kwargs)
         self._touched: dict[str, tuple[float, str, str]] = {}
         self._found_nothing: set[str] = set()  # workers whose last claim here got no job
-        # attempt id -> (worker key id, its job as claimed): see `claimed_here`.
-        self._claimed: dict[str, tuple[str, job_sql.JobRow]] = {}
+        self._claimed = ClaimHints()  # see `claimed_here`
         self.claim_policy = ClaimPolicy(self.settings)
 
     # --- claim ---------------------------------------------------------------------------------
@@ -198,9 +223,7 @@ class WorkerClaims(DirectCheckpoints):
         )
         events.running(conn, row, now)
         webhooks.emit(conn, row, "running", now)
-        if len(self._claimed) >= CLAIMED_REMEMBERED:
-            self._claimed.pop(next(iter(self._claimed)), None)  # the oldest
-        self._claimed[attempt_id] = (worker_key.id, row)
+        self._claimed.remember(attempt_id, worker_key.id, row)
         combo = job_model_sql.combos(conn, [row.id])[row.id]
         inputs = input_sql.job_input_rows(conn, row.id) if _names_inputs(row) else {}
         assignment = self._assignment(row, attempt_id, expires, combo, inputs)
@@ -254,10 +277,7 @@ class WorkerClaims(DirectCheckpoints):
         whose transaction rolled back names an attempt that never existed, and is refused
         there). None for an attempt claimed on another replica, before a restart, or by
         another key."""
-        found = self._claimed.pop(attempt_id, None)
-        if found is None or found[0] != worker_key.id:
-            return None
-        return found[1]
+        return self._claimed.take(attempt_id, worker_key.id)
 
     def _assignment(
         self,

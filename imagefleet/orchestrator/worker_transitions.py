@@ -107,7 +107,7 @@ class WorkerTransitions(WorkerClaims):
         """Completes with the files already in the store (`stored`), staging a trained model
         first and deleting the checkpoints the completion made obsolete after it. `job` is the
         attempt's job when the caller has just read it."""
-        self._claimed.pop(attempt_id, None)  # completed one way or another: no hint any more
+        self._claimed.forget(attempt_id)  # completed one way or another: no hint any more
         staged = self._stage_result(worker_key, attempt_id, job)
         result, doomed = self._complete(worker_key, attempt_id, request, stored, staged)
         self._delete_files(doomed)
