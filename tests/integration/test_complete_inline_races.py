@@ -1,0 +1,104 @@
+"""Upload-and-complete in one call, raced on both stores: eight completions of one attempt at
+once, half through the replica that handed it out (which names the files from its claim and
+stores them before its transaction looks) and half through another replica (which reads first),
+with a client's cancel in every other round. Each round ends with one outcome: succeeded with
+exactly the attempt's one accepted output, or cancelled with no output and no file left."""
+
+from __future__ import annotations
+
+import base64
+import threading
+from functools import partial
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from imagefleet.config import Settings
+from imagefleet.orchestrator.app import create_app
+from imagefleet.store.database import Database
+from imagefleet.store.models import Model
+from imagefleet.store.tables import artifacts
+from tests.conftest import Keys
+from tests.load import TINY_PNG
+
+PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 2}
+COMPLETERS_PER_REPLICA = 4
+ROUNDS = 6
+
+
+@pytest.fixture
+def replicas(settings: Settings, keys: Keys, model: Model) -> Iterator[tuple[TestClient, ...]]:
+    with (
+        TestClient(create_app(settings, run_duties=False)) as first,
+        TestClient(create_app(settings, run_duties=False)) as second,
+    ):
+        yield first, second
+
+
+def _race(calls: list[Any]) -> list[Any]:
+    """Runs the calls at once (a barrier releases them together); their answers in order."""
+    barrier = threading.Barrier(len(calls))
+    answers: list[Any] = [None] * len(calls)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        answers[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return answers
+
+
+def test_racing_inline_completions_and_a_cancel_leave_one_outcome_per_job(
+    replicas: tuple[TestClient, TestClient], keys: Keys, db: Database, settings: Settings
+) -> None:
+    claimer, other = replicas
+    client = {"Authorization": f"Bearer {keys.alice_token}"}
+    worker = {"Authorization": f"Bearer {keys.worker_token}"}
+    output = {"index": 0, "seed": 7, "width": 64, "height": 64}
+    body = {"outputs": [{**output, "data_base64": base64.b64encode(TINY_PNG).decode()}]}
+    for round_ in range(ROUNDS):
+        job_id = claimer.post(
+            "/v1/jobs", json={"kind": "txt2img", "params": PARAMS}, headers=client
+        ).json()["id"]
+        claimed = claimer.post(
+            "/v1/worker/claim", json={"worker_id": "w", "node_id": "n"}, headers=worker
+        ).json()["assignment"]
+        path = f"/v1/worker/attempts/{claimed['attempt_id']}/complete-inline"
+        calls: list[Any] = [
+            partial(api.post, path, json=body, headers=worker)
+            for api in (claimer, other)
+            for _ in range(COMPLETERS_PER_REPLICA)
+        ]
+        if round_ % 2:
+            calls.append(partial(other.post, f"/v1/jobs/{job_id}/cancel", headers=client))
+        answers = _race(calls)
+
+        completions = answers[: 2 * COMPLETERS_PER_REPLICA]
+        assert {answer.status_code for answer in completions} <= {200, 409}, [
+            answer.text for answer in completions
+        ]
+        job = claimer.get(f"/v1/jobs/{job_id}", headers=client).json()
+        with db.read() as conn:
+            accepted = conn.execute(
+                select(artifacts.c.attempt_id).where(
+                    artifacts.c.job_id == job_id, artifacts.c.accepted.is_(True)
+                )
+            ).all()
+        files = [p for p in settings.data_dir.rglob("*") if job_id in str(p) and p.is_file()]
+        if job["status"] == "succeeded":
+            assert all(a.json()["job_status"] == "succeeded" for a in completions if a.is_success)
+            assert [row.attempt_id for row in accepted] == [claimed["attempt_id"]]
+            assert len(files) == 1
+            download = claimer.get(f"/v1/jobs/{job_id}/outputs/0", headers=client)
+            assert download.content == TINY_PNG
+        else:
+            assert round_ % 2 and job["status"] == "cancelled", job["status"]
+            assert not any(a.is_success for a in completions)
+            assert accepted == [] and files == [], (accepted, files)
