@@ -173,9 +173,7 @@ class WorkerTransitions(WorkerClaims):
             artifact_sql.record_accepted(conn, files)
             return
         for upload in direct:
-            self._record(
-                conn, row.id, attempt_id, upload, upload.content_type or spec.media_types[0]
-            )
+            self._record(conn, row.id, attempt_id, upload, spec.media_types[0])
         uploaded = {a.idx for a in artifact_sql.attempt_artifacts(conn, attempt_id)}
         if indexes != expected or not set(indexes) <= uploaded:
             raise InvalidField(

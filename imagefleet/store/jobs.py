@@ -17,7 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, insert, or_, select, update
 
 from imagefleet.protocol import FailureCode, JobStatus
 from imagefleet.store.database import WorkHint, notify_work
@@ -343,18 +343,6 @@ def delete_jobs(conn: Connection, job_ids: list[str]) -> int:
     conn.execute(job_inputs.delete().where(job_inputs.c.job_id.in_(job_ids)))
     conn.execute(job_events.delete().where(job_events.c.job_id.in_(job_ids)))
     return conn.execute(jobs.delete().where(jobs.c.id.in_(job_ids))).rowcount
-
-
-def count_queued(conn: Connection, owner_key_id: str, *, up_to: int) -> int:
-    """The owner's queued jobs, counted only up to `up_to` (a bounded index scan: a key with
-    a million queued jobs costs a submit no more than one with `up_to`)."""
-    bounded = (
-        select(jobs.c.id)
-        .where(jobs.c.owner_key_id == owner_key_id, jobs.c.status == QUEUED)
-        .limit(up_to)
-        .subquery()
-    )
-    return int(conn.execute(select(func.count()).select_from(bounded)).scalar_one())
 
 
 def extend_leases(conn: Connection, until: float) -> int:
