@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import base64
 import threading
-from functools import partial
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
