@@ -14,9 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from imagefleet.artifacts.base import ArtifactTooLarge
 from imagefleet.errors import InvalidField, PayloadTooLarge
 from imagefleet.orchestrator.deps import Lifecycle, Signal, WorkerKey
+from imagefleet.orchestrator.empty_looks import profile_of
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
-from imagefleet.orchestrator.work_signal import WaiterProfile
 from imagefleet.orchestrator.worker_claims import WorkerDraining
 from imagefleet.protocol import JobStatus
 from imagefleet.worker_protocol import (
@@ -59,17 +59,16 @@ async def claim(
     # of a job arriving then.
     wait = min(body.wait_seconds, lifecycle.settings.claim_wait_max_seconds)
     deadline = time.monotonic() + wait * random.uniform(1 - POLL_JITTER, 1.0)
-    capabilities = body.capabilities
-    profile = WaiterProfile(
-        frozenset(capabilities.kinds), capabilities.max_pixels, capabilities.vram_mb
-    )
+    profile = profile_of(body)
     woken = False  # a look after a wake-up skips the claim's read-only check: work came
     while True:
         waiter = signal.waiter(profile)
         looks_again = False  # see WorkSignal: an unused wake-up is passed on
         try:
             try:
-                taken = await run_in_threadpool(lifecycle.claim_batch, key, body, woken)
+                taken = await run_in_threadpool(
+                    lifecycle.claim_batch, key, body, woken, signal.empty_looks
+                )
             except NodeQuarantined as exc:
                 return ClaimResponse(
                     quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS

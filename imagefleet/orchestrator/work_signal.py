@@ -24,25 +24,11 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from imagefleet.orchestrator.empty_looks import EmptyLooks, WaiterProfile
 from imagefleet.store.database import WorkHint
 
-
-@dataclass(frozen=True)
-class WaiterProfile:
-    """What a parked claim's worker can run."""
-
-    kinds: frozenset[str]
-    max_pixels: int
-    vram_mb: int  # 0: not reported, VRAM requirements not applied (as in the claim's SQL)
-
-    def can_run(self, hint: WorkHint) -> bool:
-        return (
-            hint.kind in self.kinds
-            and hint.pixels <= self.max_pixels
-            and (not self.vram_mb or not hint.vram_mb or hint.vram_mb <= self.vram_mb)
-        )
+__all__ = ["Waiter", "WaiterProfile", "WorkSignal"]
 
 
 class Waiter:
@@ -75,6 +61,8 @@ class WorkSignal:
         # every change, its own included: `announce` then leaves the wake-up to them.
         self.listening = listening
         self._waiters: OrderedDict[Waiter, None] = OrderedDict()  # oldest first
+        # Every announcement of work goes through `notify`; the claims read it here.
+        self.empty_looks = EmptyLooks()
 
     def waiter(self, profile: WaiterProfile) -> Waiter:
         waiter = Waiter(profile)
@@ -94,7 +82,11 @@ class WorkSignal:
     def notify(self, hint: WorkHint | None = None) -> None:
         """Work may have arrived: for a known job, wake the oldest waiter that can run it;
         for an unknown change (a reconnect, a requeue whose job is not described), wake the
-        oldest waiter of each distinct profile."""
+        oldest waiter of each distinct profile. Recorded in `empty_looks` too."""
+        self.empty_looks.announce(hint)
+        self._wake(hint)
+
+    def _wake(self, hint: WorkHint | None) -> None:
         if hint is not None:
             self._wake_first(lambda w: w.profile.can_run(hint), hint)
             return
@@ -119,7 +111,9 @@ class WorkSignal:
         at the queue every `poll_seconds`, for jobs other processes queued."""
         while True:
             await asyncio.sleep(self.poll_seconds)
-            self.notify(None)
+            # A look, not an announcement: the woken claims look in full (`woken`), and an
+            # empty look they find still stands for the claims that were not woken.
+            self._wake(None)
 
     def waiting(self) -> int:
         return len(self._waiters)

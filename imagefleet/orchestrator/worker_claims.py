@@ -19,6 +19,7 @@ from imagefleet.kinds import get_kind, kind_names
 from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.checkpoint_direct import DirectCheckpoints
 from imagefleet.orchestrator.claim_policy import ClaimPolicy
+from imagefleet.orchestrator.empty_looks import ClaimLook, EmptyLooks, profile_of
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.orchestrator.worker_files import output_key
@@ -45,6 +46,10 @@ from imagefleet.worker_protocol import (
 CLAIMED_REMEMBERED = 10_000
 # A worker's row is rewritten at most this often (every claim would be a write per long poll).
 WORKER_TOUCH_SECONDS = 10.0
+# While a worker idles and a worker like it just found nothing, its claims skip even the
+# read-only check for this long after one that found its node neither quarantined nor
+# draining: a quarantine or drain reaches an idle worker within this time.
+BLOCKS_FRESH_SECONDS = 5.0
 
 
 class ClaimHints:
@@ -81,6 +86,7 @@ class WorkerClaims(DirectCheckpoints):
         super().__init__(*args, **kwargs)
         self._touched: dict[str, tuple[float, str, str]] = {}
         self._found_nothing: set[str] = set()  # workers whose last claim here got no job
+        self._unblocked_at: dict[str, float] = {}  # worker -> last check: not blocked
         self._claimed = ClaimHints()  # see `claimed_here`
         self.claim_policy = ClaimPolicy(self.settings)
 
@@ -93,7 +99,11 @@ class WorkerClaims(DirectCheckpoints):
 
     @retry_conflicts
     def claim_batch(
-        self, worker_key: ApiKey, request: ClaimRequest, woken: bool = False
+        self,
+        worker_key: ApiKey,
+        request: ClaimRequest,
+        woken: bool = False,
+        looks: EmptyLooks | None = None,
     ) -> list[Assignment]:
         """Hands the best-ranked queued job to this worker, or nothing when nothing fits (or
         what fits is better left for a busy worker that holds its models). A bounded candidate
@@ -102,7 +112,10 @@ class WorkerClaims(DirectCheckpoints):
         another claimer took first falls through to the next, so two claimers never get the
         same job. With `max_jobs` > 1, up to that many in all: the first, then micro-batch
         mates (same batch key, oldest first, taken the same way in the same transaction).
-        `woken`: the long poll was woken for new work (the read-only idle check is skipped)."""
+        `woken`: the long poll was woken for new work (the read-only idle check is skipped).
+        `looks`: the replica's record of empty looks; a claim that was not woken, while one of
+        a worker like this one found nothing a moment ago, stops after the read-only check
+        (`orchestrator.empty_looks`)."""
         now = self.clock()
         capabilities = request.capabilities
         known_kinds = set(kind_names())
@@ -115,18 +128,26 @@ class WorkerClaims(DirectCheckpoints):
         if not limits.kinds:
             return []
         report = _report(request)
+        look = ClaimLook(profile_of(request), looks, woken)
         idle = request.worker_id in self._found_nothing and not woken
         if idle and not self._touch_due(request, report, now):
             # A worker whose last claim found nothing, its sighting fresh: one read and no
             # write transaction while the queue stays empty (on SQLite, 100 idle long-pollers'
-            # re-checks held the write lock). A busy or woken worker goes straight to the write.
+            # re-checks held the write lock), or while a worker like it just found nothing.
+            # A busy or woken worker goes straight to the write.
+            checked = self._unblocked_at.get(request.worker_id, float("-inf"))
+            if look.skips_unread() and now - checked < BLOCKS_FRESH_SECONDS:
+                return []
             with self.db.read() as conn:
                 blocks = node_sql.claim_blocks(conn, request.node_id)
-            if blocks == (None, None, False):
+            if _unblocked(blocks):
+                self._unblocked_at[request.worker_id] = now
+            if blocks.nothing_to_do or (_unblocked(blocks) and look.skips(blocks)):
                 return []
-        taken = self._claim_written(worker_key, request, limits, report, now)
+        taken = self._claim_written(worker_key, request, limits, report, now, look)
         if len(self._found_nothing) > 10_000:  # workers come and go; forget the old ones
             self._found_nothing.clear()
+            self._unblocked_at.clear()
         if taken:
             self._found_nothing.discard(request.worker_id)
         else:
@@ -140,6 +161,7 @@ class WorkerClaims(DirectCheckpoints):
         limits: claim_sql.WorkerLimits,
         report: tuple[str, str],
         now: float,
+        look: ClaimLook,
     ) -> list[Assignment]:
         """The claim's write transaction (see `claim_batch`)."""
         planner = self.claim_policy
@@ -150,9 +172,10 @@ class WorkerClaims(DirectCheckpoints):
                 raise NodeQuarantined(blocks.quarantined)
             if blocks.draining is not None:
                 raise WorkerDraining(blocks.draining)
-            if not blocks.anything_queued:
+            self._unblocked_at[request.worker_id] = now
+            if not blocks.anything_queued or look.skips(blocks):
                 return []
-            queued = claim_sql.gather(
+            gathered = claim_sql.gather(
                 conn,
                 limits,
                 planner.policy.selection,
@@ -161,6 +184,9 @@ class WorkerClaims(DirectCheckpoints):
                 planner.priorities,
                 planner.owners(conn, now),
             )
+            queued = gathered.jobs
+            if not gathered.matched:
+                look.found_nothing(blocks)
             if not queued:
                 return []
             live: frozenset[str] = frozenset()
@@ -364,6 +390,11 @@ class WorkerClaims(DirectCheckpoints):
         if len(self._touched) > 10_000:  # workers come and go; forget the old ones
             self._touched.clear()
         self._touched[request.worker_id] = (now, reported, capabilities)
+
+
+def _unblocked(blocks: node_sql.ClaimBlocks) -> bool:
+    """Neither quarantined nor draining: the write path would say so to the worker."""
+    return blocks.quarantined is None and blocks.draining is None
 
 
 def _report(request: ClaimRequest) -> tuple[str, str]:

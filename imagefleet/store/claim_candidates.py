@@ -140,6 +140,16 @@ def hard_limits(worker: WorkerLimits, now: float) -> list[ColumnElement[bool]]:
     return conditions
 
 
+@dataclass(frozen=True)
+class Gathered:
+    """The candidates, and how many jobs the probes matched before locking: on PostgreSQL a job
+    another claim has locked is matched but not returned, so no candidates with some matched is
+    "taken by others", not "nothing this worker can run"."""
+
+    jobs: list[QueuedJob]
+    matched: int
+
+
 def gather(
     conn: Connection,
     worker: WorkerLimits,
@@ -148,7 +158,7 @@ def gather(
     now: float,
     priorities: Sequence[int] = (0,),
     owners: Sequence[str] | None = None,
-) -> list[QueuedJob]:
+) -> Gathered:
     """The union of the selection's probes for this worker, deduplicated, with each job's models
     and failure history.
 
@@ -190,7 +200,7 @@ def gather(
     # otherwise turn `id IN (union)` into a scan of the queue.
     ids = sorted(set(conn.execute(union_all(*[select(part.c.id) for part in parts])).scalars()))
     if not ids:
-        return []
+        return Gathered([], 0)
     # `status || ''`: SQLite without statistics would otherwise read this through an index on
     # status (every queued job) instead of the primary key.
     recheck = [jobs.c.status.concat("") == QUEUED, *limits[1:]]
@@ -199,7 +209,7 @@ def gather(
         .where(jobs.c.id.in_(ids), *recheck)
         .with_for_update(skip_locked=True, of=jobs)
     ).all()
-    return _queued_jobs(conn, rows, now)
+    return Gathered(_queued_jobs(conn, rows, now), len(ids))
 
 
 # A skip scan over ix_jobs_queued_owner in one statement: each step is one index seek to the next

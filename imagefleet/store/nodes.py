@@ -5,10 +5,27 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from sqlalchemy import Connection, exists, func, insert, select, update
+from sqlalchemy import (
+    Boolean,
+    ColumnClause,
+    Connection,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    update,
+)
 
 from imagefleet.protocol import AttemptOutcome, JobStatus
-from imagefleet.store.tables import attempts, jobs, node_events, nodes, workers
+from imagefleet.store.tables import (
+    RETRIED_QUEUED_WHERE,
+    attempts,
+    jobs,
+    node_events,
+    nodes,
+    workers,
+)
 from imagefleet.store.workers import DRAIN_DEFAULT
 
 
@@ -63,15 +80,31 @@ def quarantine_reason(conn: Connection, node_id: str) -> str | None:
 
 class ClaimBlocks(NamedTuple):
     """What a claim checks before it looks for work: the node's quarantine reason, why the
-    autoscaler is draining it (None when it is not), and whether any job is queued at all."""
+    autoscaler is draining it (None when it is not), whether any job is queued at all, and
+    whether any queued job was tried before (what a claim finds then depends on its node and the
+    time: such jobs are not offered again on a node they failed on, nor before their back-off
+    ends; `orchestrator.empty_looks`)."""
 
     quarantined: str | None
     draining: str | None
     anything_queued: bool
+    retried_queued: bool = False
+
+    @property
+    def nothing_to_do(self) -> bool:
+        """Neither blocked nor any job queued."""
+        return self.quarantined is None and self.draining is None and not self.anything_queued
+
+
+# Literal values so that both databases use the partial index `ix_jobs_queued_retried` (it
+# holds only queued jobs that were tried before: usually none, so this is one index seek).
+_RETRIED_QUEUED: ColumnClause[bool] = literal_column(
+    f"EXISTS (SELECT 1 FROM jobs WHERE {RETRIED_QUEUED_WHERE})", Boolean()
+)
 
 
 def claim_blocks(conn: Connection, node_id: str) -> ClaimBlocks:
-    """The node's ClaimBlocks, in one statement (the queue check is one index seek)."""
+    """The node's ClaimBlocks, in one statement (each queue check is one index seek)."""
     quarantined = (
         select(nodes.c.reason)
         .where(nodes.c.id == node_id, nodes.c.quarantined_at.is_not(None))
@@ -84,8 +117,8 @@ def claim_blocks(conn: Connection, node_id: str) -> ClaimBlocks:
         .scalar_subquery()
     )
     queued = exists(select(jobs.c.id).where(jobs.c.status == JobStatus.queued.value))
-    row = conn.execute(select(quarantined, draining, queued)).one()
-    return ClaimBlocks(row[0], row[1], bool(row[2]))
+    row = conn.execute(select(quarantined, draining, queued, _RETRIED_QUEUED)).one()
+    return ClaimBlocks(row[0], row[1], bool(row[2]), bool(row[3]))
 
 
 def quarantine(conn: Connection, node_id: str, reason: str, now: float) -> bool:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 metadata = MetaData()
@@ -291,6 +292,15 @@ Index(
 Index("ix_jobs_queued_combo", jobs.c.status, jobs.c.combo_key, jobs.c.created_at)
 Index("ix_jobs_queued_checkpoint", jobs.c.status, jobs.c.model_id, jobs.c.created_at)
 Index("ix_models_sha256", models.c.sha256)
+# Queued jobs that were tried before (few, usually none): whether an idle claim's empty look
+# holds for other nodes too (store.nodes.claim_blocks, orchestrator.empty_looks).
+RETRIED_QUEUED_WHERE = "status = 'queued' AND attempts > 0"
+Index(
+    "ix_jobs_queued_retried",
+    jobs.c.id,
+    postgresql_where=text(RETRIED_QUEUED_WHERE),
+    sqlite_where=text(RETRIED_QUEUED_WHERE),
+)
 
 # What each worker reported with its last claim: GPU, what it holds on the GPU and on disk, free
 # disk, measured download speed. The claim ranks with the request itself; this row serves the
