@@ -129,7 +129,12 @@ class ClaimPolicy:
     ) -> list[Decision]:
         """The policy's ranking of the preselected jobs for this worker, best first."""
         candidates = [candidate(job, worker.vram_mb) for job in queued]
-        return self.policy.rank(worker, candidates, self._fleet(conn, candidates, now))
+        served = {
+            job.owner_key_id: job.owner_served_at
+            for job in queued
+            if job.owner_served_at is not None
+        }
+        return self.policy.rank(worker, candidates, self._fleet(conn, candidates, served, now))
 
     def served(
         self, conn: Connection, owner: str, request: ClaimRequest, job: QueuedJob, now: float
@@ -147,8 +152,15 @@ class ClaimPolicy:
         with self._lock:
             self._holders = [*self._holders, holder]
 
-    def _fleet(self, conn: Connection, candidates: Sequence[Candidate], now: float) -> FleetView:
-        served = served_sql.served_at(conn, {c.owner for c in candidates})
+    def _fleet(
+        self,
+        conn: Connection,
+        candidates: Sequence[Candidate],
+        served: Mapping[str, float],
+        now: float,
+    ) -> FleetView:
+        """What the policy needs of the fleet; `served`: the candidates' owners' last claims,
+        read with the candidates."""
         running: dict[str, int] = {}
         if getattr(self.policy, "config", PolicyConfig()).head_start_jobs:
             ahead = {c.owner for c in candidates if c.priority > 0}

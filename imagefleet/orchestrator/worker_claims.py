@@ -193,16 +193,23 @@ class WorkerClaims(DirectCheckpoints):
             if any(job.allow_same_node and request.node_id in job.failed_nodes for job in queued):
                 live = self._live_nodes(conn, now)
             worker = planner.worker_view(request, live)
+            by_id = {job.id: job for job in queued}
             for decision in planner.rank(conn, worker, queued, now):
-                job = decision.candidate
-                sha256 = _checkpoint_sha256(job)
+                chosen = by_id[decision.candidate.job_id]
+                sha256 = _checkpoint_sha256(decision.candidate)
                 first = self._take(
-                    conn, worker_key, request, job.job_id, decision.reason, sha256, now
+                    conn,
+                    worker_key,
+                    request,
+                    chosen.id,
+                    decision.reason,
+                    sha256,
+                    now,
+                    list(chosen.combo),
                 )
                 if first is None:
                     continue
                 row, assignment = first
-                chosen = next(q for q in queued if q.id == row.id)
                 planner.served(conn, row.owner_key_id, request, chosen, now)
                 taken = [assignment]
                 if request.max_jobs > 1:
@@ -219,9 +226,11 @@ class WorkerClaims(DirectCheckpoints):
         placement: str | None,
         checkpoint_sha256: str,
         now: float,
+        combo: list[job_model_sql.JobModel] | None = None,
     ) -> tuple[job_sql.JobRow, Assignment] | None:
         """queued -> running for one job with a new attempt (compare-and-set), or None when
-        another claimer took it first."""
+        another claimer took it first. `combo`: the job's models as the candidate search read
+        them in this transaction (None: read them; a job's combo never changes once queued)."""
         attempt_id = secrets.token_hex(16)
         expires = now + self.settings.lease_seconds
         row = job_sql.claim_job(
@@ -250,7 +259,8 @@ class WorkerClaims(DirectCheckpoints):
         events.running(conn, row, now)
         webhooks.emit(conn, row, "running", now)
         self._claimed.remember(attempt_id, worker_key.id, row)
-        combo = job_model_sql.combos(conn, [row.id])[row.id]
+        if combo is None:
+            combo = job_model_sql.combos(conn, [row.id])[row.id]
         inputs = input_sql.job_input_rows(conn, row.id) if _names_inputs(row) else {}
         assignment = self._assignment(row, attempt_id, expires, combo, inputs)
         assignment.checkpoints = self._resume_points(conn, row, attempt_id)

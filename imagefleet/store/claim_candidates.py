@@ -38,8 +38,11 @@ from sqlalchemy import (
 
 from imagefleet.protocol import JobStatus
 from imagefleet.scheduling.decisions import Selection
+from imagefleet.store import job_models as job_model_sql
 from imagefleet.store.attempts import COUNTED_OUTCOMES, failed_nodes
-from imagefleet.store.tables import attempts, job_models, jobs, models
+from imagefleet.store.job_models import JobModel
+from imagefleet.store.tables import attempts, jobs, models
+from imagefleet.store.tables_scheduling import owner_service
 
 QUEUED = JobStatus.queued.value
 # Priority levels probed (the configured tiers' priorities; few: free and paid by default).
@@ -85,6 +88,8 @@ class QueuedJob:
     combo_key: str | None
     cost_units: float | None
     models: tuple[tuple[str, int, str], ...]  # (sha256, size, role)
+    combo: tuple[JobModel, ...] = ()  # the same models in full, for the assignment
+    owner_served_at: float | None = None  # the owner's last claim (`store.owner_service`)
 
 
 _COLUMNS = (
@@ -204,8 +209,11 @@ def gather(
     # `status || ''`: SQLite without statistics would otherwise read this through an index on
     # status (every queued job) instead of the primary key.
     recheck = [jobs.c.status.concat("") == QUEUED, *limits[1:]]
+    # The owners' last claims come along (round robin between owners): no read of their own.
+    with_owner = jobs.outerjoin(owner_service, owner_service.c.owner_key_id == jobs.c.owner_key_id)
     rows = conn.execute(
-        select(*_COLUMNS)
+        select(*_COLUMNS, owner_service.c.served_at)
+        .select_from(with_owner)
         .where(jobs.c.id.in_(ids), *recheck)
         .with_for_update(skip_locked=True, of=jobs)
     ).all()
@@ -269,17 +277,10 @@ def _checkpoint_ids(conn: Connection, shas: Sequence[str], count: int) -> list[i
 
 
 def _queued_jobs(conn: Connection, rows: Sequence[Any], now: float) -> list[QueuedJob]:
-    ids = [row.id for row in rows]
     failed = failed_nodes(conn, [row.id for row in rows if row.attempts])
-    needs: dict[str, list[tuple[str, int, str]]] = {job_id: [] for job_id in ids}
-    if ids:
-        for item in conn.execute(
-            select(job_models.c.job_id, job_models.c.sha256, job_models.c.role, models.c.size_bytes)
-            .join(models, models.c.id == job_models.c.model_id)
-            .where(job_models.c.job_id.in_(ids))
-            .order_by(job_models.c.job_id, job_models.c.position)
-        ):
-            needs[item.job_id].append((item.sha256, int(item.size_bytes), item.role))
+    # The models in full (the assignment of the job taken needs them), not only what the policy
+    # reads: the claim then reads no combo again.
+    combos = job_model_sql.combos(conn, [row.id for row in rows])
     return [
         QueuedJob(
             id=r.id,
@@ -295,7 +296,12 @@ def _queued_jobs(conn: Connection, rows: Sequence[Any], now: float) -> list[Queu
             allow_same_node=bool(r.allow_same_node) and (r.same_node_after or 0.0) <= now,
             combo_key=r.combo_key,
             cost_units=r.cost_units,
-            models=tuple(needs[r.id]),
+            models=tuple(
+                (item.model.sha256, int(item.model.size_bytes), item.role.value)
+                for item in combos[r.id]
+            ),
+            combo=tuple(combos[r.id]),
+            owner_served_at=r.served_at,
         )
         for r in rows
     ]

@@ -23,7 +23,7 @@ PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, 
 # Statements (BEGIN not counted) and transactions per call. PostgreSQL adds a NOTIFY per
 # recorded event (other replicas' event streams) and the submit's (their parked claims), not
 # counted here but checked apart.
-BUDGET = {"submit": (6, 1), "claim": (10, 1), "heartbeat": (3, 1), "complete": (5, 1)}
+BUDGET = {"submit": (6, 1), "claim": (8, 1), "heartbeat": (3, 1), "complete": (5, 1)}
 
 
 @pytest.fixture
