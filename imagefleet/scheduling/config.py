@@ -19,9 +19,14 @@ class PolicyConfig:
     - `setup_weight`: how many seconds of queueing one second of model loading on this worker
       is worth. Well above 1: a load spends GPU time every queued job waits behind, and what
       stays loaded serves the next jobs of that combo too.
-    - `download_weight`: the same for one second of downloading. Lower: a model nobody holds
-      must be downloaded wherever the job runs, so putting it off saves nothing; what the
-      policy can save (jobs for models this worker has on disk) the load price already favours.
+    - `download_weight`: the same for one second of downloading, at this worker's measured
+      bandwidth. A download is priced in seconds of this worker's link, so one 7 GB checkpoint
+      costs a 125 MB/s node 8x what it costs a 1 GB/s one; at 6, a slow-link worker prices a
+      cold SDXL download (about 55 s) above the paid tier's 300 s head start and runs work for
+      models on its disk instead, leaving the download to a fast-link node or to a later claim
+      (aging still bounds the wait). At 1 (the earlier default) consumer nodes kept downloading
+      checkpoints their small disks had evicted: in the simulator 5 to 20 all did 2% better in
+      images per dollar and lower paid p95 than 1 (docs/benchmarks.md, "Why the misses").
     - `default_bandwidth_bytes_per_s`, `disk_to_gpu_bytes_per_s`, `checkpoint_load_s`,
       `adapter_load_s`, `combo_switch_s`: price a setup in seconds: a download is size /
       bandwidth, a load from disk a fixed part plus size / disk-to-GPU speed; switching between
@@ -52,7 +57,7 @@ class PolicyConfig:
     aging_lead_s: float = 300.0
     seconds_per_priority: float = 30.0
     setup_weight: float = 10.0
-    download_weight: float = 1.0
+    download_weight: float = 6.0
     fairness_weight: float = 1.0
     head_start_jobs: float = 0.0
     default_bandwidth_bytes_per_s: float = 125e6

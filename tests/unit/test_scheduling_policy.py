@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -139,6 +140,23 @@ def test_resident_combo_beats_resident_checkpoint_beats_disk_beats_download() ->
         job("combo", models=(BASE, STYLE), combo=COMBO, waited=5),
     ]
     assert ids(rank(worker(), candidates, FLEET)) == ["combo", "base", "disk", "download"]
+
+
+def test_a_slow_link_worker_leaves_a_cold_download_and_runs_work_from_its_disk() -> None:
+    sd15: ModelNeed = ("sd15", 2 * GB, "checkpoint")
+    candidates = [
+        job("paid-download", models=(ANIME,), tier="paid", priority=10),
+        job("free-disk", models=(sd15,), waited=100),
+    ]
+    consumer = replace(worker(), bandwidth_bytes_per_s=125 * MB)
+    datacenter = replace(worker(), bandwidth_bytes_per_s=1000 * MB)
+    # 56 s of download at 125 MB/s, priced 6x, outweighs the paid tier's 300 s head start.
+    assert ids(rank(consumer, candidates, FLEET))[0] == "free-disk"
+    assert ids(rank(datacenter, candidates, FLEET))[0] == "paid-download"
+    # Priced 1x (the earlier default), the slow link downloaded it ahead of the job on its disk.
+    assert ids(rank(consumer, candidates, FLEET, PolicyConfig(download_weight=1)))[0] == (
+        "paid-download"
+    )
 
 
 # --- tiers and aging -----------------------------------------------------------------------
