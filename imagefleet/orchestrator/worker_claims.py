@@ -10,7 +10,6 @@ job. The worker's report (capabilities, resident and cached models) is recorded 
 from __future__ import annotations
 
 import secrets
-import threading
 from typing import Any
 
 from sqlalchemy import Connection
@@ -18,6 +17,7 @@ from sqlalchemy import Connection
 from imagefleet.kinds import get_kind, kind_names
 from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.checkpoint_direct import DirectCheckpoints
+from imagefleet.orchestrator.claim_hints import ClaimHints
 from imagefleet.orchestrator.claim_policy import ClaimPolicy
 from imagefleet.orchestrator.empty_looks import ClaimLook, EmptyLooks, profile_of
 from imagefleet.orchestrator.node_health import NodeQuarantined
@@ -42,39 +42,12 @@ from imagefleet.worker_protocol import (
     UploadTarget,
 )
 
-# Attempts whose claim a replica remembers for their completion (`claimed_here`), newest.
-CLAIMED_REMEMBERED = 10_000
 # A worker's row is rewritten at most this often (every claim would be a write per long poll).
 WORKER_TOUCH_SECONDS = 10.0
 # While a worker idles and a worker like it just found nothing, its claims skip even the
 # read-only check for this long after one that found its node neither quarantined nor
 # draining: a quarantine or drain reaches an idle worker within this time.
 BLOCKS_FRESH_SECONDS = 5.0
-
-
-class ClaimHints:
-    """attempt id -> (worker key id, its job as claimed), for the newest CLAIMED_REMEMBERED
-    attempts this replica handed out; shared by the request threads, hence the lock."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._hints: dict[str, tuple[str, job_sql.JobRow]] = {}
-
-    def remember(self, attempt_id: str, key_id: str, row: job_sql.JobRow) -> None:
-        with self._lock:
-            if len(self._hints) >= CLAIMED_REMEMBERED:
-                del self._hints[next(iter(self._hints))]  # the oldest
-            self._hints[attempt_id] = (key_id, row)
-
-    def take(self, attempt_id: str, key_id: str) -> job_sql.JobRow | None:
-        """The job, once, if `key_id` claimed the attempt here."""
-        with self._lock:
-            found = self._hints.pop(attempt_id, None)
-        return found[1] if found is not None and found[0] == key_id else None
-
-    def forget(self, attempt_id: str) -> None:
-        with self._lock:
-            self._hints.pop(attempt_id, None)
 
 
 class WorkerDraining(RuntimeError):
@@ -140,9 +113,9 @@ class WorkerClaims(DirectCheckpoints):
                 return []
             with self.db.read() as conn:
                 blocks = node_sql.claim_blocks(conn, request.node_id)
-            if _unblocked(blocks):
+            if blocks.unblocked:
                 self._unblocked_at[request.worker_id] = now
-            if blocks.nothing_to_do or (_unblocked(blocks) and look.skips(blocks)):
+            if blocks.nothing_to_do or (blocks.unblocked and look.skips(blocks)):
                 return []
         taken = self._claim_written(worker_key, request, limits, report, now, look)
         if len(self._found_nothing) > 10_000:  # workers come and go; forget the old ones
@@ -400,11 +373,6 @@ class WorkerClaims(DirectCheckpoints):
         if len(self._touched) > 10_000:  # workers come and go; forget the old ones
             self._touched.clear()
         self._touched[request.worker_id] = (now, reported, capabilities)
-
-
-def _unblocked(blocks: node_sql.ClaimBlocks) -> bool:
-    """Neither quarantined nor draining: the write path would say so to the worker."""
-    return blocks.quarantined is None and blocks.draining is None
 
 
 def _report(request: ClaimRequest) -> tuple[str, str]:

@@ -91,9 +91,14 @@ class ClaimBlocks(NamedTuple):
     retried_queued: bool = False
 
     @property
+    def unblocked(self) -> bool:
+        """Neither quarantined nor draining."""
+        return self.quarantined is None and self.draining is None
+
+    @property
     def nothing_to_do(self) -> bool:
         """Neither blocked nor any job queued."""
-        return self.quarantined is None and self.draining is None and not self.anything_queued
+        return self.unblocked and not self.anything_queued
 
 
 # Literal values so that both databases use the partial index `ix_jobs_queued_retried` (it

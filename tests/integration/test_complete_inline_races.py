@@ -7,7 +7,6 @@ exactly the attempt's one accepted output, or cancelled with no output and no fi
 from __future__ import annotations
 
 import base64
-import threading
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -22,6 +21,7 @@ from imagefleet.store.database import Database
 from imagefleet.store.models import Model
 from imagefleet.store.tables import artifacts
 from tests.conftest import Keys
+from tests.harness.at_once import at_once
 from tests.load import TINY_PNG
 
 PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 2}
@@ -36,23 +36,6 @@ def replicas(settings: Settings, keys: Keys, model: Model) -> Iterator[tuple[Tes
         TestClient(create_app(settings, run_duties=False)) as second,
     ):
         yield first, second
-
-
-def _race(calls: list[Any]) -> list[Any]:
-    """Runs the calls at once (a barrier releases them together); their answers in order."""
-    barrier = threading.Barrier(len(calls))
-    answers: list[Any] = [None] * len(calls)
-
-    def run(i: int) -> None:
-        barrier.wait()
-        answers[i] = calls[i]()
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return answers
 
 
 def test_racing_inline_completions_and_a_cancel_leave_one_outcome_per_job(
@@ -78,7 +61,7 @@ def test_racing_inline_completions_and_a_cancel_leave_one_outcome_per_job(
         ]
         if round_ % 2:
             calls.append(partial(other.post, f"/v1/jobs/{job_id}/cancel", headers=client))
-        answers = _race(calls)
+        answers = at_once(*calls)
 
         completions = answers[: 2 * COMPLETERS_PER_REPLICA]
         assert {answer.status_code for answer in completions} <= {200, 409}, [

@@ -5,7 +5,6 @@ row nor a file, and a completed job keeps no checkpoint at all."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from imagefleet.store.tables_training import training_checkpoints
 from imagefleet.training_protocol import CheckpointReceipt
 from imagefleet.worker_protocol import CompletedOutput, CompleteRequest
 from tests.conftest import Clock, Keys
+from tests.harness.at_once import at_once
 from tests.training_jobs import checkpoint, claim_training, submit_training
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -40,26 +40,6 @@ def jobs(lifecycle: JobLifecycle, keys: Keys, db: Database) -> list[tuple[str, s
             (job_id, claim_training(lifecycle, keys.worker, node=f"n{index}").attempt_id)
         )
     return claimed
-
-
-def race(*calls: Callable[[], Any]) -> list[Any]:
-    """Runs the calls at once (released together by a barrier); returns result or exception."""
-    barrier = threading.Barrier(len(calls))
-    results: list[Any] = [None] * len(calls)
-
-    def run(index: int) -> None:
-        barrier.wait()
-        try:
-            results[index] = calls[index]()
-        except Exception as exc:
-            results[index] = exc
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return results
 
 
 def checkpoint_rows(db: Database) -> dict[str, list[str]]:
@@ -85,7 +65,7 @@ def test_checkpoints_racing_completion_leave_nothing_behind(
             content_type="application/octet-stream",
         )
         done = CompleteRequest(outputs=[CompletedOutput(index=0)])
-        answers = race(
+        answers = at_once(
             lambda a=attempt: checkpoint(lifecycle, keys.worker, a, 2),
             lambda a=attempt, d=done: lifecycle.complete(keys.worker, a, d),
         )
@@ -107,7 +87,7 @@ def test_a_checkpoint_racing_the_reaper_is_recorded_exactly_when_it_was_accepted
     calls: list[Callable[[], Any]] = [
         lambda a=attempt: checkpoint(lifecycle, keys.worker, a, 2) for _, attempt in jobs
     ]
-    answers = race(*calls, lifecycle.reap_expired)
+    answers = at_once(*calls, lifecycle.reap_expired)
     assert answers[-1] == JOBS, answers[-1]
     accepted: dict[str, bool] = {}
     for (job_id, _), answer in zip(jobs, answers, strict=False):

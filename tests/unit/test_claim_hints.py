@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 from typing import Any, cast
 
-from imagefleet.orchestrator import worker_claims
-from imagefleet.orchestrator.worker_claims import ClaimHints
+from imagefleet.orchestrator import claim_hints
+from imagefleet.orchestrator.claim_hints import ClaimHints
 
 
 def _row(name: str) -> Any:
@@ -27,7 +27,7 @@ def test_a_hint_serves_the_claiming_key_once() -> None:
 
 
 def test_hints_are_bounded_and_the_oldest_go_first(monkeypatch: Any) -> None:
-    monkeypatch.setattr(worker_claims, "CLAIMED_REMEMBERED", 3)
+    monkeypatch.setattr(claim_hints, "CLAIMED_REMEMBERED", 3)
     hints = ClaimHints()
     for i in range(5):
         hints.remember(f"a{i}", "k", _row(f"job-{i}"))
@@ -35,7 +35,7 @@ def test_hints_are_bounded_and_the_oldest_go_first(monkeypatch: Any) -> None:
 
 
 def test_many_threads_remember_and_take_at_the_bound(monkeypatch: Any) -> None:
-    monkeypatch.setattr(worker_claims, "CLAIMED_REMEMBERED", 50)
+    monkeypatch.setattr(claim_hints, "CLAIMED_REMEMBERED", 50)
     hints = ClaimHints()
     errors: list[BaseException] = []
 
