@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from imagefleet.protocol import AttemptOutcome
 from imagefleet.store.ids import plausible_id
@@ -14,6 +14,42 @@ from imagefleet.store.workers import DRAIN_DEFAULT
 
 # Outcomes that count against a job's max attempts and mark its node as one where it failed.
 COUNTED_OUTCOMES = (AttemptOutcome.failed.value, AttemptOutcome.lease_expired.value)
+RUNNING = AttemptOutcome.running.value
+
+# Built once with bound parameters (see store/jobs.py).
+_DRAINING = (
+    select(func.coalesce(workers.c.drain_reason, DRAIN_DEFAULT))
+    .where(workers.c.node_id == attempts.c.node_id, workers.c.drain_requested_at.is_not(None))
+    .limit(1)
+    .scalar_subquery()
+)
+_BEAT_FACTS = (
+    select(
+        attempts.c.job_id,
+        attempts.c.node_id,
+        jobs.c.progress_step,
+        jobs.c.progress_total,
+        jobs.c.owner_key_id,
+        _DRAINING,
+    )
+    .join(jobs, jobs.c.id == attempts.c.job_id)
+    .where(attempts.c.id == bindparam("attempt"), attempts.c.worker_key_id == bindparam("key"))
+)
+_INSERT = insert(attempts)
+_FAILED_NODES = select(attempts.c.job_id, attempts.c.node_id).where(
+    attempts.c.job_id.in_(bindparam("jobs", expanding=True)),
+    attempts.c.outcome.in_(COUNTED_OUTCOMES),
+)
+_END = (
+    update(attempts)
+    .where(attempts.c.id == bindparam("attempt"), attempts.c.outcome == RUNNING)
+    .values(
+        outcome=bindparam("ended_as"),
+        ended_at=bindparam("now"),
+        error_code=bindparam("code"),
+        error_message=bindparam("message"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -51,24 +87,7 @@ def beat_facts(conn: Connection, attempt_id: str, worker_key_id: str) -> BeatFac
     heartbeat's conditional UPDATE is what decides, and an attempt's job never changes."""
     if not plausible_id(attempt_id):
         return None
-    draining = (
-        select(func.coalesce(workers.c.drain_reason, DRAIN_DEFAULT))
-        .where(workers.c.node_id == attempts.c.node_id, workers.c.drain_requested_at.is_not(None))
-        .limit(1)
-        .scalar_subquery()
-    )
-    row = conn.execute(
-        select(
-            attempts.c.job_id,
-            attempts.c.node_id,
-            jobs.c.progress_step,
-            jobs.c.progress_total,
-            jobs.c.owner_key_id,
-            draining,
-        )
-        .join(jobs, jobs.c.id == attempts.c.job_id)
-        .where(attempts.c.id == attempt_id, attempts.c.worker_key_id == worker_key_id)
-    ).first()
+    row = conn.execute(_BEAT_FACTS, {"attempt": attempt_id, "key": worker_key_id}).first()
     if row is None:
         return None
     return BeatFacts(row[0], row[1], (row[2], row[3], row[4]), row[5])
@@ -89,19 +108,20 @@ def insert_attempt(
     model_cache: str | None = None,
 ) -> None:
     conn.execute(
-        insert(attempts).values(
-            id=attempt_id,
-            job_id=job_id,
-            seq=seq,
-            worker_id=worker_id,
-            node_id=node_id,
-            worker_key_id=worker_key_id,
-            pool=pool,
-            gpu=gpu,
-            model_cache=model_cache,
-            started_at=now,
-            outcome=AttemptOutcome.running.value,
-        )
+        _INSERT,
+        {
+            "id": attempt_id,
+            "job_id": job_id,
+            "seq": seq,
+            "worker_id": worker_id,
+            "node_id": node_id,
+            "worker_key_id": worker_key_id,
+            "pool": pool,
+            "gpu": gpu,
+            "model_cache": model_cache,
+            "started_at": now,
+            "outcome": RUNNING,
+        },
     )
 
 
@@ -130,17 +150,14 @@ def end_attempt(
     error_message: str | None = None,
 ) -> bool:
     """running -> `outcome`; False when the attempt had already ended."""
-    result = conn.execute(
-        update(attempts)
-        .where(attempts.c.id == attempt_id, attempts.c.outcome == AttemptOutcome.running.value)
-        .values(
-            outcome=outcome.value,
-            ended_at=now,
-            error_code=error_code,
-            error_message=error_message,
-        )
-    )
-    return result.rowcount == 1
+    params = {
+        "attempt": attempt_id,
+        "ended_as": outcome.value,
+        "now": now,
+        "code": error_code,
+        "message": error_message,
+    }
+    return conn.execute(_END, params).rowcount == 1
 
 
 def count_failures(conn: Connection, job_id: str) -> int:
@@ -158,11 +175,7 @@ def failed_nodes(conn: Connection, job_ids: list[str]) -> dict[str, frozenset[st
     """For each job, the nodes on which one of its attempts failed or lost its lease."""
     found: dict[str, set[str]] = {}
     if job_ids:
-        rows = conn.execute(
-            select(attempts.c.job_id, attempts.c.node_id).where(
-                attempts.c.job_id.in_(job_ids), attempts.c.outcome.in_(COUNTED_OUTCOMES)
-            )
-        ).all()
+        rows = conn.execute(_FAILED_NODES, {"jobs": list(job_ids)}).all()
         for job_id, node_id in rows:
             found.setdefault(job_id, set()).add(node_id)
     return {job_id: frozenset(nodes) for job_id, nodes in found.items()}

@@ -20,6 +20,7 @@ claimers see disjoint sets and never wait on each other here; SQLite serializes 
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,8 +29,9 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Select,
+    Executable,
     and_,
+    bindparam,
     or_,
     select,
     text,
@@ -114,19 +116,27 @@ def hard_limits(worker: WorkerLimits, now: float) -> list[ColumnElement[bool]]:
     """The WHERE conditions every probe shares: queued, a kind the worker serves, its pixels, its
     VRAM (when reported), not backing off, and never failed on this node unless it may retry
     there now."""
+    return _limits(worker.node_id, worker.kinds, worker.max_pixels, now, worker.vram_mb or None)
+
+
+def _limits(
+    node_id: Any, kinds: Any, max_pixels: Any, now: Any, vram_mb: Any | None
+) -> list[ColumnElement[bool]]:
+    """`hard_limits` with each value given either as itself or as a bound parameter (the claim's
+    statements are built once per shape, with bound parameters)."""
     failed_here = (
         select(attempts.c.id)
         .where(
             attempts.c.job_id == jobs.c.id,
-            attempts.c.node_id == worker.node_id,
+            attempts.c.node_id == node_id,
             attempts.c.outcome.in_(COUNTED_OUTCOMES),
         )
         .exists()
     )
     conditions: list[ColumnElement[bool]] = [
         jobs.c.status == QUEUED,
-        jobs.c.kind.in_(worker.kinds),
-        jobs.c.pixels <= worker.max_pixels,
+        jobs.c.kind.in_(kinds),
+        jobs.c.pixels <= max_pixels,
         or_(jobs.c.run_after.is_(None), jobs.c.run_after <= now),
         # Most jobs were never tried, so the subquery rarely runs.
         or_(
@@ -138,11 +148,61 @@ def hard_limits(worker: WorkerLimits, now: float) -> list[ColumnElement[bool]]:
             ~failed_here,
         ),
     ]
-    if worker.vram_mb:
+    if vram_mb is not None:
         conditions.append(
-            or_(jobs.c.required_vram_mb.is_(None), jobs.c.required_vram_mb <= worker.vram_mb)
+            or_(jobs.c.required_vram_mb.is_(None), jobs.c.required_vram_mb <= vram_mb)
         )
     return conditions
+
+
+def _bound_limits(vram: bool) -> list[ColumnElement[bool]]:
+    return _limits(
+        bindparam("node"),
+        bindparam("kinds", expanding=True),
+        bindparam("max_pixels"),
+        bindparam("now"),
+        bindparam("vram") if vram else None,
+    )
+
+
+# A probe's shape: which column it matches (bound as `v<n>`), how it is ordered, its limit.
+ProbeShape = tuple[str, int]
+_PROBED = {
+    "priority": (jobs.c.priority, (jobs.c.created_at,)),
+    "owner": (jobs.c.owner_key_id, (jobs.c.priority.desc(), jobs.c.created_at)),
+    "combo": (jobs.c.combo_key, (jobs.c.created_at,)),
+    "checkpoint": (jobs.c.model_id, (jobs.c.created_at,)),
+}
+
+
+@functools.lru_cache(maxsize=512)
+def _probe_union(shapes: tuple[ProbeShape, ...], vram: bool) -> Executable:
+    """Every probe as one `UNION ALL` of bounded index range scans, built once per shape (the
+    number of probes of each kind and their limits): building it cost more than running it."""
+    limits = _bound_limits(vram)
+    parts = []
+    for n, (probed, limit) in enumerate(shapes):
+        column, order = _PROBED[probed]
+        branch = select(jobs.c.id).where(*limits, column == bindparam(f"v{n}"))
+        parts.append(branch.order_by(*order).limit(limit).subquery())
+    return union_all(*[select(part.c.id) for part in parts])
+
+
+@functools.lru_cache(maxsize=4)
+def _rows_by_id(vram: bool) -> Executable:
+    """The probes' jobs by primary key, locked with SKIP LOCKED on PostgreSQL, the hard limits
+    checked again under the lock; built once."""
+    # `status || ''`: SQLite without statistics would otherwise read this through an index on
+    # status (every queued job) instead of the primary key.
+    recheck = [jobs.c.status.concat("") == QUEUED, *_bound_limits(vram)[1:]]
+    # The owners' last claims come along (round robin between owners): no read of their own.
+    with_owner = jobs.outerjoin(owner_service, owner_service.c.owner_key_id == jobs.c.owner_key_id)
+    return (
+        select(*_COLUMNS, owner_service.c.served_at)
+        .select_from(with_owner)
+        .where(jobs.c.id.in_(bindparam("ids", expanding=True)), *recheck)
+        .with_for_update(skip_locked=True, of=jobs)
+    )
 
 
 @dataclass(frozen=True)
@@ -171,26 +231,31 @@ def gather(
     checkpoints by sha256, every probe as one `UNION ALL` of bounded index range scans, then
     the rows found, by primary key, locked with SKIP LOCKED on PostgreSQL (the hard limits
     checked again under the lock)."""
-    limits = hard_limits(worker, now)
-    branches: list[Select[Any]] = []
+    shapes: list[ProbeShape] = []
+    values: dict[str, Any] = {
+        "node": worker.node_id,
+        "kinds": list(worker.kinds),
+        "max_pixels": worker.max_pixels,
+        "now": now,
+    }
+    if worker.vram_mb:
+        values["vram"] = worker.vram_mb
 
-    def probe(condition: ColumnElement[bool], order: Sequence[Any], limit: int) -> None:
+    def probe(probed: str, value: Any, limit: int) -> None:
         if limit:
-            branches.append(
-                select(jobs.c.id).where(*limits, condition).order_by(*order).limit(limit)
-            )
+            values[f"v{len(shapes)}"] = value
+            shapes.append((probed, limit))
 
     head = max(selection.oldest_per_tier, selection.fair_head_per_tier)
     for priority in sorted(set(priorities), reverse=True)[:MAX_PRIORITY_LEVELS]:
-        probe(jobs.c.priority == priority, [jobs.c.created_at], head)
+        probe("priority", priority, head)
     if selection.fair_head_per_tier:
-        by_priority = [jobs.c.priority.desc(), jobs.c.created_at]
         if owners is None:
             owners = queued_owners(conn, 2 * selection.fair_head_per_tier)
         for owner in owners:
-            probe(jobs.c.owner_key_id == owner, by_priority, 1)
+            probe("owner", owner, 1)
     for combo in probes.resident_combos[:4]:
-        probe(jobs.c.combo_key == combo, [jobs.c.created_at], selection.per_resident_combo)
+        probe("combo", combo, selection.per_resident_combo)
     resident = list(probes.resident_models[: selection.resident_checkpoints_probed])
     cached = [sha for sha in probes.cached_models if sha not in set(resident)]
     for shas, each, probed in (
@@ -199,24 +264,16 @@ def gather(
     ):
         if each:
             for model_id in _checkpoint_ids(conn, shas, probed):
-                probe(jobs.c.model_id == model_id, [jobs.c.created_at], each)
-    parts = [branch.subquery() for branch in branches]
+                probe("checkpoint", model_id, each)
+    if not shapes:
+        return Gathered([], 0)
+    vram = bool(worker.vram_mb)
     # Ids first, then the rows by primary key: a planner without fresh statistics could
     # otherwise turn `id IN (union)` into a scan of the queue.
-    ids = sorted(set(conn.execute(union_all(*[select(part.c.id) for part in parts])).scalars()))
+    ids = sorted(set(conn.execute(_probe_union(tuple(shapes), vram), values).scalars()))
     if not ids:
         return Gathered([], 0)
-    # `status || ''`: SQLite without statistics would otherwise read this through an index on
-    # status (every queued job) instead of the primary key.
-    recheck = [jobs.c.status.concat("") == QUEUED, *limits[1:]]
-    # The owners' last claims come along (round robin between owners): no read of their own.
-    with_owner = jobs.outerjoin(owner_service, owner_service.c.owner_key_id == jobs.c.owner_key_id)
-    rows = conn.execute(
-        select(*_COLUMNS, owner_service.c.served_at)
-        .select_from(with_owner)
-        .where(jobs.c.id.in_(ids), *recheck)
-        .with_for_update(skip_locked=True, of=jobs)
-    ).all()
+    rows = conn.execute(_rows_by_id(vram), {**values, "ids": ids}).all()
     return Gathered(_queued_jobs(conn, rows, now), len(ids))
 
 
@@ -255,15 +312,16 @@ def queued_owners(conn: Connection, count: int) -> list[str]:
     return list(conn.execute(_OWNERS_SQL, params).scalars())[:count]
 
 
+_CHECKPOINTS = select(models.c.id, models.c.sha256).where(
+    models.c.sha256.in_(bindparam("shas", expanding=True)), models.c.kind == "checkpoint"
+)
+
+
 def _checkpoint_ids(conn: Connection, shas: Sequence[str], count: int) -> list[int]:
     """The registered checkpoints among the first `count` sha256s that name one, in that order."""
     if not shas or not count:
         return []
-    rows = conn.execute(
-        select(models.c.id, models.c.sha256).where(
-            models.c.sha256.in_(list(shas)), models.c.kind == "checkpoint"
-        )
-    ).all()
+    rows = conn.execute(_CHECKPOINTS, {"shas": list(shas)}).all()
     by_sha: dict[str, list[int]] = {}
     for row in rows:
         by_sha.setdefault(row.sha256, []).append(row.id)

@@ -20,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -48,6 +48,7 @@ EVENTS_CHANNEL = "imagefleet_events"
 # Key in a connection's info under which a write transaction collects what it must announce
 # once committed (see store/events.py and `Database.commit_hooks`).
 AFTER_COMMIT = "imagefleet_after_commit"
+_NOTIFY_WORK = f"SELECT pg_notify('{WORK_CHANNEL}', %(payload)s)"
 
 
 def safe_url(url: str) -> str:
@@ -90,10 +91,7 @@ def notify_work(conn: Connection, hint: WorkHint | None = None) -> None:
     visible); SQLite has no such thing: the process that queued the job wakes its own claims
     and the others re-check on a timer."""
     if conn.dialect.name == "postgresql":
-        conn.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": WORK_CHANNEL, "payload": hint.encode() if hint else ""},
-        )
+        conn.exec_driver_sql(_NOTIFY_WORK, {"payload": hint.encode() if hint else ""})
 
 
 def is_conflict(exc: BaseException) -> bool:

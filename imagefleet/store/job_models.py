@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 
 from imagefleet.protocol import ModelRole
 from imagefleet.store.models import Model, _to_model
 from imagefleet.store.tables import job_models, models
+
+# Built once with bound parameters (see store/jobs.py): every submit and claim runs them.
+_INSERT = insert(job_models)
+_COMBOS = (
+    select(job_models.c.job_id, job_models.c.role, job_models.c.weight, models)
+    .join(models, models.c.id == job_models.c.model_id)
+    .where(job_models.c.job_id.in_(bindparam("jobs", expanding=True)))
+    .order_by(job_models.c.job_id, job_models.c.position)
+)
 
 
 @dataclass(frozen=True)
@@ -21,7 +30,7 @@ class JobModel:
 def insert_job_models(conn: Connection, job_id: str, combo: list[JobModel]) -> None:
     if combo:
         conn.execute(
-            insert(job_models),
+            _INSERT,
             [
                 {
                     "job_id": job_id,
@@ -41,12 +50,7 @@ def combos(conn: Connection, job_ids: list[str]) -> dict[str, list[JobModel]]:
     found: dict[str, list[JobModel]] = {job_id: [] for job_id in job_ids}
     if not job_ids:
         return found
-    rows = conn.execute(
-        select(job_models.c.job_id, job_models.c.role, job_models.c.weight, models)
-        .join(models, models.c.id == job_models.c.model_id)
-        .where(job_models.c.job_id.in_(job_ids))
-        .order_by(job_models.c.job_id, job_models.c.position)
-    ).mappings()
+    rows = conn.execute(_COMBOS, {"jobs": list(job_ids)}).mappings()
     for row in rows:
         found[row["job_id"]].append(JobModel(ModelRole(row["role"]), _to_model(row), row["weight"]))
     return found

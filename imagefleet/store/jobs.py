@@ -17,7 +17,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
 
 from imagefleet.protocol import FailureCode, JobStatus
 from imagefleet.store.database import WorkHint, notify_work
@@ -35,6 +35,70 @@ from imagefleet.store.tables import (
 RUNNING = JobStatus.running.value
 QUEUED = JobStatus.queued.value
 ACTIVE = (QUEUED, RUNNING)
+
+# The lifecycle's statements, built once with bound parameters: building a statement costs
+# several times what running it does (docs/benchmarks.md, "Statements built once"). Bound
+# names differ from column names, which SQLAlchemy reserves for the SET clause.
+_INSERT_JOB = insert(jobs).returning(*jobs.c)
+_BY_ID = select(jobs).where(jobs.c.id == bindparam("job"))
+_LOCK_BY_ID = _BY_ID.with_for_update()
+_OWNED_JOB_ID = (
+    select(attempts.c.job_id)
+    .where(attempts.c.id == bindparam("attempt"), attempts.c.worker_key_id == bindparam("key"))
+    .scalar_subquery()
+)
+_BY_ATTEMPT = select(jobs).where(jobs.c.id == _OWNED_JOB_ID)
+_LOCK_BY_ATTEMPT = _BY_ATTEMPT.with_for_update()
+_CLAIM = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("job"), jobs.c.status == QUEUED)
+    .values(
+        status=RUNNING,
+        current_attempt_id=bindparam("attempt"),
+        lease_expires_at=bindparam("lease"),
+        attempts=jobs.c.attempts + 1,
+        started_at=bindparam("now"),
+        progress_step=0,
+        progress_total=0,
+        placement=bindparam("why"),
+    )
+    .returning(*jobs.c)
+)
+_RENEW = (
+    update(jobs)
+    .where(
+        jobs.c.current_attempt_id == bindparam("attempt"),
+        jobs.c.status == RUNNING,
+        select(attempts.c.id)
+        .where(attempts.c.id == bindparam("attempt"), attempts.c.worker_key_id == bindparam("key"))
+        .exists(),
+    )
+    .values(
+        progress_step=bindparam("step"),
+        progress_total=bindparam("total"),
+        lease_expires_at=bindparam("lease"),
+    )
+)
+_FINAL_VALUES: dict[str, Any] = dict(
+    status=bindparam("final"),
+    finished_at=bindparam("now"),
+    current_attempt_id=None,
+    lease_expires_at=None,
+    error_code=bindparam("code"),
+    error_message=bindparam("message"),
+)
+_FINISH_WHERE = (jobs.c.current_attempt_id == bindparam("attempt"), jobs.c.status == RUNNING)
+_FAIL = update(jobs).where(*_FINISH_WHERE).values(**_FINAL_VALUES)
+_SUCCEED = (
+    update(jobs)
+    .where(*_FINISH_WHERE)
+    .values(
+        **_FINAL_VALUES,
+        result_attempt_id=bindparam("attempt"),
+        progress_step=jobs.c.progress_total,
+        stage_timings=bindparam("timings"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -78,8 +142,8 @@ class JobRow:
 def insert_job(conn: Connection, **values: Any) -> JobRow:
     """Queues a new job; returns it as stored (RETURNING: no second read)."""
     values["params"] = json.dumps(values["params"])
-    statement = insert(jobs).values(progress_step=0, progress_total=0, attempts=0, **values)
-    row = conn.execute(statement.returning(*jobs.c)).mappings().one()
+    params = {"progress_step": 0, "progress_total": 0, "attempts": 0, **values}
+    row = conn.execute(_INSERT_JOB, params).mappings().one()
     notify_work(conn, WorkHint(values["kind"], values["pixels"], values.get("required_vram_mb")))
     return _to_job(row)
 
@@ -87,7 +151,7 @@ def insert_job(conn: Connection, **values: Any) -> JobRow:
 def get_job(conn: Connection, job_id: str) -> JobRow | None:
     if not plausible_id(job_id):
         return None
-    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    row = conn.execute(_BY_ID, {"job": job_id}).mappings().first()
     return _to_job(row) if row else None
 
 
@@ -98,7 +162,7 @@ def lock_job(conn: Connection, job_id: str) -> JobRow | None:
     same lock in the same order (job, then attempt, then artifacts) and none can deadlock."""
     if not plausible_id(job_id):
         return None
-    row = conn.execute(select(jobs).where(jobs.c.id == job_id).with_for_update()).mappings().first()
+    row = conn.execute(_LOCK_BY_ID, {"job": job_id}).mappings().first()
     return _to_job(row) if row else None
 
 
@@ -110,13 +174,8 @@ def attempt_job(
     job and key never change)."""
     if not plausible_id(attempt_id):
         return None
-    owned = (
-        select(attempts.c.job_id)
-        .where(attempts.c.id == attempt_id, attempts.c.worker_key_id == worker_key_id)
-        .scalar_subquery()
-    )
-    query = select(jobs).where(jobs.c.id == owned)
-    row = conn.execute(query.with_for_update() if lock else query).mappings().first()
+    query = _LOCK_BY_ATTEMPT if lock else _BY_ATTEMPT
+    row = conn.execute(query, {"attempt": attempt_id, "key": worker_key_id}).mappings().first()
     return _to_job(row) if row else None
 
 
@@ -169,22 +228,14 @@ def claim_job(
     """queued -> running for one attempt, recording why it went to this worker. Returns the
     claimed job (its `attempts` is the new attempt's number), or None when another claimer took
     the job first (the conditional update matched no row). The caller inserts the attempt row."""
-    result = conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.status == QUEUED)
-        .values(
-            status=RUNNING,
-            current_attempt_id=attempt_id,
-            lease_expires_at=lease_expires_at,
-            attempts=jobs.c.attempts + 1,
-            started_at=now,
-            progress_step=0,
-            progress_total=0,
-            placement=placement,
-        )
-        .returning(*jobs.c)
-    )
-    row = result.mappings().first()
+    params = {
+        "job": job_id,
+        "attempt": attempt_id,
+        "lease": lease_expires_at,
+        "now": now,
+        "why": placement,
+    }
+    row = conn.execute(_CLAIM, params).mappings().first()
     return _to_job(row) if row else None
 
 
@@ -202,17 +253,14 @@ def renew_lease(
     when it does not, or no longer owns its job. Against the reaper this is safe either way
     round: the reaper locks the job and re-checks expiry, so it waits for this update or this
     update waits for it."""
-    owned = (
-        select(attempts.c.id)
-        .where(attempts.c.id == attempt_id, attempts.c.worker_key_id == worker_key_id)
-        .exists()
-    )
-    result = conn.execute(
-        update(jobs)
-        .where(jobs.c.current_attempt_id == attempt_id, jobs.c.status == RUNNING, owned)
-        .values(progress_step=step, progress_total=total, lease_expires_at=lease_expires_at)
-    )
-    return result.rowcount == 1
+    params = {
+        "attempt": attempt_id,
+        "key": worker_key_id,
+        "step": step,
+        "total": total,
+        "lease": lease_expires_at,
+    }
+    return conn.execute(_RENEW, params).rowcount == 1
 
 
 def finish_job(
@@ -226,24 +274,17 @@ def finish_job(
     stage_timings: dict[str, float] | None = None,
 ) -> bool:
     """running -> a final status, for the attempt that owns the job; False for a stale attempt."""
-    values: dict[str, Any] = dict(
-        status=status.value,
-        finished_at=now,
-        current_attempt_id=None,
-        lease_expires_at=None,
-        error_code=error_code,
-        error_message=error_message,
-    )
+    params: dict[str, Any] = {
+        "attempt": attempt_id,
+        "final": status.value,
+        "now": now,
+        "code": error_code,
+        "message": error_message,
+    }
     if status is JobStatus.succeeded:
-        values["result_attempt_id"] = attempt_id
-        values["progress_step"] = jobs.c.progress_total
-        values["stage_timings"] = json.dumps(stage_timings or {})
-    result = conn.execute(
-        update(jobs)
-        .where(jobs.c.current_attempt_id == attempt_id, jobs.c.status == RUNNING)
-        .values(**values)
-    )
-    return result.rowcount == 1
+        params["timings"] = json.dumps(stage_timings or {})
+        return conn.execute(_SUCCEED, params).rowcount == 1
+    return conn.execute(_FAIL, params).rowcount == 1
 
 
 def requeue_job(

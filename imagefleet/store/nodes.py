@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     ColumnClause,
     Connection,
+    bindparam,
     exists,
     func,
     insert,
@@ -108,21 +109,25 @@ _RETRIED_QUEUED: ColumnClause[bool] = literal_column(
 )
 
 
+_QUARANTINED = (
+    select(nodes.c.reason)
+    .where(nodes.c.id == bindparam("node"), nodes.c.quarantined_at.is_not(None))
+    .scalar_subquery()
+)
+_DRAINING = (
+    select(func.coalesce(workers.c.drain_reason, DRAIN_DEFAULT))
+    .where(workers.c.node_id == bindparam("node"), workers.c.drain_requested_at.is_not(None))
+    .limit(1)
+    .scalar_subquery()
+)
+_ANY_QUEUED = exists(select(jobs.c.id).where(jobs.c.status == JobStatus.queued.value))
+# Built once (see store/jobs.py): every claim, idle long polls included, runs it.
+_CLAIM_BLOCKS = select(_QUARANTINED, _DRAINING, _ANY_QUEUED, _RETRIED_QUEUED)
+
+
 def claim_blocks(conn: Connection, node_id: str) -> ClaimBlocks:
     """The node's ClaimBlocks, in one statement (each queue check is one index seek)."""
-    quarantined = (
-        select(nodes.c.reason)
-        .where(nodes.c.id == node_id, nodes.c.quarantined_at.is_not(None))
-        .scalar_subquery()
-    )
-    draining = (
-        select(func.coalesce(workers.c.drain_reason, DRAIN_DEFAULT))
-        .where(workers.c.node_id == node_id, workers.c.drain_requested_at.is_not(None))
-        .limit(1)
-        .scalar_subquery()
-    )
-    queued = exists(select(jobs.c.id).where(jobs.c.status == JobStatus.queued.value))
-    row = conn.execute(select(quarantined, draining, queued, _RETRIED_QUEUED)).one()
+    row = conn.execute(_CLAIM_BLOCKS, {"node": node_id}).one()
     return ClaimBlocks(row[0], row[1], bool(row[2]), bool(row[3]))
 
 

@@ -5,13 +5,42 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from imagefleet.protocol import JobStatus
 from imagefleet.store.tables import jobs
 from imagefleet.store.tables_scheduling import owner_service
+
+# Built once with bound parameters (see store/jobs.py): every claim records a turn.
+_MINE_UNLOCKED = (
+    select(owner_service.c.owner_key_id)
+    .where(
+        owner_service.c.owner_key_id == bindparam("owner"),
+        owner_service.c.served_at < bindparam("now"),
+    )
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+_PG_MOVE = (
+    update(owner_service)
+    .where(owner_service.c.owner_key_id == _MINE_UNLOCKED)
+    .values(served_at=bindparam("now"))
+)
+_PG_NEW = (
+    pg_insert(owner_service)
+    .values(owner_key_id=bindparam("owner"), served_at=bindparam("now"))
+    .on_conflict_do_nothing(index_elements=[owner_service.c.owner_key_id])
+)
+_SQLITE_UPSERT = sqlite_insert(owner_service).values(
+    owner_key_id=bindparam("owner"), served_at=bindparam("now")
+)
+_SQLITE_UPSERT = _SQLITE_UPSERT.on_conflict_do_update(
+    index_elements=[owner_service.c.owner_key_id],
+    set_={"served_at": _SQLITE_UPSERT.excluded.served_at},
+    where=_SQLITE_UPSERT.excluded.served_at > owner_service.c.served_at,
+)
 
 
 def served_at(conn: Connection, owners: Collection[str]) -> dict[str, float]:
@@ -52,29 +81,11 @@ def record_served(conn: Connection, owner: str, now: float) -> None:
     at the same moment, and waiting for its commit would line up every claim of a one-owner
     burst behind one row. When nothing was updated, a new owner's row is inserted with ON
     CONFLICT DO NOTHING, which waits for no committed row either."""
+    params = {"owner": owner, "now": now}
     if conn.dialect.name == "postgresql":
-        mine = (
-            select(owner_service.c.owner_key_id)
-            .where(owner_service.c.owner_key_id == owner, owner_service.c.served_at < now)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        moved = conn.execute(
-            update(owner_service).where(owner_service.c.owner_key_id == mine).values(served_at=now)
-        )
-        if moved.rowcount == 0:  # new, taken by another claim, or already later: the insert
-            conn.execute(  # does nothing for an existing row, and waits for no committed one
-                pg_insert(owner_service)
-                .values(owner_key_id=owner, served_at=now)
-                .on_conflict_do_nothing(index_elements=[owner_service.c.owner_key_id])
-            )
+        if conn.execute(_PG_MOVE, params).rowcount == 0:
+            # New, taken by another claim, or already later: the insert does nothing for an
+            # existing row, and waits for no committed one.
+            conn.execute(_PG_NEW, params)
         return
-    statement = sqlite_insert(owner_service).values(owner_key_id=owner, served_at=now)
-    newer = statement.excluded.served_at > owner_service.c.served_at
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[owner_service.c.owner_key_id],
-            set_={"served_at": statement.excluded.served_at},
-            where=newer,
-        )
-    )
+    conn.execute(_SQLITE_UPSERT, params)

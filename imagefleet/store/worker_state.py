@@ -4,11 +4,12 @@ policy's warm-worker wait read. Rows are bounded by the fleet, never by the queu
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, Insert, bindparam, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -64,28 +65,38 @@ def record(conn: Connection, request: ClaimRequest, now: float, fresh_for: float
     replica, or a repeated claim). This table is the one record of what a worker holds: the
     scheduler's warm-worker wait, the queue's explanations and the dashboard all read it."""
     capabilities = request.capabilities
-    values = dict(
-        node_id=request.node_id,
-        gpu_name=capabilities.gpu_name,
-        vram_mb=capabilities.vram_mb,
-        max_pixels=capabilities.max_pixels,
-        kinds=json.dumps(sorted(capabilities.kinds)),
-        resident_combos=json.dumps(request.resident_combos),
-        resident_models=json.dumps(request.resident_models),
-        cached_models=json.dumps(request.cached_models),
-        free_disk_bytes=request.free_disk_bytes,
-        download_bytes_per_s=request.download_bytes_per_s,
-        updated_at=now,
-    )
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(worker_state).values(worker_id=request.worker_id, **values)
+    params = {
+        "worker_id": request.worker_id,
+        "node_id": request.node_id,
+        "gpu_name": capabilities.gpu_name,
+        "vram_mb": capabilities.vram_mb,
+        "max_pixels": capabilities.max_pixels,
+        "kinds": json.dumps(sorted(capabilities.kinds)),
+        "resident_combos": json.dumps(request.resident_combos),
+        "resident_models": json.dumps(request.resident_models),
+        "cached_models": json.dumps(request.cached_models),
+        "free_disk_bytes": request.free_disk_bytes,
+        "download_bytes_per_s": request.download_bytes_per_s,
+        "updated_at": now,
+        "stale_before": now - fresh_for,
+    }
+    conn.execute(_upsert(conn.dialect.name), params)
+
+
+@functools.cache
+def _upsert(dialect: str) -> Insert:
+    """`record`'s statement for this dialect, built once (see store/jobs.py): every claim whose
+    worker's sighting is due runs it."""
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(worker_state)
     new, old = statement.excluded, worker_state.c
     changed = or_(
         *(old[name].is_distinct_from(new[name]) for name in REPORTED),
-        old.updated_at < now - fresh_for,
+        old.updated_at < bindparam("stale_before"),
     )
-    conn.execute(
-        statement.on_conflict_do_update(index_elements=[old.worker_id], set_=values, where=changed)
+    written = {name: new[name] for name in (*REPORTED, "updated_at")}
+    return statement.on_conflict_do_update(
+        index_elements=[old.worker_id], set_=written, where=changed
     )
 
 
@@ -95,21 +106,25 @@ def seen_since(conn: Connection, since: float) -> list[WorkerState]:
     return [_state(r) for r in rows]
 
 
+_BUSY = (
+    select(attempts.c.worker_id)
+    .join(jobs, attempts.c.id == jobs.c.current_attempt_id)
+    .where(jobs.c.status == JobStatus.running.value)
+    .distinct()
+    .subquery()
+)
+# Built once with bound parameters (see store/jobs.py): every submit reads it.
+_SEEN_AND_BUSY = (
+    select(worker_state, _BUSY.c.worker_id.is_not(None).label("busy"))
+    .outerjoin(_BUSY, _BUSY.c.worker_id == worker_state.c.worker_id)
+    .where(worker_state.c.updated_at >= bindparam("since"))
+)
+
+
 def seen_and_busy(conn: Connection, since: float) -> list[tuple[WorkerState, bool]]:
     """`seen_since`, each worker with whether it has a running job, in one statement (the
     running jobs' workers, as `busy_workers` finds them, joined in)."""
-    busy = (
-        select(attempts.c.worker_id)
-        .join(jobs, attempts.c.id == jobs.c.current_attempt_id)
-        .where(jobs.c.status == JobStatus.running.value)
-        .distinct()
-        .subquery()
-    )
-    rows = conn.execute(
-        select(worker_state, busy.c.worker_id.is_not(None).label("busy"))
-        .outerjoin(busy, busy.c.worker_id == worker_state.c.worker_id)
-        .where(worker_state.c.updated_at >= since)
-    ).all()
+    rows = conn.execute(_SEEN_AND_BUSY, {"since": since}).all()
     return [(_state(r), bool(r.busy)) for r in rows]
 
 
