@@ -6,14 +6,37 @@ the same transaction that marks the job succeeded, so a job never shows another 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Insert, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from imagefleet.store.tables import artifacts
+
+# Built once with bound parameters (see store/jobs.py): every completion runs some of them.
+_DELETE_KEY = artifacts.delete().where(artifacts.c.key == bindparam("gone"))
+_INSERT = insert(artifacts)
+_OF_ATTEMPT = (
+    select(artifacts)
+    .where(artifacts.c.attempt_id == bindparam("attempt"))
+    .order_by(artifacts.c.idx)
+)
+# Execute-time values of other columns (the file's metadata) join the SET clause.
+_ACCEPT = (
+    update(artifacts)
+    .where(artifacts.c.attempt_id == bindparam("attempt"), artifacts.c.idx == bindparam("index"))
+    .values(accepted=True)
+)
+_OUTPUTS = (
+    select(artifacts)
+    .where(
+        artifacts.c.job_id.in_(bindparam("jobs", expanding=True)), artifacts.c.accepted.is_(True)
+    )
+    .order_by(artifacts.c.job_id, artifacts.c.idx)
+)
 
 
 @dataclass(frozen=True)
@@ -32,24 +55,28 @@ class ArtifactRow:
 
 def record_artifact(conn: Connection, **values: Any) -> None:
     """Records an uploaded file; a re-upload of the same index by the same attempt replaces it."""
-    conn.execute(artifacts.delete().where(artifacts.c.key == values["key"]))
-    conn.execute(insert(artifacts).values(accepted=False, **values))
+    conn.execute(_DELETE_KEY, {"gone": values["key"]})
+    conn.execute(_INSERT, {"accepted": False, **values})
 
 
 def record_accepted(conn: Connection, files: list[dict[str, Any]]) -> None:
     """Records files sent with the completion itself, already accepted and with their
     metadata, in one statement; a file the attempt uploaded earlier under the same key is
     replaced. Only for the completing transaction, which makes the job succeed with them."""
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = dialect_insert(artifacts).values([{**f, "accepted": True} for f in files])
-    replace = {name: statement.excluded[name] for name in (*files[0], "accepted") if name != "key"}
-    conn.execute(statement.on_conflict_do_update(index_elements=[artifacts.c.key], set_=replace))
+    statement = _upsert_accepted(conn.dialect.name, tuple(files[0]))
+    conn.execute(statement, [{**f, "accepted": True} for f in files])
+
+
+@functools.lru_cache(maxsize=16)
+def _upsert_accepted(dialect: str, columns: tuple[str, ...]) -> Insert:
+    """`record_accepted`'s statement for these columns, built once."""
+    statement = (pg_insert if dialect == "postgresql" else sqlite_insert)(artifacts)
+    replace = {name: statement.excluded[name] for name in (*columns, "accepted") if name != "key"}
+    return statement.on_conflict_do_update(index_elements=[artifacts.c.key], set_=replace)
 
 
 def attempt_artifacts(conn: Connection, attempt_id: str) -> list[ArtifactRow]:
-    rows = conn.execute(
-        select(artifacts).where(artifacts.c.attempt_id == attempt_id).order_by(artifacts.c.idx)
-    ).mappings()
+    rows = conn.execute(_OF_ATTEMPT, {"attempt": attempt_id}).mappings()
     return [_to_artifact(row) for row in rows]
 
 
@@ -58,11 +85,8 @@ def accept_artifacts(conn: Connection, attempt_id: str, outputs: dict[int, dict[
     many were accepted."""
     accepted = 0
     for idx, meta in outputs.items():
-        accepted += conn.execute(
-            update(artifacts)
-            .where(artifacts.c.attempt_id == attempt_id, artifacts.c.idx == idx)
-            .values(accepted=True, **meta)
-        ).rowcount
+        params = {"attempt": attempt_id, "index": idx, **meta}
+        accepted += conn.execute(_ACCEPT, params).rowcount
     return accepted
 
 
@@ -71,11 +95,7 @@ def job_outputs(conn: Connection, job_ids: list[str]) -> dict[str, list[Artifact
     found: dict[str, list[ArtifactRow]] = {job_id: [] for job_id in job_ids}
     if not job_ids:
         return found
-    rows = conn.execute(
-        select(artifacts)
-        .where(artifacts.c.job_id.in_(job_ids), artifacts.c.accepted.is_(True))
-        .order_by(artifacts.c.job_id, artifacts.c.idx)
-    ).mappings()
+    rows = conn.execute(_OUTPUTS, {"jobs": list(job_ids)}).mappings()
     for row in rows:
         found[row["job_id"]].append(_to_artifact(row))
     return found

@@ -3,10 +3,12 @@ architecture they belong to."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, Select, bindparam, func, insert, select
 
 from imagefleet.protocol import ModelBase, ModelKind, ModelRole
 from imagefleet.store.tables import models
@@ -99,13 +101,21 @@ def find_model(
     conn: Connection, name: str, version: int | None = None, sha256: str | None = None
 ) -> Model | None:
     """The named model at that version, or with that content, or its newest version."""
-    query = select(models).where(models.c.name == name)
-    if version is not None:
-        query = query.where(models.c.version == version)
-    if sha256 is not None:
-        query = query.where(models.c.sha256 == sha256)
-    row = conn.execute(query.order_by(models.c.version.desc())).mappings().first()
+    params = {"name": name, "version": version, "sha": sha256}
+    query = _find_model(version is not None, sha256 is not None)
+    row = conn.execute(query, params).mappings().first()
     return _to_model(row) if row else None
+
+
+@functools.lru_cache(maxsize=4)
+def _find_model(by_version: bool, by_sha256: bool) -> Select[Any]:
+    """`find_model`'s query, built once per shape (every submit runs one per model it names)."""
+    query = select(models).where(models.c.name == bindparam("name"))
+    if by_version:
+        query = query.where(models.c.version == bindparam("version"))
+    if by_sha256:
+        query = query.where(models.c.sha256 == bindparam("sha"))
+    return query.order_by(models.c.version.desc())
 
 
 def model_by_id(conn: Connection, model_id: int) -> Model:

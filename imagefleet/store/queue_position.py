@@ -4,7 +4,21 @@ bounded index scans (they stop at a cap), so reading a job costs the same with a
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, ScalarSelect, Subquery, and_, func, or_, select, update
+import functools
+
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    ScalarSelect,
+    Select,
+    Subquery,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+    update,
+)
 
 from imagefleet.protocol import FailureCode, JobStatus
 from imagefleet.store.jobs import JobRow
@@ -16,8 +30,8 @@ QUEUED = JobStatus.queued.value
 def ahead(conn: Connection, row: JobRow, cap: int) -> tuple[int, int]:
     """Queued jobs ranked ahead of `row` by priority then age (all owners, and its owner's own),
     each counted up to `cap` (through ix_jobs_queue and ix_jobs_queued_owner)."""
-    everyone, own = _ahead(row.owner_key_id, row.priority, row.created_at, cap)
-    counted = conn.execute(select(_count(everyone), _count(own))).one()  # both in one statement
+    params = {"owner": row.owner_key_id, "priority": row.priority, "before": row.created_at}
+    counted = conn.execute(_ahead_counts(cap), params).one()  # both in one statement
     return int(counted[0]), int(counted[1])
 
 
@@ -27,28 +41,43 @@ def admission(
     """For a job about to be queued at `now`: the queued jobs that will be ahead of it (all
     owners', its owner's own), each up to `cap`, and its owner's queued jobs up to `quota` (the
     queued-jobs limit), in one statement of bounded index scans."""
-    everyone, own = _ahead(owner_key_id, priority, now, cap)
-    queued = (
-        select(jobs.c.id)
-        .where(jobs.c.owner_key_id == owner_key_id, jobs.c.status == QUEUED)
-        .limit(quota)
-        .subquery()
-    )
-    counted = conn.execute(select(_count(everyone), _count(own), _count(queued))).one()
+    params = {"owner": owner_key_id, "priority": priority, "before": now}
+    counted = conn.execute(_admission_counts(cap, quota), params).one()
     return int(counted[0]), int(counted[1]), int(counted[2])
 
 
-def _ahead(
-    owner_key_id: str, priority: int, created_at: float, cap: int
-) -> tuple[Subquery, Subquery]:
+# The counts are built once per cap and quota (settings), with bound parameters (see
+# store/jobs.py): every submit runs one.
+@functools.lru_cache(maxsize=16)
+def _ahead_counts(cap: int) -> Select[int, int]:
+    everyone, own = _ahead(cap)
+    return select(_count(everyone), _count(own))
+
+
+@functools.lru_cache(maxsize=16)
+def _admission_counts(cap: int, quota: int) -> Select[int, int, int]:
+    everyone, own = _ahead(cap)
+    queued = (
+        select(jobs.c.id)
+        .where(jobs.c.owner_key_id == bindparam("owner"), jobs.c.status == QUEUED)
+        .limit(quota)
+        .subquery()
+    )
+    return select(_count(everyone), _count(own), _count(queued))
+
+
+def _ahead(cap: int) -> tuple[Subquery, Subquery]:
+    """Queued jobs ahead of a job of `owner` at `priority` created at `before`, all owners' and
+    the owner's own, each up to `cap`."""
+    priority: BindParameter[int] = bindparam("priority")
     before = or_(
         jobs.c.priority > priority,
-        and_(jobs.c.priority == priority, jobs.c.created_at < created_at),
+        and_(jobs.c.priority == priority, jobs.c.created_at < bindparam("before")),
     )
     everyone = select(jobs.c.id).where(jobs.c.status == QUEUED, before).limit(cap).subquery()
     own = (
         select(jobs.c.id)
-        .where(jobs.c.status == QUEUED, jobs.c.owner_key_id == owner_key_id, before)
+        .where(jobs.c.status == QUEUED, jobs.c.owner_key_id == bindparam("owner"), before)
         .limit(cap)
         .subquery()
     )
