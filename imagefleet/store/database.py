@@ -44,7 +44,7 @@ class SchemaNotCurrent(RuntimeError):
 
 
 WORK_CHANNEL = "imagefleet_work"
-EVENTS_CHANNEL = "imagefleet_events"
+EVENTS_CHANNEL = "imagefleet_events"  # also in migration 0015, whose trigger notifies it
 # Key in a connection's info under which a write transaction collects what it must announce
 # once committed (see store/events.py and `Database.commit_hooks`).
 AFTER_COMMIT = "imagefleet_after_commit"

@@ -2,10 +2,10 @@
 read back in id order by the progress streams.
 
 Writing an event also wakes the streams waiting for it: on PostgreSQL with a NOTIFY on the
-events channel (delivered at commit, so to every replica and never before the row is
-visible), and in this process by leaving the (job, owner) pair in the connection's info for
-`Database.write` to hand to its commit hooks once the transaction committed (the SQLite case,
-where no NOTIFY exists).
+events channel, sent by the row's own insert trigger (migration 0015; delivered at commit, so
+to every replica and never before the row is visible), and in this process by leaving the
+(job, owner) pair in the connection's info for `Database.write` to hand to its commit hooks
+once the transaction committed (the SQLite case, where no NOTIFY exists).
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ from typing import Any
 
 from sqlalchemy import Connection, func, insert, select
 
-from imagefleet.store.database import AFTER_COMMIT, EVENTS_CHANNEL
+from imagefleet.store.database import AFTER_COMMIT
 from imagefleet.store.tables import job_events
 
 # Built once: every transition records an event, and building the statement cost several
 # times what running it does (docs/benchmarks.md, "Statements built once").
 _INSERT = insert(job_events)
-_NOTIFY = f"SELECT pg_notify('{EVENTS_CHANNEL}', %(payload)s)"
 
 
 @dataclass(frozen=True)
@@ -55,8 +54,6 @@ def record(
             "created_at": now,
         },
     )
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(_NOTIFY, {"payload": f"{job_id} {owner_key_id}"})
     conn.info.setdefault(AFTER_COMMIT, []).append((job_id, owner_key_id))
 
 

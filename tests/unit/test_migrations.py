@@ -8,8 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
-from imagefleet.store.database import Database
+from imagefleet.store.database import EVENTS_CHANNEL, Database
 from imagefleet.store.tables import metadata
+from tests.conftest import Keys
 
 
 def test_migrated_schema_matches_the_declared_tables(db: Database) -> None:
@@ -99,3 +100,44 @@ def test_jobs_from_before_kinds_and_combos_stay_readable_and_claimable(tmp_path:
     assert assignment.params["prompt"] == "old"
     assert [m.sha256 for m in assignment.models] == ["d" * 64]
     db.dispose()
+
+
+def test_an_event_row_announces_itself_to_every_replica_on_postgresql(
+    db: Database, keys: Keys
+) -> None:
+    """The event log's NOTIFY is the insert trigger's (migration 0015): a listener on another
+    connection hears the committed row, with the job and owner as payload; SQLite, which has
+    no NOTIFY, gets no trigger (its streams are woken in-process)."""
+    with db.engine.connect() as conn:
+        if db.is_sqlite:
+            triggers = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+            assert list(triggers) == []
+            return
+    import psycopg
+
+    from imagefleet.store import events
+    from imagefleet.store.jobs import insert_job
+
+    owner = keys.alice.id
+    with db.write() as conn:
+        job = insert_job(conn, **_QUEUED_JOB, owner_key_id=owner).id
+    url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {EVENTS_CHANNEL}")
+        with db.write() as conn:
+            events.record(conn, job_id=job, owner_key_id=owner, event="queued", data={}, now=1.0)
+        heard = [note.payload for note in listener.notifies(timeout=5, stop_after=1)]
+    assert heard == [f"{job} {owner}"]
+
+
+_QUEUED_JOB = {
+    "id": "00000000000000000000000000000001",
+    "tier": "free",
+    "kind": "txt2img",
+    "status": "queued",
+    "priority": 0,
+    "params": {},
+    "pixels": 64 * 64,
+    "created_at": 1.0,
+    "max_attempts": 3,
+}
