@@ -135,14 +135,21 @@ def _state(r: Any) -> WorkerState:
         gpu_name=r.gpu_name,
         vram_mb=r.vram_mb,
         max_pixels=r.max_pixels,
-        kinds=frozenset(json.loads(r.kinds)),
-        resident_combos=frozenset(json.loads(r.resident_combos)),
-        resident_models=frozenset(json.loads(r.resident_models)),
-        cached_models=frozenset(json.loads(r.cached_models)),
+        kinds=_names(r.kinds),
+        resident_combos=_names(r.resident_combos),
+        resident_models=_names(r.resident_models),
+        cached_models=_names(r.cached_models),
         free_disk_bytes=r.free_disk_bytes,
         download_bytes_per_s=r.download_bytes_per_s,
         updated_at=r.updated_at,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _names(stored: str) -> frozenset[str]:
+    """A stored JSON list of names as a set, parsed once per distinct list: every submit reads
+    every recently seen worker's lists, which change far less often than they are read."""
+    return frozenset(json.loads(stored))
 
 
 def busy_workers(conn: Connection) -> list[BusyWorker]:
