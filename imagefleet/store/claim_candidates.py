@@ -165,7 +165,8 @@ def _bound_limits(vram: bool) -> list[ColumnElement[bool]]:
     )
 
 
-# A probe's shape: which column it matches (bound as `v<n>`), how it is ordered, its limit.
+# A probe's shape: what it matches (`_PROBED`: the column, bound as `v<n>`, and the order) and
+# its limit.
 ProbeShape = tuple[str, int]
 _PROBED = {
     "priority": (jobs.c.priority, (jobs.c.created_at,)),
