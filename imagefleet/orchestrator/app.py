@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio.to_thread
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,13 +18,11 @@ from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from imagefleet import __version__
-from imagefleet.artifacts.base import ArtifactStoreError
 from imagefleet.artifacts.factory import artifact_store_for
 from imagefleet.compat import a1111 as compat_a1111
 from imagefleet.compat import a1111_info as compat_a1111_info
 from imagefleet.compat import openai as compat_openai
 from imagefleet.config import Settings
-from imagefleet.errors import ApiError
 from imagefleet.kinds import job_union, kind_names, load_plugins
 from imagefleet.orchestrator import (
     checkpoint_routes,
@@ -44,7 +41,9 @@ from imagefleet.orchestrator.autoscaler import Autoscaler
 from imagefleet.orchestrator.autoscaler_pools import PoolService
 from imagefleet.orchestrator.body_limit import BodySizeLimit
 from imagefleet.orchestrator.checkpoint_transitions import sweep_final_checkpoints
+from imagefleet.orchestrator.error_responses import MAPPED_ERRORS, AsciiJSONResponse, error_response
 from imagefleet.orchestrator.events import EventBus, start_event_bus
+from imagefleet.orchestrator.hot_routes import HotRoutes
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.metrics import registry_for
 from imagefleet.orchestrator.ratelimit import RateLimiter
@@ -65,14 +64,6 @@ log = logging.getLogger("imagefleet.orchestrator")
 # looks at the queue; and the longest any parked claim waits unwoken (see WorkSignal).
 POLLING_RECHECK_SECONDS = 1.0
 LISTENING_RECHECK_SECONDS = 10.0
-
-
-class AsciiJSONResponse(JSONResponse):
-    """JSON with non-ASCII escaped: a 422 echoes the offending input, and input with a lone
-    surrogate cannot be written as UTF-8 (it would turn a validation error into a 500)."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
 def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> FastAPI:
@@ -176,6 +167,8 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(overview_router)
     app.include_router(routes_comfy.router)  # ComfyUI-compatible: /prompt, /history, /ws...
     app.include_router(deployments_router)  # issue 15: versioned deployments
+    if settings.hot_routes:  # inside the body limit: it gets the body whole, or a 413 is sent
+        app.add_middleware(HotRoutes)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
@@ -197,30 +190,14 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
         errors = [_without_kind_tag(error) for error in jsonable_encoder(exc.errors())]
         return AsciiJSONResponse({"detail": errors}, status_code=422)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return AsciiJSONResponse(
-            {"detail": exc.detail()}, status_code=exc.status, headers=exc.headers
-        )
+    async def _mapped(_: Request, exc: Exception) -> Response:
+        response = error_response(exc)
+        if response is None:  # not one of MAPPED_ERRORS
+            raise exc
+        return response
 
-    @app.exception_handler(ArtifactStoreError)
-    async def _store_down(_: Request, exc: ArtifactStoreError) -> JSONResponse:
-        log.warning("artifact store unavailable: %s", exc)
-        return JSONResponse(
-            {"detail": "the artifact store is unavailable; retry shortly"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
-
-    @app.exception_handler(DatabaseUnavailable)
-    @app.exception_handler(OperationalError)
-    async def _db_down(_: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
-        return JSONResponse(
-            {"detail": "the database is unavailable; retry shortly"},
-            status_code=503,
-            headers={"Retry-After": "2"},
-        )
+    for error in MAPPED_ERRORS:
+        app.add_exception_handler(error, _mapped)
 
     return app
 

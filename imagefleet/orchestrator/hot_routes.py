@@ -1,0 +1,204 @@
+"""A lean path for the worker protocol's busiest calls (claim, heartbeat, complete, fail).
+
+Profiling a server under load (docs/benchmarks.md) put half of its CPU outside the route
+handlers, most of it in the layers every FastAPI request crosses: six middlewares, matching
+the path against every route in turn, solving each dependency, validating the answer again
+before writing it. For a heartbeat whose handler does nothing, that stack costs about 40 times
+what the handler's own work does. This middleware answers the calls a fleet makes all day
+directly: it matches the exact path, authenticates with the same `check_key`, validates the
+body with the route's own model, calls the route's own function and words errors with the
+app's own mapping (error_responses.py).
+
+It answers only requests it can take whole. Anything else goes on to FastAPI, which answers
+as it always did: a body that is not JSON or fails validation (FastAPI words the 422), no
+Bearer header (a dashboard cookie, or the 401), a non-JSON content type, a root path. So each
+route keeps a single definition (routes_worker.py), its OpenAPI entry included, and tests can
+compare the two paths answer by answer (tests/unit/test_hot_routes.py).
+`IMAGEFLEET_HOT_ROUTES=false` turns it off."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imagefleet.orchestrator import routes_worker
+from imagefleet.orchestrator.auth import check_key
+from imagefleet.orchestrator.error_responses import AsciiJSONResponse, error_response
+from imagefleet.orchestrator.lifecycle import JobLifecycle
+from imagefleet.orchestrator.work_signal import WorkSignal
+from imagefleet.store.keys import ApiKey
+from imagefleet.worker_protocol import (
+    BatchHeartbeatRequest,
+    ClaimRequest,
+    CompleteRequest,
+    FailRequest,
+    HeartbeatRequest,
+    InlineCompleteRequest,
+)
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a hot route's function is called with."""
+
+    request: Request
+    key: ApiKey
+    body: Any
+    attempt_id: str
+
+    @property
+    def lifecycle(self) -> JobLifecycle:
+        lifecycle: JobLifecycle = self.request.app.state.lifecycle
+        return lifecycle
+
+    @property
+    def signal(self) -> WorkSignal:
+        signal: WorkSignal = self.request.app.state.work_signal
+        return signal
+
+
+@dataclass(frozen=True)
+class HotRoute:
+    path: re.Pattern[str]
+    body: type[BaseModel]
+    answer: Callable[[Call], Awaitable[BaseModel]]
+
+
+def _route(
+    template: str, body: type[BaseModel], answer: Callable[[Call], Awaitable[BaseModel]]
+) -> HotRoute:
+    pattern = re.escape(template).replace(r"\{attempt_id\}", "(?P<attempt_id>[^/]+)")
+    return HotRoute(re.compile(pattern + r"\Z"), body, answer)
+
+
+def _in_thread(function: Callable[..., BaseModel], *args: Any) -> Awaitable[BaseModel]:
+    """A plain `def` route runs in the thread pool, as FastAPI would run it."""
+    return run_in_threadpool(function, *args)
+
+
+_WORKER = "/v1/worker"
+_JSON = b"application/json"
+HOT_ROUTES = (
+    _route(
+        f"{_WORKER}/claim",
+        ClaimRequest,
+        lambda c: routes_worker.claim(c.request, c.key, c.body, c.lifecycle, c.signal),
+    ),
+    _route(
+        f"{_WORKER}/attempts/{{attempt_id}}/heartbeat",
+        HeartbeatRequest,
+        lambda c: _in_thread(routes_worker.heartbeat, c.key, c.attempt_id, c.body, c.lifecycle),
+    ),
+    _route(
+        f"{_WORKER}/heartbeats",
+        BatchHeartbeatRequest,
+        lambda c: _in_thread(routes_worker.heartbeat_many, c.key, c.body, c.lifecycle),
+    ),
+    _route(
+        f"{_WORKER}/attempts/{{attempt_id}}/complete",
+        CompleteRequest,
+        lambda c: _in_thread(routes_worker.complete, c.key, c.attempt_id, c.body, c.lifecycle),
+    ),
+    _route(
+        f"{_WORKER}/attempts/{{attempt_id}}/complete-inline",
+        InlineCompleteRequest,
+        lambda c: routes_worker.complete_inline(c.key, c.attempt_id, c.body, c.lifecycle),
+    ),
+    _route(
+        f"{_WORKER}/attempts/{{attempt_id}}/fail",
+        FailRequest,
+        lambda c: routes_worker.fail(c.key, c.attempt_id, c.body, c.lifecycle, c.signal),
+    ),
+)
+
+
+class HotRoutes:
+    """ASGI middleware: the hot worker calls answered here, everything else passed on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        taken = _taken(scope)
+        if taken is None:
+            await self.app(scope, receive, send)
+            return
+        route, attempt_id, token = taken
+        message = await receive()
+        body = _parsed(route, message)
+        if body is None:  # FastAPI answers, with the body it would have read
+            await self.app(scope, _replaying(message, receive), send)
+            return
+        # The body is read: what `receive` yields now is the client's disconnect, which a
+        # long-polling claim watches for.
+        request = Request(scope, receive)
+        try:
+            key = await check_key(request, token, "worker")
+            answer = await route.answer(Call(request, key, body, attempt_id))
+        except Exception as exc:
+            response = error_response(exc)
+            if response is None:
+                raise
+        else:
+            response = AsciiJSONResponse(answer.model_dump(mode="json", by_alias=True))
+        await response(scope, receive, send)
+
+
+def _taken(scope: Scope) -> tuple[HotRoute, str, str] | None:
+    """The hot route this request is for, its attempt id and its Bearer token; None for a
+    request FastAPI should see."""
+    if scope["type"] != "http" or scope["method"] != "POST" or scope.get("root_path"):
+        return None
+    path: str = scope["path"]
+    if not path.startswith(_WORKER):
+        return None
+    for route in HOT_ROUTES:
+        match = route.path.match(path)
+        if match:
+            break
+    else:
+        return None
+    headers: dict[bytes, bytes] = {}
+    for name, value in scope["headers"]:
+        headers.setdefault(name, value)  # the first of a repeated header, as Starlette reads
+    content_type = headers.get(b"content-type")
+    if content_type is not None and content_type.split(b";")[0].strip().lower() != _JSON:
+        return None
+    # As FastAPI's HTTPBearer reads the header (without it, FastAPI tries the cookie).
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return route, match.groupdict().get("attempt_id", ""), token
+
+
+def _parsed(route: HotRoute, message: Message) -> BaseModel | None:
+    """The request's body as the route's model, validated as FastAPI would (decoded JSON,
+    then the model in Python mode); None for anything FastAPI should answer itself."""
+    if message["type"] != "http.request" or message.get("more_body", False):
+        return None
+    try:
+        return route.body.model_validate(json.loads(message.get("body", b"")))
+    except (ValueError, ValidationError):  # json.JSONDecodeError and UnicodeDecodeError too
+        return None
+
+
+def _replaying(first: Message, receive: Receive) -> Receive:
+    """`receive` with the message already read given back first."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return first
+
+    return replay
