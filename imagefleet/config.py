@@ -151,9 +151,9 @@ class Settings(BaseSettings):
     )
     hot_routes: bool = Field(
         True,
-        description="Answer the worker protocol's busiest calls (claim, heartbeat, complete, "
-        "fail) on a lean path beside FastAPI's routing (same answers, about a quarter of the "
-        "CPU per call); false sends them through FastAPI like every other route.",
+        description="Answer the busiest calls (submit; the worker's claim, heartbeat, "
+        "complete, fail) on a lean path beside FastAPI's routing: the same answers for a third "
+        "of the framework's CPU. false sends them through FastAPI like every other route.",
     )
     db_pool_size: int = Field(
         16,

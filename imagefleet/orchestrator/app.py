@@ -168,7 +168,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     app.include_router(routes_comfy.router)  # ComfyUI-compatible: /prompt, /history, /ws...
     app.include_router(deployments_router)  # issue 15: versioned deployments
     if settings.hot_routes:  # inside the body limit: it gets the body whole, or a 413 is sent
-        app.add_middleware(HotRoutes)
+        app.add_middleware(HotRoutes, job_type=job_union())
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -13,11 +13,14 @@ from starlette.concurrency import run_in_threadpool
 from imagefleet.api_views import InputView, JobView
 from imagefleet.errors import InvalidField, PayloadTooLarge, UnsupportedMediaType
 from imagefleet.images import EXTENSIONS
-from imagefleet.orchestrator.deps import ClientKey, Lifecycle, Signal
+from imagefleet.orchestrator.deps import ClientKey, Lifecycle
+from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, ErrorBody, error_responses
 from imagefleet.orchestrator.routes_client import submit_and_show
 from imagefleet.orchestrator.views import input_view
+from imagefleet.orchestrator.work_signal import WorkSignal
 from imagefleet.store.database import WorkHint
+from imagefleet.store.keys import ApiKey
 
 ACCEPTED_IMAGE_TYPES = tuple(EXTENSIONS)
 # A train_lora dataset: a zip of images and captions (see imagefleet/training/dataset.py).
@@ -62,21 +65,9 @@ def submit_router(job_type: Any) -> APIRouter:
         response: Response,
         key: ClientKey,
         job: Annotated[job_type, Body()],
-        lifecycle: Lifecycle,
-        signal: Signal,
         idempotency_key: IdempotencyKey = None,
     ) -> JobView:
-        job = await lifecycle.import_dataset_sources(key, job)  # train_lora url/s3 datasets
-        submitted, view = await run_in_threadpool(
-            submit_and_show, request, key, job, idempotency_key
-        )
-        row = submitted.row
-        if submitted.replayed or submitted.combo is None:
-            response.status_code = 200
-            response.headers["Idempotent-Replayed"] = "true"
-        else:
-            signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
-        return view
+        return await submit(request, response, key, job, idempotency_key)
 
     @router.post(
         "/inputs",
@@ -132,6 +123,25 @@ def submit_router(job_type: Any) -> APIRouter:
         return input_view(row)
 
     return router
+
+
+async def submit(
+    request: Request, response: Response, key: ApiKey, job: Any, idempotency_key: str | None
+) -> JobView:
+    """POST /v1/jobs once its body is validated: 201 with the new job, or 200 with the job an
+    earlier submit of the same Idempotency-Key made. Also called by the lean path
+    (hot_routes.py)."""
+    lifecycle: JobLifecycle = request.app.state.lifecycle
+    job = await lifecycle.import_dataset_sources(key, job)  # train_lora url/s3 datasets
+    submitted, view = await run_in_threadpool(submit_and_show, request, key, job, idempotency_key)
+    row = submitted.row
+    if submitted.replayed or submitted.combo is None:
+        response.status_code = 200
+        response.headers["Idempotent-Replayed"] = "true"
+    else:
+        signal: WorkSignal = request.app.state.work_signal
+        signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
+    return view
 
 
 async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:

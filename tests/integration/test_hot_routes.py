@@ -13,6 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from imagefleet.config import Settings
+from imagefleet.kinds import job_union
 from imagefleet.orchestrator import hot_routes
 from imagefleet.orchestrator.app import create_app
 from imagefleet.store.models import Model
@@ -21,7 +22,7 @@ from tests.load import TINY_PNG_BASE64
 
 PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 2}
 PARAMS_SEEDED = {**PARAMS, "seed": 7}
-Answer = tuple[str, int, str, str | None, Any]
+Answer = tuple[str, int, str, str | None, str | None, Any]
 
 
 def _api(settings: Settings, hot: bool) -> TestClient:
@@ -34,7 +35,7 @@ def apis(settings: Settings, keys: Keys, model: Model) -> Iterator[dict[bool, Te
         yield {True: hot, False: plain}
 
 
-def _conversation(api: TestClient, keys: Keys) -> Iterator[tuple[str, Any]]:
+def _conversation(api: TestClient, keys: Keys, run: str) -> Iterator[tuple[str, Any]]:
     """Yields (label, response) for each call; leaves the queue as it found it (empty)."""
     client = {"Authorization": f"Bearer {keys.alice_token}"}
     worker = {"Authorization": f"Bearer {keys.worker_token}"}
@@ -46,7 +47,17 @@ def _conversation(api: TestClient, keys: Keys) -> Iterator[tuple[str, Any]]:
     yield "client key", api.post(f"{url}/claim", json=claim, headers=client)
     yield "empty queue", api.post(f"{url}/claim", json=claim, headers=worker)
     job = {"kind": "txt2img", "params": PARAMS_SEEDED}
-    assert api.post("/v1/jobs", json=job, headers=client).status_code == 201
+    yield "submit, worker key", api.post("/v1/jobs", json=job, headers=worker)
+    yield "submit, no kind", api.post("/v1/jobs", json={"params": PARAMS}, headers=client)
+    unknown = {"kind": "txt2img", "params": {**PARAMS, "model": "nope"}}
+    yield "submit, unknown model", api.post("/v1/jobs", json=unknown, headers=client)
+    long_key = {**client, "Idempotency-Key": "k" * 201}
+    yield "submit, long key", api.post("/v1/jobs", json=job, headers=long_key)
+    once = {**client, "Idempotency-Key": f"once-{run}"}
+    yield "submit", api.post("/v1/jobs", json=job, headers=once)
+    yield "submit, replayed", api.post("/v1/jobs", json=job, headers=once)
+    other = {"kind": "txt2img", "params": {**PARAMS_SEEDED, "seed": 8}}
+    yield "submit, key reused", api.post("/v1/jobs", json=other, headers=once)
     yield "unknown field", api.post(f"{url}/claim", json={**claim, "x": 1}, headers=worker)
     yield (
         "bool for int",
@@ -108,16 +119,17 @@ def _normal(value: Any, key: str = "") -> Any:
     return value
 
 
-def _answers(api: TestClient, keys: Keys) -> list[Answer]:
+def _answers(api: TestClient, keys: Keys, run: str) -> list[Answer]:
     return [
         (
             label,
             response.status_code,
             response.headers.get("content-type", ""),
             response.headers.get("retry-after"),
+            response.headers.get("idempotent-replayed"),
             _normal(response.json()),
         )
-        for label, response in _conversation(api, keys)
+        for label, response in _conversation(api, keys, run)
     ]
 
 
@@ -132,10 +144,10 @@ def test_the_lean_path_answers_every_call_as_fastapi_does(
         return await check(request, token, audience)
 
     monkeypatch.setattr(hot_routes, "check_key", counted)
-    lean = _answers(apis[True], keys)
-    assert len(taken) >= 15, taken  # the lean path answered the calls it can take whole
+    lean = _answers(apis[True], keys, "lean")
+    assert len(taken) >= 20, taken  # the lean path answered the calls it can take whole
     taken.clear()
-    plain = _answers(apis[False], keys)
+    plain = _answers(apis[False], keys, "plain")
     assert not taken
     for (label, *mine), (_, *theirs) in zip(lean, plain, strict=True):
         assert mine == theirs, label
@@ -144,7 +156,8 @@ def test_the_lean_path_answers_every_call_as_fastapi_does(
     assert statuses["claim"] == statuses["complete"] == statuses["heartbeats"] == 200
     assert {statuses[k] for k in ("no key", "unknown key", "client key")} == {401, 403}
     assert statuses["unknown field"] == statuses["complete, bad base64"] == 422
-    assert statuses["heartbeat, unknown"] == 404
+    assert statuses["heartbeat, unknown"] == statuses["submit, unknown model"] == 404
+    assert (statuses["submit"], statuses["submit, replayed"]) == (201, 200)
 
 
 def test_requests_the_lean_path_does_not_take_reach_fastapi(settings: Settings) -> None:
@@ -152,7 +165,8 @@ def test_requests_the_lean_path_does_not_take_reach_fastapi(settings: Settings) 
 
     def taken(method: str, path: str, headers: list[tuple[bytes, bytes]], root: str = "") -> bool:
         scope = {"type": "http", "method": method, "path": path, "root_path": root}
-        return hot_routes._taken({**scope, "headers": headers}) is not None
+        routes = hot_routes.hot_routes(job_union())
+        return hot_routes._taken({**scope, "headers": headers}, routes) is not None
 
     bearer = [(b"authorization", b"Bearer k")]
     assert taken("POST", "/v1/worker/attempts/a1/heartbeat", bearer)
@@ -165,5 +179,8 @@ def test_requests_the_lean_path_does_not_take_reach_fastapi(settings: Settings) 
     assert not taken("PUT", "/v1/worker/attempts/a1/outputs/0", bearer)
     assert not taken("GET", "/v1/worker/claim", bearer)
     assert not taken("POST", "/v1/worker/claim", bearer, root="/api")
+    assert taken("POST", "/v1/jobs", [*bearer, (b"idempotency-key", b"k" * 200)])
+    assert not taken("POST", "/v1/jobs", [*bearer, (b"idempotency-key", b"k" * 201)])
+    assert not taken("POST", "/v1/jobs/j1/cancel", bearer)
     # The first Authorization header counts, as Starlette reads it.
     assert not taken("POST", "/v1/worker/claim", [(b"authorization", b"Basic k"), *bearer])
