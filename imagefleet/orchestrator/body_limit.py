@@ -46,18 +46,7 @@ class BodySizeLimit:
         if first is None:
             await self._refuse(send)
             return
-        replayed = False
-
-        async def replay() -> Message:
-            # The whole body first; after it, the connection's own messages (a disconnect
-            # while a long-polling claim waits).
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return first
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replaying(first, receive), send)
 
     async def _read_body(self, receive: Receive) -> Message | None:
         """The body as one message, or None when it passes the limit. A client that goes away
@@ -85,6 +74,21 @@ class BodySizeLimit:
             status_code=413,
         )
         await response({"type": "http"}, _no_receive, send)
+
+
+def replaying(first: Message, receive: Receive) -> Receive:
+    """`receive` with a message already read given back first: the whole body, then the
+    connection's own messages (a disconnect while a long-polling claim waits)."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return first
+
+    return replay
 
 
 async def _no_receive() -> Message:

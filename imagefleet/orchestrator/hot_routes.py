@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagefleet.orchestrator import routes_submit, routes_worker
 from imagefleet.orchestrator.auth import check_key
+from imagefleet.orchestrator.body_limit import replaying
 from imagefleet.orchestrator.error_responses import AsciiJSONResponse, error_response
 from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.orchestrator.work_signal import WorkSignal
@@ -160,7 +161,7 @@ class HotRoutes:
         message = await receive()
         body = _parsed(route, message)
         if body is None:  # FastAPI answers, with the body it would have read
-            await self.app(scope, _replaying(message, receive), send)
+            await self.app(scope, replaying(message, receive), send)
             return
         # The body is read: what `receive` yields now is the client's disconnect, which a
         # long-polling claim watches for.
@@ -224,17 +225,3 @@ def _parsed(route: HotRoute, message: Message) -> Any:
         return route.parse(json.loads(message.get("body", b"")))
     except (ValueError, ValidationError):  # json.JSONDecodeError and UnicodeDecodeError too
         return None
-
-
-def _replaying(first: Message, receive: Receive) -> Receive:
-    """`receive` with the message already read given back first."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return first
-
-    return replay
