@@ -146,7 +146,8 @@ def hot_routes(job_type: Any) -> tuple[HotRoute, ...]:
 
 
 class HotRoutes:
-    """ASGI middleware: the hot worker calls answered here, everything else passed on."""
+    """ASGI middleware: the hot calls (submit, the worker protocol) answered here, everything
+    else passed on."""
 
     def __init__(self, app: ASGIApp, job_type: Any) -> None:
         self.app = app
