@@ -150,29 +150,6 @@ def running(conn: Connection, row: JobRow, now: float) -> None:
     _record(conn, row, "running", {"status": JobStatus.running.value, "attempt": row.attempts}, now)
 
 
-def progress(
-    conn: Connection,
-    job_id: str,
-    before: tuple[int, int, str] | None,
-    step: int,
-    total: int,
-    now: float,
-) -> None:
-    """Records progress only when it moved: lease-only heartbeats repeat the last step.
-    `before` is the (step, total, owner) read ahead of the heartbeat's update
-    (`store.attempts.beat_facts`)."""
-    if before is None or (step, total) == before[:2] or total <= 0:
-        return
-    event_sql.record(
-        conn,
-        job_id=job_id,
-        owner_key_id=before[2],
-        event="progress",
-        data={"step": step, "total_steps": total, "fraction": round(min(1.0, step / total), 4)},
-        now=now,
-    )
-
-
 def final(conn: Connection, row: JobRow, now: float) -> None:
     """succeeded, failed or cancelled: the stream renders the whole job (with fresh output
     URLs) when it sends this, so only the status is stored."""

@@ -12,13 +12,12 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from imagefleet.errors import InvalidField, NotFound, StaleAttempt
-from imagefleet.orchestrator import events
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.orchestrator.worker_files import StoredFile
 from imagefleet.orchestrator.worker_transitions import WorkerTransitions
 from imagefleet.protocol import AttemptOutcome
 from imagefleet.store import attempts as attempt_sql
-from imagefleet.store import jobs as job_sql
+from imagefleet.store import folded as folded_sql
 from imagefleet.store.database import retry_conflicts
 from imagefleet.store.keys import ApiKey
 from imagefleet.worker_protocol import (
@@ -48,24 +47,24 @@ class WorkerBatches(WorkerTransitions):
         return [results[beat.attempt_id] for beat in beats]
 
     def _beat_one(
-        self, conn: Connection, worker_key: ApiKey, beat: AttemptHeartbeat, now: float
+        self, conn: Connection, worker_key: ApiKey, beat_in: AttemptHeartbeat, now: float
     ) -> AttemptHeartbeatResult:
         """One attempt of the batch, as `heartbeat` does it (progress events included)."""
-        attempt_id = beat.attempt_id
+        attempt_id = beat_in.attempt_id
         expires = now + self.settings.lease_seconds
-        facts = attempt_sql.beat_facts(conn, attempt_id, worker_key.id)
-        if facts is None:
-            reason = f"no attempt {attempt_id!r} for this worker key"
-            return AttemptHeartbeatResult(attempt_id=attempt_id, action="lost", reason=reason)
-        if job_sql.renew_lease(
+        beat = folded_sql.beat(
             conn,
             attempt_id,
-            worker_key_id=worker_key.id,
-            step=beat.step,
-            total=beat.total_steps,
+            worker_key.id,
+            step=beat_in.step,
+            total=beat_in.total_steps,
             lease_expires_at=expires,
-        ):
-            events.progress(conn, facts.job_id, facts.progress, beat.step, beat.total_steps, now)
+            now=now,
+        )
+        if beat is None:
+            reason = f"no attempt {attempt_id!r} for this worker key"
+            return AttemptHeartbeatResult(attempt_id=attempt_id, action="lost", reason=reason)
+        if beat.renewed:
             return AttemptHeartbeatResult(
                 attempt_id=attempt_id, action="continue", lease_expires_at=to_datetime(expires)
             )
@@ -74,7 +73,7 @@ class WorkerBatches(WorkerTransitions):
             return AttemptHeartbeatResult(
                 attempt_id=attempt_id, action="cancel", reason="the client cancelled the job"
             )
-        reason = f"attempt {attempt_id} no longer holds the lease on job {facts.job_id}"
+        reason = f"attempt {attempt_id} no longer holds the lease on job {beat.facts.job_id}"
         return AttemptHeartbeatResult(attempt_id=attempt_id, action="lost", reason=reason)
 
     async def complete_inline(

@@ -22,6 +22,7 @@ from imagefleet.protocol import AttemptOutcome, FailureCode, JobStatus
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import checkpoints as checkpoint_sql
+from imagefleet.store import folded as folded_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import retry_conflicts
@@ -44,45 +45,46 @@ class WorkerTransitions(WorkerClaims):
     def heartbeat(
         self, worker_key: ApiKey, attempt_id: str, request: HeartbeatRequest
     ) -> HeartbeatResponse:
-        """Renews the lease and records progress: one read (BeatFacts) and one conditional
-        UPDATE, plus an event when the step moved. A job cancelled by its client answers
-        `cancel`; an attempt that lost its lease gets 409."""
+        """Renews the lease and records progress: the attempt's facts, one conditional UPDATE
+        and an event when the step moved (one statement on PostgreSQL: `store.folded.beat`).
+        A job cancelled by its client answers `cancel`; an attempt that lost its lease gets
+        409."""
         now = self.clock()
         expires = now + self.settings.lease_seconds
         with self.db.write() as conn:
-            facts = attempt_sql.beat_facts(conn, attempt_id, worker_key.id)
-            if facts is None:
-                raise NotFound(f"no attempt {attempt_id!r} for this worker key")
-            if job_sql.renew_lease(
+            beat = folded_sql.beat(
                 conn,
                 attempt_id,
-                worker_key_id=worker_key.id,
+                worker_key.id,
                 step=request.step,
                 total=request.total_steps,
                 lease_expires_at=expires,
-            ):
+                now=now,
+            )
+            if beat is None:
+                raise NotFound(f"no attempt {attempt_id!r} for this worker key")
+            if beat.renewed:
                 if request.loss is not None:
                     checkpoint_sql.record_point(
                         conn,
-                        job_id=facts.job_id,
+                        job_id=beat.facts.job_id,
                         attempt_id=attempt_id,
                         step=request.step,
                         loss=request.loss,
                         learning_rate=request.learning_rate or 0.0,
                         now=now,
                     )
-                events.progress(
-                    conn, facts.job_id, facts.progress, request.step, request.total_steps, now
-                )
                 return HeartbeatResponse(
                     action="continue",
                     lease_expires_at=to_datetime(expires),
-                    drain=facts.drain_reason,
+                    drain=beat.facts.drain_reason,
                 )
             ended = attempt_sql.get_attempt(conn, attempt_id)
             if ended is not None and ended.outcome is AttemptOutcome.cancelled:
                 return HeartbeatResponse(action="cancel", reason="the client cancelled the job")
-        raise StaleAttempt(f"attempt {attempt_id} no longer holds the lease on job {facts.job_id}")
+        raise StaleAttempt(
+            f"attempt {attempt_id} no longer holds the lease on job {beat.facts.job_id}"
+        )
 
     # --- ending --------------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ _DRAINING = (
     .limit(1)
     .scalar_subquery()
 )
-_BEAT_FACTS = (
+BEAT_FACTS = (
     select(
         attempts.c.job_id,
         attempts.c.node_id,
@@ -87,7 +87,7 @@ def beat_facts(conn: Connection, attempt_id: str, worker_key_id: str) -> BeatFac
     heartbeat's conditional UPDATE is what decides, and an attempt's job never changes."""
     if not plausible_id(attempt_id):
         return None
-    row = conn.execute(_BEAT_FACTS, {"attempt": attempt_id, "key": worker_key_id}).first()
+    row = conn.execute(BEAT_FACTS, {"attempt": attempt_id, "key": worker_key_id}).first()
     if row is None:
         return None
     return BeatFacts(row[0], row[1], (row[2], row[3], row[4]), row[5])

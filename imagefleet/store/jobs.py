@@ -64,7 +64,7 @@ _CLAIM = (
     )
     .returning(*jobs.c)
 )
-_RENEW = (
+RENEW = (
     update(jobs)
     .where(
         jobs.c.current_attempt_id == bindparam("attempt"),
@@ -260,7 +260,7 @@ def renew_lease(
         "total": total,
         "lease": lease_expires_at,
     }
-    return conn.execute(_RENEW, params).rowcount == 1
+    return conn.execute(RENEW, params).rowcount == 1
 
 
 def finish_job(
