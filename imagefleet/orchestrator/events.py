@@ -150,6 +150,11 @@ def running(conn: Connection, row: JobRow, now: float) -> None:
     _record(conn, row, "running", {"status": JobStatus.running.value, "attempt": row.attempts}, now)
 
 
+def succeeded_data() -> dict[str, Any]:
+    """A success's event data (see `final`): the completing statement writes it."""
+    return {"status": JobStatus.succeeded.value}
+
+
 def final(conn: Connection, row: JobRow, now: float) -> None:
     """succeeded, failed or cancelled: the stream renders the whole job (with fresh output
     URLs) when it sends this, so only the status is stored."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection
@@ -20,7 +19,6 @@ from imagefleet.config import Settings
 from imagefleet.errors import NotFound, StaleAttempt
 from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.node_health import NodeHealth
-from imagefleet.protocol import JobStatus
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store.database import Database
@@ -107,11 +105,9 @@ class TransitionBase:
     def _emit_final(conn: Connection, locked: job_sql.JobRow, event: str, now: float) -> None:
         """Records the final event for a job that just reached a final state, and queues its
         webhook event. `locked` is the row as the transition locked it (its webhook settings
-        never change). The job is read again to tell its final status and error, except for a
-        success without a webhook, whose event is just the status (the common completion)."""
-        if event == JobStatus.succeeded.value and not locked.webhook_url:
-            events.final(conn, replace(locked, status=JobStatus.succeeded), now)
-            return
+        never change). The job is read again to tell its final status and error (a success
+        without a webhook records its event in the completing statement instead:
+        `store.folded.succeed`)."""
         final = job_sql.get_job(conn, locked.id)
         if final is not None:
             events.final(conn, final, now)

@@ -9,6 +9,8 @@ webhook, no node-health count. The lock order is always job, then attempt, then 
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection
 
 from imagefleet.errors import InvalidField, NotFound, StaleAttempt
@@ -132,18 +134,23 @@ class WorkerTransitions(WorkerClaims):
                 return AttemptResult(job_id=row.id, job_status=row.status), []
             if row.current_attempt_id != attempt_id:
                 raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
-            self._accept_outputs(conn, row, attempt_id, request, direct)
-            if not job_sql.finish_job(
+            files = self._accept_outputs(conn, row, attempt_id, request, direct)
+            # A success without a webhook records its event in the completing statement; a
+            # webhook's delivery reads the job as it ended (`_emit_final`).
+            event = None if row.webhook_url else events.succeeded_data()
+            if not folded_sql.succeed(
                 conn,
+                row,
                 attempt_id,
-                status=JobStatus.succeeded,
-                now=now,
+                files=files,
                 stage_timings=request.timings.model_dump(),
+                event=event,
+                now=now,
             ):
                 raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
-            attempt_sql.end_attempt(conn, attempt_id, outcome=AttemptOutcome.succeeded, now=now)
             doomed = self._finish_training(conn, row, staged, now)
-            self._emit_final(conn, row, "succeeded", now)
+            if event is None:
+                self._emit_final(conn, row, "succeeded", now)
         return AttemptResult(job_id=row.id, job_status=JobStatus.succeeded), doomed
 
     def _accept_outputs(
@@ -153,13 +160,14 @@ class WorkerTransitions(WorkerClaims):
         attempt_id: str,
         request: CompleteRequest,
         direct: list[StoredFile],
-    ) -> None:
+    ) -> list[dict[str, Any]]:
         """Records the files sent with the completion and accepts every output the request
         lists, or raises InvalidField when they are not exactly the job's outputs, each stored.
 
-        When the request itself carried every output (complete-inline, the common case), they
-        are written accepted, with their metadata, in one statement: nothing stored earlier has
-        to be read or updated. Otherwise earlier uploads are checked and accepted one by one."""
+        When the request itself carried every output (complete-inline, the common case), it
+        returns their rows, for the completing statement to write accepted with their metadata
+        (`store.folded.succeed`): nothing stored earlier has to be read or updated. Otherwise
+        earlier uploads are checked and accepted one by one here, and it returns []."""
         spec = self._output_spec(row)
         expected = list(range(spec.count))
         indexes = sorted(output.index for output in request.outputs)
@@ -172,8 +180,7 @@ class WorkerTransitions(WorkerClaims):
                 | meta[upload.index]
                 for upload in direct
             ]
-            artifact_sql.record_accepted(conn, files)
-            return
+            return files
         for upload in direct:
             self._record(conn, row.id, attempt_id, upload, spec.media_types[0])
         uploaded = {a.idx for a in artifact_sql.attempt_artifacts(conn, attempt_id)}
@@ -184,6 +191,7 @@ class WorkerTransitions(WorkerClaims):
                 f"uploaded {sorted(uploaded)}",
             )
         artifact_sql.accept_artifacts(conn, attempt_id, meta)
+        return []
 
     @retry_conflicts
     def fail(self, worker_key: ApiKey, attempt_id: str, request: FailRequest) -> AttemptResult:

@@ -40,7 +40,7 @@ _FAILED_NODES = select(attempts.c.job_id, attempts.c.node_id).where(
     attempts.c.job_id.in_(bindparam("jobs", expanding=True)),
     attempts.c.outcome.in_(COUNTED_OUTCOMES),
 )
-_END = (
+END = (
     update(attempts)
     .where(attempts.c.id == bindparam("attempt"), attempts.c.outcome == RUNNING)
     .values(
@@ -157,7 +157,7 @@ def end_attempt(
         "code": error_code,
         "message": error_message,
     }
-    return conn.execute(_END, params).rowcount == 1
+    return conn.execute(END, params).rowcount == 1
 
 
 def count_failures(conn: Connection, job_id: str) -> int:

@@ -17,14 +17,30 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, exists, insert, literal, or_, select, true
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    true,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from imagefleet.protocol import AttemptOutcome, JobStatus
+from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import events as event_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store.database import AFTER_COMMIT
 from imagefleet.store.ids import plausible_id
-from imagefleet.store.tables import job_events, jobs
+from imagefleet.store.tables import artifacts, job_events, jobs
 
 EVENT_COLUMNS = ("job_id", "owner_key_id", "event", "data", "created_at")
 
@@ -103,6 +119,60 @@ def beat(
     return Beat(facts, bool(row.renewed))
 
 
+def succeed(
+    conn: Connection,
+    job: job_sql.JobRow,
+    attempt_id: str,
+    *,
+    files: list[dict[str, Any]],
+    stage_timings: dict[str, float],
+    event: dict[str, Any] | None,
+    now: float,
+) -> bool:
+    """running -> succeeded for the attempt that owns the job (`jobs.finish_job`), its attempt
+    ended (`attempts.end_attempt`), the `files` sent with the completion recorded accepted
+    (`artifacts.record_accepted`) and, with `event`, the job's final event: one statement on
+    PostgreSQL. False for a stale attempt; the caller then raises, which rolls back the rest."""
+    if conn.dialect.name != "postgresql":
+        if files:
+            artifact_sql.record_accepted(conn, files)
+        finished = job_sql.finish_job(
+            conn, attempt_id, status=JobStatus.succeeded, now=now, stage_timings=stage_timings
+        )
+        if not finished:
+            return False
+        attempt_sql.end_attempt(conn, attempt_id, outcome=AttemptOutcome.succeeded, now=now)
+        if event is not None:
+            event_sql.record(
+                conn,
+                job_id=job.id,
+                owner_key_id=job.owner_key_id,
+                event=JobStatus.succeeded.value,
+                data=event,
+                now=now,
+            )
+        return True
+    params: dict[str, Any] = {
+        "attempt": attempt_id,
+        "final": JobStatus.succeeded.value,
+        "ended_as": AttemptOutcome.succeeded.value,
+        "now": now,
+        "code": None,
+        "message": None,
+        "timings": _dumps(stage_timings),
+        "owner": job.owner_key_id,
+        "event_data": _dumps(event) if event is not None else "",
+        "with_event": event is not None,
+    }
+    for name in _FILE_COLUMNS:
+        params[f"files_{name}"] = [file[name] for file in files]
+    if conn.execute(_SUCCEED, params).scalar_one() != 1:
+        return False
+    if event is not None:
+        _wake(conn, job.id, job.owner_key_id)
+    return True
+
+
 def _wake(conn: Connection, job_id: str, owner_key_id: str) -> None:
     """What `events.record` leaves for the commit hooks: this process's streams wake."""
     conn.info.setdefault(AFTER_COMMIT, []).append((job_id, owner_key_id))
@@ -142,3 +212,58 @@ def _build_beat() -> Any:
 
 # Built once (building costs several times what running does).
 _BEAT = _build_beat()
+
+
+# The columns of a file sent with the completion (`WorkerFiles._artifact_values` and its
+# metadata), bound as one array each.
+_FILE_COLUMNS = (
+    "key",
+    "job_id",
+    "attempt_id",
+    "idx",
+    "content_type",
+    "size_bytes",
+    "sha256",
+    "seed",
+    "width",
+    "height",
+    "created_at",
+)
+
+
+def _build_succeed() -> Any:
+    finished = job_sql.SUCCEED.returning(jobs.c.id).cte("finished")
+    rows = (
+        func.unnest(
+            *(
+                bindparam(f"files_{name}", type_=ARRAY(artifacts.c[name].type))
+                for name in _FILE_COLUMNS
+            )
+        )
+        .table_valued(*_FILE_COLUMNS)
+        .render_derived()
+    )
+    recorded = pg_insert(artifacts).from_select(
+        [*_FILE_COLUMNS, "accepted"], select(*rows.c, true())
+    )
+    recorded = recorded.on_conflict_do_update(
+        index_elements=[artifacts.c.key],
+        set_={name: recorded.excluded[name] for name in (*_FILE_COLUMNS, "accepted")[1:]},
+    )
+    final_event = insert(job_events).from_select(
+        EVENT_COLUMNS,
+        select(
+            finished.c.id,
+            bindparam("owner"),
+            literal(JobStatus.succeeded.value),
+            bindparam("event_data"),
+            bindparam("now"),
+        ).where(bindparam("with_event", type_=Boolean)),
+    )
+    count = select(func.count()).select_from(finished).scalar_subquery()
+    return select(count).add_cte(
+        attempt_sql.END.cte("ended"), recorded.cte("recorded"), final_event.cte("final_event")
+    )
+
+
+_SUCCEED = _build_succeed()

@@ -89,7 +89,7 @@ _FINAL_VALUES: dict[str, Any] = dict(
 )
 _FINISH_WHERE = (jobs.c.current_attempt_id == bindparam("attempt"), jobs.c.status == RUNNING)
 _FAIL = update(jobs).where(*_FINISH_WHERE).values(**_FINAL_VALUES)
-_SUCCEED = (
+SUCCEED = (
     update(jobs)
     .where(*_FINISH_WHERE)
     .values(
@@ -283,7 +283,7 @@ def finish_job(
     }
     if status is JobStatus.succeeded:
         params["timings"] = json.dumps(stage_timings or {})
-        return conn.execute(_SUCCEED, params).rowcount == 1
+        return conn.execute(SUCCEED, params).rowcount == 1
     return conn.execute(_FAIL, params).rowcount == 1
 
 
