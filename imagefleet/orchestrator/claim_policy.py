@@ -137,12 +137,20 @@ class ClaimPolicy:
         return self.policy.rank(worker, candidates, self._fleet(conn, candidates, served, now))
 
     def served(
-        self, conn: Connection, owner: str, request: ClaimRequest, job: QueuedJob, now: float
+        self,
+        conn: Connection,
+        owner: str,
+        request: ClaimRequest,
+        job: QueuedJob,
+        now: float,
+        recorded: bool = False,
     ) -> None:
         """Records that `owner` just had a job claimed (round robin between owners, in the
-        claim's transaction: every replica sees it), and that the claiming worker is now busy
-        with it, holding what it reported (until the next refresh reads the table again)."""
-        served_sql.record_served(conn, owner, now)
+        claim's transaction: every replica sees it; `recorded`: the claim's own statement did),
+        and that the claiming worker is now busy with it, holding what it reported (until the
+        next refresh reads the table again)."""
+        if not recorded:
+            served_sql.record_served(conn, owner, now)
         speed = self._speeds.get(request.worker_id, SECONDS_PER_UNIT)
         holder = _Holder(
             now + (job.cost_units or 0.0) * speed,

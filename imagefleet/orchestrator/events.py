@@ -146,10 +146,6 @@ def queued(conn: Connection, row: JobRow, now: float, *, retry: bool = False) ->
     _record(conn, row, "queued", data, now)
 
 
-def running(conn: Connection, row: JobRow, now: float) -> None:
-    _record(conn, row, "running", {"status": JobStatus.running.value, "attempt": row.attempts}, now)
-
-
 def succeeded_data() -> dict[str, Any]:
     """A success's event data (see `final`): the completing statement writes it."""
     return {"status": JobStatus.succeeded.value}

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from imagefleet.kinds import get_kind, kind_names
-from imagefleet.orchestrator import events, webhooks
+from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.checkpoint_direct import DirectCheckpoints
 from imagefleet.orchestrator.claim_hints import ClaimHints
 from imagefleet.orchestrator.claim_policy import ClaimPolicy
@@ -24,9 +24,9 @@ from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.orchestrator.worker_files import output_key
 from imagefleet.scheduling.inputs import Candidate
-from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import batch_mates as mate_sql
 from imagefleet.store import claim_candidates as claim_sql
+from imagefleet.store import folded as folded_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
@@ -179,11 +179,12 @@ class WorkerClaims(DirectCheckpoints):
                     sha256,
                     now,
                     list(chosen.combo),
+                    owner_turn=chosen.owner_key_id,
                 )
                 if first is None:
                     continue
-                row, assignment = first
-                planner.served(conn, row.owner_key_id, request, chosen, now)
+                (row, turn_recorded), assignment = first
+                planner.served(conn, row.owner_key_id, request, chosen, now, turn_recorded)
                 taken = [assignment]
                 if request.max_jobs > 1:
                     taken += self._take_mates(conn, worker_key, request, limits, row, sha256, now)
@@ -200,36 +201,35 @@ class WorkerClaims(DirectCheckpoints):
         checkpoint_sha256: str,
         now: float,
         combo: list[job_model_sql.JobModel] | None = None,
-    ) -> tuple[job_sql.JobRow, Assignment] | None:
+        owner_turn: str | None = None,
+    ) -> tuple[folded_sql.Taken, Assignment] | None:
         """queued -> running for one job with a new attempt (compare-and-set), or None when
         another claimer took it first. `combo`: the job's models as the candidate search read
-        them in this transaction (None: read them; a job's combo never changes once queued)."""
+        them in this transaction (None: read them; a job's combo never changes once queued).
+        `owner_turn`: the owner whose turn the same statement moves (`store.folded.take`)."""
         attempt_id = secrets.token_hex(16)
         expires = now + self.settings.lease_seconds
-        row = job_sql.claim_job(
-            conn,
-            job_id,
+        attempt = dict(
             attempt_id=attempt_id,
-            lease_expires_at=expires,
-            now=now,
-            placement=placement,
-        )
-        if row is None:
-            return None
-        attempt_sql.insert_attempt(
-            conn,
-            attempt_id=attempt_id,
-            job_id=row.id,
-            seq=row.attempts,
             worker_id=request.worker_id,
             node_id=request.node_id,
             worker_key_id=worker_key.id,
-            now=now,
             pool=request.pool,
             gpu=request.capabilities.gpu_name,
             model_cache=_model_cache(checkpoint_sha256, request),
         )
-        events.running(conn, row, now)
+        taken = folded_sql.take(
+            conn,
+            job_id,
+            attempt,
+            lease_expires_at=expires,
+            placement=placement,
+            now=now,
+            owner_turn=owner_turn,
+        )
+        if taken is None:
+            return None
+        row = taken.row
         webhooks.emit(conn, row, "running", now)
         self._claimed.remember(attempt_id, worker_key.id, row)
         if combo is None:
@@ -237,7 +237,7 @@ class WorkerClaims(DirectCheckpoints):
         inputs = input_sql.job_input_rows(conn, row.id) if _names_inputs(row) else {}
         assignment = self._assignment(row, attempt_id, expires, combo, inputs)
         assignment.checkpoints = self._resume_points(conn, row, attempt_id)
-        return row, assignment
+        return taken, assignment
 
     def _take_mates(
         self,

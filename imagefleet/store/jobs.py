@@ -49,7 +49,7 @@ _OWNED_JOB_ID = (
 )
 _BY_ATTEMPT = select(jobs).where(jobs.c.id == _OWNED_JOB_ID)
 _LOCK_BY_ATTEMPT = _BY_ATTEMPT.with_for_update()
-_CLAIM = (
+CLAIM = (
     update(jobs)
     .where(jobs.c.id == bindparam("job"), jobs.c.status == QUEUED)
     .values(
@@ -145,14 +145,14 @@ def insert_job(conn: Connection, **values: Any) -> JobRow:
     params = {"progress_step": 0, "progress_total": 0, "attempts": 0, **values}
     row = conn.execute(_INSERT_JOB, params).mappings().one()
     notify_work(conn, WorkHint(values["kind"], values["pixels"], values.get("required_vram_mb")))
-    return _to_job(row)
+    return to_job(row)
 
 
 def get_job(conn: Connection, job_id: str) -> JobRow | None:
     if not plausible_id(job_id):
         return None
     row = conn.execute(_BY_ID, {"job": job_id}).mappings().first()
-    return _to_job(row) if row else None
+    return to_job(row) if row else None
 
 
 def lock_job(conn: Connection, job_id: str) -> JobRow | None:
@@ -163,7 +163,7 @@ def lock_job(conn: Connection, job_id: str) -> JobRow | None:
     if not plausible_id(job_id):
         return None
     row = conn.execute(_LOCK_BY_ID, {"job": job_id}).mappings().first()
-    return _to_job(row) if row else None
+    return to_job(row) if row else None
 
 
 def attempt_job(
@@ -176,7 +176,7 @@ def attempt_job(
         return None
     query = _LOCK_BY_ATTEMPT if lock else _BY_ATTEMPT
     row = conn.execute(query, {"attempt": attempt_id, "key": worker_key_id}).mappings().first()
-    return _to_job(row) if row else None
+    return to_job(row) if row else None
 
 
 def list_jobs(
@@ -203,7 +203,7 @@ def list_jobs(
             )
         )
     query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
-    return [_to_job(row) for row in conn.execute(query).mappings()]
+    return [to_job(row) for row in conn.execute(query).mappings()]
 
 
 def owner_names(conn: Connection, owner_key_ids: Collection[str]) -> dict[str, str]:
@@ -235,8 +235,8 @@ def claim_job(
         "now": now,
         "why": placement,
     }
-    row = conn.execute(_CLAIM, params).mappings().first()
-    return _to_job(row) if row else None
+    row = conn.execute(CLAIM, params).mappings().first()
+    return to_job(row) if row else None
 
 
 def renew_lease(
@@ -357,7 +357,7 @@ def lock_expired(conn: Connection, now: float, limit: int) -> list[JobRow]:
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).mappings()
-    return [_to_job(row) for row in rows]
+    return [to_job(row) for row in rows]
 
 
 def expired_jobs(conn: Connection, finished_before: float, limit: int) -> list[str]:
@@ -395,7 +395,7 @@ def extend_leases(conn: Connection, until: float) -> int:
     ).rowcount
 
 
-def _to_job(row: Any) -> JobRow:
+def to_job(row: Any) -> JobRow:
     values = dict(row)
     values["status"] = JobStatus(values["status"])
     values["params"] = json.loads(values["params"])

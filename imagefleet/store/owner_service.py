@@ -23,7 +23,7 @@ _MINE_UNLOCKED = (
     .with_for_update(skip_locked=True)
     .scalar_subquery()
 )
-_PG_MOVE = (
+PG_MOVE = (
     update(owner_service)
     .where(owner_service.c.owner_key_id == _MINE_UNLOCKED)
     .values(served_at=bindparam("now"))
@@ -83,7 +83,7 @@ def record_served(conn: Connection, owner: str, now: float) -> None:
     CONFLICT DO NOTHING, which waits for no committed row either."""
     params = {"owner": owner, "now": now}
     if conn.dialect.name == "postgresql":
-        if conn.execute(_PG_MOVE, params).rowcount == 0:
+        if conn.execute(PG_MOVE, params).rowcount == 0:
             # New, taken by another claim, or already later: the insert does nothing for an
             # existing row, and waits for no committed one.
             conn.execute(_PG_NEW, params)

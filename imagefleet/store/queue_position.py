@@ -103,7 +103,7 @@ def clear_warning(conn: Connection, job_id: str) -> None:
 
 def lock_warned(conn: Connection, warned_before: float, limit: int) -> list[JobRow]:
     """Queued jobs flagged before the cutoff, locked (SKIP LOCKED: a claim holding one wins)."""
-    from imagefleet.store.jobs import _to_job
+    from imagefleet.store.jobs import to_job
 
     rows = conn.execute(
         select(jobs)
@@ -112,7 +112,7 @@ def lock_warned(conn: Connection, warned_before: float, limit: int) -> list[JobR
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).mappings()
-    return [_to_job(row) for row in rows]
+    return [to_job(row) for row in rows]
 
 
 def fail_unservable(conn: Connection, job_id: str, reason: str, now: float) -> bool:
