@@ -21,6 +21,7 @@ from imagefleet.protocol import AttemptOutcome, JobStatus, ModelRole
 from imagefleet.scheduling.waiting import SeenWorker
 from imagefleet.store import artifacts as artifact_sql
 from imagefleet.store import attempts as attempt_sql
+from imagefleet.store import folded_submit as folded_submit_sql
 from imagefleet.store import idempotency
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
@@ -119,8 +120,7 @@ class ClientTransitions(QueueTransitions):
             checkpoint = next(
                 (item.model for item in combo if item.role is ModelRole.checkpoint), None
             )
-            row = job_sql.insert_job(
-                conn,
+            values = dict(
                 id=job_id,
                 owner_key_id=owner.id,
                 tier=owner.tier,
@@ -141,14 +141,14 @@ class ClientTransitions(QueueTransitions):
                 webhook_url=str(job.webhook.url) if job.webhook else None,
                 webhook_events=",".join(job.webhook.events) if job.webhook else None,
             )
-            job_model_sql.insert_job_models(conn, job_id, combo)
-            input_sql.link_inputs(conn, job_id, named_inputs.ids)
+            row = folded_submit_sql.queue(
+                conn, values, combo, named_inputs.ids, events.queued_data(attempts=0)
+            )
             if idempotency_key:
                 idempotency.remember_idempotent(
                     conn, owner.id, idempotency_key, request_hash, job_id, now
                 )
             row, seen = self.warn_if_unservable(conn, row, combo)
-            events.queued(conn, row, now)
         return Submitted(row, False, combo, seen, ahead)
 
     def _replay(

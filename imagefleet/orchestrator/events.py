@@ -140,10 +140,15 @@ async def wait_for_end(
 
 
 def queued(conn: Connection, row: JobRow, now: float, *, retry: bool = False) -> None:
-    data: dict[str, Any] = {"status": JobStatus.queued.value, "attempts": row.attempts}
+    data = queued_data(row.attempts)
     if retry and row.error_code:
         data["last_error"] = {"code": row.error_code, "message": row.error_message or ""}
     _record(conn, row, "queued", data, now)
+
+
+def queued_data(attempts: int) -> dict[str, Any]:
+    """A queued event's data (a new job's is written by its submit's statement)."""
+    return {"status": JobStatus.queued.value, "attempts": attempts}
 
 
 def succeeded_data() -> dict[str, Any]:

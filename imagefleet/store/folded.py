@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     Boolean,
     Connection,
+    Table,
     Text,
     and_,
     bindparam,
@@ -113,13 +114,13 @@ def beat(
         return Beat(facts, renewed)
     if not plausible_id(attempt_id):
         return None
-    params |= {"data": _dumps(progress_data(step, total)), "now": now}
+    params |= {"data": dumps(progress_data(step, total)), "now": now}
     row = conn.execute(_BEAT, params).first()
     if row is None:
         return None
     facts = attempt_sql.BeatFacts(row[0], row[1], (row[2], row[3], row[4]), row[5])
     if row.renewed and progress_moved(facts.progress[:2], step, total):
-        _wake(conn, facts.job_id, facts.progress[2])
+        wake(conn, facts.job_id, facts.progress[2])
     return Beat(facts, bool(row.renewed))
 
 
@@ -163,9 +164,9 @@ def succeed(
         "now": now,
         "code": None,
         "message": None,
-        "timings": _dumps(stage_timings),
+        "timings": dumps(stage_timings),
         "owner": job.owner_key_id,
-        "event_data": _dumps(event) if event is not None else "",
+        "event_data": dumps(event) if event is not None else "",
         "with_event": event is not None,
     }
     for name in _FILE_COLUMNS:
@@ -173,7 +174,7 @@ def succeed(
     if conn.execute(_SUCCEED, params).scalar_one() != 1:
         return False
     if event is not None:
-        _wake(conn, job.id, job.owner_key_id)
+        wake(conn, job.id, job.owner_key_id)
     return True
 
 
@@ -243,7 +244,7 @@ def take(
     values = dict(found)
     turn = bool(values.pop("turn_recorded"))
     row = job_sql.to_job(values)
-    _wake(conn, row.id, row.owner_key_id)
+    wake(conn, row.id, row.owner_key_id)
     return Taken(row, turn)
 
 
@@ -252,13 +253,21 @@ def running_data(attempt: int) -> dict[str, Any]:
     return {"status": JobStatus.running.value, "attempt": attempt}
 
 
-def _wake(conn: Connection, job_id: str, owner_key_id: str) -> None:
+def wake(conn: Connection, job_id: str, owner_key_id: str) -> None:
     """What `events.record` leaves for the commit hooks: this process's streams wake."""
     conn.info.setdefault(AFTER_COMMIT, []).append((job_id, owner_key_id))
 
 
-def _dumps(data: dict[str, Any]) -> str:
+def dumps(data: dict[str, Any]) -> str:
+    """Event data as `events.record` stores it."""
     return json.dumps(data, separators=(",", ":"))
+
+
+def unnest(prefix: str, table: Table, columns: tuple[str, ...]) -> Any:
+    """Rows bound as one array per column (`<prefix>_<column>`, typed as `table`'s columns),
+    as a FROM item with those columns: several rows in one statement built once."""
+    arrays = (bindparam(f"{prefix}_{name}", type_=ARRAY(table.c[name].type)) for name in columns)
+    return func.unnest(*arrays).table_valued(*columns).render_derived().alias(prefix)
 
 
 def _build_beat() -> Any:
@@ -312,16 +321,7 @@ _FILE_COLUMNS = (
 
 def _build_succeed() -> Any:
     finished = job_sql.SUCCEED.returning(jobs.c.id).cte("finished")
-    rows = (
-        func.unnest(
-            *(
-                bindparam(f"files_{name}", type_=ARRAY(artifacts.c[name].type))
-                for name in _FILE_COLUMNS
-            )
-        )
-        .table_valued(*_FILE_COLUMNS)
-        .render_derived()
-    )
+    rows = unnest("files", artifacts, _FILE_COLUMNS)
     recorded = pg_insert(artifacts).from_select(
         [*_FILE_COLUMNS, "accepted"], select(*rows.c, true())
     )

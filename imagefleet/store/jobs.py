@@ -141,11 +141,26 @@ class JobRow:
 
 def insert_job(conn: Connection, **values: Any) -> JobRow:
     """Queues a new job; returns it as stored (RETURNING: no second read)."""
-    values["params"] = json.dumps(values["params"])
-    params = {"progress_step": 0, "progress_total": 0, "attempts": 0, **values}
+    params = insert_values(values)
     row = conn.execute(_INSERT_JOB, params).mappings().one()
-    notify_work(conn, WorkHint(values["kind"], values["pixels"], values.get("required_vram_mb")))
+    notify_work(conn, work_hint(values))
     return to_job(row)
+
+
+def insert_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A new job's row as `insert_job` writes it (params as JSON, counters at zero)."""
+    return {
+        "progress_step": 0,
+        "progress_total": 0,
+        "attempts": 0,
+        **values,
+        "params": json.dumps(values["params"]),
+    }
+
+
+def work_hint(values: dict[str, Any]) -> WorkHint:
+    """What the NOTIFY for a new job tells waiting claims."""
+    return WorkHint(values["kind"], values["pixels"], values.get("required_vram_mb"))
 
 
 def get_job(conn: Connection, job_id: str) -> JobRow | None:
