@@ -26,7 +26,7 @@ from imagefleet.orchestrator.worker_files import output_key
 from imagefleet.scheduling.inputs import Candidate
 from imagefleet.store import batch_mates as mate_sql
 from imagefleet.store import claim_candidates as claim_sql
-from imagefleet.store import folded as folded_sql
+from imagefleet.store import folded_claim as folded_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql

@@ -17,11 +17,22 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 
 from imagefleet.protocol import FailureCode, JobStatus
 from imagefleet.store.database import WorkHint, notify_work
 from imagefleet.store.ids import plausible_id
+from imagefleet.store.job_statements import (
+    BY_ATTEMPT,
+    BY_ID,
+    CLAIM,
+    FAIL,
+    INSERT_JOB,
+    LOCK_BY_ATTEMPT,
+    LOCK_BY_ID,
+    RENEW,
+    SUCCEED,
+)
 from imagefleet.store.tables import (
     api_keys,
     artifacts,
@@ -35,70 +46,6 @@ from imagefleet.store.tables import (
 RUNNING = JobStatus.running.value
 QUEUED = JobStatus.queued.value
 ACTIVE = (QUEUED, RUNNING)
-
-# The lifecycle's statements, built once with bound parameters: building a statement costs
-# several times what running it does (docs/benchmarks.md, "Statements built once"). Bound
-# names differ from column names, which SQLAlchemy reserves for the SET clause.
-_INSERT_JOB = insert(jobs).returning(*jobs.c)
-_BY_ID = select(jobs).where(jobs.c.id == bindparam("job"))
-_LOCK_BY_ID = _BY_ID.with_for_update()
-_OWNED_JOB_ID = (
-    select(attempts.c.job_id)
-    .where(attempts.c.id == bindparam("attempt"), attempts.c.worker_key_id == bindparam("key"))
-    .scalar_subquery()
-)
-_BY_ATTEMPT = select(jobs).where(jobs.c.id == _OWNED_JOB_ID)
-_LOCK_BY_ATTEMPT = _BY_ATTEMPT.with_for_update()
-CLAIM = (
-    update(jobs)
-    .where(jobs.c.id == bindparam("job"), jobs.c.status == QUEUED)
-    .values(
-        status=RUNNING,
-        current_attempt_id=bindparam("attempt"),
-        lease_expires_at=bindparam("lease"),
-        attempts=jobs.c.attempts + 1,
-        started_at=bindparam("now"),
-        progress_step=0,
-        progress_total=0,
-        placement=bindparam("why"),
-    )
-    .returning(*jobs.c)
-)
-RENEW = (
-    update(jobs)
-    .where(
-        jobs.c.current_attempt_id == bindparam("attempt"),
-        jobs.c.status == RUNNING,
-        select(attempts.c.id)
-        .where(attempts.c.id == bindparam("attempt"), attempts.c.worker_key_id == bindparam("key"))
-        .exists(),
-    )
-    .values(
-        progress_step=bindparam("step"),
-        progress_total=bindparam("total"),
-        lease_expires_at=bindparam("lease"),
-    )
-)
-_FINAL_VALUES: dict[str, Any] = dict(
-    status=bindparam("final"),
-    finished_at=bindparam("now"),
-    current_attempt_id=None,
-    lease_expires_at=None,
-    error_code=bindparam("code"),
-    error_message=bindparam("message"),
-)
-_FINISH_WHERE = (jobs.c.current_attempt_id == bindparam("attempt"), jobs.c.status == RUNNING)
-_FAIL = update(jobs).where(*_FINISH_WHERE).values(**_FINAL_VALUES)
-SUCCEED = (
-    update(jobs)
-    .where(*_FINISH_WHERE)
-    .values(
-        **_FINAL_VALUES,
-        result_attempt_id=bindparam("attempt"),
-        progress_step=jobs.c.progress_total,
-        stage_timings=bindparam("timings"),
-    )
-)
 
 
 @dataclass(frozen=True)
@@ -142,7 +89,7 @@ class JobRow:
 def insert_job(conn: Connection, **values: Any) -> JobRow:
     """Queues a new job; returns it as stored (RETURNING: no second read)."""
     params = insert_values(values)
-    row = conn.execute(_INSERT_JOB, params).mappings().one()
+    row = conn.execute(INSERT_JOB, params).mappings().one()
     notify_work(conn, work_hint(values))
     return to_job(row)
 
@@ -166,7 +113,7 @@ def work_hint(values: dict[str, Any]) -> WorkHint:
 def get_job(conn: Connection, job_id: str) -> JobRow | None:
     if not plausible_id(job_id):
         return None
-    row = conn.execute(_BY_ID, {"job": job_id}).mappings().first()
+    row = conn.execute(BY_ID, {"job": job_id}).mappings().first()
     return to_job(row) if row else None
 
 
@@ -177,7 +124,7 @@ def lock_job(conn: Connection, job_id: str) -> JobRow | None:
     same lock in the same order (job, then attempt, then artifacts) and none can deadlock."""
     if not plausible_id(job_id):
         return None
-    row = conn.execute(_LOCK_BY_ID, {"job": job_id}).mappings().first()
+    row = conn.execute(LOCK_BY_ID, {"job": job_id}).mappings().first()
     return to_job(row) if row else None
 
 
@@ -189,7 +136,7 @@ def attempt_job(
     job and key never change)."""
     if not plausible_id(attempt_id):
         return None
-    query = _LOCK_BY_ATTEMPT if lock else _BY_ATTEMPT
+    query = LOCK_BY_ATTEMPT if lock else BY_ATTEMPT
     row = conn.execute(query, {"attempt": attempt_id, "key": worker_key_id}).mappings().first()
     return to_job(row) if row else None
 
@@ -299,7 +246,7 @@ def finish_job(
     if status is JobStatus.succeeded:
         params["timings"] = json.dumps(stage_timings or {})
         return conn.execute(SUCCEED, params).rowcount == 1
-    return conn.execute(_FAIL, params).rowcount == 1
+    return conn.execute(FAIL, params).rowcount == 1
 
 
 def requeue_job(
