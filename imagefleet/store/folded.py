@@ -134,15 +134,15 @@ def succeed(
     """running -> succeeded for the attempt that owns the job (`jobs.finish_job`), its attempt
     ended (`attempts.end_attempt`), the `files` sent with the completion recorded accepted
     (`artifacts.record_accepted`) and, with `event`, the job's final event: one statement on
-    PostgreSQL. False for a stale attempt; the caller then raises, which rolls back the rest."""
+    PostgreSQL. False for a stale attempt, with nothing written."""
     if conn.dialect.name != "postgresql":
-        if files:
-            artifact_sql.record_accepted(conn, files)
         finished = job_sql.finish_job(
             conn, attempt_id, status=JobStatus.succeeded, now=now, stage_timings=stage_timings
         )
         if not finished:
             return False
+        if files:
+            artifact_sql.record_accepted(conn, files)
         attempt_sql.end_attempt(conn, attempt_id, outcome=AttemptOutcome.succeeded, now=now)
         if event is not None:
             event_sql.record(
@@ -244,8 +244,9 @@ _FILE_COLUMNS = (
 def _build_succeed() -> Any:
     finished = job_statements.SUCCEED.returning(jobs.c.id).cte("finished")
     rows = unnest("files", artifacts, _FILE_COLUMNS)
+    won = exists(select(finished.c.id))  # the compare-and-set: nothing else without it
     recorded = pg_insert(artifacts).from_select(
-        [*_FILE_COLUMNS, "accepted"], select(*rows.c, true())
+        [*_FILE_COLUMNS, "accepted"], select(*rows.c, true()).where(won)
     )
     recorded = recorded.on_conflict_do_update(
         index_elements=[artifacts.c.key],
@@ -263,7 +264,9 @@ def _build_succeed() -> Any:
     )
     count = select(func.count()).select_from(finished).scalar_subquery()
     return select(count).add_cte(
-        attempt_sql.END.cte("ended"), recorded.cte("recorded"), final_event.cte("final_event")
+        attempt_sql.END.where(won).cte("ended"),
+        recorded.cte("recorded"),
+        final_event.cte("final_event"),
     )
 
 
