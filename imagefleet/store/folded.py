@@ -100,14 +100,8 @@ def beat(
             lease_expires_at=lease_expires_at,
         )
         if renewed and progress_moved(facts.progress[:2], step, total):
-            event_sql.record(
-                conn,
-                job_id=facts.job_id,
-                owner_key_id=facts.progress[2],
-                event="progress",
-                data=progress_data(step, total),
-                now=now,
-            )
+            data = progress_data(step, total)
+            record_event(conn, facts.job_id, facts.progress[2], "progress", data, now)
         return Beat(facts, renewed)
     if not plausible_id(attempt_id):
         return None
@@ -145,14 +139,7 @@ def succeed(
             artifact_sql.record_accepted(conn, files)
         attempt_sql.end_attempt(conn, attempt_id, outcome=AttemptOutcome.succeeded, now=now)
         if event is not None:
-            event_sql.record(
-                conn,
-                job_id=job.id,
-                owner_key_id=job.owner_key_id,
-                event=JobStatus.succeeded.value,
-                data=event,
-                now=now,
-            )
+            record_event(conn, job.id, job.owner_key_id, JobStatus.succeeded.value, event, now)
         return True
     params: dict[str, Any] = {
         "attempt": attempt_id,
@@ -173,6 +160,26 @@ def succeed(
     if event is not None:
         wake(conn, job.id, job.owner_key_id)
     return True
+
+
+def record_event(
+    conn: Connection, job_id: str, owner_key_id: str, event: str, data: dict[str, Any], now: float
+) -> None:
+    """The SQLite path's event: `events.record`, positionally."""
+    event_sql.record(
+        conn, job_id=job_id, owner_key_id=owner_key_id, event=event, data=data, now=now
+    )
+
+
+def event_rows(source: Any, job_id: Any, owner_key_id: Any, event: str, data: Any) -> Any:
+    """One `event` row per row of `source` (a part's RETURNING), as `events.record` writes it,
+    at the bound `now`, for `insert_events`; the caller adds conditions with `where`."""
+    return select(job_id, owner_key_id, literal(event), data, bindparam("now")).select_from(source)
+
+
+def insert_events(rows: Any) -> Any:
+    """`event_rows`' rows inserted into the event log."""
+    return insert(job_events).from_select(EVENT_COLUMNS, rows)
 
 
 def wake(conn: Connection, job_id: str, owner_key_id: str) -> None:
@@ -202,18 +209,11 @@ def _build_beat() -> Any:
             facts.c.progress_total != bindparam("total"),
         ),
     )
-    progress = insert(job_events).from_select(
-        EVENT_COLUMNS,
-        select(
-            renewed.c.id,
-            facts.c.owner_key_id,
-            literal("progress"),
-            bindparam("data"),
-            bindparam("now"),
+    source = renewed.join(facts, true())
+    progress = insert_events(
+        event_rows(source, renewed.c.id, facts.c.owner_key_id, "progress", bindparam("data")).where(
+            moved
         )
-        .select_from(renewed)
-        .join(facts, true())
-        .where(moved),
     )
     return select(*facts.c, exists(select(renewed.c.id)).label("renewed")).add_cte(
         progress.cte("progress")
@@ -252,15 +252,14 @@ def _build_succeed() -> Any:
         index_elements=[artifacts.c.key],
         set_={name: recorded.excluded[name] for name in (*_FILE_COLUMNS, "accepted")[1:]},
     )
-    final_event = insert(job_events).from_select(
-        EVENT_COLUMNS,
-        select(
+    final_event = insert_events(
+        event_rows(
+            finished,
             finished.c.id,
             bindparam("owner"),
-            literal(JobStatus.succeeded.value),
+            JobStatus.succeeded.value,
             bindparam("event_data"),
-            bindparam("now"),
-        ).where(bindparam("with_event", type_=Boolean)),
+        ).where(bindparam("with_event", type_=Boolean))
     )
     count = select(func.count()).select_from(finished).scalar_subquery()
     return select(count).add_cte(

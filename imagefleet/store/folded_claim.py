@@ -20,12 +20,11 @@ from sqlalchemy import (
 
 from imagefleet.protocol import JobStatus
 from imagefleet.store import attempts as attempt_sql
-from imagefleet.store import events as event_sql
 from imagefleet.store import job_statements
 from imagefleet.store import jobs as job_sql
 from imagefleet.store import owner_service as served_sql
-from imagefleet.store.folded import EVENT_COLUMNS, wake
-from imagefleet.store.tables import attempts, job_events
+from imagefleet.store.folded import event_rows, insert_events, record_event, wake
+from imagefleet.store.tables import attempts
 from imagefleet.store.tables_scheduling import owner_service
 
 
@@ -65,14 +64,8 @@ def take(
         if row is None:
             return None
         attempt_sql.insert_attempt(conn, **attempt, job_id=row.id, seq=row.attempts, now=now)
-        event_sql.record(
-            conn,
-            job_id=row.id,
-            owner_key_id=row.owner_key_id,
-            event=JobStatus.running.value,
-            data=running_data(row.attempts),
-            now=now,
-        )
+        data = running_data(row.attempts)
+        record_event(conn, row.id, row.owner_key_id, JobStatus.running.value, data, now)
         return Taken(row, False)
     params = {
         "job": job_id,
@@ -137,15 +130,10 @@ def _build_take() -> Any:
     data = func.json_build_object(
         literal("status"), literal(JobStatus.running.value), literal("attempt"), claimed.c.attempts
     )
-    running = insert(job_events).from_select(
-        EVENT_COLUMNS,
-        select(
-            claimed.c.id,
-            claimed.c.owner_key_id,
-            literal(JobStatus.running.value),
-            cast(data, Text),
-            bindparam("now"),
-        ),
+    running = insert_events(
+        event_rows(
+            claimed, claimed.c.id, claimed.c.owner_key_id, JobStatus.running.value, cast(data, Text)
+        )
     )
     # The owner's turn: `owner_service.record_served`'s first statement, for the job claimed.
     turn = (

@@ -9,13 +9,12 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, insert, literal, select, true
 
 from imagefleet.protocol import JobStatus
-from imagefleet.store import events as event_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store.database import WORK_CHANNEL
-from imagefleet.store.folded import EVENT_COLUMNS, dumps, unnest, wake
-from imagefleet.store.tables import job_events, job_inputs, job_models, jobs
+from imagefleet.store.folded import dumps, event_rows, insert_events, record_event, unnest, wake
+from imagefleet.store.tables import job_inputs, job_models, jobs
 
 
 def queue(
@@ -33,14 +32,7 @@ def queue(
         row = job_sql.insert_job(conn, **values)
         job_model_sql.insert_job_models(conn, row.id, combo)
         input_sql.link_inputs(conn, row.id, inputs)
-        event_sql.record(
-            conn,
-            job_id=row.id,
-            owner_key_id=row.owner_key_id,
-            event=JobStatus.queued.value,
-            data=event,
-            now=now,
-        )
+        record_event(conn, row.id, row.owner_key_id, JobStatus.queued.value, event, now)
         return row
     row_values = job_sql.insert_values(values)
     params = {f"job_{name}": value for name, value in row_values.items()}
@@ -80,15 +72,10 @@ def _statement(columns: tuple[str, ...]) -> Any:
     with_inputs = insert(job_inputs).from_select(
         ["job_id", *named.c.keys()], select(job.c.id, *named.c).join(named, true())
     )
-    queued = insert(job_events).from_select(
-        EVENT_COLUMNS,
-        select(
-            job.c.id,
-            job.c.owner_key_id,
-            literal(JobStatus.queued.value),
-            bindparam("event_data"),
-            bindparam("now"),
-        ),
+    queued = insert_events(
+        event_rows(
+            job, job.c.id, job.c.owner_key_id, JobStatus.queued.value, bindparam("event_data")
+        )
     )
     # The NOTIFY is delivered at commit, so never before the job is visible.
     notified = func.pg_notify(literal(WORK_CHANNEL), bindparam("hint")).label("notified")
