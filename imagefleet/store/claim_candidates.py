@@ -38,12 +38,12 @@ from sqlalchemy import (
     union_all,
 )
 
-from imagefleet.protocol import JobStatus
+from imagefleet.protocol import JobStatus, ModelRole
 from imagefleet.scheduling.decisions import Selection
-from imagefleet.store import job_models as job_model_sql
 from imagefleet.store.attempts import COUNTED_OUTCOMES, failed_nodes
 from imagefleet.store.job_models import JobModel
-from imagefleet.store.tables import attempts, jobs, models
+from imagefleet.store.models import to_model
+from imagefleet.store.tables import attempts, job_models, jobs, models
 from imagefleet.store.tables_scheduling import owner_service
 
 QUEUED = JobStatus.queued.value
@@ -196,12 +196,19 @@ def _rows_by_id(vram: bool) -> Executable:
     # `status || ''`: SQLite without statistics would otherwise read this through an index on
     # status (every queued job) instead of the primary key.
     recheck = [jobs.c.status.concat("") == QUEUED, *_bound_limits(vram)[1:]]
-    # The owners' last claims come along (round robin between owners): no read of their own.
-    with_owner = jobs.outerjoin(owner_service, owner_service.c.owner_key_id == jobs.c.owner_key_id)
+    # The owners' last claims and the jobs' models in full come along (round robin between
+    # owners; the job taken needs its combo for the assignment): no reads of their own. A job
+    # is one row per model, in the combo's order.
+    joined = jobs.outerjoin(
+        owner_service, owner_service.c.owner_key_id == jobs.c.owner_key_id
+    ).outerjoin(job_models, job_models.c.job_id == jobs.c.id)
+    joined = joined.outerjoin(models, models.c.id == job_models.c.model_id)
+    in_combo = (job_models.c.role, job_models.c.weight, *models.c)
     return (
-        select(*_COLUMNS, owner_service.c.served_at)
-        .select_from(with_owner)
+        select(*_COLUMNS, owner_service.c.served_at, *(c.label(f"m_{c.name}") for c in in_combo))
+        .select_from(joined)
         .where(jobs.c.id.in_(bindparam("ids", expanding=True)), *recheck)
+        .order_by(jobs.c.id, job_models.c.position)
         .with_for_update(skip_locked=True, of=jobs)
     )
 
@@ -335,11 +342,17 @@ def _checkpoint_ids(conn: Connection, shas: Sequence[str], count: int) -> list[i
     return ids[:count]
 
 
-def _queued_jobs(conn: Connection, rows: Sequence[Any], now: float) -> list[QueuedJob]:
+def _queued_jobs(conn: Connection, joined: Sequence[Any], now: float) -> list[QueuedJob]:
+    """The candidates from `_rows_by_id`'s rows (one per model of each job)."""
+    rows: list[Any] = []
+    combos: dict[str, list[JobModel]] = {}
+    for row in joined:
+        if row.id not in combos:
+            rows.append(row)
+            combos[row.id] = []
+        if row.m_id is not None:
+            combos[row.id].append(_job_model(row))
     failed = failed_nodes(conn, [row.id for row in rows if row.attempts])
-    # The models in full (the assignment of the job taken needs them), not only what the policy
-    # reads: the claim then reads no combo again.
-    combos = job_model_sql.combos(conn, [row.id for row in rows])
     return [
         QueuedJob(
             id=r.id,
@@ -364,3 +377,10 @@ def _queued_jobs(conn: Connection, rows: Sequence[Any], now: float) -> list[Queu
         )
         for r in rows
     ]
+
+
+def _job_model(row: Any) -> JobModel:
+    """One model of a candidate's combo, from its `m_`-labelled columns."""
+    values = row._mapping
+    model = to_model({column.name: values[f"m_{column.name}"] for column in models.c})
+    return JobModel(ModelRole(values["m_role"]), model, values["m_weight"])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, insert, select
 
 from imagefleet.protocol import ModelRole
-from imagefleet.store.models import Model, _to_model
+from imagefleet.store.models import Model, to_model
 from imagefleet.store.tables import job_models, models
 
 # Built once with bound parameters (see store/jobs.py): every submit and claim runs them.
@@ -52,5 +52,5 @@ def combos(conn: Connection, job_ids: list[str]) -> dict[str, list[JobModel]]:
         return found
     rows = conn.execute(_COMBOS, {"jobs": list(job_ids)}).mappings()
     for row in rows:
-        found[row["job_id"]].append(JobModel(ModelRole(row["role"]), _to_model(row), row["weight"]))
+        found[row["job_id"]].append(JobModel(ModelRole(row["role"]), to_model(row), row["weight"]))
     return found

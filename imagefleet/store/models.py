@@ -85,7 +85,7 @@ def register_model(
     result = conn.execute(insert(models).values(**values))
     model_id = result.inserted_primary_key[0] if result.inserted_primary_key else None
     assert model_id is not None
-    return _to_model({"id": model_id, **values})
+    return to_model({"id": model_id, **values})
 
 
 def latest_model(conn: Connection, name: str) -> Model | None:
@@ -94,7 +94,7 @@ def latest_model(conn: Connection, name: str) -> Model | None:
         .mappings()
         .first()
     )
-    return _to_model(row) if row else None
+    return to_model(row) if row else None
 
 
 def find_model(
@@ -104,7 +104,7 @@ def find_model(
     params = {"name": name, "version": version, "sha": sha256}
     query = _find_model(version is not None, sha256 is not None)
     row = conn.execute(query, params).mappings().first()
-    return _to_model(row) if row else None
+    return to_model(row) if row else None
 
 
 @functools.lru_cache(maxsize=4)
@@ -120,7 +120,7 @@ def _find_model(by_version: bool, by_sha256: bool) -> Select[Any]:
 
 def model_by_id(conn: Connection, model_id: int) -> Model:
     row = conn.execute(select(models).where(models.c.id == model_id)).mappings().one()
-    return _to_model(row)
+    return to_model(row)
 
 
 def list_models(conn: Connection) -> list[Model]:
@@ -135,10 +135,10 @@ def list_models(conn: Connection) -> list[Model]:
         .join(newest, (models.c.name == newest.c.name) & (models.c.version == newest.c.version))
         .order_by(models.c.name)
     ).mappings()
-    return [_to_model(row) for row in rows]
+    return [to_model(row) for row in rows]
 
 
-def _to_model(row: object) -> Model:
+def to_model(row: object) -> Model:
     r = dict(row)  # type: ignore[call-overload]
     return Model(
         id=r["id"],
