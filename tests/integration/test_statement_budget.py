@@ -21,9 +21,10 @@ from tests.load import TINY_PNG_BASE64
 
 PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 2}
 # Statements (BEGIN not counted) and transactions per call. PostgreSQL folds each call's writes
-# into one statement (store/folded*.py): 11 in all (issue 16's goal: at most 12). SQLite runs the same writes
-# one by one, in process. The submit's NOTIFY (other replicas' parked claims) is checked apart;
-# each event row's NOTIFY (their event streams) is sent by the row's insert trigger.
+# into one statement (store/folded*.py): 11 in all (issue 16's goal: at most 12). SQLite runs
+# the same writes one by one, in process. The submit's NOTIFY (other replicas' parked claims)
+# is checked apart; each event row's NOTIFY (their event streams) is sent by the row's insert
+# trigger.
 BUDGET = {
     "postgresql": {"submit": (4, 1), "claim": (4, 1), "heartbeat": (1, 1), "complete": (2, 1)},
     "sqlite": {"submit": (6, 1), "claim": (7, 1), "heartbeat": (3, 1), "complete": (5, 1)},
