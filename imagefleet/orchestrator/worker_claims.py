@@ -22,7 +22,6 @@ from imagefleet.orchestrator.claim_policy import ClaimPolicy
 from imagefleet.orchestrator.empty_looks import ClaimLook, EmptyLooks, profile_of
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.transitions import to_datetime
-from imagefleet.orchestrator.worker_files import output_key
 from imagefleet.scheduling.inputs import Candidate
 from imagefleet.store import batch_mates as mate_sql
 from imagefleet.store import claim_candidates as claim_sql
@@ -39,7 +38,6 @@ from imagefleet.worker_protocol import (
     Assignment,
     ClaimRequest,
     InputRef,
-    UploadTarget,
 )
 
 # A worker's row is rewritten at most this often (every claim would be a write per long poll).
@@ -299,26 +297,7 @@ class WorkerClaims(DirectCheckpoints):
         """What the worker needs: params, the resolved combo, where to fetch inputs and (with
         an S3-compatible store) where to put each output."""
         store = self._file_store()
-        outputs = self._output_spec(row)
-        media_type = outputs.media_types[0]
-        targets: list[UploadTarget] = []
-        for index in range(outputs.count):
-            url = store.presigned_put(
-                output_key(row.id, attempt_id, index, outputs.extension(media_type)),
-                media_type,
-                self.settings.max_upload_bytes,
-            )
-            if url is None:
-                targets = []
-                break
-            targets.append(
-                UploadTarget(
-                    index=index,
-                    url=url,
-                    content_type=media_type,
-                    multipart_threshold_bytes=store.direct_multipart_threshold or 0,
-                )
-            )
+        targets = self._upload_targets(row, attempt_id)
         return Assignment(
             job_id=row.id,
             attempt_id=attempt_id,

@@ -31,7 +31,7 @@ from imagefleet.store import inputs as input_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store.database import retry_conflicts
 from imagefleet.store.keys import ApiKey
-from imagefleet.worker_protocol import CompleteRequest
+from imagefleet.worker_protocol import CompleteRequest, UploadTarget
 
 
 def output_key(job_id: str, attempt_id: str, index: int, extension: str = "png") -> str:
@@ -151,6 +151,31 @@ class WorkerFiles(TransitionBase):
     ) -> None:
         values = self._artifact_values(job_id, attempt_id, upload, content_type)
         artifact_sql.record_artifact(conn, **values)
+
+    def _upload_targets(self, row: job_sql.JobRow, attempt_id: str) -> list[UploadTarget]:
+        """Where the worker puts each output straight into the store (presigned URLs), or
+        nothing when the store cannot take direct uploads (the worker then sends them here)."""
+        store = self._file_store()
+        outputs = self._output_spec(row)
+        media_type = outputs.media_types[0]
+        targets: list[UploadTarget] = []
+        for index in range(outputs.count):
+            url = store.presigned_put(
+                output_key(row.id, attempt_id, index, outputs.extension(media_type)),
+                media_type,
+                self.settings.max_upload_bytes,
+            )
+            if url is None:
+                return []
+            targets.append(
+                UploadTarget(
+                    index=index,
+                    url=url,
+                    content_type=media_type,
+                    multipart_threshold_bytes=store.direct_multipart_threshold or 0,
+                )
+            )
+        return targets
 
     def _artifact_values(
         self, job_id: str, attempt_id: str, upload: StoredFile, default_type: str
