@@ -50,10 +50,22 @@ def record(
             "job_id": job_id,
             "owner_key_id": owner_key_id,
             "event": event,
-            "data": json.dumps(data, separators=(",", ":")),
+            "data": dumps(data),
             "created_at": now,
         },
     )
+    wake_after_commit(conn, job_id, owner_key_id)
+
+
+def dumps(data: dict[str, Any]) -> str:
+    """An event's data as stored."""
+    return json.dumps(data, separators=(",", ":"))
+
+
+def wake_after_commit(conn: Connection, job_id: str, owner_key_id: str) -> None:
+    """Leaves the (job, owner) pair for `Database.write`'s commit hooks: this process's streams
+    wake once the transaction committed. `record` does it for each event it writes; the
+    folded statements (`store.folded*`), which write their events themselves, call it."""
     conn.info.setdefault(AFTER_COMMIT, []).append((job_id, owner_key_id))
 
 

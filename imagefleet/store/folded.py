@@ -13,7 +13,6 @@ docstring names. tests/integration/test_statement_budget.py holds both stores to
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +39,6 @@ from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import events as event_sql
 from imagefleet.store import job_statements
 from imagefleet.store import jobs as job_sql
-from imagefleet.store.database import AFTER_COMMIT
 from imagefleet.store.ids import plausible_id
 from imagefleet.store.tables import artifacts, job_events, jobs
 
@@ -80,13 +78,6 @@ def beat(
     """A heartbeat: reads the attempt's BeatFacts, renews the lease with the conditional UPDATE
     (`jobs.renew_lease`) and records a progress event when the step moved, one statement on
     PostgreSQL; None when the attempt is not this worker key's (nothing written)."""
-    params = {
-        "attempt": attempt_id,
-        "key": worker_key_id,
-        "step": step,
-        "total": total,
-        "lease": lease_expires_at,
-    }
     if conn.dialect.name != "postgresql":
         facts = attempt_sql.beat_facts(conn, attempt_id, worker_key_id)
         if facts is None:
@@ -105,13 +96,21 @@ def beat(
         return Beat(facts, renewed)
     if not plausible_id(attempt_id):
         return None
-    params |= {"data": dumps(progress_data(step, total)), "now": now}
+    params = {
+        "attempt": attempt_id,
+        "key": worker_key_id,
+        "step": step,
+        "total": total,
+        "lease": lease_expires_at,
+        "data": event_sql.dumps(progress_data(step, total)),
+        "now": now,
+    }
     row = conn.execute(_BEAT, params).first()
     if row is None:
         return None
     facts = attempt_sql.BeatFacts(row[0], row[1], (row[2], row[3], row[4]), row[5])
     if row.renewed and progress_moved(facts.progress[:2], step, total):
-        wake(conn, facts.job_id, facts.progress[2])
+        event_sql.wake_after_commit(conn, facts.job_id, facts.progress[2])
     return Beat(facts, bool(row.renewed))
 
 
@@ -148,9 +147,9 @@ def succeed(
         "now": now,
         "code": None,
         "message": None,
-        "timings": dumps(stage_timings),
+        "timings": event_sql.dumps(stage_timings),
         "owner": job.owner_key_id,
-        "event_data": dumps(event) if event is not None else "",
+        "event_data": event_sql.dumps(event) if event is not None else "",
         "with_event": event is not None,
     }
     for name in _FILE_COLUMNS:
@@ -158,7 +157,7 @@ def succeed(
     if conn.execute(_SUCCEED, params).scalar_one() != 1:
         return False
     if event is not None:
-        wake(conn, job.id, job.owner_key_id)
+        event_sql.wake_after_commit(conn, job.id, job.owner_key_id)
     return True
 
 
@@ -180,16 +179,6 @@ def event_rows(source: Any, job_id: Any, owner_key_id: Any, event: str, data: An
 def insert_events(rows: Any) -> Any:
     """`event_rows`' rows inserted into the event log."""
     return insert(job_events).from_select(EVENT_COLUMNS, rows)
-
-
-def wake(conn: Connection, job_id: str, owner_key_id: str) -> None:
-    """What `events.record` leaves for the commit hooks: this process's streams wake."""
-    conn.info.setdefault(AFTER_COMMIT, []).append((job_id, owner_key_id))
-
-
-def dumps(data: dict[str, Any]) -> str:
-    """Event data as `events.record` stores it."""
-    return json.dumps(data, separators=(",", ":"))
 
 
 def unnest(prefix: str, table: Table, columns: tuple[str, ...]) -> Any:

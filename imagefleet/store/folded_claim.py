@@ -20,10 +20,11 @@ from sqlalchemy import (
 
 from imagefleet.protocol import JobStatus
 from imagefleet.store import attempts as attempt_sql
+from imagefleet.store import events as event_sql
 from imagefleet.store import job_statements
 from imagefleet.store import jobs as job_sql
 from imagefleet.store import owner_service as served_sql
-from imagefleet.store.folded import event_rows, insert_events, record_event, wake
+from imagefleet.store.folded import event_rows, insert_events, record_event
 from imagefleet.store.tables import attempts
 from imagefleet.store.tables_scheduling import owner_service
 
@@ -88,7 +89,7 @@ def take(
     values = dict(found)
     turn = bool(values.pop("turn_recorded"))
     row = job_sql.to_job(values)
-    wake(conn, row.id, row.owner_key_id)
+    event_sql.wake_after_commit(conn, row.id, row.owner_key_id)
     return Taken(row, turn)
 
 

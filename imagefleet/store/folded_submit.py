@@ -9,11 +9,12 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, insert, literal, select, true
 
 from imagefleet.protocol import JobStatus
+from imagefleet.store import events as event_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store.database import WORK_CHANNEL
-from imagefleet.store.folded import dumps, event_rows, insert_events, record_event, unnest, wake
+from imagefleet.store.folded import event_rows, insert_events, record_event, unnest
 from imagefleet.store.tables import job_inputs, job_models, jobs
 
 
@@ -44,14 +45,14 @@ def queue(
         "model_weight": [item.weight for item in combo],
         "input_name": list(inputs),
         "input_input_id": list(inputs.values()),
-        "event_data": dumps(event),
+        "event_data": event_sql.dumps(event),
         "now": now,
         "hint": job_sql.work_hint(values).encode(),
     }
     found = dict(conn.execute(_statement(tuple(row_values)), params).mappings().one())
     found.pop("notified")
     row = job_sql.to_job(found)
-    wake(conn, row.id, row.owner_key_id)
+    event_sql.wake_after_commit(conn, row.id, row.owner_key_id)
     return row
 
 
