@@ -113,7 +113,7 @@ class WorkerTransitions(WorkerClaims):
         attempt's job when the caller has just read it."""
         self._claimed.forget(attempt_id)  # completed one way or another: no hint any more
         staged = self._stage_result(worker_key, attempt_id, job)
-        result, doomed = self._complete(worker_key, attempt_id, request, stored, staged)
+        result, doomed = self._complete(worker_key, attempt_id, request, stored, staged, job)
         self._delete_files(doomed)
         return result
 
@@ -125,15 +125,25 @@ class WorkerTransitions(WorkerClaims):
         request: CompleteRequest,
         direct: list[StoredFile],
         staged: StagedModel | None,
+        known: job_sql.JobRow | None = None,
     ) -> tuple[AttemptResult, list[str]]:
-        """The transaction of `complete`; also returns the checkpoint files to delete."""
+        """The transaction of `complete`; also returns the checkpoint files to delete.
+
+        `known`: the attempt's job as its claim on this replica, or a read just now, found it
+        (running, held by this attempt). When the request carried every output, nothing is
+        read first: the completing statement's compare-and-set is the ownership check, and only
+        a completion it refuses reads the job, for its answer (a repeat of a completion that
+        succeeded, or a 409). Otherwise the job is locked and checked first."""
         now = self.clock()
         with self.db.write() as conn:
-            row = self._attempt_job(conn, worker_key, attempt_id)
-            if row.status is JobStatus.succeeded and row.result_attempt_id == attempt_id:
-                return AttemptResult(job_id=row.id, job_status=row.status), []
-            if row.current_attempt_id != attempt_id:
-                raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
+            if known is not None and self._all_sent(known, request, direct):
+                row = known
+            else:
+                row = self._attempt_job(conn, worker_key, attempt_id)
+                if row.status is JobStatus.succeeded and row.result_attempt_id == attempt_id:
+                    return AttemptResult(job_id=row.id, job_status=row.status), []
+                if row.current_attempt_id != attempt_id:
+                    raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
             files = self._accept_outputs(conn, row, attempt_id, request, direct)
             # A success without a webhook records its event in the completing statement; a
             # webhook's delivery reads the job as it ended (`_emit_final`).
@@ -147,11 +157,26 @@ class WorkerTransitions(WorkerClaims):
                 event=event,
                 now=now,
             ):
+                if row is known:  # refused without a read: why, from the job as it is now
+                    row = self._attempt_job(conn, worker_key, attempt_id)
+                    if row.status is JobStatus.succeeded and row.result_attempt_id == attempt_id:
+                        return AttemptResult(job_id=row.id, job_status=row.status), []
                 raise StaleAttempt(stale_reason(attempt_id, row, "complete"))
             doomed = self._finish_training(conn, row, staged, now)
             if event is None:
                 self._emit_final(conn, row, "succeeded", now)
         return AttemptResult(job_id=row.id, job_status=JobStatus.succeeded), doomed
+
+    def _all_sent(
+        self, row: job_sql.JobRow, request: CompleteRequest, direct: list[StoredFile]
+    ) -> bool:
+        """Whether the completion itself carries every output of the job, each stored
+        (`_accept_outputs` then writes them with the completing statement, nothing before it)."""
+        expected = list(range(self._output_spec(row).count))
+        return (
+            sorted(output.index for output in request.outputs) == expected
+            and sorted(upload.index for upload in direct) == expected
+        )
 
     def _accept_outputs(
         self,
@@ -174,7 +199,7 @@ class WorkerTransitions(WorkerClaims):
         meta = {
             o.index: {"seed": o.seed, "width": o.width, "height": o.height} for o in request.outputs
         }
-        if indexes == expected and sorted(upload.index for upload in direct) == expected:
+        if self._all_sent(row, request, direct):
             files = [
                 self._artifact_values(row.id, attempt_id, upload, spec.media_types[0])
                 | meta[upload.index]

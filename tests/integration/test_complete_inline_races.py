@@ -85,3 +85,41 @@ def test_racing_inline_completions_and_a_cancel_leave_one_outcome_per_job(
             assert round_ % 2 and job["status"] == "cancelled", job["status"]
             assert not any(a.is_success for a in completions)
             assert accepted == [] and files == [], (accepted, files)
+
+
+def test_a_completion_refused_without_a_read_says_why(
+    replicas: tuple[TestClient, TestClient], keys: Keys, db: Database, settings: Settings
+) -> None:
+    """The replica that handed the attempt out completes it with no read first (the completing
+    statement's compare-and-set is the ownership check): a job cancelled meanwhile still gets
+    its 409 with the reason and leaves no file; a repeat after a success elsewhere gets the
+    success."""
+    claimer, other = replicas
+    client = {"Authorization": f"Bearer {keys.alice_token}"}
+    worker = {"Authorization": f"Bearer {keys.worker_token}"}
+    output = {"index": 0, "seed": 7, "width": 64, "height": 64}
+    body = {"outputs": [{**output, "data_base64": base64.b64encode(TINY_PNG).decode()}]}
+
+    def claimed_job() -> tuple[str, str]:
+        job_id = claimer.post(
+            "/v1/jobs", json={"kind": "txt2img", "params": PARAMS}, headers=client
+        ).json()["id"]
+        claimed = claimer.post(
+            "/v1/worker/claim", json={"worker_id": "w", "node_id": "n"}, headers=worker
+        ).json()["assignment"]
+        assert claimed["job_id"] == job_id
+        return job_id, f"/v1/worker/attempts/{claimed['attempt_id']}/complete-inline"
+
+    job_id, path = claimed_job()
+    assert other.post(f"/v1/jobs/{job_id}/cancel", headers=client).status_code == 200
+    refused = claimer.post(path, json=body, headers=worker)
+    assert refused.status_code == 409, refused.text
+    assert "cancelled" in refused.text
+    assert not [p for p in settings.data_dir.rglob("*") if job_id in str(p) and p.is_file()]
+
+    job_id, path = claimed_job()
+    assert other.post(path, json=body, headers=worker).json()["job_status"] == "succeeded"
+    again = claimer.post(path, json=body, headers=worker)
+    assert again.status_code == 200 and again.json()["job_status"] == "succeeded", again.text
+    download = claimer.get(f"/v1/jobs/{job_id}/outputs/0", headers=client)
+    assert download.content == TINY_PNG
