@@ -5,7 +5,7 @@ architecture.md, "Statements built once").
 Three statements of the lifecycle, each run both ways in the same process against the same
 in-memory SQLite database (the building is Python and the same on PostgreSQL): a job read by
 primary key (`store.jobs.get_job`), an event insert (`store.events.record`) and the claim's probe
-union with eight probes (`store.claim_candidates`, the statement every claim runs). The
+union with eight probes (`store.claim_probes`, the statement every claim runs). The
 baseline is the statement built per call, measured in the same run; the table reports µs per
 execution and the ratio.
 
@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from sqlalchemy import Connection, create_engine, insert, select  # noqa: E402
 
 from bench.common.report import say, table  # noqa: E402
-from imagefleet.store import claim_candidates, events  # noqa: E402
+from imagefleet.store import claim_probes, events  # noqa: E402
 from imagefleet.store.jobs import get_job  # noqa: E402
 from imagefleet.store.tables import job_events, jobs, metadata  # noqa: E402
 
@@ -68,12 +68,12 @@ def once_event(conn: Connection) -> None:
 
 
 def per_call_union(conn: Connection) -> None:
-    build = claim_candidates._probe_union.__wrapped__  # the same builder, without its cache
+    build = claim_probes._probe_union.__wrapped__  # the same builder, without its cache
     conn.execute(build(SHAPES, True), UNION_VALUES).all()
 
 
 def once_union(conn: Connection) -> None:
-    conn.execute(claim_candidates._probe_union(SHAPES, True), UNION_VALUES).all()
+    conn.execute(claim_probes._probe_union(SHAPES, True), UNION_VALUES).all()
 
 
 def timed(conn: Connection, call: Callable[[Connection], Any], runs: int) -> float:

@@ -21,6 +21,7 @@ from bench.control_plane_lib.stack import (
 from imagefleet.config import Settings
 from imagefleet.orchestrator.claim_policy import policy_for
 from imagefleet.store import claim_candidates as claim_sql
+from imagefleet.store import claim_probes as probe_sql
 from imagefleet.store.database import Database
 from tests.load import PARAMS, LoadLog, simulated_worker
 
@@ -113,7 +114,7 @@ def candidate_plan(bench_db: BenchDatabase) -> tuple[str, bool, float]:
     event.listen(db.engine, "before_cursor_execute", grab)
     try:
         with db.read() as conn:
-            claim_sql.gather(
+            probe_sql.gather(
                 conn,
                 claim_sql.WorkerLimits("bench-node", ["txt2img"], 1 << 30, 0),
                 policy_for(Settings()).selection,

@@ -25,6 +25,7 @@ from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.scheduling.inputs import Candidate
 from imagefleet.store import batch_mates as mate_sql
 from imagefleet.store import claim_candidates as claim_sql
+from imagefleet.store import claim_probes as probe_sql
 from imagefleet.store import folded_claim as folded_sql
 from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
@@ -138,15 +139,7 @@ class WorkerClaims(DirectCheckpoints):
         planner = self.claim_policy
         with self.db.write() as conn:
             self._touch_worker(conn, request, report, now)
-            blocks = node_sql.claim_blocks(conn, request.node_id)
-            if blocks.quarantined is not None:
-                raise NodeQuarantined(blocks.quarantined)
-            if blocks.draining is not None:
-                raise WorkerDraining(blocks.draining)
-            self._unblocked_at[request.worker_id] = now
-            if not blocks.anything_queued or look.skips(blocks):
-                return []
-            gathered = claim_sql.gather(
+            found = probe_sql.look(
                 conn,
                 limits,
                 planner.policy.selection,
@@ -155,6 +148,15 @@ class WorkerClaims(DirectCheckpoints):
                 planner.priorities,
                 planner.owners(conn, now),
             )
+            blocks = found.blocks
+            if blocks.quarantined is not None:
+                raise NodeQuarantined(blocks.quarantined)
+            if blocks.draining is not None:
+                raise WorkerDraining(blocks.draining)
+            self._unblocked_at[request.worker_id] = now
+            if not blocks.anything_queued or look.skips(blocks):
+                return []
+            gathered = claim_sql.lock_candidates(conn, found.ids, found.values, found.vram, now)
             queued = gathered.jobs
             if not gathered.matched:
                 look.found_nothing(blocks)

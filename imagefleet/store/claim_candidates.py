@@ -14,8 +14,10 @@ Probes (sizes from the policy's `scheduling.decisions.Selection`):
   `ix_models_sha256` maps the worker's sha256s to model ids): the oldest jobs needing each of a
   few checkpoints on the worker's GPU, then on its disk.
 
-The union is deduplicated. On PostgreSQL each probe locks its rows with SKIP LOCKED, so concurrent
-claimers see disjoint sets and never wait on each other here; SQLite serializes writers anyway.
+`store.claim_probes` runs every probe as one union beside the node's blocks; the ids found,
+deduplicated, are read here by primary key and locked with SKIP LOCKED on PostgreSQL, so
+concurrent claimers take disjoint sets and never wait on each other; SQLite serializes writers
+anyway.
 """
 
 from __future__ import annotations
@@ -35,11 +37,9 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    union_all,
 )
 
 from imagefleet.protocol import JobStatus, ModelRole
-from imagefleet.scheduling.decisions import Selection
 from imagefleet.store.attempts import COUNTED_OUTCOMES, failed_nodes
 from imagefleet.store.job_models import JobModel
 from imagefleet.store.models import to_model
@@ -47,8 +47,6 @@ from imagefleet.store.tables import attempts, job_models, jobs, models
 from imagefleet.store.tables_scheduling import owner_service
 
 QUEUED = JobStatus.queued.value
-# Priority levels probed (the configured tiers' priorities; few: free and paid by default).
-MAX_PRIORITY_LEVELS = 4
 
 
 @dataclass(frozen=True)
@@ -155,7 +153,7 @@ def _limits(
     return conditions
 
 
-def _bound_limits(vram: bool) -> list[ColumnElement[bool]]:
+def bound_limits(vram: bool) -> list[ColumnElement[bool]]:
     return _limits(
         bindparam("node"),
         bindparam("kinds", expanding=True),
@@ -165,37 +163,13 @@ def _bound_limits(vram: bool) -> list[ColumnElement[bool]]:
     )
 
 
-# A probe's shape: what it matches (`_PROBED`: the column, bound as `v<n>`, and the order) and
-# its limit.
-ProbeShape = tuple[str, int]
-_PROBED = {
-    "priority": (jobs.c.priority, (jobs.c.created_at,)),
-    "owner": (jobs.c.owner_key_id, (jobs.c.priority.desc(), jobs.c.created_at)),
-    "combo": (jobs.c.combo_key, (jobs.c.created_at,)),
-    "checkpoint": (jobs.c.model_id, (jobs.c.created_at,)),
-}
-
-
-@functools.lru_cache(maxsize=512)
-def _probe_union(shapes: tuple[ProbeShape, ...], vram: bool) -> Executable:
-    """Every probe as one `UNION ALL` of bounded index range scans, built once per shape (the
-    number of probes of each kind and their limits): building it cost more than running it."""
-    limits = _bound_limits(vram)
-    parts = []
-    for n, (probed, limit) in enumerate(shapes):
-        column, order = _PROBED[probed]
-        branch = select(jobs.c.id).where(*limits, column == bindparam(f"v{n}"))
-        parts.append(branch.order_by(*order).limit(limit).subquery())
-    return union_all(*[select(part.c.id) for part in parts])
-
-
 @functools.lru_cache(maxsize=4)
 def _rows_by_id(vram: bool) -> Executable:
     """The probes' jobs by primary key, locked with SKIP LOCKED on PostgreSQL, the hard limits
     checked again under the lock; built once."""
     # `status || ''`: SQLite without statistics would otherwise read this through an index on
     # status (every queued job) instead of the primary key.
-    recheck = [jobs.c.status.concat("") == QUEUED, *_bound_limits(vram)[1:]]
+    recheck = [jobs.c.status.concat("") == QUEUED, *bound_limits(vram)[1:]]
     # The owners' last claims and the jobs' models in full come along (round robin between
     # owners; the job taken needs its combo for the assignment): no reads of their own. A job
     # is one row per model, in the combo's order.
@@ -223,65 +197,15 @@ class Gathered:
     matched: int
 
 
-def gather(
-    conn: Connection,
-    worker: WorkerLimits,
-    selection: Selection,
-    probes: Probes,
-    now: float,
-    priorities: Sequence[int] = (0,),
-    owners: Sequence[str] | None = None,
+def lock_candidates(
+    conn: Connection, ids: Sequence[str], values: dict[str, Any], vram: bool, now: float
 ) -> Gathered:
-    """The union of the selection's probes for this worker, deduplicated, with each job's models
-    and failure history.
-
-    Four statements whatever the probes: the owners to look at (one skip scan), the worker's
-    checkpoints by sha256, every probe as one `UNION ALL` of bounded index range scans, then
-    the rows found, by primary key, locked with SKIP LOCKED on PostgreSQL (the hard limits
-    checked again under the lock)."""
-    shapes: list[ProbeShape] = []
-    values: dict[str, Any] = {
-        "node": worker.node_id,
-        "kinds": list(worker.kinds),
-        "max_pixels": worker.max_pixels,
-        "now": now,
-    }
-    if worker.vram_mb:
-        values["vram"] = worker.vram_mb
-
-    def probe(probed: str, value: Any, limit: int) -> None:
-        if limit:
-            values[f"v{len(shapes)}"] = value
-            shapes.append((probed, limit))
-
-    head = max(selection.oldest_per_tier, selection.fair_head_per_tier)
-    for priority in sorted(set(priorities), reverse=True)[:MAX_PRIORITY_LEVELS]:
-        probe("priority", priority, head)
-    if selection.fair_head_per_tier:
-        if owners is None:
-            owners = queued_owners(conn, 2 * selection.fair_head_per_tier)
-        for owner in owners:
-            probe("owner", owner, 1)
-    for combo in probes.resident_combos[:4]:
-        probe("combo", combo, selection.per_resident_combo)
-    resident = list(probes.resident_models[: selection.resident_checkpoints_probed])
-    cached = [sha for sha in probes.cached_models if sha not in set(resident)]
-    for shas, each, probed in (
-        (resident, selection.per_resident_checkpoint, selection.resident_checkpoints_probed),
-        (cached, selection.per_cached_checkpoint, selection.cached_checkpoints_probed),
-    ):
-        if each:
-            for model_id in _checkpoint_ids(conn, shas, probed):
-                probe("checkpoint", model_id, each)
-    if not shapes:
-        return Gathered([], 0)
-    vram = bool(worker.vram_mb)
-    # Ids first, then the rows by primary key: a planner without fresh statistics could
-    # otherwise turn `id IN (union)` into a scan of the queue.
-    ids = sorted(set(conn.execute(_probe_union(tuple(shapes), vram), values).scalars()))
+    """The jobs a look found (`store.claim_probes.look`: `ids`, with the values its probes were
+    bound to), by primary key, each with its models and failure history, locked with SKIP
+    LOCKED on PostgreSQL (the hard limits checked again under the lock)."""
     if not ids:
         return Gathered([], 0)
-    rows = conn.execute(_rows_by_id(vram), {**values, "ids": ids}).all()
+    rows = conn.execute(_rows_by_id(vram), {**values, "ids": list(ids)}).all()
     return Gathered(_queued_jobs(conn, rows, now), len(ids))
 
 
@@ -325,7 +249,7 @@ _CHECKPOINTS = select(models.c.id, models.c.sha256).where(
 )
 
 
-def _checkpoint_ids(conn: Connection, shas: Sequence[str], count: int) -> list[int]:
+def checkpoint_ids(conn: Connection, shas: Sequence[str], count: int) -> list[int]:
     """The registered checkpoints among the first `count` sha256s that name one, in that order."""
     if not shas or not count:
         return []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Boolean,
@@ -121,14 +121,26 @@ _DRAINING = (
     .scalar_subquery()
 )
 _ANY_QUEUED = exists(select(jobs.c.id).where(jobs.c.status == JobStatus.queued.value))
-# Built once (see store/jobs.py): every claim, idle long polls included, runs it.
-_CLAIM_BLOCKS = select(_QUARANTINED, _DRAINING, _ANY_QUEUED, _RETRIED_QUEUED)
+# Built once (see store/jobs.py): every claim, idle long polls included, runs it; the claim's
+# write transaction runs it beside its probes (`store.claim_probes`). Bound: `node`.
+CLAIM_BLOCKS = select(
+    _QUARANTINED.label("quarantined"),
+    _DRAINING.label("draining"),
+    _ANY_QUEUED.label("anything_queued"),
+    _RETRIED_QUEUED.label("retried_queued"),
+)
 
 
 def claim_blocks(conn: Connection, node_id: str) -> ClaimBlocks:
     """The node's ClaimBlocks, in one statement (each queue check is one index seek)."""
-    row = conn.execute(_CLAIM_BLOCKS, {"node": node_id}).one()
-    return ClaimBlocks(row[0], row[1], bool(row[2]), bool(row[3]))
+    return to_blocks(conn.execute(CLAIM_BLOCKS, {"node": node_id}).one())
+
+
+def to_blocks(row: Any) -> ClaimBlocks:
+    """ClaimBlocks from a row with CLAIM_BLOCKS' columns."""
+    return ClaimBlocks(
+        row.quarantined, row.draining, bool(row.anything_queued), bool(row.retried_queued)
+    )
 
 
 def quarantine(conn: Connection, node_id: str, reason: str, now: float) -> bool:

@@ -1,0 +1,139 @@
+"""A claim's look at the queue, in one statement: the node's blocks (quarantined, draining,
+anything queued at all, any retried job queued: `store.nodes.ClaimBlocks`) beside the ids of
+every job the probes found (`store.claim_candidates` says what each probe looks for).
+
+The claim's write transaction needs both before it locks anything, and the two used to be two
+round trips; now the blocks are one row left-joined to the probes' union, so a look that finds
+nothing is still one row. The probes cost nothing when nothing is queued (each is a bounded
+index range scan), so running them beside a block that then refuses the claim wastes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import CompoundSelect, Connection, Executable, bindparam, select, true, union_all
+
+from imagefleet.scheduling.decisions import Selection
+from imagefleet.store import claim_candidates as claim_sql
+from imagefleet.store.claim_candidates import Gathered, Probes, WorkerLimits
+from imagefleet.store.nodes import CLAIM_BLOCKS, ClaimBlocks, claim_blocks, to_blocks
+from imagefleet.store.tables import jobs
+
+# Priority levels probed (the configured tiers' priorities; few: free and paid by default).
+MAX_PRIORITY_LEVELS = 4
+
+# A probe's shape: what it matches (`_PROBED`: the column, bound as `v<n>`, and the order) and
+# its limit.
+ProbeShape = tuple[str, int]
+_PROBED = {
+    "priority": (jobs.c.priority, (jobs.c.created_at,)),
+    "owner": (jobs.c.owner_key_id, (jobs.c.priority.desc(), jobs.c.created_at)),
+    "combo": (jobs.c.combo_key, (jobs.c.created_at,)),
+    "checkpoint": (jobs.c.model_id, (jobs.c.created_at,)),
+}
+
+
+@functools.lru_cache(maxsize=512)
+def _probe_union(shapes: tuple[ProbeShape, ...], vram: bool) -> CompoundSelect:
+    """Every probe as one `UNION ALL` of bounded index range scans, built once per shape (the
+    number of probes of each kind and their limits): building it cost more than running it."""
+    limits = claim_sql.bound_limits(vram)
+    parts = []
+    for n, (probed, limit) in enumerate(shapes):
+        column, order = _PROBED[probed]
+        branch = select(jobs.c.id).where(*limits, column == bindparam(f"v{n}"))
+        parts.append(branch.order_by(*order).limit(limit).subquery())
+    return union_all(*[select(part.c.id) for part in parts])
+
+
+@functools.lru_cache(maxsize=512)
+def _blocks_and_probes(shapes: tuple[ProbeShape, ...], vram: bool) -> Executable:
+    """The node's blocks, one row, left-joined to the probes' ids: one row per id found, or one
+    with a NULL id when none was; built once per shape."""
+    blocks = CLAIM_BLOCKS.subquery("blocks")
+    found = _probe_union(shapes, vram).subquery("found")
+    return select(blocks, found.c.id).select_from(blocks.outerjoin(found, true()))
+
+
+@dataclass(frozen=True)
+class Look:
+    """What one look saw: the node's blocks and the ids the probes matched (before locking),
+    with what reading those jobs' rows needs (`claim_candidates.lock_candidates`)."""
+
+    blocks: ClaimBlocks
+    ids: list[str]
+    values: dict[str, Any]
+    vram: bool
+
+
+def look(
+    conn: Connection,
+    worker: WorkerLimits,
+    selection: Selection,
+    probes: Probes,
+    now: float,
+    priorities: Sequence[int] = (0,),
+    owners: Sequence[str] | None = None,
+) -> Look:
+    """The selection's probes for this worker and its node's blocks: one statement, after the
+    owners to look at (one skip scan, unless given) and the worker's checkpoints by sha256 (when
+    it reports any)."""
+    shapes: list[ProbeShape] = []
+    values: dict[str, Any] = {
+        "node": worker.node_id,
+        "kinds": list(worker.kinds),
+        "max_pixels": worker.max_pixels,
+        "now": now,
+    }
+    if worker.vram_mb:
+        values["vram"] = worker.vram_mb
+
+    def probe(probed: str, value: Any, limit: int) -> None:
+        if limit:
+            values[f"v{len(shapes)}"] = value
+            shapes.append((probed, limit))
+
+    head = max(selection.oldest_per_tier, selection.fair_head_per_tier)
+    for priority in sorted(set(priorities), reverse=True)[:MAX_PRIORITY_LEVELS]:
+        probe("priority", priority, head)
+    if selection.fair_head_per_tier:
+        if owners is None:
+            owners = claim_sql.queued_owners(conn, 2 * selection.fair_head_per_tier)
+        for owner in owners:
+            probe("owner", owner, 1)
+    for combo in probes.resident_combos[:4]:
+        probe("combo", combo, selection.per_resident_combo)
+    resident = list(probes.resident_models[: selection.resident_checkpoints_probed])
+    cached = [sha for sha in probes.cached_models if sha not in set(resident)]
+    for shas, each, probed in (
+        (resident, selection.per_resident_checkpoint, selection.resident_checkpoints_probed),
+        (cached, selection.per_cached_checkpoint, selection.cached_checkpoints_probed),
+    ):
+        if each:
+            for model_id in claim_sql.checkpoint_ids(conn, shas, probed):
+                probe("checkpoint", model_id, each)
+    vram = bool(worker.vram_mb)
+    if not shapes:
+        return Look(claim_blocks(conn, worker.node_id), [], values, vram)
+    rows = conn.execute(_blocks_and_probes(tuple(shapes), vram), values).all()
+    ids = sorted({row.id for row in rows if row.id is not None})
+    return Look(to_blocks(rows[0]), ids, values, vram)
+
+
+def gather(
+    conn: Connection,
+    worker: WorkerLimits,
+    selection: Selection,
+    probes: Probes,
+    now: float,
+    priorities: Sequence[int] = (0,),
+    owners: Sequence[str] | None = None,
+) -> Gathered:
+    """The candidates a look finds, their rows locked (`look`, then
+    `claim_candidates.lock_candidates`), whatever the node's blocks say."""
+    found = look(conn, worker, selection, probes, now, priorities, owners)
+    return claim_sql.lock_candidates(conn, found.ids, found.values, found.vram, now)
