@@ -69,11 +69,17 @@ class QueueTransitions(TransitionBase):
     ) -> tuple[job_sql.JobRow, list[SeenWorker]]:
         """At submit: flags the job when no worker seen recently could ever run it (inside the
         submit's transaction, with the combo it just resolved); returns the row as stored and
-        the workers seen (for the answer's `queue_view`)."""
+        the workers seen (for the answer's `queue_view`). The workers come from the replica's
+        snapshot (`orchestrator.seen_workers`), read afresh before a warning."""
         now = self.clock()
-        workers = self._seen(conn, now, live_only=False)
+        workers, snapshot = self.seen_workers.read(
+            now, lambda: self._seen(conn, now, live_only=False)
+        )
         needs = self._needs(conn, row, combo)
         reason = unservable(needs, workers, self._window)
+        if reason is not None and snapshot:  # a warning is never the snapshot's age
+            workers = self._seen(conn, now, live_only=False)
+            reason = unservable(needs, workers, self._window)
         if reason is None or self._pool_could_serve(conn, needs):
             return row, workers
         position_sql.warn(conn, row.id, reason, now)

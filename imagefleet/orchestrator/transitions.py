@@ -19,6 +19,7 @@ from imagefleet.config import Settings
 from imagefleet.errors import NotFound, StaleAttempt
 from imagefleet.orchestrator import events, webhooks
 from imagefleet.orchestrator.node_health import NodeHealth
+from imagefleet.orchestrator.seen_workers import SeenSnapshot
 from imagefleet.store import attempts as attempt_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store.database import Database
@@ -42,6 +43,7 @@ class TransitionBase:
         self.clock = clock
         self.artifacts = artifacts if artifacts is not None else artifact_store_for(settings)
         self.health = NodeHealth(db, settings)
+        self.seen_workers = SeenSnapshot()  # for the submits (`orchestrator.seen_workers`)
 
     def _owned(self, conn: Connection, owner: ApiKey, job_id: str) -> job_sql.JobRow:
         row = job_sql.get_job(conn, job_id)

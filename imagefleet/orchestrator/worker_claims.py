@@ -116,7 +116,10 @@ class WorkerClaims(DirectCheckpoints):
                 self._unblocked_at[request.worker_id] = now
             if blocks.nothing_to_do or (blocks.unblocked and look.skips(blocks)):
                 return []
+        reports = self._touch_due(request, report, now)
         taken = self._claim_written(worker_key, request, limits, report, now, look)
+        if reports:  # recorded and committed: the submits' snapshot of the fleet is out of date
+            self.seen_workers.invalidate()
         if len(self._found_nothing) > 10_000:  # workers come and go; forget the old ones
             self._found_nothing.clear()
             self._unblocked_at.clear()

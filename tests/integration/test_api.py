@@ -358,3 +358,25 @@ def test_a_job_no_seen_worker_could_run_carries_a_warning(api: TestClient, keys:
         flagged["warning"] == "no worker seen in the last 24 h takes 16384 pixels (largest: 4096)"
     )
     assert flagged["queue"]["reason"] == flagged["warning"]
+
+
+def test_the_submits_snapshot_of_the_fleet_neither_hides_nor_invents_a_warning(
+    api: TestClient, keys: Keys, settings: Settings
+) -> None:
+    """A submit reads the workers seen from its replica's snapshot (`orchestrator.seen_workers`),
+    made here to outlast the test: a report this replica records ends it, and a job the snapshot
+    finds unservable is checked against the workers read afresh before it is warned."""
+    api.app.state.lifecycle.seen_workers.fresh_seconds = 3600.0  # type: ignore[attr-defined]
+    assert submit(api, keys.alice_token).json()["warning"] is None  # snapshot: no worker yet
+    small = {"worker_id": "s", "node_id": "s", "capabilities": {"max_pixels": 4096}}
+    assert api.post("/v1/worker/claim", json=small, headers=auth(keys.worker_token)).is_success
+    flagged = submit(api, keys.alice_token, width=128, height=128).json()
+    assert flagged["warning"] == (
+        "no worker seen in the last 24 h takes 16384 pixels (largest: 4096)"
+    )
+    with TestClient(create_app(settings, run_duties=False)) as other:  # another replica
+        large = {"worker_id": "l", "node_id": "l", "capabilities": {"max_pixels": 1 << 20}}
+        claimed = other.post("/v1/worker/claim", json=large, headers=auth(keys.worker_token))
+        assert claimed.is_success
+    served = submit(api, keys.alice_token, width=256, height=256).json()
+    assert served["warning"] is None, served  # the snapshot knew only the small worker
