@@ -7,16 +7,16 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Boolean,
-    ColumnClause,
+    ColumnElement,
     Connection,
     bindparam,
     exists,
     func,
     insert,
-    literal_column,
     select,
     update,
 )
+from sqlalchemy.ext.compiler import compiles
 
 from imagefleet.protocol import AttemptOutcome, JobStatus
 from imagefleet.store.tables import (
@@ -102,11 +102,26 @@ class ClaimBlocks(NamedTuple):
         return self.unblocked and not self.anything_queued
 
 
-# Literal values so that both databases use the partial index `ix_jobs_queued_retried` (it
-# holds only queued jobs that were tried before: usually none, so this is one index seek).
-_RETRIED_QUEUED: ColumnClause[bool] = literal_column(
-    f"EXISTS (SELECT 1 FROM jobs WHERE {RETRIED_QUEUED_WHERE})", Boolean()
-)
+class _RetriedQueued(ColumnElement[bool]):
+    """Whether any queued job was tried before: one seek in the partial index
+    `ix_jobs_queued_retried` (it holds only such jobs: usually none). Literal values, so that the
+    query's WHERE matches the index's; on SQLite the index is also named (`INDEXED BY`): without
+    statistics its planner preferred a full index on status, a scan of every queued job (232 ms
+    at a million queued, docs/benchmarks.md)."""
+
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(_RetriedQueued)
+def _retried_queued(element: _RetriedQueued, compiler: Any, **kw: Any) -> str:
+    return f"EXISTS (SELECT 1 FROM jobs WHERE {RETRIED_QUEUED_WHERE})"
+
+
+@compiles(_RetriedQueued, "sqlite")
+def _retried_queued_sqlite(element: _RetriedQueued, compiler: Any, **kw: Any) -> str:
+    named = "jobs INDEXED BY ix_jobs_queued_retried"
+    return f"EXISTS (SELECT 1 FROM {named} WHERE {RETRIED_QUEUED_WHERE})"
 
 
 _QUARANTINED = (
@@ -127,7 +142,7 @@ CLAIM_BLOCKS = select(
     _QUARANTINED.label("quarantined"),
     _DRAINING.label("draining"),
     _ANY_QUEUED.label("anything_queued"),
-    _RETRIED_QUEUED.label("retried_queued"),
+    _RetriedQueued().label("retried_queued"),
 )
 
 

@@ -9,6 +9,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from imagefleet.store.database import EVENTS_CHANNEL, Database
+from imagefleet.store.nodes import CLAIM_BLOCKS
 from imagefleet.store.tables import metadata
 from tests.conftest import Keys
 
@@ -39,6 +40,22 @@ def test_the_queue_index_keeps_its_order_so_claims_never_sort_the_queue(db: Data
                 text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_jobs_queue'")
             ).scalar_one()
             assert "priority DESC" in definition, definition
+
+
+def test_the_claims_retried_job_check_is_one_seek_in_its_partial_index(db: Database) -> None:
+    """Every claim asks whether a retried job is queued (`store.nodes.claim_blocks`); read any
+    other way, that is a scan of every queued job (on SQLite without statistics it was)."""
+    with db.engine.connect() as conn:
+        blocks = CLAIM_BLOCKS.params(node="n")
+        statement = str(blocks.compile(conn, compile_kwargs={"literal_binds": True}))
+        if db.is_sqlite:
+            rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}")
+            plan = " ".join(str(row[-1]) for row in rows)
+        else:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # an empty table: as when full
+            rows = conn.exec_driver_sql(f"EXPLAIN {statement}")
+            plan = " ".join(str(row[0]) for row in rows)
+        assert "ix_jobs_queued_retried" in plan, plan
 
 
 def test_jobs_from_before_kinds_and_combos_stay_readable_and_claimable(tmp_path: Path) -> None:
