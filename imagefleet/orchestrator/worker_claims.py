@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from imagefleet.kinds import get_kind, kind_names
 from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.checkpoint_direct import DirectCheckpoints
+from imagefleet.orchestrator.checkpoint_ids import CachedCheckpointIds
 from imagefleet.orchestrator.claim_hints import ClaimHints
 from imagefleet.orchestrator.claim_policy import ClaimPolicy
 from imagefleet.orchestrator.empty_looks import ClaimLook, EmptyLooks, profile_of
@@ -61,6 +62,7 @@ class WorkerClaims(DirectCheckpoints):
         self._unblocked_at: dict[str, float] = {}  # worker -> last check: not blocked
         self._claimed = ClaimHints()  # see `claimed_here`
         self.claim_policy = ClaimPolicy(self.settings)
+        self._checkpoint_ids = CachedCheckpointIds()  # for the checkpoint probes
 
     # --- claim ---------------------------------------------------------------------------------
 
@@ -150,6 +152,7 @@ class WorkerClaims(DirectCheckpoints):
                 now,
                 planner.priorities,
                 planner.owners(conn, now),
+                self._checkpoint_ids,
             )
             blocks = found.blocks
             if blocks.quarantined is not None:

@@ -253,16 +253,26 @@ def checkpoint_ids(conn: Connection, shas: Sequence[str], count: int) -> list[in
     """The registered checkpoints among the first `count` sha256s that name one, in that order."""
     if not shas or not count:
         return []
-    rows = conn.execute(_CHECKPOINTS, {"shas": list(shas)}).all()
-    by_sha: dict[str, list[int]] = {}
-    for row in rows:
-        by_sha.setdefault(row.sha256, []).append(row.id)
+    return first_checkpoints(shas, checkpoints_by_sha(conn, shas), count)
+
+
+def checkpoints_by_sha(conn: Connection, shas: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Each sha256's registered checkpoints (model ids; none for a sha256 that names none)."""
+    found: dict[str, list[int]] = {sha: [] for sha in shas}
+    for row in conn.execute(_CHECKPOINTS, {"shas": list(shas)}).all():
+        found[row.sha256].append(row.id)
+    return {sha: tuple(ids) for sha, ids in found.items()}
+
+
+def first_checkpoints(
+    shas: Sequence[str], by_sha: dict[str, tuple[int, ...]], count: int
+) -> list[int]:
+    """`checkpoint_ids` from `checkpoints_by_sha`'s answer."""
     ids: list[int] = []
     for sha in shas:
-        if sha in by_sha:
-            ids.extend(by_sha[sha])
-            if len(ids) >= count:
-                break
+        ids.extend(by_sha.get(sha, ()))
+        if len(ids) >= count:
+            break
     return ids[:count]
 
 

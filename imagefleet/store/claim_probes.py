@@ -11,7 +11,7 @@ index range scan), so running them beside a block that then refuses the claim wa
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,9 @@ from imagefleet.store.claim_candidates import Gathered, Probes, WorkerLimits
 from imagefleet.store.nodes import CLAIM_BLOCKS, ClaimBlocks, claim_blocks, to_blocks
 from imagefleet.store.tables import jobs
 
+# The registered checkpoints among the first `count` sha256s that name one
+# (`claim_candidates.checkpoint_ids`): (conn, sha256s, count) -> model ids.
+CheckpointIds = Callable[[Connection, Sequence[str], int], list[int]]
 # Priority levels probed (the configured tiers' priorities; few: free and paid by default).
 MAX_PRIORITY_LEVELS = 4
 
@@ -78,10 +81,11 @@ def look(
     now: float,
     priorities: Sequence[int] = (0,),
     owners: Sequence[str] | None = None,
+    checkpoints: CheckpointIds = claim_sql.checkpoint_ids,
 ) -> Look:
     """The selection's probes for this worker and its node's blocks: one statement, after the
     owners to look at (one skip scan, unless given) and the worker's checkpoints by sha256 (when
-    it reports any)."""
+    it reports any: `checkpoints`, which a replica answers from its cache)."""
     shapes: list[ProbeShape] = []
     values: dict[str, Any] = {
         "node": worker.node_id,
@@ -114,7 +118,7 @@ def look(
         (cached, selection.per_cached_checkpoint, selection.cached_checkpoints_probed),
     ):
         if each:
-            for model_id in claim_sql.checkpoint_ids(conn, shas, probed):
+            for model_id in checkpoints(conn, shas, probed):
                 probe("checkpoint", model_id, each)
     vram = bool(worker.vram_mb)
     if not shapes:

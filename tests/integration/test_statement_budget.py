@@ -62,14 +62,16 @@ class Recorder:
         return taken
 
 
-def _lifecycle(api: TestClient, keys: Keys) -> Iterator[str]:
-    """A lifecycle over HTTP, naming each call once it has returned."""
+def _lifecycle(api: TestClient, keys: Keys, model: Model) -> Iterator[str]:
+    """A lifecycle over HTTP, naming each call once it has returned; the worker is warm (the
+    job's checkpoint on its GPU), as a fleet's workers are after their first job."""
     client = {"Authorization": f"Bearer {keys.alice_token}"}
     worker = {"Authorization": f"Bearer {keys.worker_token}"}
     body = {"kind": "txt2img", "params": PARAMS}
     assert api.post("/v1/jobs", json=body, headers=client).status_code == 201
     yield "submit"
-    claimed = api.post("/v1/worker/claim", json={"worker_id": "w", "node_id": "n"}, headers=worker)
+    warm = {"worker_id": "w", "node_id": "n", "resident_models": [model.sha256]}
+    claimed = api.post("/v1/worker/claim", json=warm, headers=worker)
     attempt = claimed.json()["assignment"]["attempt_id"]
     yield "claim"
     beat = api.post(
@@ -90,14 +92,16 @@ def _lifecycle(api: TestClient, keys: Keys) -> Iterator[str]:
 
 
 def test_each_call_of_a_lifecycle_is_one_transaction_within_its_statement_budget(
-    api: TestClient, keys: Keys, settings: Settings
+    api: TestClient, keys: Keys, settings: Settings, model: Model
 ) -> None:
     # The first lifecycle fills the per-process caches; its claim records the worker's report,
     # so the second's submit reads the fleet again (`orchestrator.seen_workers`), the third's not
-    # (the snapshot made to outlast a slow machine's pauses: counts, not timings).
+    # (the snapshot made to outlast a slow machine's pauses: counts, not timings). The first
+    # claim also reads the ids of the worker's checkpoints, which the replica then remembers
+    # (`orchestrator.checkpoint_ids`).
     api.app.state.lifecycle.seen_workers.fresh_seconds = 3600.0  # type: ignore[attr-defined]
     for _ in range(2):
-        for _ in _lifecycle(api, keys):
+        for _ in _lifecycle(api, keys, model):
             pass
     recorder = Recorder()
     event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", recorder)
@@ -105,7 +109,7 @@ def test_each_call_of_a_lifecycle_is_one_transaction_within_its_statement_budget
     try:
         recorder.take()
         measured: dict[str, tuple[int, int, int, list[str]]] = {}
-        for call in _lifecycle(api, keys):
+        for call in _lifecycle(api, keys, model):
             measured[call] = recorder.take()
     finally:
         event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", recorder)
