@@ -16,13 +16,13 @@ from sqlalchemy import Connection
 
 from imagefleet.kinds import get_kind, kind_names
 from imagefleet.orchestrator import webhooks
-from imagefleet.orchestrator.checkpoint_direct import DirectCheckpoints
 from imagefleet.orchestrator.checkpoint_ids import CachedCheckpointIds
 from imagefleet.orchestrator.claim_hints import ClaimHints
 from imagefleet.orchestrator.claim_policy import ClaimPolicy
 from imagefleet.orchestrator.empty_looks import ClaimLook, EmptyLooks, profile_of
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.transitions import to_datetime
+from imagefleet.orchestrator.worker_sightings import WorkerSightings, report_of
 from imagefleet.scheduling.inputs import Candidate
 from imagefleet.store import batch_mates as mate_sql
 from imagefleet.store import claim_candidates as claim_sql
@@ -32,7 +32,6 @@ from imagefleet.store import inputs as input_sql
 from imagefleet.store import job_models as job_model_sql
 from imagefleet.store import jobs as job_sql
 from imagefleet.store import nodes as node_sql
-from imagefleet.store import worker_state as state_sql
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import retry_conflicts
 from imagefleet.store.keys import ApiKey
@@ -42,8 +41,6 @@ from imagefleet.worker_protocol import (
     InputRef,
 )
 
-# A worker's row is rewritten at most this often (every claim would be a write per long poll).
-WORKER_TOUCH_SECONDS = 10.0
 # While a worker idles and a worker like it just found nothing, its claims skip even the
 # read-only check for this long after one that found its node neither quarantined nor
 # draining: a quarantine or drain reaches an idle worker within this time.
@@ -54,10 +51,9 @@ class WorkerDraining(RuntimeError):
     """The claiming worker's node is being removed by the autoscaler; the message says why."""
 
 
-class WorkerClaims(DirectCheckpoints):
+class WorkerClaims(WorkerSightings):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._touched: dict[str, tuple[float, str, str]] = {}
         self._found_nothing: set[str] = set()  # workers whose last claim here got no job
         self._unblocked_at: dict[str, float] = {}  # worker -> last check: not blocked
         self._claimed = ClaimHints()  # see `claimed_here`
@@ -101,7 +97,7 @@ class WorkerClaims(DirectCheckpoints):
         )
         if not limits.kinds:
             return []
-        report = _report(request)
+        report = report_of(request)
         look = ClaimLook(profile_of(request), looks, woken)
         idle = request.worker_id in self._found_nothing and not woken
         if idle and not self._touch_due(request, report, now):
@@ -337,38 +333,6 @@ class WorkerClaims(DirectCheckpoints):
         """Nodes with a worker seen within the last three leases: whether a job that failed
         on this node has anywhere else to go."""
         return worker_sql.live_nodes(conn, now - 3 * self.settings.lease_seconds)
-
-    def _touch_due(self, request: ClaimRequest, report: tuple[str, str], now: float) -> bool:
-        """Whether this claim must record the worker (`_touch_worker` would write)."""
-        last = self._touched.get(request.worker_id)
-        return not (last and last[1] == report[1] and now - last[0] < WORKER_TOUCH_SECONDS)
-
-    def _touch_worker(
-        self, conn: Connection, request: ClaimRequest, report: tuple[str, str], now: float
-    ) -> None:
-        """Records the worker's sighting, at most every WORKER_TOUCH_SECONDS per process unless
-        its capabilities changed, and what it holds (`worker_state`, the one record of it) when
-        that changed: the claim writes nothing when a worker repeats its report, and the upsert
-        writes no row when another replica already recorded the same report."""
-        capabilities, reported = report
-        if not self._touch_due(request, report, now):
-            return
-        last = self._touched.get(request.worker_id)
-        if last is None or last[2] != capabilities or now - last[0] >= WORKER_TOUCH_SECONDS:
-            worker_sql.touch_worker(conn, request, now)
-        state_sql.record(conn, request, now, WORKER_TOUCH_SECONDS)
-        if len(self._touched) > 10_000:  # workers come and go; forget the old ones
-            self._touched.clear()
-        self._touched[request.worker_id] = (now, reported, capabilities)
-
-
-def _report(request: ClaimRequest) -> tuple[str, str]:
-    """The worker's capabilities and its whole report (what it holds), as compared JSON."""
-    capabilities = request.capabilities.model_dump_json()
-    reported = request.model_dump_json(
-        include={"capabilities", "resident_combos", "resident_models", "cached_models"}
-    )
-    return capabilities, reported
 
 
 def _names_inputs(row: job_sql.JobRow) -> bool:
