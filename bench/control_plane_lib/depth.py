@@ -114,7 +114,7 @@ def candidate_plan(bench_db: BenchDatabase) -> tuple[str, bool, float]:
     event.listen(db.engine, "before_cursor_execute", grab)
     try:
         with db.read() as conn:
-            probe_sql.gather(
+            probe_sql.look(
                 conn,
                 claim_sql.WorkerLimits("bench-node", ["txt2img"], 1 << 30, 0),
                 policy_for(Settings()).selection,

@@ -19,7 +19,7 @@ from sqlalchemy import CompoundSelect, Connection, Executable, bindparam, select
 
 from imagefleet.scheduling.decisions import Selection
 from imagefleet.store import claim_candidates as claim_sql
-from imagefleet.store.claim_candidates import Gathered, Probes, WorkerLimits
+from imagefleet.store.claim_candidates import Probes, WorkerLimits
 from imagefleet.store.nodes import CLAIM_BLOCKS, ClaimBlocks, claim_blocks, to_blocks
 from imagefleet.store.tables import jobs
 
@@ -126,18 +126,3 @@ def look(
     rows = conn.execute(_blocks_and_probes(tuple(shapes), vram), values).all()
     ids = sorted({row.id for row in rows if row.id is not None})
     return Look(to_blocks(rows[0]), ids, values, vram)
-
-
-def gather(
-    conn: Connection,
-    worker: WorkerLimits,
-    selection: Selection,
-    probes: Probes,
-    now: float,
-    priorities: Sequence[int] = (0,),
-    owners: Sequence[str] | None = None,
-) -> Gathered:
-    """The candidates a look finds, their rows locked (`look`, then
-    `claim_candidates.lock_candidates`), whatever the node's blocks say."""
-    found = look(conn, worker, selection, probes, now, priorities, owners)
-    return claim_sql.lock_candidates(conn, found.ids, found.values, found.vram, now)

@@ -27,6 +27,23 @@ from tests.load import TINY_PNG
 PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 2}
 COMPLETERS_PER_REPLICA = 4
 ROUNDS = 6
+OUTPUT = {"index": 0, "seed": 7, "width": 64, "height": 64}
+BODY = {"outputs": [{**OUTPUT, "data_base64": base64.b64encode(TINY_PNG).decode()}]}
+
+
+def _claimed(claimer: TestClient, keys: Keys) -> tuple[str, str]:
+    """A job submitted and claimed through `claimer`: its id, and the path that completes its
+    attempt inline."""
+    client = {"Authorization": f"Bearer {keys.alice_token}"}
+    worker = {"Authorization": f"Bearer {keys.worker_token}"}
+    job_id = claimer.post(
+        "/v1/jobs", json={"kind": "txt2img", "params": PARAMS}, headers=client
+    ).json()["id"]
+    claimed = claimer.post(
+        "/v1/worker/claim", json={"worker_id": "w", "node_id": "n"}, headers=worker
+    ).json()["assignment"]
+    assert claimed["job_id"] == job_id
+    return job_id, f"/v1/worker/attempts/{claimed['attempt_id']}/complete-inline"
 
 
 @pytest.fixture
@@ -44,18 +61,11 @@ def test_racing_inline_completions_and_a_cancel_leave_one_outcome_per_job(
     claimer, other = replicas
     client = {"Authorization": f"Bearer {keys.alice_token}"}
     worker = {"Authorization": f"Bearer {keys.worker_token}"}
-    output = {"index": 0, "seed": 7, "width": 64, "height": 64}
-    body = {"outputs": [{**output, "data_base64": base64.b64encode(TINY_PNG).decode()}]}
     for round_ in range(ROUNDS):
-        job_id = claimer.post(
-            "/v1/jobs", json={"kind": "txt2img", "params": PARAMS}, headers=client
-        ).json()["id"]
-        claimed = claimer.post(
-            "/v1/worker/claim", json={"worker_id": "w", "node_id": "n"}, headers=worker
-        ).json()["assignment"]
-        path = f"/v1/worker/attempts/{claimed['attempt_id']}/complete-inline"
+        job_id, path = _claimed(claimer, keys)
+        attempt_id = path.split("/")[-2]
         calls: list[Any] = [
-            partial(api.post, path, json=body, headers=worker)
+            partial(api.post, path, json=BODY, headers=worker)
             for api in (claimer, other)
             for _ in range(COMPLETERS_PER_REPLICA)
         ]
@@ -77,7 +87,7 @@ def test_racing_inline_completions_and_a_cancel_leave_one_outcome_per_job(
         files = [p for p in settings.data_dir.rglob("*") if job_id in str(p) and p.is_file()]
         if job["status"] == "succeeded":
             assert all(a.json()["job_status"] == "succeeded" for a in completions if a.is_success)
-            assert [row.attempt_id for row in accepted] == [claimed["attempt_id"]]
+            assert [row.attempt_id for row in accepted] == [attempt_id]
             assert len(files) == 1
             download = claimer.get(f"/v1/jobs/{job_id}/outputs/0", headers=client)
             assert download.content == TINY_PNG
@@ -97,29 +107,16 @@ def test_a_completion_refused_without_a_read_says_why(
     claimer, other = replicas
     client = {"Authorization": f"Bearer {keys.alice_token}"}
     worker = {"Authorization": f"Bearer {keys.worker_token}"}
-    output = {"index": 0, "seed": 7, "width": 64, "height": 64}
-    body = {"outputs": [{**output, "data_base64": base64.b64encode(TINY_PNG).decode()}]}
-
-    def claimed_job() -> tuple[str, str]:
-        job_id = claimer.post(
-            "/v1/jobs", json={"kind": "txt2img", "params": PARAMS}, headers=client
-        ).json()["id"]
-        claimed = claimer.post(
-            "/v1/worker/claim", json={"worker_id": "w", "node_id": "n"}, headers=worker
-        ).json()["assignment"]
-        assert claimed["job_id"] == job_id
-        return job_id, f"/v1/worker/attempts/{claimed['attempt_id']}/complete-inline"
-
-    job_id, path = claimed_job()
+    job_id, path = _claimed(claimer, keys)
     assert other.post(f"/v1/jobs/{job_id}/cancel", headers=client).status_code == 200
-    refused = claimer.post(path, json=body, headers=worker)
+    refused = claimer.post(path, json=BODY, headers=worker)
     assert refused.status_code == 409, refused.text
     assert "cancelled" in refused.text
     assert not [p for p in settings.data_dir.rglob("*") if job_id in str(p) and p.is_file()]
 
-    job_id, path = claimed_job()
-    assert other.post(path, json=body, headers=worker).json()["job_status"] == "succeeded"
-    again = claimer.post(path, json=body, headers=worker)
+    job_id, path = _claimed(claimer, keys)
+    assert other.post(path, json=BODY, headers=worker).json()["job_status"] == "succeeded"
+    again = claimer.post(path, json=BODY, headers=worker)
     assert again.status_code == 200 and again.json()["job_status"] == "succeeded", again.text
     download = claimer.get(f"/v1/jobs/{job_id}/outputs/0", headers=client)
     assert download.content == TINY_PNG
