@@ -100,7 +100,8 @@ class WorkerClaims(WorkerSightings):
         report = report_of(request)
         look = ClaimLook(profile_of(request), looks, woken)
         idle = request.worker_id in self._found_nothing and not woken
-        if idle and not self._touch_due(request, report, now):
+        reports = self._touch_due(request, report, now)  # this claim records the worker
+        if idle and not reports:
             # A worker whose last claim found nothing, its sighting fresh: one read and no
             # write transaction while the queue stays empty (on SQLite, 100 idle long-pollers'
             # re-checks held the write lock), or while a worker like it just found nothing.
@@ -114,7 +115,6 @@ class WorkerClaims(WorkerSightings):
                 self._unblocked_at[request.worker_id] = now
             if blocks.nothing_to_do or (blocks.unblocked and look.skips(blocks)):
                 return []
-        reports = self._touch_due(request, report, now)
         taken = self._claim_written(worker_key, request, limits, report, now, look)
         if reports:  # recorded and committed: the submits' snapshot of the fleet is out of date
             self.seen_workers.invalidate()

@@ -202,7 +202,9 @@ def lock_candidates(
 ) -> Gathered:
     """The jobs a look found (`store.claim_probes.look`: `ids`, with the values its probes were
     bound to), by primary key, each with its models and failure history, locked with SKIP
-    LOCKED on PostgreSQL (the hard limits checked again under the lock)."""
+    LOCKED on PostgreSQL (the hard limits checked again under the lock). A statement of its own
+    after the look: a planner without fresh statistics could turn `id IN (union)` into a scan
+    of the queue."""
     if not ids:
         return Gathered([], 0)
     rows = conn.execute(_rows_by_id(vram), {**values, "ids": list(ids)}).all()
