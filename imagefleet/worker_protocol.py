@@ -249,9 +249,17 @@ class StageTimings(Strict):
     upload_seconds: float = Field(0.0, ge=0)
 
 
+NEXT_DESCRIPTION = (
+    "The worker's next claim, answered in the completion's own transaction (the answer's "
+    "`next`): one request and one transaction fewer between two jobs. Answered at once, never "
+    "long-polled (`wait_seconds` is not used); made only when the completion succeeds."
+)
+
+
 class CompleteRequest(Strict):
     outputs: list[CompletedOutput] = Field(min_length=1, max_length=64)
     timings: StageTimings = Field(default_factory=StageTimings)
+    next: ClaimRequest | None = Field(None, description=NEXT_DESCRIPTION)
 
 
 class WorkerFailureCode(StrEnum):
@@ -276,6 +284,13 @@ class AttemptResult(BaseModel):
 
     job_id: str
     job_status: JobStatus
+    next: ClaimResponse | None = Field(
+        None,
+        description="The answer to the completion's `next` claim, as /v1/worker/claim would "
+        "give it without waiting (an assignment, a quarantine or drain, or nothing: then "
+        "long-poll the claim as usual); null when the request asked for none or the "
+        "completion repeated one that had succeeded.",
+    )
 
 
 # --- batched worker calls (issue 16) -------------------------------------------------------------
@@ -321,3 +336,4 @@ class InlineCompleteRequest(Strict):
 
     outputs: list[InlineOutput] = Field(min_length=1, max_length=MAX_BATCH_ATTEMPTS)
     timings: StageTimings = Field(default_factory=StageTimings)
+    next: ClaimRequest | None = Field(None, description=NEXT_DESCRIPTION)

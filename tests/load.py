@@ -25,7 +25,8 @@ class Claimed:
     job_id: str
     attempt_id: str
     worker: str
-    claim_seconds: float
+    claim_seconds: float  # the claim's round trip; for a following claim, the completion's
+    following: bool = False  # handed out with the worker's previous completion (its `next`)
 
 
 @dataclass
@@ -83,48 +84,71 @@ def simulated_worker(
     heartbeat: bool = True,
     deadline_seconds: float = 600.0,
     inline: bool = False,
+    follow: bool = False,
 ) -> None:
     """Claim, heartbeat once, upload a tiny PNG, complete (with `inline`, upload-and-complete
-    in one call, as the real worker does for small outputs); alternate replicas; stop when
-    done() or after `deadline_seconds`, so that a broken run ends instead of hanging."""
+    in one call, as the real worker does for small outputs; with `follow`, the completion
+    carries the next claim, as the real worker sends it, and a job it hands out is worked
+    without a claim call); alternate replicas; stop when done() or after `deadline_seconds`,
+    so that a broken run ends instead of hanging."""
     headers = {"Authorization": f"Bearer {worker_key}"}
     turn = 0
     deadline = time.monotonic() + deadline_seconds
+    body = {"worker_id": name, "node_id": name, "wait_seconds": wait_seconds}
+    following: dict[str, str] | None = None  # a job the last completion handed out
     with httpx.Client(headers=headers, timeout=60) as http:
         while not done() and time.monotonic() < deadline:
             base = urls[turn % len(urls)]
             turn += 1
             started = time.perf_counter()
-            body = {"worker_id": name, "node_id": name, "wait_seconds": wait_seconds}
             try:
-                response = http.post(f"{base}/v1/worker/claim", json=body)
-                response.raise_for_status()
-                assignment = response.json()["assignment"]
+                assignment, following = following, None
                 if assignment is None:
-                    continue
-                claim_seconds = time.perf_counter() - started
+                    response = http.post(f"{base}/v1/worker/claim", json=body)
+                    response.raise_for_status()
+                    assignment = response.json()["assignment"]
+                    if assignment is None:
+                        continue
+                    claim_seconds = time.perf_counter() - started
                 attempt = assignment["attempt_id"]
                 prefix = f"{urls[turn % len(urls)]}/v1/worker/attempts/{attempt}"
                 with log.lock:
-                    log.claims.append(Claimed(assignment["job_id"], attempt, name, claim_seconds))
+                    log.claims.append(
+                        Claimed(
+                            assignment["job_id"],
+                            attempt,
+                            name,
+                            claim_seconds,
+                            following=assignment.get("following", False),
+                        )
+                    )
                 if heartbeat:
                     http.post(
                         f"{prefix}/heartbeat", json={"step": 1, "total_steps": 1}
                     ).raise_for_status()
                 output: dict[str, object] = {"index": 0, "seed": 0, "width": 64, "height": 64}
+                completion: dict[str, object] = {"outputs": [output]}
+                if follow and not done():
+                    completion["next"] = body
+                completed_at = time.perf_counter()
                 if inline:
                     output["data_base64"] = TINY_PNG_BASE64
-                    outcome = http.post(f"{prefix}/complete-inline", json={"outputs": [output]})
+                    outcome = http.post(f"{prefix}/complete-inline", json=completion)
                 else:
                     http.put(
                         f"{prefix}/outputs/0",
                         content=TINY_PNG,
                         headers={"Content-Type": "image/png"},
                     ).raise_for_status()
-                    outcome = http.post(f"{prefix}/complete", json={"outputs": [output]})
+                    completed_at = time.perf_counter()
+                    outcome = http.post(f"{prefix}/complete", json=completion)
                 outcome.raise_for_status()
                 with log.lock:
                     log.completed += 1
+                handed = (outcome.json().get("next") or {}).get("assignment")
+                if handed is not None:
+                    following = {**handed, "following": True}
+                    claim_seconds = time.perf_counter() - completed_at
             except httpx.HTTPError as exc:
                 with log.lock:
                     log.errors.append(f"{name}: {exc}")

@@ -130,12 +130,16 @@ def hot_routes(job_type: Any) -> tuple[HotRoute, ...]:
         _route(
             f"{_WORKER}/attempts/{{attempt_id}}/complete",
             CompleteRequest,
-            lambda c: _in_thread(routes_worker.complete, c.key, c.attempt_id, c.body, c.lifecycle),
+            lambda c: _in_thread(
+                routes_worker.complete, c.key, c.attempt_id, c.body, c.lifecycle, c.signal
+            ),
         ),
         _route(
             f"{_WORKER}/attempts/{{attempt_id}}/complete-inline",
             InlineCompleteRequest,
-            lambda c: routes_worker.complete_inline(c.key, c.attempt_id, c.body, c.lifecycle),
+            lambda c: routes_worker.complete_inline(
+                c.key, c.attempt_id, c.body, c.lifecycle, c.signal
+            ),
         ),
         _route(
             f"{_WORKER}/attempts/{{attempt_id}}/fail",

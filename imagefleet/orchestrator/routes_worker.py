@@ -13,11 +13,11 @@ from starlette.concurrency import run_in_threadpool
 
 from imagefleet.artifacts.base import ArtifactTooLarge
 from imagefleet.errors import InvalidField, PayloadTooLarge
+from imagefleet.orchestrator.claim_answers import WorkerDraining, claim_answer
 from imagefleet.orchestrator.deps import Lifecycle, Signal, WorkerKey
 from imagefleet.orchestrator.empty_looks import profile_of
 from imagefleet.orchestrator.node_health import NodeQuarantined
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
-from imagefleet.orchestrator.worker_claims import WorkerDraining
 from imagefleet.protocol import JobStatus
 from imagefleet.worker_protocol import (
     AttemptResult,
@@ -38,9 +38,6 @@ from imagefleet.worker_protocol import (
 )
 
 router = APIRouter(prefix="/v1/worker", tags=["worker"], route_class=DocumentedRoute)
-QUARANTINED_RETRY_SECONDS = 60.0
-# A drained worker keeps asking this often: it may be kept after all, or it waits to be stopped.
-DRAINING_RETRY_SECONDS = 5.0
 # A long poll and its safety-net re-checks end up to this fraction early, at random.
 POLL_JITTER = 0.25
 UPLOAD_TYPES = ("image/png",)
@@ -69,14 +66,10 @@ async def claim(
                 taken = await run_in_threadpool(
                     lifecycle.claim_batch, key, body, woken, signal.empty_looks
                 )
-            except NodeQuarantined as exc:
-                return ClaimResponse(
-                    quarantined=str(exc), retry_after_seconds=QUARANTINED_RETRY_SECONDS
-                )
-            except WorkerDraining as exc:
-                return ClaimResponse(drain=str(exc), retry_after_seconds=DRAINING_RETRY_SECONDS)
+            except (NodeQuarantined, WorkerDraining) as exc:
+                return claim_answer([], exc)
             if taken:
-                return ClaimResponse(assignment=taken[0], more=taken[1:])
+                return claim_answer(taken)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or await request.is_disconnected():
                 return ClaimResponse(retry_after_seconds=1.0)
@@ -140,11 +133,12 @@ def download_input(key: WorkerKey, attempt_id: str, name: str, lifecycle: Lifecy
 
 @router.post("/attempts/{attempt_id}/complete", response_model=AttemptResult)
 def complete(
-    key: WorkerKey, attempt_id: str, body: CompleteRequest, lifecycle: Lifecycle
+    key: WorkerKey, attempt_id: str, body: CompleteRequest, lifecycle: Lifecycle, signal: Signal
 ) -> AttemptResult:
     """Accepts the result, once. Files the worker put straight into the store are checked
-    there (present, within the size limit) before the job is marked succeeded."""
-    return lifecycle.complete(key, attempt_id, body)
+    there (present, within the size limit) before the job is marked succeeded. With `next`,
+    the worker's next claim is answered in the same transaction (the answer's `next`)."""
+    return lifecycle.complete(key, attempt_id, body, signal.empty_looks)
 
 
 @router.post(
@@ -154,12 +148,17 @@ def complete(
     responses=error_responses(415, 422),
 )
 async def complete_inline(
-    key: WorkerKey, attempt_id: str, body: InlineCompleteRequest, lifecycle: Lifecycle
+    key: WorkerKey,
+    attempt_id: str,
+    body: InlineCompleteRequest,
+    lifecycle: Lifecycle,
+    signal: Signal,
 ) -> AttemptResult:
     """`complete` with the output files inside the body (base64; the JSON body limit bounds
-    them): one request instead of an upload per output plus a complete."""
+    them): one request instead of an upload per output plus a complete. `next` as in
+    `complete`."""
     try:
-        return await lifecycle.complete_inline(key, attempt_id, body)
+        return await lifecycle.complete_inline(key, attempt_id, body, signal.empty_looks)
     except ArtifactTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from exc
 

@@ -12,6 +12,7 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from imagefleet.errors import InvalidField, NotFound, StaleAttempt
+from imagefleet.orchestrator.empty_looks import EmptyLooks
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.orchestrator.worker_files import StoredFile
 from imagefleet.orchestrator.worker_transitions import WorkerTransitions
@@ -77,7 +78,11 @@ class WorkerBatches(WorkerTransitions):
         return AttemptHeartbeatResult(attempt_id=attempt_id, action="lost", reason=reason)
 
     async def complete_inline(
-        self, worker_key: ApiKey, attempt_id: str, request: InlineCompleteRequest
+        self,
+        worker_key: ApiKey,
+        attempt_id: str,
+        request: InlineCompleteRequest,
+        looks: EmptyLooks | None = None,
     ) -> AttemptResult:
         """Stores the outputs sent in the request, then completes the attempt exactly as
         `complete` does, recording the files in the completing transaction: one request
@@ -87,7 +92,7 @@ class WorkerBatches(WorkerTransitions):
         replica handed out (`claimed_here`, the common case) it is, and the completion is one
         transaction: a stale attempt's files are stored, then deleted when the completion
         refuses it. Otherwise an ownership read comes first, which keeps a stale attempt from
-        storing anything."""
+        storing anything. `next` and `looks`: as `complete` takes them."""
         job = self.claimed_here(worker_key, attempt_id)
         if job is None:
             try:
@@ -95,7 +100,7 @@ class WorkerBatches(WorkerTransitions):
             except StaleAttempt:
                 # A repeat of a completion that succeeded gets the same answer; any other 409.
                 return await run_in_threadpool(
-                    self._complete_stored, worker_key, attempt_id, _plain(request), []
+                    self._complete_stored, worker_key, attempt_id, _plain(request), [], None, looks
                 )
         store = self._file_store()
         stored = []
@@ -113,7 +118,7 @@ class WorkerBatches(WorkerTransitions):
             stored.append(StoredFile(output.index, key, size, sha256, output.content_type))
         try:
             return await run_in_threadpool(
-                self._complete_stored, worker_key, attempt_id, _plain(request), stored, job
+                self._complete_stored, worker_key, attempt_id, _plain(request), stored, job, looks
             )
         except (StaleAttempt, NotFound):
             # Nothing refers to them: the refused completion recorded nothing.
@@ -126,7 +131,7 @@ def _plain(request: InlineCompleteRequest) -> CompleteRequest:
         CompletedOutput(index=o.index, seed=o.seed, width=o.width, height=o.height)
         for o in request.outputs
     ]
-    return CompleteRequest(outputs=outputs, timings=request.timings)
+    return CompleteRequest(outputs=outputs, timings=request.timings, next=request.next)
 
 
 async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:

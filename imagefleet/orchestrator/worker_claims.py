@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 from imagefleet.kinds import get_kind, kind_names
 from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.checkpoint_ids import CachedCheckpointIds
+from imagefleet.orchestrator.claim_answers import FollowingClaim, WorkerDraining
 from imagefleet.orchestrator.claim_hints import ClaimHints
 from imagefleet.orchestrator.claim_policy import ClaimPolicy
 from imagefleet.orchestrator.empty_looks import ClaimLook, EmptyLooks, profile_of
@@ -38,6 +39,7 @@ from imagefleet.store.keys import ApiKey
 from imagefleet.worker_protocol import (
     Assignment,
     ClaimRequest,
+    ClaimResponse,
     InputRef,
 )
 
@@ -45,10 +47,6 @@ from imagefleet.worker_protocol import (
 # read-only check for this long after one that found its node neither quarantined nor
 # draining: a quarantine or drain reaches an idle worker within this time.
 BLOCKS_FRESH_SECONDS = 5.0
-
-
-class WorkerDraining(RuntimeError):
-    """The claiming worker's node is being removed by the autoscaler; the message says why."""
 
 
 class WorkerClaims(WorkerSightings):
@@ -87,14 +85,7 @@ class WorkerClaims(WorkerSightings):
         a worker like this one found nothing a moment ago, stops after the read-only check
         (`orchestrator.empty_looks`)."""
         now = self.clock()
-        capabilities = request.capabilities
-        known_kinds = set(kind_names())
-        limits = claim_sql.WorkerLimits(
-            request.node_id,
-            [kind for kind in capabilities.kinds if kind in known_kinds],
-            capabilities.max_pixels,
-            capabilities.vram_mb,
-        )
+        limits = _limits(request)
         if not limits.kinds:
             return []
         report = report_of(request)
@@ -116,6 +107,40 @@ class WorkerClaims(WorkerSightings):
             if blocks.nothing_to_do or (blocks.unblocked and look.skips(blocks)):
                 return []
         taken = self._claim_written(worker_key, request, limits, report, now, look)
+        self._claim_committed(request, taken, reports)
+        return taken
+
+    def claim_within(self, conn: Connection, following: FollowingClaim, now: float) -> None:
+        """`following`'s claim, made on the caller's transaction (a completion's, which commits
+        whatever the claim finds): what `claim_batch` writes, without its read-only idle check
+        (the worker was busy) and never raising for a quarantined or draining node (the
+        completion must still commit): `following` records the answer. Call
+        `following_committed` once the transaction committed."""
+        request = following.request
+        following.taken, following.blocked, following.made = [], None, True
+        limits = _limits(request)
+        if not limits.kinds:
+            return
+        report = report_of(request)
+        following.reports = self._touch_due(request, report, now)
+        look = ClaimLook(profile_of(request), following.looks, False)
+        try:
+            following.taken = self._claim_on(
+                conn, following.worker_key, request, limits, report, now, look
+            )
+        except (NodeQuarantined, WorkerDraining) as exc:
+            following.blocked = exc
+
+    def following_committed(self, following: FollowingClaim) -> ClaimResponse:
+        """The replica's bookkeeping after `claim_within`'s transaction committed, and the
+        claim's answer as /v1/worker/claim words it."""
+        self._claim_committed(following.request, following.taken, following.reports)
+        return following.answer()
+
+    def _claim_committed(
+        self, request: ClaimRequest, taken: list[Assignment], reports: bool
+    ) -> None:
+        """What this replica remembers of a committed claim."""
         if reports:  # recorded and committed: the submits' snapshot of the fleet is out of date
             self.seen_workers.invalidate()
         if len(self._found_nothing) > 10_000:  # workers come and go; forget the old ones
@@ -125,7 +150,6 @@ class WorkerClaims(WorkerSightings):
             self._found_nothing.discard(request.worker_id)
         else:
             self._found_nothing.add(request.worker_id)
-        return taken
 
     def _claim_written(
         self,
@@ -137,60 +161,73 @@ class WorkerClaims(WorkerSightings):
         look: ClaimLook,
     ) -> list[Assignment]:
         """The claim's write transaction (see `claim_batch`)."""
-        planner = self.claim_policy
         with self.db.write() as conn:
-            self._touch_worker(conn, request, report, now)
-            found = probe_sql.look(
+            return self._claim_on(conn, worker_key, request, limits, report, now, look)
+
+    def _claim_on(
+        self,
+        conn: Connection,
+        worker_key: ApiKey,
+        request: ClaimRequest,
+        limits: claim_sql.WorkerLimits,
+        report: tuple[str, str],
+        now: float,
+        look: ClaimLook,
+    ) -> list[Assignment]:
+        """The claim's writes, on the caller's transaction (its own, or a completion's)."""
+        planner = self.claim_policy
+        self._touch_worker(conn, request, report, now)
+        found = probe_sql.look(
+            conn,
+            limits,
+            planner.policy.selection,
+            planner.probes(request),
+            now,
+            planner.priorities,
+            planner.owners(conn, now),
+            self._checkpoint_ids,
+        )
+        blocks = found.blocks
+        if blocks.quarantined is not None:
+            raise NodeQuarantined(blocks.quarantined)
+        if blocks.draining is not None:
+            raise WorkerDraining(blocks.draining)
+        self._unblocked_at[request.worker_id] = now
+        if not blocks.anything_queued or look.skips(blocks):
+            return []
+        gathered = claim_sql.lock_candidates(conn, found.ids, found.values, found.vram, now)
+        queued = gathered.jobs
+        if not gathered.matched:
+            look.found_nothing(blocks)
+        if not queued:
+            return []
+        live: frozenset[str] = frozenset()
+        if any(job.allow_same_node and request.node_id in job.failed_nodes for job in queued):
+            live = self._live_nodes(conn, now)
+        worker = planner.worker_view(request, live)
+        by_id = {job.id: job for job in queued}
+        for decision in planner.rank(conn, worker, queued, now):
+            chosen = by_id[decision.candidate.job_id]
+            sha256 = _checkpoint_sha256(decision.candidate)
+            first = self._take(
                 conn,
-                limits,
-                planner.policy.selection,
-                planner.probes(request),
+                worker_key,
+                request,
+                chosen.id,
+                decision.reason,
+                sha256,
                 now,
-                planner.priorities,
-                planner.owners(conn, now),
-                self._checkpoint_ids,
+                list(chosen.combo),
+                owner_turn=chosen.owner_key_id,
             )
-            blocks = found.blocks
-            if blocks.quarantined is not None:
-                raise NodeQuarantined(blocks.quarantined)
-            if blocks.draining is not None:
-                raise WorkerDraining(blocks.draining)
-            self._unblocked_at[request.worker_id] = now
-            if not blocks.anything_queued or look.skips(blocks):
-                return []
-            gathered = claim_sql.lock_candidates(conn, found.ids, found.values, found.vram, now)
-            queued = gathered.jobs
-            if not gathered.matched:
-                look.found_nothing(blocks)
-            if not queued:
-                return []
-            live: frozenset[str] = frozenset()
-            if any(job.allow_same_node and request.node_id in job.failed_nodes for job in queued):
-                live = self._live_nodes(conn, now)
-            worker = planner.worker_view(request, live)
-            by_id = {job.id: job for job in queued}
-            for decision in planner.rank(conn, worker, queued, now):
-                chosen = by_id[decision.candidate.job_id]
-                sha256 = _checkpoint_sha256(decision.candidate)
-                first = self._take(
-                    conn,
-                    worker_key,
-                    request,
-                    chosen.id,
-                    decision.reason,
-                    sha256,
-                    now,
-                    list(chosen.combo),
-                    owner_turn=chosen.owner_key_id,
-                )
-                if first is None:
-                    continue
-                (row, turn_recorded), assignment = first
-                planner.served(conn, row.owner_key_id, request, chosen, now, turn_recorded)
-                taken = [assignment]
-                if request.max_jobs > 1:
-                    taken += self._take_mates(conn, worker_key, request, limits, row, sha256, now)
-                return taken
+            if first is None:
+                continue
+            (row, turn_recorded), assignment = first
+            planner.served(conn, row.owner_key_id, request, chosen, now, turn_recorded)
+            taken = [assignment]
+            if request.max_jobs > 1:
+                taken += self._take_mates(conn, worker_key, request, limits, row, sha256, now)
+            return taken
         return []
 
     def _take(
@@ -333,6 +370,18 @@ class WorkerClaims(WorkerSightings):
         """Nodes with a worker seen within the last three leases: whether a job that failed
         on this node has anywhere else to go."""
         return worker_sql.live_nodes(conn, now - 3 * self.settings.lease_seconds)
+
+
+def _limits(request: ClaimRequest) -> claim_sql.WorkerLimits:
+    """The claim's hard limits, with the kinds this orchestrator does not know left out."""
+    capabilities = request.capabilities
+    known_kinds = set(kind_names())
+    return claim_sql.WorkerLimits(
+        request.node_id,
+        [kind for kind in capabilities.kinds if kind in known_kinds],
+        capabilities.max_pixels,
+        capabilities.vram_mb,
+    )
 
 
 def _names_inputs(row: job_sql.JobRow) -> bool:

@@ -16,6 +16,8 @@ from sqlalchemy import Connection
 from imagefleet.errors import InvalidField, NotFound, StaleAttempt
 from imagefleet.orchestrator import events
 from imagefleet.orchestrator.checkpoint_transitions import StagedModel
+from imagefleet.orchestrator.claim_answers import FollowingClaim
+from imagefleet.orchestrator.empty_looks import EmptyLooks
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
 from imagefleet.orchestrator.transitions import stale_reason, to_datetime
 from imagefleet.orchestrator.worker_claims import WorkerClaims
@@ -91,14 +93,20 @@ class WorkerTransitions(WorkerClaims):
     # --- ending --------------------------------------------------------------------------------
 
     def complete(
-        self, worker_key: ApiKey, attempt_id: str, request: CompleteRequest
+        self,
+        worker_key: ApiKey,
+        attempt_id: str,
+        request: CompleteRequest,
+        looks: EmptyLooks | None = None,
     ) -> AttemptResult:
         """running -> succeeded. Idempotent for the winning attempt (a repeated complete gets
         the same answer); 409 for any other, and for a job cancelled or failed meanwhile.
         Files the worker put straight into the store are checked there first (present, within
-        the size limit), outside the transaction, then recorded inside it."""
+        the size limit), outside the transaction, then recorded inside it. A request with
+        `next` also claims the worker's next job in the same transaction (`claim_within`;
+        `looks`: the replica's empty looks, as a claim gets them)."""
         direct = self._direct_uploads(worker_key, attempt_id, request)
-        return self._complete_stored(worker_key, attempt_id, request, direct)
+        return self._complete_stored(worker_key, attempt_id, request, direct, looks=looks)
 
     def _complete_stored(
         self,
@@ -107,14 +115,23 @@ class WorkerTransitions(WorkerClaims):
         request: CompleteRequest,
         stored: list[StoredFile],
         job: job_sql.JobRow | None = None,
+        looks: EmptyLooks | None = None,
     ) -> AttemptResult:
         """Completes with the files already in the store (`stored`), staging a trained model
         first and deleting the checkpoints the completion made obsolete after it. `job` is the
-        attempt's job when the caller has just read it."""
+        attempt's job when the caller has just read it. The answer carries the `next` claim's
+        when the completion made it (not for a repeat of one that had succeeded)."""
         self._claimed.forget(attempt_id)  # completed one way or another: no hint any more
         staged = self._stage_result(worker_key, attempt_id, job)
-        result, doomed = self._complete(worker_key, attempt_id, request, stored, staged, job)
+        following = None
+        if request.next is not None:
+            following = FollowingClaim(worker_key, request.next, looks)
+        result, doomed = self._complete(
+            worker_key, attempt_id, request, stored, staged, job, following
+        )
         self._delete_files(doomed)
+        if following is not None and following.made:
+            result.next = self.following_committed(following)
         return result
 
     @retry_conflicts
@@ -126,8 +143,10 @@ class WorkerTransitions(WorkerClaims):
         direct: list[StoredFile],
         staged: StagedModel | None,
         known: job_sql.JobRow | None = None,
+        following: FollowingClaim | None = None,
     ) -> tuple[AttemptResult, list[str]]:
-        """The transaction of `complete`; also returns the checkpoint files to delete.
+        """The transaction of `complete`; also returns the checkpoint files to delete. It ends
+        with `following`'s claim once the completion is written (`claim_within`).
 
         `known`: the attempt's job as its claim on this replica, or a read just now, found it
         (running, held by this attempt). When the request carried every output, nothing is
@@ -135,6 +154,8 @@ class WorkerTransitions(WorkerClaims):
         a completion it refuses reads the job, for its answer (a repeat of a completion that
         succeeded, or a 409). Otherwise the job is locked and checked first."""
         now = self.clock()
+        if following is not None:
+            following.made = False  # a conflict's retry starts over
         with self.db.write() as conn:
             if known is not None and self._all_sent(known, request, direct):
                 row = known
@@ -165,6 +186,8 @@ class WorkerTransitions(WorkerClaims):
             doomed = self._finish_training(conn, row, staged, now)
             if event is None:
                 self._emit_final(conn, row, "succeeded", now)
+            if following is not None:
+                self.claim_within(conn, following, now)
         return AttemptResult(job_id=row.id, job_status=JobStatus.succeeded), doomed
 
     def _all_sent(

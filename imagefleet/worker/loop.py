@@ -37,6 +37,7 @@ from imagefleet.worker.orchestrator_client import LeaseLost, OrchestratorClient,
 from imagefleet.worker_protocol import (
     Assignment,
     ClaimRequest,
+    ClaimResponse,
     CompletedOutput,
     CompleteRequest,
     FailRequest,
@@ -121,6 +122,9 @@ class Worker:
             raise ValueError(f"engine {config.engine!r} serves none of the known job kinds")
         self._last_combo: tuple[str | None, str | None] = (None, None)
         self.attempts_handled = 0
+        self._max_jobs: int | None = None
+        # The answer to the claim sent with the last completion (its `next`), not yet acted on.
+        self._following: ClaimResponse | None = None
 
     def request_stop(self) -> None:
         """Stop claiming. The running job may finish within the shutdown grace period; past it,
@@ -155,24 +159,27 @@ class Worker:
             self.config.node_id,
             self.config.orchestrator_url,
         )
+        self._max_jobs = max_jobs
         try:
             while not self._stopping and (max_jobs is None or self.attempts_handled < max_jobs):
-                try:
-                    self._waiting_for_work = True
-                    left = None if max_jobs is None else max_jobs - self.attempts_handled
-                    answer = self.client.claim(self._claim_request(left))
-                except _StopWaiting:
-                    break
-                except Unauthorized:
-                    raise
-                except Exception as exc:
-                    if self._stopping:
+                answer, self._following = self._following, None
+                if answer is None:  # no claim came back with the last completion: ask
+                    try:
+                        self._waiting_for_work = True
+                        left = None if max_jobs is None else max_jobs - self.attempts_handled
+                        answer = self.client.claim(self._claim_request(left))
+                    except _StopWaiting:
                         break
-                    log.warning("claim failed: %s; retrying", exc)
-                    self._sleep(2.0)
-                    continue
-                finally:
-                    self._waiting_for_work = False
+                    except Unauthorized:
+                        raise
+                    except Exception as exc:
+                        if self._stopping:
+                            break
+                        log.warning("claim failed: %s; retrying", exc)
+                        self._sleep(2.0)
+                        continue
+                    finally:
+                        self._waiting_for_work = False
                 if answer.quarantined:
                     log.warning("this node is quarantined: %s", answer.quarantined)
                     self._sleep(answer.retry_after_seconds)
@@ -191,11 +198,37 @@ class Worker:
                     self.process(answer.assignment)
                     self.attempts_handled += 1
         finally:
+            self._hand_back_following()
             self.client.close()
             self.cache.flush()  # last uses held in memory, for LRU after a restart
         log.info(
             "worker %s stopped after %d attempts", self.config.worker_id, self.attempts_handled
         )
+
+    def _next_claim(self) -> ClaimRequest | None:
+        """The claim to send with a completion (its `next`), or None when this worker takes no
+        further job: stopping, at `run`'s max_jobs (counting the one being completed), or the
+        orchestrator does not answer such claims (an older version)."""
+        if self._stopping or not self.client.follows_completions:
+            return None
+        left = None if self._max_jobs is None else self._max_jobs - self.attempts_handled - 1
+        if left is not None and left <= 0:
+            return None
+        return self._claim_request(left)
+
+    def _hand_back_following(self) -> None:
+        """Jobs handed out with the last completion that the worker stopped before starting go
+        straight back to the queue (their leases would otherwise have to run out first)."""
+        answer, self._following = self._following, None
+        if answer is None or answer.assignment is None:
+            return
+        for assignment in [answer.assignment, *answer.more]:
+            self._report(
+                assignment.attempt_id,
+                FailureCode.worker_shutdown,
+                "the worker stopped before starting the job",
+                True,
+            )
 
     def _sleep(self, seconds: float) -> None:
         """Sleeps, waking early when a stop is requested."""
@@ -262,7 +295,7 @@ class Worker:
             heartbeat=beat,
         )
         try:
-            self.deliver(ctx, list(handler.run(ctx)), beat.finish)
+            self.deliver(ctx, list(handler.run(ctx)), beat.finish, follow=True)
         except GenerationCancelled:
             if beat.cancelled:
                 log.info("attempt %s: stopped (%s)", attempt, beat.cancel_reason)
@@ -286,16 +319,27 @@ class Worker:
         finally:
             beat.stop()
 
-    def deliver(self, ctx: JobContext, files: list[OutputFile], finish: Callable[[], None]) -> None:
+    def deliver(
+        self,
+        ctx: JobContext,
+        files: list[OutputFile],
+        finish: Callable[[], None],
+        follow: bool = False,
+    ) -> None:
         """Uploads the attempt's outputs and completes it; `finish` (the heartbeat's last
-        beat) runs just before the complete call."""
+        beat) runs just before the complete call. With `follow`, the completion carries the
+        worker's next claim, whose answer `run` acts on instead of claiming (one request fewer
+        between two jobs)."""
         assignment = ctx.assignment
         attempt = assignment.attempt_id
+        # What the GPU holds now, for the claim that follows.
+        self._last_combo = (assignment.combo_key, self.engine.resident_model)
         if not assignment.uploads and sum(len(f.data) for f in files) <= INLINE_OUTPUT_BYTES:
             # Small outputs through the API: sent inside the complete call (one request).
             finish()
-            self.client.complete_inline(attempt, _inline(files, ctx.timings(0.0)))
-            self._last_combo = (assignment.combo_key, self.engine.resident_model)
+            inline = _inline(files, ctx.timings(0.0))
+            inline.next = self._next_claim() if follow else None
+            self._following = self.client.complete_inline(attempt, inline).next
             log.info("attempt %s: completed (outputs inline)", attempt)
             return
         started = time.perf_counter()
@@ -313,8 +357,9 @@ class Worker:
             )
         timings = ctx.timings(upload_seconds=time.perf_counter() - started)
         finish()
-        self.client.complete(attempt, CompleteRequest(outputs=outputs, timings=timings))
-        self._last_combo = (assignment.combo_key, self.engine.resident_model)
+        request = CompleteRequest(outputs=outputs, timings=timings)
+        request.next = self._next_claim() if follow else None
+        self._following = self.client.complete(attempt, request).next
         log.info("attempt %s: completed in %.2fs", attempt, timings.inference_seconds)
 
     def upload(

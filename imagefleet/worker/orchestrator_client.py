@@ -65,6 +65,9 @@ class OrchestratorClient:
         self.storage = httpx.Client(timeout=httpx.Timeout(30.0, write=300.0))
         self.retry_for_seconds = retry_for_seconds
         self.should_give_up = should_give_up
+        # Whether the orchestrator answers a claim sent with a completion (`next`); an older
+        # one refuses the field (422), and is then sent completions without it.
+        self.follows_completions = True
 
     def close(self) -> None:
         self.http.close()
@@ -104,10 +107,22 @@ class OrchestratorClient:
 
     def complete_inline(self, attempt_id: str, request: InlineCompleteRequest) -> AttemptResult:
         """Upload-and-complete in one call for outputs small enough for a JSON body."""
-        body = request.model_dump(mode="json")
-        response = self._call(
-            lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/complete-inline", json=body)
-        )
+        return self._completed(f"/v1/worker/attempts/{attempt_id}/complete-inline", request)
+
+    def _completed(
+        self, path: str, request: CompleteRequest | InlineCompleteRequest
+    ) -> AttemptResult:
+        """A completion; one whose `next` claim the orchestrator does not know (422 naming the
+        field: a version from before it) is sent again without it, and so are the later ones."""
+        body = request.model_dump(mode="json", exclude={"next"} if request.next is None else None)
+        try:
+            response = self._call(lambda: self.http.post(path, json=body))
+        except RuntimeError as exc:
+            if request.next is None or not _refuses_next(exc):
+                raise
+            log.warning("the orchestrator does not answer claims sent with completions: %s", exc)
+            self.follows_completions = False
+            return self._completed(path, request.model_copy(update={"next": None}))
         return AttemptResult.model_validate(response.json())
 
     def upload(
@@ -201,11 +216,7 @@ class OrchestratorClient:
         self._call(lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/resume", json=body))
 
     def complete(self, attempt_id: str, request: CompleteRequest) -> AttemptResult:
-        body = request.model_dump()
-        response = self._call(
-            lambda: self.http.post(f"/v1/worker/attempts/{attempt_id}/complete", json=body)
-        )
-        return AttemptResult.model_validate(response.json())
+        return self._completed(f"/v1/worker/attempts/{attempt_id}/complete", request)
 
     def fail(self, attempt_id: str, request: FailRequest) -> AttemptResult:
         body = request.model_dump()
@@ -247,6 +258,12 @@ def _checked(response: httpx.Response) -> httpx.Response:
             f"{response.status_code}: {_detail(response)}"
         )
     return response
+
+
+def _refuses_next(exc: RuntimeError) -> bool:
+    """Whether a completion's error is an older orchestrator's 422 for the unknown `next`."""
+    text = str(exc)
+    return " answered 422: " in text and "'next'" in text and "extra" in text
 
 
 def _detail(response: httpx.Response) -> str:

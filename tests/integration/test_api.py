@@ -160,7 +160,7 @@ def test_the_whole_worker_protocol_over_http(api: TestClient, keys: Keys) -> Non
         },
         headers=worker,
     )
-    assert done.json() == {"job_id": job_id, "job_status": "succeeded"}
+    assert done.json() == {"job_id": job_id, "job_status": "succeeded", "next": None}
     job = api.get(f"/v1/jobs/{job_id}", headers=auth(keys.alice_token)).json()
     assert [o["seed"] for o in job["outputs"]] == [7, 8]
     assert job["outputs"][0]["url"].endswith(f"/v1/jobs/{job_id}/outputs/0")

@@ -101,6 +101,19 @@ def _conversation(api: TestClient, keys: Keys, run: str) -> Iterator[tuple[str, 
     yield "fail, bad code", api.post(f"{at}/fail", json={"code": "nope"}, headers=worker)
     yield "fail", api.post(f"{at}/fail", json=failure, headers=worker)
     yield "fail again", api.post(f"{at}/fail", json=failure, headers=worker)
+    # Completions that claim the worker's next job in their transaction (`next`).
+    for _ in range(2):
+        assert api.post("/v1/jobs", json=job, headers=client).status_code == 201
+    third = api.post(f"{url}/claim", json=claim, headers=worker).json()["assignment"]
+    at = f"{url}/attempts/{third['attempt_id']}"
+    bad_next = {**done, "next": {**claim, "worker_id": ""}}
+    yield "complete, bad next", api.post(f"{at}/complete-inline", json=bad_next, headers=worker)
+    follows = {**done, "next": claim}
+    answered = api.post(f"{at}/complete-inline", json=follows, headers=worker)
+    yield "complete, next", answered
+    at = f"{url}/attempts/{answered.json()['next']['assignment']['attempt_id']}"
+    yield "complete, nothing next", api.post(f"{at}/complete-inline", json=follows, headers=worker)
+    yield "complete again, next", api.post(f"{at}/complete-inline", json=follows, headers=worker)
 
 
 _IDS = re.compile(r"\b(?:job|att|j|a)_[0-9A-Za-z_-]+|[0-9a-f]{32}|[0-9a-f-]{36}")
@@ -156,6 +169,12 @@ def test_the_lean_path_answers_every_call_as_fastapi_does(
     assert statuses["claim"] == statuses["complete"] == statuses["heartbeats"] == 200
     assert {statuses[k] for k in ("no key", "unknown key", "client key")} == {401, 403}
     assert statuses["unknown field"] == statuses["complete, bad base64"] == 422
+    assert statuses["complete, bad next"] == 422
+    assert statuses["complete, next"] == statuses["complete, nothing next"] == 200
+    bodies = {label: body for label, *_, body in plain}
+    assert bodies["complete, next"]["next"]["assignment"]["kind"] == "txt2img"
+    assert bodies["complete, nothing next"]["next"]["assignment"] is None
+    assert bodies["complete again, next"]["next"] is None  # a repeat claims nothing
     assert statuses["heartbeat, unknown"] == statuses["submit, unknown model"] == 404
     assert (statuses["submit"], statuses["submit, replayed"]) == (201, 200)
 

@@ -1,5 +1,8 @@
 """The no-double-claim proof on PostgreSQL: 2 replica processes, 32 concurrent claimers,
-2,000 jobs. Every job is claimed by exactly one attempt and completed exactly once."""
+2,000 jobs. Every job is claimed by exactly one attempt and completed exactly once. Half the
+claimers send their next claim with each completion (`next`, as the real worker does), so
+claims made in completions' transactions race plain claims on both replicas; a quarter of
+each complete inline."""
 
 from __future__ import annotations
 
@@ -53,6 +56,7 @@ def test_two_replicas_and_32_claimers_complete_2000_jobs_exactly_once(
                     log,
                     lambda: log.completed >= JOBS,
                 ),
+                kwargs={"inline": i % 4 in (1, 3), "follow": i % 4 >= 2},
             )
             for i in range(CLAIMERS)
         ]
@@ -70,6 +74,8 @@ def test_two_replicas_and_32_claimers_complete_2000_jobs_exactly_once(
     claimed_ids = [claim.job_id for claim in log.claims]
     assert len(claimed_ids) == JOBS and set(claimed_ids) == set(submitted)
     assert {claim.worker for claim in log.claims} == {f"w{i}" for i in range(CLAIMERS)}
+    following = [claim for claim in log.claims if claim.following]
+    assert len(following) > JOBS // 10, len(following)  # the following claims were in the race
     db = Database(empty_pg.url)
     with db.read() as conn:
         statuses = dict(

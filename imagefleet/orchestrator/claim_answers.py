@@ -1,0 +1,54 @@
+"""A claim's answer, and a claim made inside the transaction of the call it follows.
+
+A worker that completes a job usually claims the next at once. Sent with the completion (its
+`next`), that claim runs in the completion's transaction and comes back in its answer: the
+worker saves a request, the database a transaction (docs/architecture.md, "Completion and the
+next claim")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from imagefleet.orchestrator.empty_looks import EmptyLooks
+from imagefleet.orchestrator.node_health import NodeQuarantined
+from imagefleet.store.keys import ApiKey
+from imagefleet.worker_protocol import Assignment, ClaimRequest, ClaimResponse
+
+QUARANTINED_RETRY_SECONDS = 60.0
+# A drained worker keeps asking this often: it may be kept after all, or it waits to be stopped.
+DRAINING_RETRY_SECONDS = 5.0
+
+
+class WorkerDraining(RuntimeError):
+    """The claiming worker's node is being removed by the autoscaler; the message says why."""
+
+
+def claim_answer(taken: list[Assignment], blocked: Exception | None = None) -> ClaimResponse:
+    """A claim's answer: its jobs, or why its node gets none (quarantined or draining), or
+    nothing for now."""
+    if isinstance(blocked, NodeQuarantined):
+        return ClaimResponse(
+            quarantined=str(blocked), retry_after_seconds=QUARANTINED_RETRY_SECONDS
+        )
+    if isinstance(blocked, WorkerDraining):
+        return ClaimResponse(drain=str(blocked), retry_after_seconds=DRAINING_RETRY_SECONDS)
+    if taken:
+        return ClaimResponse(assignment=taken[0], more=taken[1:])
+    return ClaimResponse()
+
+
+@dataclass
+class FollowingClaim:
+    """A claim made in the transaction of the call it follows (a completion's `next`): what it
+    asks for and, once `WorkerClaims.claim_within` ran, what it got."""
+
+    worker_key: ApiKey
+    request: ClaimRequest
+    looks: EmptyLooks | None = None
+    taken: list[Assignment] = field(default_factory=list)
+    blocked: NodeQuarantined | WorkerDraining | None = None
+    reports: bool = False  # the claim recorded the worker's report
+    made: bool = False  # the claim ran (not when the call it follows was refused or repeated)
+
+    def answer(self) -> ClaimResponse:
+        return claim_answer(self.taken, self.blocked)
