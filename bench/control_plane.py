@@ -13,6 +13,7 @@ lifecycle is also run straight through `JobLifecycle` in one thread (the `floor`
     .venv/bin/python bench/control_plane.py floor
     .venv/bin/python bench/control_plane.py idle --idle-workers 100
     .venv/bin/python bench/control_plane.py depth --depths 1000,100000,1000000
+    .venv/bin/python bench/control_plane.py backlog --backlog-jobs 600
 
 Parts:
   throughput  lifecycles/s (first submit to last complete) and its ratio to the bare-SQL
@@ -25,6 +26,9 @@ Parts:
   idle        one stream of jobs at a modest rate while 100 idle workers long-poll (workers
               that could take the jobs too, or ones too small for them); how long a new job
               waits before a worker has it.
+  backlog     the same simulated workers draining jobs queued beforehand (a hub at its
+              peak), claiming after each completion and sending the next claim with it (as
+              the real worker does), on one server: lifecycles/s and SQL per job of each.
   depth       claim latency with 1,000 / 100,000 / 1,000,000 queued jobs (filled with SQL
               straight into the jobs table), and EXPLAIN of the claim's candidate query.
 
@@ -51,6 +55,7 @@ import psycopg  # noqa: E402
 
 from bench.common.machine import cpu_model, wait_for_quiet  # noqa: E402
 from bench.common.report import say  # noqa: E402
+from bench.control_plane_lib.backlog import backlog_table, run_backlog  # noqa: E402
 from bench.control_plane_lib.depth import run_depth  # noqa: E402
 from bench.control_plane_lib.floor import run_floor  # noqa: E402
 from bench.control_plane_lib.idle import IDLE_VARIANTS, run_idle  # noqa: E402
@@ -80,7 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
-        "part", choices=("throughput", "floor", "idle", "depth", "all"), help="What to measure."
+        "part",
+        choices=("throughput", "floor", "idle", "backlog", "depth", "all"),
+        help="What to measure.",
     )
     parser.add_argument("--backends", type=csv_words, default=list(BACKENDS))
     parser.add_argument("--replicas", type=csv_ints, default=[1, 2], help="For throughput.")
@@ -88,8 +95,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=16, help="Throughput: simulated workers.")
     parser.add_argument("--submitters", type=int, default=4, help="Throughput: submit threads.")
     parser.add_argument("--warmup", type=int, default=50, help="Unmeasured lifecycles first.")
+    parser.add_argument(
+        "--plain-claims",
+        action="store_true",
+        help="Throughput: the workers claim with a call of their own after each completion "
+        "(the protocol before `next`; the default sends the next claim with the completion, "
+        "as the real worker does).",
+    )
     parser.add_argument("--floor-jobs", type=int, default=2000, help="Floor: lifecycles at most.")
     parser.add_argument("--floor-seconds", type=float, default=15.0, help="Floor: time bound.")
+    parser.add_argument(
+        "--backlog-jobs", type=int, default=600, help="Backlog: jobs queued before each drain."
+    )
+    parser.add_argument(
+        "--backlog-modes",
+        type=csv_words,
+        default=["plain", "next"],
+        help="Backlog: plain (a claim call after each completion), next (the claim sent with "
+        "the completion).",
+    )
     parser.add_argument("--idle-workers", type=int, default=100)
     parser.add_argument(
         "--idle-variants",
@@ -130,8 +154,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     unknown = [b for b in [*args.backends, *args.idle_backends] if b not in BACKENDS]
     unknown += [v for v in args.idle_variants if v not in IDLE_VARIANTS]
+    unknown += [m for m in args.backlog_modes if m not in ("plain", "next")]
     if unknown:
-        parser.error(f"unknown backend or idle variant: {', '.join(unknown)}")
+        parser.error(f"unknown backend, idle variant or backlog mode: {', '.join(unknown)}")
     return args
 
 
@@ -181,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
                 for variant in args.idle_variants:
                     results.idle.append(run_idle(bench, backend, variant))
                     say(idle_table(Results(idle=results.idle[-1:])))
+        if part in ("backlog", "all"):
+            for backend in args.backends:
+                results.backlog.extend(run_backlog(bench, backend))
+                say(backlog_table(results.backlog[-2:]))
         if part in ("depth", "all"):
             for backend in args.backends:
                 depths = args.depths if backend == "postgresql" else args.sqlite_depths

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 
 from bench.common.report import fmt, table
+from bench.control_plane_lib.backlog import BacklogResult, backlog_table
 from bench.control_plane_lib.depth import DepthResult
 from bench.control_plane_lib.floor import FloorResult
 from bench.control_plane_lib.goals import verdicts
@@ -24,6 +25,7 @@ class Results:
     floor: list[FloorResult] = field(default_factory=list)
     idle: list[IdleResult] = field(default_factory=list)
     depth: list[DepthResult] = field(default_factory=list)
+    backlog: list[BacklogResult] = field(default_factory=list)
 
 
 def throughput_table(results: Results) -> str:
@@ -44,6 +46,7 @@ def throughput_table(results: Results) -> str:
                 ratio,
                 fmt(r.claim_p50_ms),
                 fmt(r.claim_p99_ms),
+                f"{100 * r.following_share:.0f}%",
                 str(r.errors),
                 fmt(r.statements),
                 fmt(r.transactions),
@@ -65,6 +68,7 @@ def throughput_table(results: Results) -> str:
             "÷ floor",
             "claim p50 ms",
             "claim p99 ms",
+            "jobs via completions",
             "errors",
             "SQL stmts/job",
             "txns/job",
@@ -250,6 +254,8 @@ def report(results: Results, bench: Bench) -> str:
         parts += ["### Floor: the same lifecycle in-process, no HTTP", "", floor_table(results), ""]
     if results.idle:
         parts += ["### Claims while workers idle in long polls", "", idle_table(results), ""]
+    if results.backlog:
+        parts += ["### Draining a backlog", "", backlog_table(results.backlog), ""]
     if results.depth:
         parts += ["### Claim latency against a deep queue", "", depth_table(results), ""]
         for r in results.depth:
@@ -273,7 +279,10 @@ def docs_section(results: Results, bench: Bench, context: dict[str, str]) -> str
         "",
         "Written by `bench/control_plane.py`; numbers from the run below. Simulated workers",
         "claim, heartbeat once and complete at once with their 1-pixel PNG inside the complete",
-        "call (`complete-inline`, as the real worker sends small outputs; no GPU); submitters",
+        "call (`complete-inline`, as the real worker sends small outputs; no GPU), their next",
+        "claim sent with it (`next`, as the real worker sends it: a job it hands out needs no",
+        'claim call; "jobs via completions" is their share, and claim latency is the claim',
+        "calls' alone); submitters",
         "and workers run in the benchmark process, on the same machine as the servers and",
         "PostgreSQL, so the clients' CPU is shown apart. SQLite is the single-machine default;",
         'its "2 replicas" are two server processes on the same database file. The floor runs',
@@ -288,7 +297,9 @@ def docs_section(results: Results, bench: Bench, context: dict[str, str]) -> str
         "claim's answer carrying it (the workers are idle, waiting in long polls, so this is",
         "how fast the fleet picks up new work; it includes the submit's own handling);",
         "\"queued (db)\" is the server's view: the claim's start minus the submit's start",
-        "(started_at - created_at), which no client-side delay inflates. The bare-SQL",
+        "(started_at - created_at), which no client-side delay inflates. The backlog part",
+        "queues its jobs first and times the workers' side alone (claim, heartbeat,",
+        "complete), each way of claiming on a backlog of its own, on one server. The bare-SQL",
         "floor (bench/control_plane_lib/bare.py) runs right before each HTTP run on the same",
         "database with one connection per simulated client (workers + submitters): its own",
         "small table, 3 transactions per job (insert; claim with one conditional UPDATE,",

@@ -3,8 +3,6 @@ translates one request into one lifecycle call."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import random
 import time
 
@@ -73,10 +71,8 @@ async def claim(
             remaining = deadline - time.monotonic()
             if remaining <= 0 or await request.is_disconnected():
                 return ClaimResponse(retry_after_seconds=1.0)
-            with contextlib.suppress(TimeoutError):
-                safety_net = signal.wait_seconds * random.uniform(1 - POLL_JITTER, 1.0)
-                await asyncio.wait_for(waiter.event.wait(), timeout=min(remaining, safety_net))
-            woken = waiter.event.is_set()
+            safety_net = signal.wait_seconds * random.uniform(1 - POLL_JITTER, 1.0)
+            woken = await signal.wait(waiter, min(remaining, safety_net))
             looks_again = True
         finally:
             signal.release(waiter, pass_on=not looks_again)
@@ -138,7 +134,7 @@ def complete(
     """Accepts the result, once. Files the worker put straight into the store are checked
     there (present, within the size limit) before the job is marked succeeded. With `next`,
     the worker's next claim is answered in the same transaction (the answer's `next`)."""
-    return lifecycle.complete(key, attempt_id, body, signal.empty_looks)
+    return lifecycle.complete(key, attempt_id, body, signal)
 
 
 @router.post(
@@ -158,7 +154,7 @@ async def complete_inline(
     them): one request instead of an upload per output plus a complete. `next` as in
     `complete`."""
     try:
-        return await lifecycle.complete_inline(key, attempt_id, body, signal.empty_looks)
+        return await lifecycle.complete_inline(key, attempt_id, body, signal)
     except ArtifactTooLarge as exc:
         raise PayloadTooLarge(str(exc)) from exc
 

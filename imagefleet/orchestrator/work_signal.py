@@ -22,7 +22,8 @@ every replica).
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+import contextlib
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 
 from imagefleet.orchestrator.empty_looks import EmptyLooks, WaiterProfile
@@ -61,6 +62,8 @@ class WorkSignal:
         # every change, its own included: `announce` then leaves the wake-up to them.
         self.listening = listening
         self._waiters: OrderedDict[Waiter, None] = OrderedDict()  # oldest first
+        # Claims of each profile parked in `wait` now (read from other threads too).
+        self._parked: Counter[WaiterProfile] = Counter()
         # Every announcement of work goes through `notify`; the claims read it here.
         self.empty_looks = EmptyLooks()
 
@@ -68,6 +71,26 @@ class WorkSignal:
         waiter = Waiter(profile)
         self._waiters[waiter] = None
         return waiter
+
+    async def wait(self, waiter: Waiter, timeout: float) -> bool:
+        """Parks a claim that got no job until it is woken or `timeout` passes; whether it
+        was woken."""
+        profile = waiter.profile
+        self._parked[profile] += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.event.wait(), timeout=timeout)
+        finally:
+            self._parked[profile] -= 1
+            if not self._parked[profile]:
+                del self._parked[profile]
+        return waiter.event.is_set()
+
+    def parked(self, profile: WaiterProfile) -> bool:
+        """Whether a claim of a worker with this profile is parked here: its worker is idle,
+        its look having found no job it could run that no other claim held. Safe from any
+        thread (one read)."""
+        return self._parked.get(profile, 0) > 0
 
     def release(self, waiter: Waiter, *, pass_on: bool) -> None:
         """Takes the waiter out of the queue. With `pass_on`, a wake-up it got and did not use

@@ -12,8 +12,8 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from imagefleet.errors import InvalidField, NotFound, StaleAttempt
-from imagefleet.orchestrator.empty_looks import EmptyLooks
 from imagefleet.orchestrator.transitions import to_datetime
+from imagefleet.orchestrator.work_signal import WorkSignal
 from imagefleet.orchestrator.worker_files import StoredFile
 from imagefleet.orchestrator.worker_transitions import WorkerTransitions
 from imagefleet.protocol import AttemptOutcome
@@ -82,7 +82,7 @@ class WorkerBatches(WorkerTransitions):
         worker_key: ApiKey,
         attempt_id: str,
         request: InlineCompleteRequest,
-        looks: EmptyLooks | None = None,
+        signal: WorkSignal | None = None,
     ) -> AttemptResult:
         """Stores the outputs sent in the request, then completes the attempt exactly as
         `complete` does, recording the files in the completing transaction: one request
@@ -92,7 +92,7 @@ class WorkerBatches(WorkerTransitions):
         replica handed out (`claimed_here`, the common case) it is, and the completion is one
         transaction: a stale attempt's files are stored, then deleted when the completion
         refuses it. Otherwise an ownership read comes first, which keeps a stale attempt from
-        storing anything. `next` and `looks`: as `complete` takes them."""
+        storing anything. `next` and `signal`: as `complete` takes them."""
         job = self.claimed_here(worker_key, attempt_id)
         if job is None:
             try:
@@ -100,7 +100,7 @@ class WorkerBatches(WorkerTransitions):
             except StaleAttempt:
                 # A repeat of a completion that succeeded gets the same answer; any other 409.
                 return await run_in_threadpool(
-                    self._complete_stored, worker_key, attempt_id, _plain(request), [], None, looks
+                    self._complete_stored, worker_key, attempt_id, _plain(request), [], None, signal
                 )
         store = self._file_store()
         stored = []
@@ -118,7 +118,7 @@ class WorkerBatches(WorkerTransitions):
             stored.append(StoredFile(output.index, key, size, sha256, output.content_type))
         try:
             return await run_in_threadpool(
-                self._complete_stored, worker_key, attempt_id, _plain(request), stored, job, looks
+                self._complete_stored, worker_key, attempt_id, _plain(request), stored, job, signal
             )
         except (StaleAttempt, NotFound):
             # Nothing refers to them: the refused completion recorded nothing.

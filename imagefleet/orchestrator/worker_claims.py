@@ -118,9 +118,11 @@ class WorkerClaims(WorkerSightings):
         `following_committed` once the transaction committed."""
         request = following.request
         following.taken, following.blocked, following.made = [], None, True
+        following.looked = False
         limits = _limits(request)
-        if not limits.kinds:
+        if not limits.kinds or following.yields():
             return
+        following.looked = True
         report = report_of(request)
         following.reports = self._touch_due(request, report, now)
         look = ClaimLook(profile_of(request), following.looks, False)
@@ -134,7 +136,8 @@ class WorkerClaims(WorkerSightings):
     def following_committed(self, following: FollowingClaim) -> ClaimResponse:
         """The replica's bookkeeping after `claim_within`'s transaction committed, and the
         claim's answer as /v1/worker/claim words it."""
-        self._claim_committed(following.request, following.taken, following.reports)
+        if following.looked:  # a claim left to a waiting one saw nothing: nothing to note
+            self._claim_committed(following.request, following.taken, following.reports)
         return following.answer()
 
     def _claim_committed(
@@ -177,16 +180,22 @@ class WorkerClaims(WorkerSightings):
         """The claim's writes, on the caller's transaction (its own, or a completion's)."""
         planner = self.claim_policy
         self._touch_worker(conn, request, report, now)
-        found = probe_sql.look(
-            conn,
-            limits,
-            planner.policy.selection,
-            planner.probes(request),
-            now,
-            planner.priorities,
-            planner.owners(conn, now),
-            self._checkpoint_ids,
-        )
+        owners = planner.owners(conn, now)
+
+        def probe(past_locked: bool = False) -> probe_sql.Look:
+            return probe_sql.look(
+                conn,
+                limits,
+                planner.policy.selection,
+                planner.probes(request),
+                now,
+                planner.priorities,
+                owners,
+                self._checkpoint_ids,
+                past_locked,
+            )
+
+        found = probe()
         blocks = found.blocks
         if blocks.quarantined is not None:
             raise NodeQuarantined(blocks.quarantined)
@@ -196,6 +205,13 @@ class WorkerClaims(WorkerSightings):
         if not blocks.anything_queued or look.skips(blocks):
             return []
         gathered = claim_sql.lock_candidates(conn, found.ids, found.values, found.vram, now)
+        if gathered.matched and not gathered.jobs and found.full and not self.db.is_sqlite:
+            # Every job the look matched is held by other claims (each locks the candidates it
+            # ranks), and more may be queued: look past them, at the next ones no claim holds
+            # (a backlog's claims would otherwise come back empty while jobs wait).
+            past = probe(past_locked=True)
+            gathered = claim_sql.lock_candidates(conn, past.ids, past.values, past.vram, now)
+            gathered = claim_sql.Gathered(gathered.jobs, len(found.ids))
         queued = gathered.jobs
         if not gathered.matched:
             look.found_nothing(blocks)

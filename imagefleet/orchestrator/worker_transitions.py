@@ -17,9 +17,9 @@ from imagefleet.errors import InvalidField, NotFound, StaleAttempt
 from imagefleet.orchestrator import events
 from imagefleet.orchestrator.checkpoint_transitions import StagedModel
 from imagefleet.orchestrator.claim_answers import FollowingClaim
-from imagefleet.orchestrator.empty_looks import EmptyLooks
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
 from imagefleet.orchestrator.transitions import stale_reason, to_datetime
+from imagefleet.orchestrator.work_signal import WorkSignal
 from imagefleet.orchestrator.worker_claims import WorkerClaims
 from imagefleet.orchestrator.worker_files import StoredFile
 from imagefleet.protocol import AttemptOutcome, FailureCode, JobStatus
@@ -97,16 +97,16 @@ class WorkerTransitions(WorkerClaims):
         worker_key: ApiKey,
         attempt_id: str,
         request: CompleteRequest,
-        looks: EmptyLooks | None = None,
+        signal: WorkSignal | None = None,
     ) -> AttemptResult:
         """running -> succeeded. Idempotent for the winning attempt (a repeated complete gets
         the same answer); 409 for any other, and for a job cancelled or failed meanwhile.
         Files the worker put straight into the store are checked there first (present, within
         the size limit), outside the transaction, then recorded inside it. A request with
         `next` also claims the worker's next job in the same transaction (`claim_within`;
-        `looks`: the replica's empty looks, as a claim gets them)."""
+        `signal`: the replica's parked claims and empty looks, which that claim heeds)."""
         direct = self._direct_uploads(worker_key, attempt_id, request)
-        return self._complete_stored(worker_key, attempt_id, request, direct, looks=looks)
+        return self._complete_stored(worker_key, attempt_id, request, direct, signal=signal)
 
     def _complete_stored(
         self,
@@ -115,7 +115,7 @@ class WorkerTransitions(WorkerClaims):
         request: CompleteRequest,
         stored: list[StoredFile],
         job: job_sql.JobRow | None = None,
-        looks: EmptyLooks | None = None,
+        signal: WorkSignal | None = None,
     ) -> AttemptResult:
         """Completes with the files already in the store (`stored`), staging a trained model
         first and deleting the checkpoints the completion made obsolete after it. `job` is the
@@ -125,7 +125,7 @@ class WorkerTransitions(WorkerClaims):
         staged = self._stage_result(worker_key, attempt_id, job)
         following = None
         if request.next is not None:
-            following = FollowingClaim(worker_key, request.next, looks)
+            following = FollowingClaim(worker_key, request.next, signal)
         result, doomed = self._complete(
             worker_key, attempt_id, request, stored, staged, job, following
         )

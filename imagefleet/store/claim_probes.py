@@ -11,11 +11,21 @@ index range scan), so running them beside a block that then refuses the claim wa
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CompoundSelect, Connection, Executable, bindparam, select, true, union_all
+from sqlalchemy import (
+    CompoundSelect,
+    Connection,
+    Executable,
+    bindparam,
+    literal,
+    select,
+    true,
+    union_all,
+)
 
 from imagefleet.scheduling.decisions import Selection
 from imagefleet.store import claim_candidates as claim_sql
@@ -41,36 +51,59 @@ _PROBED = {
 
 
 @functools.lru_cache(maxsize=512)
-def _probe_union(shapes: tuple[ProbeShape, ...], vram: bool) -> CompoundSelect:
+def _probe_union(
+    shapes: tuple[ProbeShape, ...], vram: bool, past_locked: bool = False
+) -> CompoundSelect:
     """Every probe as one `UNION ALL` of bounded index range scans, built once per shape (the
-    number of probes of each kind and their limits): building it cost more than running it."""
+    number of probes of each kind and their limits): building it cost more than running it.
+    `past_locked`: each probe locks what it finds and skips rows other claims hold (SKIP
+    LOCKED, PostgreSQL; SQLite has no row locks and renders none)."""
     limits = claim_sql.bound_limits(vram)
     parts = []
     for n, (probed, limit) in enumerate(shapes):
         column, order = _PROBED[probed]
-        branch = select(jobs.c.id).where(*limits, column == bindparam(f"v{n}"))
-        parts.append(branch.order_by(*order).limit(limit).subquery())
-    return union_all(*[select(part.c.id) for part in parts])
+        branch = select(jobs.c.id, literal(n).label("probe"))
+        branch = branch.where(*limits, column == bindparam(f"v{n}"))
+        branch = branch.order_by(*order).limit(limit)
+        if past_locked:
+            branch = branch.with_for_update(skip_locked=True)
+        parts.append(branch.subquery())
+    return union_all(*[select(part.c.id, part.c.probe) for part in parts])
 
 
 @functools.lru_cache(maxsize=512)
-def _blocks_and_probes(shapes: tuple[ProbeShape, ...], vram: bool) -> Executable:
+def _blocks_and_probes(
+    shapes: tuple[ProbeShape, ...], vram: bool, past_locked: bool = False
+) -> Executable:
     """The node's blocks, one row, left-joined to the probes' ids: one row per id found, or one
     with a NULL id when none was; built once per shape."""
     blocks = CLAIM_BLOCKS.subquery("blocks")
-    found = _probe_union(shapes, vram).subquery("found")
-    return select(blocks, found.c.id).select_from(blocks.outerjoin(found, true()))
+    found = _probe_union(shapes, vram, past_locked).subquery("found")
+    return select(blocks, found.c.id, found.c.probe).select_from(blocks.outerjoin(found, true()))
+
+
+def _full(shapes: list[ProbeShape], rows: Sequence[Any]) -> bool:
+    """Whether more jobs than the look found may be queued: a head probe (every queued job is
+    in the head of its priority) found as many as its limit. The other probes look at subsets
+    of the heads' queue, and an owner's probe (limit 1) is full whenever the owner has a job."""
+    found = Counter(row.probe for row in rows if row.id is not None)
+    heads = [(n, limit) for n, (probed, limit) in enumerate(shapes) if probed == "priority"]
+    candidates = heads or [(n, limit) for n, (_, limit) in enumerate(shapes)]
+    return any(found[n] >= limit for n, limit in candidates)
 
 
 @dataclass(frozen=True)
 class Look:
     """What one look saw: the node's blocks and the ids the probes matched (before locking),
-    with what reading those jobs' rows needs (`claim_candidates.lock_candidates`)."""
+    with what reading those jobs' rows needs (`claim_candidates.lock_candidates`). `full`: a
+    probe found as many jobs as its limit, so more may be queued past them (a look past the
+    locked ones can find some); with none full, every job the probes could find is here."""
 
     blocks: ClaimBlocks
     ids: list[str]
     values: dict[str, Any]
     vram: bool
+    full: bool = False
 
 
 def look(
@@ -82,10 +115,13 @@ def look(
     priorities: Sequence[int] = (0,),
     owners: Sequence[str] | None = None,
     checkpoints: CheckpointIds = claim_sql.checkpoint_ids,
+    past_locked: bool = False,
 ) -> Look:
     """The selection's probes for this worker and its node's blocks: one statement, after the
     owners to look at (one skip scan, unless given) and the worker's checkpoints by sha256 (when
-    it reports any: `checkpoints`, which a replica answers from its cache)."""
+    it reports any: `checkpoints`, which a replica answers from its cache). `past_locked`: the
+    look of a claim whose first look matched only jobs other claims held; its probes lock
+    what they find and read past those (`_probe_union`)."""
     shapes: list[ProbeShape] = []
     values: dict[str, Any] = {
         "node": worker.node_id,
@@ -123,6 +159,6 @@ def look(
     vram = bool(worker.vram_mb)
     if not shapes:
         return Look(claim_blocks(conn, worker.node_id), [], values, vram)
-    rows = conn.execute(_blocks_and_probes(tuple(shapes), vram), values).all()
+    rows = conn.execute(_blocks_and_probes(tuple(shapes), vram, past_locked), values).all()
     ids = sorted({row.id for row in rows if row.id is not None})
-    return Look(to_blocks(rows[0]), ids, values, vram)
+    return Look(to_blocks(rows[0]), ids, values, vram, _full(shapes, rows))
