@@ -5,21 +5,28 @@ node still gets its completion recorded."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from imagefleet.config import Settings
+from imagefleet.kinds.txt2img import Txt2ImgJob, Txt2ImgParams
 from imagefleet.orchestrator.app import create_app
+from imagefleet.orchestrator.empty_looks import profile_of
+from imagefleet.orchestrator.lifecycle import JobLifecycle
 from imagefleet.store import nodes as node_sql
 from imagefleet.store import workers as worker_sql
 from imagefleet.store.database import Database
 from imagefleet.store.models import Model
-from tests.conftest import Keys
+from imagefleet.store.tables import jobs
+from imagefleet.worker_protocol import ClaimRequest
+from tests.conftest import Clock, Keys
 from tests.load import TINY_PNG, TINY_PNG_BASE64
 
 PARAMS = {"prompt": "a lighthouse", "model": "demo", "width": 64, "height": 64, "steps": 2}
@@ -164,3 +171,62 @@ def test_a_plain_completion_after_uploads_carries_the_next_claim_too(
     answer = api.post(f"{at}/complete", json=body, headers=_headers(keys.worker_token)).json()
     assert answer["job_status"] == "succeeded"
     assert answer["next"]["assignment"]["job_id"] == second_id
+
+
+def test_the_next_claim_is_left_to_a_parked_claim_of_a_worker_like_it(
+    api: TestClient, keys: Keys, settings: Settings
+) -> None:
+    """A worker like the completing one waits in a long poll: the completion looks at nothing
+    (its statements are the completion's alone) and answers "nothing now"."""
+    first = (_submit(api, keys), _claim(api, keys))[1]
+    signal = api.app.state.work_signal  # type: ignore[attr-defined]
+    profile = profile_of(ClaimRequest(**CLAIM))
+    idle = {"worker_id": "idle", "node_id": "m", "wait_seconds": 5}
+    polling = threading.Thread(
+        target=api.post,
+        args=("/v1/worker/claim",),
+        kwargs={"json": idle, "headers": _headers(keys.worker_token)},
+    )
+    polling.start()
+    deadline = time.monotonic() + 10
+    while not signal.parked(profile) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert signal.parked(profile)
+    statements: list[str] = []
+
+    def sent(conn: object, cursor: object, statement: str, *rest: object) -> None:
+        if not statement.startswith(("BEGIN", "SELECT pg_notify")):
+            statements.append(statement)
+
+    event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", sent)
+    try:
+        answer = _complete(api, keys, first["attempt_id"]).json()
+    finally:
+        event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", sent)
+    assert answer["job_status"] == "succeeded"
+    assert answer["next"]["assignment"] is None and answer["next"]["retry_after_seconds"] == 0
+    postgresql = settings.database_url.startswith("postgresql")
+    assert len(statements) == (1 if postgresql else 4), statements  # the completion alone
+    _submit(api, keys)  # the parked claim takes it and ends its long poll
+    polling.join(timeout=10)
+    assert not polling.is_alive()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_claim_whose_matches_other_claims_hold_takes_the_next_job_past_them(
+    lifecycle: JobLifecycle, keys: Keys, db: Database, model: Model, clock: Clock
+) -> None:
+    """PostgreSQL: each claim locks the candidates it ranks (SKIP LOCKED), so a claim racing it
+    would see every job its look matched held. It looks past them instead of coming back
+    empty while jobs wait (a backlog announces nothing that would wake it later). SQLite has
+    no row locks: its claims run one at a time."""
+    params = Txt2ImgParams(**PARAMS)
+    oldest = []
+    for _ in range(6):
+        oldest.append(lifecycle.submit(keys.alice, Txt2ImgJob(params=params))[0].id)
+        clock.advance(1.0)
+    with db.engine.connect() as other, other.begin():
+        head = oldest[:4]  # what a racing claim's head probe found, and holds
+        other.execute(select(jobs.c.id).where(jobs.c.id.in_(head)).with_for_update()).all()
+        taken = lifecycle.claim(keys.worker, ClaimRequest(**CLAIM))
+        assert taken is not None and taken.job_id == oldest[4]

@@ -101,3 +101,23 @@ def test_without_notifications_a_tick_wakes_the_oldest_waiter_of_each_profile_on
         return [w.woken for w in waiters]
 
     assert asyncio.run(run()) == [True, False, True]
+
+
+def test_a_claim_counts_as_parked_only_while_it_waits() -> None:
+    """`parked` is what a completion's next claim yields to (claim_answers.FollowingClaim)."""
+
+    async def scenario() -> list[bool]:
+        signal = WorkSignal()
+        waiter = signal.waiter(BIG)
+        seen = [signal.parked(BIG)]  # in the queue, still looking: not parked
+        waiting = asyncio.create_task(signal.wait(waiter, timeout=5.0))
+        await asyncio.sleep(0.01)
+        seen += [signal.parked(BIG), signal.parked(SMALL)]
+        signal.notify(JOB)
+        seen.append(await waiting)  # woken
+        seen.append(signal.parked(BIG))
+        seen.append(await signal.wait(signal.waiter(BIG), timeout=0.01))  # timed out
+        seen.append(signal.parked(BIG))
+        return seen
+
+    assert asyncio.run(scenario()) == [False, True, False, True, False, False, False]
