@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from imagefleet.kinds import get_kind, kind_names
 from imagefleet.orchestrator import webhooks
 from imagefleet.orchestrator.checkpoint_ids import CachedCheckpointIds
-from imagefleet.orchestrator.claim_answers import FollowingClaim, WorkerDraining
+from imagefleet.orchestrator.claim_answers import WorkerDraining
 from imagefleet.orchestrator.claim_hints import ClaimHints
 from imagefleet.orchestrator.claim_policy import ClaimPolicy
 from imagefleet.orchestrator.empty_looks import ClaimLook, EmptyLooks, profile_of
@@ -39,7 +39,6 @@ from imagefleet.store.keys import ApiKey
 from imagefleet.worker_protocol import (
     Assignment,
     ClaimRequest,
-    ClaimResponse,
     InputRef,
 )
 
@@ -85,7 +84,7 @@ class WorkerClaims(WorkerSightings):
         a worker like this one found nothing a moment ago, stops after the read-only check
         (`orchestrator.empty_looks`)."""
         now = self.clock()
-        limits = _limits(request)
+        limits = claim_limits(request)
         if not limits.kinds:
             return []
         report = report_of(request)
@@ -109,36 +108,6 @@ class WorkerClaims(WorkerSightings):
         taken = self._claim_written(worker_key, request, limits, report, now, look)
         self._claim_committed(request, taken, reports)
         return taken
-
-    def claim_within(self, conn: Connection, following: FollowingClaim, now: float) -> None:
-        """`following`'s claim, made on the caller's transaction (a completion's, which commits
-        whatever the claim finds): what `claim_batch` writes, without its read-only idle check
-        (the worker was busy) and never raising for a quarantined or draining node (the
-        completion must still commit): `following` records the answer. Call
-        `following_committed` once the transaction committed."""
-        request = following.request
-        following.taken, following.blocked, following.made = [], None, True
-        following.looked = False
-        limits = _limits(request)
-        if not limits.kinds or following.yields():
-            return
-        following.looked = True
-        report = report_of(request)
-        following.reports = self._touch_due(request, report, now)
-        look = ClaimLook(profile_of(request), following.looks, False)
-        try:
-            following.taken = self._claim_on(
-                conn, following.worker_key, request, limits, report, now, look
-            )
-        except (NodeQuarantined, WorkerDraining) as exc:
-            following.blocked = exc
-
-    def following_committed(self, following: FollowingClaim) -> ClaimResponse:
-        """The replica's bookkeeping after `claim_within`'s transaction committed, and the
-        claim's answer as /v1/worker/claim words it."""
-        if following.looked:  # a claim left to a waiting one saw nothing: nothing to note
-            self._claim_committed(following.request, following.taken, following.reports)
-        return following.answer()
 
     def _claim_committed(
         self, request: ClaimRequest, taken: list[Assignment], reports: bool
@@ -202,7 +171,13 @@ class WorkerClaims(WorkerSightings):
         if blocks.draining is not None:
             raise WorkerDraining(blocks.draining)
         self._unblocked_at[request.worker_id] = now
-        if not blocks.anything_queued or look.skips(blocks):
+        if not blocks.anything_queued:
+            # Nothing queued at all: an empty look for every worker like this one, the worker's
+            # own next claim included (a completion's claim that found nothing is followed at
+            # once by its worker's long poll, which then parks without a statement).
+            look.found_nothing(blocks)
+            return []
+        if look.skips(blocks):
             return []
         gathered = claim_sql.lock_candidates(conn, found.ids, found.values, found.vram, now)
         if gathered.matched and not gathered.jobs and found.full and not self.db.is_sqlite:
@@ -388,7 +363,7 @@ class WorkerClaims(WorkerSightings):
         return worker_sql.live_nodes(conn, now - 3 * self.settings.lease_seconds)
 
 
-def _limits(request: ClaimRequest) -> claim_sql.WorkerLimits:
+def claim_limits(request: ClaimRequest) -> claim_sql.WorkerLimits:
     """The claim's hard limits, with the kinds this orchestrator does not know left out."""
     capabilities = request.capabilities
     known_kinds = set(kind_names())

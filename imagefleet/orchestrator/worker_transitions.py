@@ -16,11 +16,10 @@ from sqlalchemy import Connection
 from imagefleet.errors import InvalidField, NotFound, StaleAttempt
 from imagefleet.orchestrator import events
 from imagefleet.orchestrator.checkpoint_transitions import StagedModel
-from imagefleet.orchestrator.claim_answers import FollowingClaim
+from imagefleet.orchestrator.following_claims import FollowingClaim, FollowingClaims
 from imagefleet.orchestrator.retry import Failure, JobHistory, RetryPolicy, decide_retry
 from imagefleet.orchestrator.transitions import stale_reason, to_datetime
 from imagefleet.orchestrator.work_signal import WorkSignal
-from imagefleet.orchestrator.worker_claims import WorkerClaims
 from imagefleet.orchestrator.worker_files import StoredFile
 from imagefleet.protocol import AttemptOutcome, FailureCode, JobStatus
 from imagefleet.store import artifacts as artifact_sql
@@ -42,7 +41,7 @@ from imagefleet.worker_protocol import (
 LEASE_EXPIRED_MESSAGE = "the worker stopped sending heartbeats and its lease expired"
 
 
-class WorkerTransitions(WorkerClaims):
+class WorkerTransitions(FollowingClaims):
     # --- running -------------------------------------------------------------------------------
 
     @retry_conflicts
