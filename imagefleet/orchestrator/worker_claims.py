@@ -105,7 +105,8 @@ class WorkerClaims(WorkerSightings):
                 self._unblocked_at[request.worker_id] = now
             if blocks.nothing_to_do or (blocks.unblocked and look.skips(blocks)):
                 return []
-        taken = self._claim_written(worker_key, request, limits, report, now, look)
+        with self.db.write() as conn:
+            taken = self._claim_on(conn, worker_key, request, limits, report, now, look)
         self._claim_committed(request, taken, reports)
         return taken
 
@@ -122,19 +123,6 @@ class WorkerClaims(WorkerSightings):
             self._found_nothing.discard(request.worker_id)
         else:
             self._found_nothing.add(request.worker_id)
-
-    def _claim_written(
-        self,
-        worker_key: ApiKey,
-        request: ClaimRequest,
-        limits: claim_sql.WorkerLimits,
-        report: tuple[str, str],
-        now: float,
-        look: ClaimLook,
-    ) -> list[Assignment]:
-        """The claim's write transaction (see `claim_batch`)."""
-        with self.db.write() as conn:
-            return self._claim_on(conn, worker_key, request, limits, report, now, look)
 
     def _claim_on(
         self,

@@ -105,18 +105,22 @@ def _lifecycle(api: TestClient, keys: Keys, model: Model, follow: bool = False) 
         yield "complete"
 
 
-def test_each_call_of_a_lifecycle_is_one_transaction_within_its_statement_budget(
-    api: TestClient, keys: Keys, settings: Settings, model: Model
-) -> None:
-    # The first lifecycle fills the per-process caches; its claim records the worker's report,
-    # so the second's submit reads the fleet again (`orchestrator.seen_workers`), the third's not
-    # (the snapshot made to outlast a slow machine's pauses: counts, not timings). The first
-    # claim also reads the ids of the worker's checkpoints, which the replica then remembers
-    # (`orchestrator.checkpoint_ids`).
+def _warm(api: TestClient, keys: Keys, model: Model) -> None:
+    """Two lifecycles first. The first fills the per-process caches; its claim records the
+    worker's report, so the second's submit reads the fleet again (`orchestrator.seen_workers`),
+    the third's not (the snapshot made to outlast a slow machine's pauses: counts, not
+    timings). The first claim also reads the ids of the worker's checkpoints, which the replica
+    then remembers (`orchestrator.checkpoint_ids`)."""
     api.app.state.lifecycle.seen_workers.fresh_seconds = 3600.0  # type: ignore[attr-defined]
     for _ in range(2):
         for _ in _lifecycle(api, keys, model):
             pass
+
+
+def test_each_call_of_a_lifecycle_is_one_transaction_within_its_statement_budget(
+    api: TestClient, keys: Keys, settings: Settings, model: Model
+) -> None:
+    _warm(api, keys, model)
     postgresql = settings.database_url.startswith("postgresql")
     measured = _measured(_lifecycle(api, keys, model))
     _check(measured, postgresql)
@@ -127,10 +131,7 @@ def test_each_call_of_a_lifecycle_is_one_transaction_within_its_statement_budget
 def test_a_completion_that_claims_the_next_job_is_one_transaction(
     api: TestClient, keys: Keys, settings: Settings, model: Model
 ) -> None:
-    api.app.state.lifecycle.seen_workers.fresh_seconds = 3600.0  # type: ignore[attr-defined]
-    for _ in range(2):
-        for _ in _lifecycle(api, keys, model):
-            pass
+    _warm(api, keys, model)
     measured = _measured(_lifecycle(api, keys, model, follow=True))
     assert "complete + claim" in measured
     _check(measured, settings.database_url.startswith("postgresql"))
