@@ -110,6 +110,9 @@ class _RetriedQueued(ColumnElement[bool]):
     at a million queued, docs/benchmarks.md)."""
 
     type = Boolean()
+    # No state: the class alone is its cache key. Without this the element has none, and every
+    # statement holding it (each claim's look) was compiled again on every execution.
+    _traverse_internals = []  # noqa: RUF012 (SQLAlchemy reads it from the class)
     inherit_cache = True
 
 

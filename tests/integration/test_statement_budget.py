@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy
 from fastapi.testclient import TestClient
 from sqlalchemy import event
+from sqlalchemy.engine.default import CACHE_HIT
 
 from imagefleet.config import Settings
 from imagefleet.orchestrator.app import create_app
@@ -50,12 +51,20 @@ class Recorder:
         self.statements: list[str] = []
         self.transactions = 0
         self.notifies = 0
+        # Statements SQLAlchemy compiled for this execution (no cached compilation to use):
+        # each costs a compile, about 1 ms of Python for a claim's look.
+        self.compiled: list[str] = []
 
-    def __call__(self, conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+    def __call__(
+        self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
         if "pg_notify(" in statement:
             self.notifies += 1
         if not statement.startswith(("BEGIN", "SELECT pg_notify")):
             self.statements.append(" ".join(statement.split())[:120])
+        compiled = context is not None and context.compiled is not None
+        if compiled and context.cache_hit is not CACHE_HIT:
+            self.compiled.append(f"{context.cache_hit.name}: {' '.join(statement.split())}")
 
     def on_begin(self, conn: Any) -> None:
         self.transactions += 1
@@ -137,20 +146,40 @@ def test_a_completion_that_claims_the_next_job_is_one_transaction(
     _check(measured, settings.database_url.startswith("postgresql"))
 
 
+def test_a_warm_lifecycle_compiles_no_statement(
+    api: TestClient, keys: Keys, settings: Settings, model: Model
+) -> None:
+    """Every statement of a warm lifecycle, the claim's look and the completion's claim
+    included, comes from SQLAlchemy's compiled cache. A statement without a cache key (a custom
+    SQL element that does not declare its state, say) is compiled on every execution: the
+    claim's look was, 25% of a server's CPU (docs/benchmarks.md)."""
+    _warm(api, keys, model)
+    for _ in _lifecycle(api, keys, model, follow=True):
+        pass
+    recorder = Recorder()
+    for call in _recorded(recorder, _lifecycle(api, keys, model, follow=True)):
+        assert not recorder.compiled, (call, recorder.compiled)
+
+
 def _measured(calls: Iterator[str]) -> dict[str, tuple[int, int, int, list[str]]]:
     """What each call of `calls` sent, by its name (the last of a repeated name)."""
     recorder = Recorder()
+    measured: dict[str, tuple[int, int, int, list[str]]] = {}
+    for call in _recorded(recorder, calls):
+        measured[call] = recorder.take()
+    return measured
+
+
+def _recorded(recorder: Recorder, calls: Iterator[str]) -> Iterator[str]:
+    """`calls`, with every statement they send recorded by `recorder`."""
     event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", recorder)
     event.listen(sqlalchemy.engine.Engine, "begin", recorder.on_begin)
     try:
         recorder.take()
-        measured: dict[str, tuple[int, int, int, list[str]]] = {}
-        for call in calls:
-            measured[call] = recorder.take()
+        yield from calls
     finally:
         event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", recorder)
         event.remove(sqlalchemy.engine.Engine, "begin", recorder.on_begin)
-    return measured
 
 
 def _check(measured: dict[str, tuple[int, int, int, list[str]]], postgresql: bool) -> None:
