@@ -31,7 +31,11 @@ from imagefleet.store.tables_scheduling import owner_service
 
 class Taken(NamedTuple):
     """A claimed job as its claim left it (`attempts` is the new attempt's number), and whether
-    the claim also moved its owner's turn (`owner_service.record_served`)."""
+    its owner's turn needs no statement of its own (`owner_service.record_served`): the claim's
+    statement moved it, or the owner's row exists and was not moved because another claim of
+    the same owner holds it (recording the same turn at the same moment) or it is already
+    later; record_served would do no more (its update skips the held row too, and its insert
+    does nothing for an existing one)."""
 
     row: job_sql.JobRow
     turn_recorded: bool
@@ -87,7 +91,8 @@ def take(
     if found is None:
         return None
     values = dict(found)
-    turn = bool(values.pop("turn_recorded"))
+    moved, known = bool(values.pop("turn_recorded")), bool(values.pop("owner_known"))
+    turn = moved or (owner_turn is not None and known)
     row = job_sql.to_job(values)
     event_sql.wake_after_commit(conn, row.id, row.owner_key_id)
     return Taken(row, turn)
@@ -146,7 +151,15 @@ def _build_take() -> Any:
         .cte("turn")
     )
     recorded = exists(select(turn.c.owner_key_id)).label("turn_recorded")
-    return select(*claimed.c, recorded).add_cte(attempt.cte("attempt"), running.cte("running"))
+    # Whether the owner has a row (as committed when the statement began): when the turn was
+    # not moved, it was held by another claim or already later (see `Taken`).
+    known = exists(
+        select(owner_service.c.owner_key_id).where(
+            owner_service.c.owner_key_id == claimed.c.owner_key_id
+        )
+    ).label("owner_known")
+    selected = select(*claimed.c, recorded, known)
+    return selected.add_cte(attempt.cte("attempt"), running.cte("running"))
 
 
 _TAKE = _build_take()

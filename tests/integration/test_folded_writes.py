@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import Connection, func, select
 
 from imagefleet.protocol import JobStatus, ModelRole
@@ -162,3 +163,32 @@ def test_a_lost_compare_and_set_writes_nothing(db: Database, keys: Keys, model: 
         assert [event for event, _ in _events(conn, "j1")] == ["queued", "running", "progress"]
         outcome = conn.execute(select(attempts.c.outcome).where(attempts.c.id == "a1"))
         assert outcome.scalar_one() == "running"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_take_reports_an_owner_turn_another_claim_holds_as_settled(
+    db: Database, keys: Keys, model: Model
+) -> None:
+    """PostgreSQL: the take moves its owner's turn unless another open claim of that owner holds
+    the row (moving the same turn at the same moment) or the turn is already later. Either way
+    there is nothing left to record (`turn_recorded`), so the claim sends no second statement
+    for it; only an owner with no row yet needs one (`owner_service.record_served`)."""
+    claim = dict(lease_expires_at=50.0, placement=None, owner_turn=keys.alice.id)
+    with db.write() as conn:
+        for job_id in ("j1", "j2", "j3", "j4"):
+            _queue(conn, keys, model, job_id)
+        first = claim_sql.take(conn, "j1", _attempt(keys, "a1"), now=20.0, **claim)
+        assert first is not None and not first.turn_recorded  # a new owner: no row to move
+    with db.write() as conn:
+        conn.execute(owner_service.insert().values(owner_key_id=keys.alice.id, served_at=20.0))
+    with db.write() as holding:
+        moved = claim_sql.take(holding, "j2", _attempt(keys, "a2"), now=21.0, **claim)
+        assert moved is not None and moved.turn_recorded
+        with db.write() as racing:  # the owner's row is held by `holding`'s open transaction
+            held = claim_sql.take(racing, "j3", _attempt(keys, "a3"), now=22.0, **claim)
+            assert held is not None and held.turn_recorded
+    with db.write() as conn:
+        later = claim_sql.take(conn, "j4", _attempt(keys, "a4"), now=5.0, **claim)
+        assert later is not None and later.turn_recorded  # already later: never moved back
+        served = conn.execute(select(owner_service.c.served_at)).scalar_one()
+        assert served == 21.0
