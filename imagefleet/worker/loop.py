@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from imagefleet.protocol import FailureCode
+from imagefleet.worker.claim_request import build_claim_request
 from imagefleet.worker.engines.base import StepCallback
 from imagefleet.worker.handlers import load_handlers, serving
 from imagefleet.worker.handlers.base import (
@@ -44,7 +45,6 @@ from imagefleet.worker_protocol import (
     InlineCompleteRequest,
     InlineOutput,
     StageTimings,
-    WorkerCapabilities,
     WorkerFailureCode,
 )
 
@@ -237,34 +237,9 @@ class Worker:
             time.sleep(min(0.5, deadline - time.monotonic()))
 
     def _claim_request(self, left: int | None = None) -> ClaimRequest:
-        """What this worker asks for; `left`: attempts it may still take (a batch stays within
-        `run`'s max_jobs)."""
-        resident = self.engine.resident_model
-        combo, combo_model = self._last_combo
-        return ClaimRequest(
-            worker_id=self.config.worker_id,
-            node_id=self.config.node_id,
-            capabilities=WorkerCapabilities(
-                gpu_name=_gpu_name(self.engine),
-                vram_mb=int(getattr(self.engine, "vram_mb", 0)),
-                max_pixels=self.config.max_pixels,
-                kinds=sorted(self.handlers),
-            ),
-            resident_combos=(
-                _handlers_warm(self.handlers)
-                + (
-                    _listed(self.engine, "resident_combos")
-                    or ([combo] if combo and resident and combo_model == resident else [])
-                )
-            )[:64],
-            resident_models=_listed(self.engine, "resident_models")[:256]
-            or ([resident] if resident else []),
-            cached_models=self.cache.cached(),
-            wait_seconds=self.config.claim_wait_seconds,
-            pool=self.config.pool,
-            free_disk_bytes=self.cache.free_bytes(),
-            download_bytes_per_s=self.cache.download_bytes_per_s,
-            max_jobs=max(1, min(self.config.max_batch, 8, left or 8)),
+        """What this worker asks for; `left`: attempts it may still take."""
+        return build_claim_request(
+            self.config, self.engine, self.handlers, self.cache, self._last_combo, left
         )
 
     def process(self, assignment: Assignment) -> None:
@@ -399,21 +374,6 @@ class Worker:
             self.client.put_preview(attempt_id, step, total, jpeg)
 
         return PreviewingSteps(beat.progress, send, self.config.preview_every)
-
-
-def _handlers_warm(handlers: dict[str, Any]) -> list[str]:
-    """Combo keys that handlers keep warm themselves (workflow: a deployment's process)."""
-    return [key for handler in handlers.values() for key in _listed(handler, "resident_combos")]
-
-
-def _listed(engine: object, method: str) -> list[str]:
-    """What a combo engine reports of itself (resident combos or models); [] for others."""
-    report = getattr(engine, method, None)
-    return list(report()) if callable(report) else []
-
-
-def _gpu_name(engine: DiffusersEngine) -> str:
-    return str(getattr(engine, "device_name", None) or getattr(engine, "device", "cpu"))
 
 
 def _inline(files: list[OutputFile], timings: StageTimings) -> InlineCompleteRequest:
