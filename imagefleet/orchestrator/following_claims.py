@@ -81,5 +81,7 @@ class FollowingClaims(WorkerClaims):
         """The replica's bookkeeping after `claim_within`'s transaction committed, and the
         claim's answer as /v1/worker/claim words it."""
         if following.looked:  # a claim left to a waiting one saw nothing: nothing to note
-            self._claim_committed(following.request, following.taken, following.reports)
+            self._claim_committed(
+                following.request, following.taken, following.reports, following.looks
+            )
         return following.answer()

@@ -159,7 +159,7 @@ async def run_deployment(
     job = WorkflowJob(params=params)
     submitted, view = await run_in_threadpool(submit_and_show, request, key, job, None)
     row = submitted.row
-    signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
+    signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb, row.id))
     return view
 
 

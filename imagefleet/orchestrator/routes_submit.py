@@ -140,7 +140,7 @@ async def submit(
         response.headers["Idempotent-Replayed"] = "true"
     else:
         signal: WorkSignal = request.app.state.work_signal
-        signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb))
+        signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb, row.id))
     return view
 
 

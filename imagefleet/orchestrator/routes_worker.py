@@ -56,16 +56,21 @@ async def claim(
     deadline = time.monotonic() + wait * random.uniform(1 - POLL_JITTER, 1.0)
     profile = profile_of(body)
     woken = False  # a look after a wake-up skips the claim's read-only check: work came
+    woken_for: str | None = None  # the job it came for, when the announcement named it
     while True:
         waiter = signal.waiter(profile)
         looks_again = False  # see WorkSignal: an unused wake-up is passed on
         try:
+            taken = []
             try:
                 taken = await run_in_threadpool(
-                    lifecycle.claim_batch, key, body, woken, signal.empty_looks
+                    lifecycle.claim_batch, key, body, woken, signal.empty_looks, woken_for
                 )
             except (NodeQuarantined, WorkerDraining) as exc:
                 return claim_answer([], exc)
+            finally:
+                if woken_for is not None and all(a.job_id != woken_for for a in taken):
+                    signal.empty_looks.woke_for(woken_for, False)  # news again for others
             if taken:
                 return claim_answer(taken)
             remaining = deadline - time.monotonic()
@@ -73,6 +78,7 @@ async def claim(
                 return ClaimResponse(retry_after_seconds=1.0)
             safety_net = signal.wait_seconds * random.uniform(1 - POLL_JITTER, 1.0)
             woken = await signal.wait(waiter, min(remaining, safety_net))
+            woken_for = waiter.hint.job_id if woken and waiter.hint is not None else None
             looks_again = True
         finally:
             signal.release(waiter, pass_on=not looks_again)

@@ -105,19 +105,24 @@ class WorkSignal:
     def notify(self, hint: WorkHint | None = None) -> None:
         """Work may have arrived: for a known job, wake the oldest waiter that can run it;
         for an unknown change (a reconnect, a requeue whose job is not described), wake the
-        oldest waiter of each distinct profile. Recorded in `empty_looks` too."""
-        self.empty_looks.announce(hint)
-        self._wake(hint)
-
-    def _wake(self, hint: WorkHint | None) -> None:
-        if hint is not None:
-            self._wake_first(lambda w: w.profile.can_run(hint), hint)
+        oldest waiter of each distinct profile. Recorded in `empty_looks` too. A job a claim
+        here already took wakes nobody (`EmptyLooks.announce`)."""
+        if not self.empty_looks.announce(hint):
             return
+        woke = self._wake(hint)
+        if hint is not None and hint.job_id is not None:
+            self.empty_looks.woke_for(hint.job_id, woke)
+
+    def _wake(self, hint: WorkHint | None) -> bool:
+        """Whether a waiter was woken."""
+        if hint is not None:
+            return self._wake_first(lambda w: w.profile.can_run(hint), hint)
         seen: set[WaiterProfile] = set()
         for waiter in list(self._waiters):
             if not waiter.woken and waiter.profile not in seen:
                 seen.add(waiter.profile)
                 waiter.wake(None)
+        return bool(seen)
 
     def announce(self, hint: WorkHint | None = None) -> None:
         """This process queued work: wake a waiter here, unless the database's notification
@@ -141,8 +146,9 @@ class WorkSignal:
     def waiting(self) -> int:
         return len(self._waiters)
 
-    def _wake_first(self, suits: Callable[[Waiter], bool], hint: WorkHint | None) -> None:
+    def _wake_first(self, suits: Callable[[Waiter], bool], hint: WorkHint | None) -> bool:
         for waiter in self._waiters:
             if not waiter.woken and suits(waiter):
                 waiter.wake(hint)
-                return
+                return True
+        return False

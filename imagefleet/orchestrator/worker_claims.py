@@ -42,9 +42,9 @@ from imagefleet.worker_protocol import (
     InputRef,
 )
 
-# While a worker idles and a worker like it just found nothing, its claims skip even the
-# read-only check for this long after one that found its node neither quarantined nor
-# draining: a quarantine or drain reaches an idle worker within this time.
+# While a worker like it just found nothing (or the job that woke it is taken), a worker's
+# claims skip even the read-only check for this long after one that found its node neither
+# quarantined nor draining: a quarantine or drain reaches a worker within this time.
 BLOCKS_FRESH_SECONDS = 5.0
 
 
@@ -71,6 +71,7 @@ class WorkerClaims(WorkerSightings):
         request: ClaimRequest,
         woken: bool = False,
         looks: EmptyLooks | None = None,
+        woken_for: str | None = None,
     ) -> list[Assignment]:
         """Hands the best-ranked queued job to this worker, or nothing when nothing fits (or
         what fits is better left for a busy worker that holds its models). A bounded candidate
@@ -79,10 +80,12 @@ class WorkerClaims(WorkerSightings):
         another claimer took first falls through to the next, so two claimers never get the
         same job. With `max_jobs` > 1, up to that many in all: the first, then micro-batch
         mates (same batch key, oldest first, taken the same way in the same transaction).
-        `woken`: the long poll was woken for new work (the read-only idle check is skipped).
-        `looks`: the replica's record of empty looks; a claim that was not woken, while one of
-        a worker like this one found nothing a moment ago, stops after the read-only check
-        (`orchestrator.empty_looks`)."""
+        `woken`: the long poll was woken for new work (the read-only idle check is skipped);
+        `woken_for`: the job it was woken for, when the announcement named it.
+        `looks`: the replica's record of empty looks and of the jobs claims here took; a claim
+        that was not woken, while one of a worker like this one found nothing a moment ago,
+        stops before its transaction, and so does one woken for a job a claim here took
+        meanwhile (`orchestrator.empty_looks`)."""
         now = self.clock()
         limits = claim_limits(request)
         if not limits.kinds:
@@ -91,14 +94,13 @@ class WorkerClaims(WorkerSightings):
         look = ClaimLook(profile_of(request), looks, woken)
         idle = request.worker_id in self._found_nothing and not woken
         reports = self._touch_due(request, report, now)  # this claim records the worker
+        checked = self._unblocked_at.get(request.worker_id, float("-inf"))
+        if not reports and now - checked < BLOCKS_FRESH_SECONDS and look.stale_wake(woken_for):
+            return []  # no statement: what woke it is running, or nothing new is queued
         if idle and not reports:
             # A worker whose last claim found nothing, its sighting fresh: one read and no
             # write transaction while the queue stays empty (on SQLite, 100 idle long-pollers'
-            # re-checks held the write lock), or while a worker like it just found nothing.
-            # A busy or woken worker goes straight to the write.
-            checked = self._unblocked_at.get(request.worker_id, float("-inf"))
-            if look.skips_unread() and now - checked < BLOCKS_FRESH_SECONDS:
-                return []
+            # re-checks held the write lock). A busy or woken worker goes straight to the write.
             with self.db.read() as conn:
                 blocks = node_sql.claim_blocks(conn, request.node_id)
             if blocks.unblocked:
@@ -107,11 +109,15 @@ class WorkerClaims(WorkerSightings):
                 return []
         with self.db.write() as conn:
             taken = self._claim_on(conn, worker_key, request, limits, report, now, look)
-        self._claim_committed(request, taken, reports)
+        self._claim_committed(request, taken, reports, looks)
         return taken
 
     def _claim_committed(
-        self, request: ClaimRequest, taken: list[Assignment], reports: bool
+        self,
+        request: ClaimRequest,
+        taken: list[Assignment],
+        reports: bool,
+        looks: EmptyLooks | None,
     ) -> None:
         """What this replica remembers of a committed claim."""
         if reports:  # recorded and committed: the submits' snapshot of the fleet is out of date
@@ -121,6 +127,8 @@ class WorkerClaims(WorkerSightings):
             self._unblocked_at.clear()
         if taken:
             self._found_nothing.discard(request.worker_id)
+            if looks is not None:
+                looks.taken(assignment.job_id for assignment in taken)
         else:
             self._found_nothing.add(request.worker_id)
 

@@ -67,22 +67,27 @@ def normalize_url(url: str) -> str:
 @dataclass(frozen=True)
 class WorkHint:
     """What a queued job needs (the claim's hard limits), so that a replica wakes one waiting
-    claim that can run it. Travels as the NOTIFY payload `<kind> <pixels> <vram_mb>`."""
+    claim that can run it, and which job it is, so that a replica that saw the job taken wakes
+    nobody for it. Travels as the NOTIFY payload `<kind> <pixels> <vram_mb> [<job id>]` (a
+    payload without the id, from an older replica, still wakes a claim)."""
 
     kind: str
     pixels: int
     vram_mb: int | None = None
+    job_id: str | None = None
 
     def encode(self) -> str:
-        return f"{self.kind} {self.pixels} {self.vram_mb or 0}"
+        encoded = f"{self.kind} {self.pixels} {self.vram_mb or 0}"
+        return f"{encoded} {self.job_id}" if self.job_id else encoded
 
     @classmethod
     def decode(cls, payload: str) -> WorkHint | None:
         """None for an empty or unreadable payload: a wake-up for anything."""
         parts = payload.split()
-        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        if len(parts) not in (3, 4) or not parts[1].isdigit() or not parts[2].isdigit():
             return None
-        return cls(parts[0], int(parts[1]), int(parts[2]) or None)
+        job_id = parts[3] if len(parts) == 4 else None
+        return cls(parts[0], int(parts[1]), int(parts[2]) or None, job_id)
 
 
 def notify_work(conn: Connection, hint: WorkHint | None = None) -> None:

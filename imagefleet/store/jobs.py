@@ -107,7 +107,7 @@ def insert_values(values: dict[str, Any]) -> dict[str, Any]:
 
 def work_hint(values: dict[str, Any]) -> WorkHint:
     """What the NOTIFY for a new job tells waiting claims."""
-    return WorkHint(values["kind"], values["pixels"], values.get("required_vram_mb"))
+    return WorkHint(values["kind"], values["pixels"], values.get("required_vram_mb"), values["id"])
 
 
 def get_job(conn: Connection, job_id: str) -> JobRow | None:

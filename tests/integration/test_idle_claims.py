@@ -128,3 +128,22 @@ def test_a_quarantine_reaches_an_idle_worker_whose_claims_stop_early(
     headers = {"Authorization": f"Bearer {keys.worker_token}"}
     response = api.post("/v1/worker/claim", json=body, headers=headers)
     assert response.json()["quarantined"] == "test: bad GPU"
+
+
+def test_a_busy_worker_stops_early_when_the_only_news_is_a_job_taken_here(
+    api: TestClient, keys: Keys
+) -> None:
+    """small-b just took the job announced since small-a's empty look: its next claim (a busy
+    worker's, right after its job) reads nothing. A job nobody here took still ends the look."""
+    api.app.state.work_signal.empty_looks.fresh_seconds = 60.0  # type: ignore[attr-defined]
+    assert _claim(api, keys, "small-a") is None  # nothing queued: an empty look
+    job = _submit(api, keys, SMALL_JOB)
+    taken = _claim(api, keys, "small-b", wait=5.0)
+    assert taken is not None and taken["job_id"] == job
+    with Statements() as busy:
+        assert _claim(api, keys, "small-b") is None
+        assert _claim(api, keys, "small-a") is None
+    assert busy.sent == []
+    other = _submit(api, keys, SMALL_JOB)
+    again = _claim(api, keys, "small-a", wait=5.0)
+    assert again is not None and again["job_id"] == other

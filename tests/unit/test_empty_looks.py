@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from imagefleet.orchestrator import empty_looks
-from imagefleet.orchestrator.empty_looks import EmptyLooks, WaiterProfile
+from imagefleet.orchestrator.empty_looks import ClaimLook, EmptyLooks, WaiterProfile
 from imagefleet.orchestrator.work_signal import WorkSignal
 from imagefleet.store.database import WorkHint
 
@@ -118,3 +118,75 @@ def test_the_signal_records_announcements_but_not_its_poll_ticks() -> None:
         return after_ticks, signal.empty_looks.nothing_new(SMALL)
 
     assert asyncio.run(run()) == (True, False)
+
+
+def test_a_job_a_claim_here_took_is_no_news(looks: EmptyLooks, clock: Clock) -> None:
+    """A job announced after the empty look ends it until a claim here takes it; one taken
+    before its announcement arrived (PostgreSQL's NOTIFY comes after the commit) never does."""
+    _empty_look(looks, SMALL)
+    clock.now += 0.1
+    assert looks.announce(WorkHint("txt2img", 64 * 64, None, "j1"))
+    assert not looks.nothing_new(SMALL)
+    looks.taken(["j1"])
+    assert looks.nothing_new(SMALL)
+    looks.taken(["j2"])
+    assert not looks.announce(WorkHint("txt2img", 64 * 64, None, "j2"))
+    assert looks.nothing_new(SMALL) and looks.was_taken("j2")
+
+
+def test_an_announced_job_nobody_here_took_still_ends_the_look(
+    looks: EmptyLooks, clock: Clock
+) -> None:
+    _empty_look(looks, SMALL)
+    clock.now += 0.1
+    looks.announce(WorkHint("txt2img", 64 * 64, None, "j1"))
+    looks.taken(["other"])
+    assert not looks.nothing_new(SMALL)
+    clock.now += 0.1
+    _empty_look(looks, SMALL)  # a later look found nothing: the job went elsewhere
+    assert looks.nothing_new(SMALL)
+
+
+def test_takes_are_forgotten_after_a_while(looks: EmptyLooks, clock: Clock) -> None:
+    looks.taken(["j1"])
+    clock.now += empty_looks.TAKEN_SECONDS
+    looks.taken(["j2"])  # forgetting happens as new takes come in
+    assert not looks.was_taken("j1") and looks.was_taken("j2")
+
+
+def test_a_claim_woken_for_a_job_taken_here_stops_before_reading(
+    looks: EmptyLooks, clock: Clock
+) -> None:
+    looks.taken(["j1"])
+    woken = ClaimLook(SMALL, looks, woken=True)
+    assert woken.stale_wake("j1")
+    assert not woken.stale_wake("j2") and not woken.stale_wake(None)
+    assert not ClaimLook(SMALL, None, woken=True).stale_wake("j1")
+    fresh = ClaimLook(SMALL, looks, woken=False)
+    assert not fresh.stale_wake(None)  # nobody looked yet
+    _empty_look(looks, SMALL)
+    assert ClaimLook(SMALL, looks, woken=False).stale_wake(None)
+
+
+def test_a_job_a_woken_claim_is_taking_is_news_again_once_it_is_done_without_it(
+    looks: EmptyLooks, clock: Clock
+) -> None:
+    _empty_look(looks, SMALL)
+    clock.now += 0.1
+    looks.announce(WorkHint("txt2img", 64 * 64, None, "j1"))
+    looks.woke_for("j1", True)
+    assert looks.nothing_new(SMALL)  # a busy worker's claim would only race the woken one
+    looks.woke_for("j1", False)  # e.g. left for a worker that holds its models
+    assert not looks.nothing_new(SMALL)
+
+
+def test_the_signal_marks_a_job_fetched_only_when_it_woke_a_claim_for_it() -> None:
+    signal = WorkSignal()
+    looks = signal.empty_looks
+    _empty_look(looks, SMALL)
+    signal.notify(WorkHint("txt2img", 64 * 64, None, "nobody-waits"))
+    assert not looks.nothing_new(SMALL)  # no claim was woken: others must look
+    looks.taken(["nobody-waits"])
+    waiter = signal.waiter(SMALL)
+    signal.notify(WorkHint("txt2img", 64 * 64, None, "j2"))
+    assert waiter.woken and looks.nothing_new(SMALL)

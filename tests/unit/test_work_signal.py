@@ -86,9 +86,26 @@ def test_announce_leaves_the_wake_up_to_the_database_when_it_notifies_every_repl
 
 
 def test_work_hints_survive_the_notify_payload() -> None:
-    for hint in (JOB, WorkHint("train_lora", 1024 * 1024, 16_000)):
+    named = WorkHint("txt2img", 4096, None, "0123abcd")
+    for hint in (JOB, WorkHint("train_lora", 1024 * 1024, 16_000), named):
         assert WorkHint.decode(hint.encode()) == hint
     assert WorkHint.decode("") is None and WorkHint.decode("txt2img lots 0") is None
+    assert WorkHint.decode("txt2img 4096 0") == WorkHint("txt2img", 4096)  # an older replica's
+
+
+def test_a_job_a_claim_here_already_took_wakes_nobody() -> None:
+    """Its claim committed before the announcement arrived: a woken claim would find nothing.
+    A wake-up passed on for it goes nowhere either."""
+    signal = WorkSignal()
+    first, second = signal.waiter(BIG), signal.waiter(BIG)
+    signal.empty_looks.taken(["j1"])
+    signal.notify(WorkHint("txt2img", 4096, None, "j1"))
+    assert not first.woken
+    signal.notify(WorkHint("txt2img", 4096, None, "j2"))
+    assert first.woken and not second.woken
+    signal.empty_looks.taken(["j2"])  # the woken claim took it
+    signal.release(first, pass_on=True)
+    assert not second.woken
 
 
 def test_without_notifications_a_tick_wakes_the_oldest_waiter_of_each_profile_only() -> None:
