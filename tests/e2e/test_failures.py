@@ -3,6 +3,7 @@ requests made with the wrong key. Every test that harms a worker gets a fleet of
 
 from __future__ import annotations
 
+import math
 import signal
 import subprocess
 import time
@@ -30,9 +31,30 @@ QUICK_JOB: dict[str, Any] = {
     "steps": 3,
     "seed": 7,
 }
-# Two to three seconds of denoising here: enough to act on a job while it runs, short enough
-# that a second attempt still fits comfortably in a test.
-LONG_JOB: dict[str, Any] = {**QUICK_JOB, "steps": 60, "scheduler": "euler", "seed": 8}
+LONG_JOB: dict[str, Any] = {
+    **QUICK_JOB,
+    "width": 384,
+    "height": 384,
+    "scheduler": "euler",
+    "seed": 8,
+}
+# How long a long job should denoise: enough to act on it while it runs (its progress reaches
+# the API at most every 0.5 s), short enough that a second attempt still fits in a test.
+DENOISE_SECONDS = 3.0
+CALIBRATION_STEPS = 6
+
+
+def long_job(fleet: Fleet) -> dict[str, Any]:
+    """LONG_JOB with as many steps as take about DENOISE_SECONDS on this machine (8 to 150),
+    timed on a short job of the same size first: a fixed 60 steps of 64x64 took 2-3 s on one
+    machine and 0.27 s on a faster one, which finished the job before the test saw it run (a
+    step of the tiny demo model costs about the same from 64x64 to 192x192: 384x384 is where
+    150 steps last 2 s on that machine)."""
+    calibration = fleet.client.submit_txt2img({**LONG_JOB, "steps": CALIBRATION_STEPS})
+    done = fleet.wait_final(calibration.id, timeout=120)
+    assert done.status is JobStatus.succeeded, done
+    per_step = max(done.timings.inference_seconds or 0.0, 1e-3) / CALIBRATION_STEPS
+    return {**LONG_JOB, "steps": min(150, max(8, math.ceil(DENOISE_SECONDS / per_step)))}
 
 
 def is_denoising(job: JobView) -> bool:
@@ -65,7 +87,7 @@ def test_a_running_job_cancelled_stays_cancelled_and_the_worker_takes_the_next_j
     start_fleet: FleetFactory,
 ) -> None:
     fleet = start_fleet(workers=1)
-    job = fleet.client.submit_txt2img(LONG_JOB)
+    job = fleet.client.submit_txt2img(long_job(fleet))
     fleet.wait_until(job.id, is_denoising)
 
     assert fleet.client.cancel(job.id).status is JobStatus.cancelled
@@ -96,7 +118,7 @@ def test_a_job_of_a_worker_killed_mid_job_is_finished_by_another_after_the_lease
     start_fleet: FleetFactory,
 ) -> None:
     fleet = start_fleet(workers=1, lease_seconds=3.0)
-    job = fleet.client.submit_txt2img(LONG_JOB)
+    job = fleet.client.submit_txt2img(long_job(fleet))
     fleet.wait_until(job.id, is_denoising)
 
     victim = fleet.workers[0]
@@ -122,7 +144,7 @@ def test_a_worker_sent_sigterm_hands_its_job_back_at_once_and_exits_cleanly(
     # A long lease proves the requeue is the hand-back, not the lease running out; and with a
     # single allowed attempt, a hand-back counted as a failure would fail the job for good.
     fleet = start_fleet(workers=1, lease_seconds=30.0, max_attempts="1")
-    job = fleet.client.submit_txt2img(LONG_JOB)
+    job = fleet.client.submit_txt2img(long_job(fleet))
     fleet.wait_until(job.id, is_denoising)
 
     worker = fleet.workers[0]
@@ -185,7 +207,7 @@ def test_a_worker_with_a_shutdown_grace_finishes_its_job_before_exiting(
     fleet = start_fleet(workers=0, lease_seconds=30.0)
     fleet.worker_env["IMAGEFLEET_WORKER_SHUTDOWN_GRACE"] = "120"
     worker = fleet.start_worker()
-    job = fleet.client.submit_txt2img(LONG_JOB)
+    job = fleet.client.submit_txt2img(long_job(fleet))
     fleet.wait_until(job.id, is_denoising)
     worker.send(signal.SIGTERM)
     done = fleet.wait_final(job.id, timeout=120)
