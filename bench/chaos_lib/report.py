@@ -133,11 +133,19 @@ every accepted file is on disk with its recorded sha256 and decodes as a PNG of 
 size. The run exits non-zero when any of that fails. The figures below are from single runs
 on a machine shared with other work (see the load average), so the timings are rough.
 
+Beside the real workers, `--attackers N` runs simulated workers (tests/harness/races.py, the
+same code as tests/integration/test_exactly_once.py) that claim jobs and then complete, fail or
+heartbeat within 0.3 s either side of their lease's expiry, complete twice at once, or complete
+and fail the same attempt at once. Every answer they get is checked against the database after
+the run: a 2xx that the stored state contradicts (a complete answered "succeeded" for a job
+another attempt won, a fail acknowledged for an attempt the reaper took, a heartbeat granted a
+lease the reaper then revoked early) or any 5xx other than the 503 of a database outage is a
+violation; on PostgreSQL the database's own deadlock counter must not move.
+
 "Attempts dropped by workers after a 409" are results thrown away because the lease had moved
-on. Kills cause some (a job finished by nobody is requeued after its lease), and so does every
-orchestrator restart or database outage, even one shorter than the lease: a worker's heartbeat
-retries back off 0.5, 1, 2 s..., so its first beat after the restart often comes more than 3 s
-after the last one, and by then the reaper has requeued the job."""
+on: a kill (a job finished by nobody is requeued after its lease), an orchestrator restart or a
+database outage longer than what the lease allowed. "Orchestrator 5xx answers" on PostgreSQL
+are the documented 503s while the database connection is cut."""
 
 
 def backend_version(fleet_url: str) -> str:
