@@ -33,10 +33,12 @@ class LocalArtifactStore:
         self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, key: str) -> Path:
-        path = (self.root / check_key(key)).resolve()
-        if not path.is_relative_to(self.root):
-            raise ValueError(f"invalid artifact key {key!r}")
-        return path
+        """Where `key` lives. `check_key` keeps it inside the root (relative, no `..` segment,
+        no segment starting with a dot), so the path is joined, not resolved: resolving cost a
+        system call per directory level on every read and write (2% of the server's CPU in a
+        control-plane profile), and guarded only against symlinks planted inside the data
+        directory, whose owner is trusted anyway."""
+        return self.root / check_key(key)
 
     async def put_stream(
         self, key: str, chunks: AsyncIterator[bytes], max_bytes: int

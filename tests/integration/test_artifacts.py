@@ -115,7 +115,9 @@ def test_delete_many_removes_every_key_and_counts_missing_ones(store: ArtifactSt
     assert store.delete_many([]) == 0
 
 
-@pytest.mark.parametrize("key", ["../escape.png", "/etc/passwd", "jobs/../../x", "a//b", ""])
+@pytest.mark.parametrize(
+    "key", ["../escape.png", "/etc/passwd", "jobs/../../x", "jobs/./x", "a/.hidden", "a//b", ""]
+)
 def test_keys_that_could_escape_the_store_are_refused(store: ArtifactStore, key: str) -> None:
     with pytest.raises(ValueError, match="invalid artifact key"):
         put(store, key, b"x")
