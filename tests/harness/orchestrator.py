@@ -123,3 +123,23 @@ class OrchestratorProcess:
     def log(self) -> str:
         """The current run's log."""
         return self.process.log() if self.process else ""
+
+
+def pg_replicas(
+    database_url: str, folder: Path, count: int = 2, **settings: str
+) -> list[OrchestratorProcess]:
+    """`count` replicas (not started) of one PostgreSQL-backed orchestrator, each with its own
+    data folder, rate limiting off and 120 s leases unless `settings` (IMAGEFLEET_* variables)
+    say otherwise."""
+    env = {
+        "IMAGEFLEET_DATABASE_URL": database_url,
+        "IMAGEFLEET_LEASE_SECONDS": "120",
+        "IMAGEFLEET_RATE_LIMIT_PER_SECOND": "0",
+        **settings,
+    }
+    return [
+        OrchestratorProcess(
+            folder / f"replica-{i}", env=default_env(**env), data_dir=folder / f"replica-{i}"
+        )
+        for i in range(count)
+    ]

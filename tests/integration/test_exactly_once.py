@@ -24,8 +24,7 @@ from sqlalchemy import select
 from imagefleet.store.database import Database
 from imagefleet.store.tables import artifacts, attempts, jobs, webhook_deliveries
 from tests.conftest import PgFleet
-from tests.harness.orchestrator import OrchestratorProcess
-from tests.harness.processes import child_env
+from tests.harness.orchestrator import pg_replicas
 from tests.harness.races import AnswerLog, contradictions, pg_deadlocks, start_attackers
 
 JOBS = 300
@@ -49,25 +48,19 @@ def _canceller(
 def test_completes_fails_heartbeats_and_cancels_at_lease_expiry_accept_one_result_per_job(
     empty_pg: PgFleet, tmp_path: Path
 ) -> None:
-    env = {
-        "IMAGEFLEET_DATABASE_URL": empty_pg.url,
-        "IMAGEFLEET_LEASE_SECONDS": str(LEASE),
-        "IMAGEFLEET_REAPER_INTERVAL_SECONDS": "0.1",
-        "IMAGEFLEET_RATE_LIMIT_PER_SECOND": "0",
-        "IMAGEFLEET_RETRY_BACKOFF_SECONDS": "0",
-        "IMAGEFLEET_SAME_NODE_RETRY_DELAY_SECONDS": "0",
-        "IMAGEFLEET_MAX_ATTEMPTS": "4",
-        "IMAGEFLEET_QUARANTINE_FAILURES": "0",
-        "IMAGEFLEET_WEBHOOK_ALLOW_PRIVATE": "true",
-        "IMAGEFLEET_WEBHOOK_POLL_SECONDS": "3600",
-    }
     deadlocks_before = pg_deadlocks(empty_pg.url)
-    replicas = [
-        OrchestratorProcess(
-            tmp_path / f"replica-{i}", env=child_env(**env), data_dir=tmp_path / f"replica-{i}"
-        )
-        for i in range(2)
-    ]
+    replicas = pg_replicas(
+        empty_pg.url,
+        tmp_path,
+        IMAGEFLEET_LEASE_SECONDS=str(LEASE),
+        IMAGEFLEET_REAPER_INTERVAL_SECONDS="0.1",
+        IMAGEFLEET_RETRY_BACKOFF_SECONDS="0",
+        IMAGEFLEET_SAME_NODE_RETRY_DELAY_SECONDS="0",
+        IMAGEFLEET_MAX_ATTEMPTS="4",
+        IMAGEFLEET_QUARANTINE_FAILURES="0",
+        IMAGEFLEET_WEBHOOK_ALLOW_PRIVATE="true",
+        IMAGEFLEET_WEBHOOK_POLL_SECONDS="3600",
+    )
     log = AnswerLog()
     cancels: list[tuple[str, int, Any]] = []
     stop = threading.Event()

@@ -15,8 +15,7 @@ from sqlalchemy import func, select
 from imagefleet.store.database import Database
 from imagefleet.store.tables import artifacts, attempts, jobs
 from tests.conftest import PgFleet
-from tests.harness.orchestrator import OrchestratorProcess
-from tests.harness.processes import child_env
+from tests.harness.orchestrator import pg_replicas
 from tests.load import LoadLog, simulated_worker, submit_jobs
 
 JOBS = 2000
@@ -27,17 +26,7 @@ CLAIMERS = 32
 def test_two_replicas_and_32_claimers_complete_2000_jobs_exactly_once(
     empty_pg: PgFleet, tmp_path: Path
 ) -> None:
-    env = {
-        "IMAGEFLEET_DATABASE_URL": empty_pg.url,
-        "IMAGEFLEET_LEASE_SECONDS": "120",
-        "IMAGEFLEET_RATE_LIMIT_PER_SECOND": "0",
-    }
-    replicas = [
-        OrchestratorProcess(
-            tmp_path / f"replica-{i}", env=child_env(**env), data_dir=tmp_path / f"replica-{i}"
-        )
-        for i in range(2)
-    ]
+    replicas = pg_replicas(empty_pg.url, tmp_path)
     try:
         urls = [replica.start().url for replica in replicas]
         log = LoadLog()

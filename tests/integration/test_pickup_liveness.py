@@ -19,8 +19,7 @@ from sqlalchemy import select
 from imagefleet.store.database import Database
 from imagefleet.store.tables import jobs
 from tests.conftest import PgFleet
-from tests.harness.orchestrator import OrchestratorProcess
-from tests.harness.processes import child_env
+from tests.harness.orchestrator import pg_replicas
 from tests.load import PARAMS, LoadLog, simulated_worker
 
 JOBS = 40
@@ -34,17 +33,7 @@ MAX_PICKUP_SECONDS = 5.0
 def test_bursts_of_jobs_to_parked_workers_start_without_waiting_for_a_recheck(
     empty_pg: PgFleet, tmp_path: Path
 ) -> None:
-    env = {
-        "IMAGEFLEET_DATABASE_URL": empty_pg.url,
-        "IMAGEFLEET_LEASE_SECONDS": "120",
-        "IMAGEFLEET_RATE_LIMIT_PER_SECOND": "0",
-    }
-    replicas = [
-        OrchestratorProcess(
-            tmp_path / f"replica-{i}", env=child_env(**env), data_dir=tmp_path / f"replica-{i}"
-        )
-        for i in range(2)
-    ]
+    replicas = pg_replicas(empty_pg.url, tmp_path)
     log = LoadLog()
     try:
         urls = [replica.start().url for replica in replicas]
