@@ -126,8 +126,12 @@ class WorkSignal:
 
     def announce(self, hint: WorkHint | None = None) -> None:
         """This process queued work: wake a waiter here, unless the database's notification
-        will (then a second wake-up would cost a second claim)."""
-        if not self.listening:
+        will (then a second wake-up would cost a second claim). The empty looks here end at
+        once either way: the notification comes a moment after the commit, and a claim sent
+        here right after the submit was answered must not go by a look from before it."""
+        if self.listening:
+            self.empty_looks.announce(hint)
+        else:
             self.notify(hint)
 
     def notify_threadsafe(self, loop: asyncio.AbstractEventLoop, hint: WorkHint | None) -> None:

@@ -85,6 +85,19 @@ def test_announce_leaves_the_wake_up_to_the_database_when_it_notifies_every_repl
     assert a.woken and not b.woken
 
 
+def test_a_local_announcement_ends_the_empty_looks_before_the_database_notification() -> None:
+    """A claim sent right after the submit's answer looks, even while the NOTIFY is on its way."""
+    signal = WorkSignal(listening=True)
+    looks = signal.empty_looks
+    looks.found_nothing(BIG, looks.start(BIG))
+    assert looks.nothing_new(BIG)
+    signal.announce(WorkHint("txt2img", 4096, None, "j1"))
+    assert not looks.nothing_new(BIG)
+    waiter = signal.waiter(BIG)
+    signal.notify(WorkHint("txt2img", 4096, None, "j1"))  # the NOTIFY arrives: one wake-up
+    assert waiter.woken
+
+
 def test_work_hints_survive_the_notify_payload() -> None:
     named = WorkHint("txt2img", 4096, None, "0123abcd")
     for hint in (JOB, WorkHint("train_lora", 1024 * 1024, 16_000), named):
