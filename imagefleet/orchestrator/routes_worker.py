@@ -73,6 +73,12 @@ async def claim(
                     signal.empty_looks.woke_for(woken_for, False)  # news again for others
             if taken:
                 return claim_answer(taken)
+            if waiter.woken:
+                # Work was announced while it looked, maybe the job that look went by as one a
+                # woken claim is taking (this one): look again at once, even past the deadline.
+                woken, woken_for = True, waiter.hint.job_id if waiter.hint is not None else None
+                looks_again = True
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0 or await request.is_disconnected():
                 return ClaimResponse(retry_after_seconds=1.0)
