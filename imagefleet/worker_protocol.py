@@ -37,15 +37,23 @@ class WorkerCapabilities(Strict):
     )
 
 
+# Caps on what one claim carries and takes (a worker trims its report to them).
+MAX_RESIDENT_COMBOS = 64
+MAX_RESIDENT_MODELS = 256
+MAX_JOBS_PER_CLAIM = 8
+
+
 class ClaimRequest(Strict):
     worker_id: str = Field(min_length=1, max_length=200)
     node_id: str = Field(min_length=1, max_length=200)
     capabilities: WorkerCapabilities = Field(default_factory=WorkerCapabilities)
     resident_combos: list[str] = Field(
-        default_factory=list, max_length=64, description="combo keys loaded on the GPU"
+        default_factory=list,
+        max_length=MAX_RESIDENT_COMBOS,
+        description="combo keys loaded on the GPU",
     )
     resident_models: list[str] = Field(
-        default_factory=list, max_length=256, description="sha256s on GPU"
+        default_factory=list, max_length=MAX_RESIDENT_MODELS, description="sha256s on GPU"
     )
     cached_models: list[str] = Field(
         default_factory=list, max_length=4096, description="sha256s on disk"
@@ -70,7 +78,7 @@ class ClaimRequest(Strict):
     max_jobs: int = Field(
         1,
         ge=1,
-        le=8,
+        le=MAX_JOBS_PER_CLAIM,
         description="Micro-batching: up to this many compatible jobs (same batch key: combo, "
         "size, steps, sampler...) in one answer, each its own attempt (see `ClaimResponse.more`).",
     )

@@ -210,11 +210,9 @@ class ClaimLook:
     def stale_wake(self, woken_for: str | None) -> bool:
         """Whether this claim may stop before it reads anything: woken for a job a claim here
         took since (`woken_for`), or not woken while `skips_unread` holds."""
-        if self.looks is None:
-            return False
-        if self.woken:
+        if self.looks is not None and self.woken:
             return woken_for is not None and self.looks.was_taken(woken_for)
-        return self.looks.nothing_new(self.profile)
+        return self.skips_unread()
 
     def skips(self, blocks: ClaimBlocks) -> bool:
         """Whether to stop here: a worker like this one just found nothing, and what it found

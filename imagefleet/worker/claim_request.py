@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from imagefleet.worker_protocol import ClaimRequest, WorkerCapabilities
+from imagefleet.worker_protocol import (
+    MAX_JOBS_PER_CLAIM,
+    MAX_RESIDENT_COMBOS,
+    MAX_RESIDENT_MODELS,
+    ClaimRequest,
+    WorkerCapabilities,
+)
 
 if TYPE_CHECKING:
     from imagefleet.worker.engines.diffusers_engine import DiffusersEngine
     from imagefleet.worker.loop import WorkerConfig
     from imagefleet.worker.model_cache import ModelCache
-
-# The protocol's caps on the lists a claim carries (worker_protocol.ClaimRequest) and on the
-# jobs one claim takes.
-MAX_RESIDENT_COMBOS = 64
-MAX_RESIDENT_MODELS = 256
-MAX_JOBS_PER_CLAIM = 8
 
 
 def build_claim_request(
