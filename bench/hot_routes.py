@@ -1,6 +1,9 @@
 """What FastAPI's request stack costs a hot call, against the lean path that answers it
 (imagefleet/orchestrator/hot_routes.py): CPU per request for the same calls through an app
-with the lean path and one without, in the same process and run.
+with the lean path and one without, in the same process and run. Also what the lean path's
+hand-off to a request thread costs: `imagefleet.blocking.run_blocking` (the default) against
+Starlette's `run_in_threadpool` (anyio's worker threads, the baseline), swapped in turn on the
+same app, with one call and with 16 calls in flight.
 
 The lifecycle behind each call is replaced by a constant answer, so that what is left is the
 framework's work alone: reading the request, authenticating (a key cache hit), validating the
@@ -29,9 +32,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from fastapi import FastAPI  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
 
 from bench.common.report import say, table  # noqa: E402
+from imagefleet.blocking import run_blocking  # noqa: E402
 from imagefleet.config import Settings  # noqa: E402
+from imagefleet.orchestrator import hot_routes  # noqa: E402
 from imagefleet.orchestrator.app import create_app  # noqa: E402
 from imagefleet.store.keys import ApiKey  # noqa: E402
 from imagefleet.worker_protocol import AttemptResult, HeartbeatResponse  # noqa: E402
@@ -57,7 +63,7 @@ def make_app(scratch: Path, hot: bool) -> FastAPI:
     beat = HeartbeatResponse(action="continue")
     done = AttemptResult(job_id="j1", job_status="succeeded")  # type: ignore[arg-type]
     app.state.lifecycle.heartbeat = lambda key, attempt, body: beat
-    app.state.lifecycle.complete = lambda key, attempt, body: done
+    app.state.lifecycle.complete = lambda key, attempt, body, signal=None: done
     app.state.key_cache.put(TOKEN, ApiKey("k", "bench", "worker", "free", 0.0, None))
     return app
 
@@ -99,14 +105,41 @@ async def call(app: FastAPI, path: str, body: bytes) -> int:
     return status
 
 
-async def cpu_per_request(app: FastAPI, path: str, body: bytes, requests: int) -> float:
-    """µs of process CPU per request, after a warm-up."""
+async def cpu_per_request(
+    app: FastAPI, path: str, body: bytes, requests: int, in_flight: int = 1
+) -> float:
+    """µs of process CPU per request, after a warm-up, with `in_flight` callers at once."""
     for _ in range(100):
         assert await call(app, path, body) == 200
+
+    async def caller() -> None:
+        for _ in range(requests // in_flight):
+            await call(app, path, body)
+
     started = time.process_time()
-    for _ in range(requests):
-        await call(app, path, body)
-    return (time.process_time() - started) / requests * 1e6
+    await asyncio.gather(*(caller() for _ in range(in_flight)))
+    return (time.process_time() - started) / (requests // in_flight * in_flight) * 1e6
+
+
+HAND_OFFS = {"anyio": run_in_threadpool, "run_blocking": run_blocking}
+
+
+async def hand_off_cost(
+    app: FastAPI, path: str, body: bytes, requests: int, rounds: int
+) -> dict[str, float]:
+    """The lean path's CPU per request with each hand-off, alternated on the same app; keys
+    `<hand-off>_<in flight>`."""
+    samples: dict[str, list[float]] = {}
+    try:
+        for _ in range(rounds):
+            for name, hand_off in HAND_OFFS.items():
+                hot_routes.run_blocking = hand_off  # type: ignore[assignment]
+                for in_flight in (1, 16):
+                    cost = await cpu_per_request(app, path, body, requests, in_flight)
+                    samples.setdefault(f"{name}_{in_flight}", []).append(cost)
+    finally:
+        hot_routes.run_blocking = run_blocking
+    return {key: statistics.median(values) for key, values in samples.items()}
 
 
 async def measure(requests: int, rounds: int) -> dict[str, dict[str, float]]:
@@ -122,6 +155,7 @@ async def measure(requests: int, rounds: int) -> dict[str, dict[str, float]]:
             figures[name] = {
                 "fastapi_us": statistics.median(samples[False]),
                 "lean_us": statistics.median(samples[True]),
+                **await hand_off_cost(apps[True], path, body, requests, rounds),
             }
             say(f"{name}: {figures[name]}")
     return figures
@@ -144,6 +178,20 @@ def main() -> None:
         for name, f in figures.items()
     ]
     print(table(["call", "FastAPI routing µs CPU", "lean path µs CPU", "ratio"], rows))
+    hand_offs = [
+        [
+            name,
+            str(in_flight),
+            f"{f[f'anyio_{in_flight}']:,.0f}",
+            f"{f[f'run_blocking_{in_flight}']:,.0f}",
+            f"{f[f'anyio_{in_flight}'] / f[f'run_blocking_{in_flight}']:.2f}x",
+        ]
+        for name, f in figures.items()
+        for in_flight in (1, 16)
+    ]
+    print()
+    headers = ["call", "in flight", "anyio hand-off µs CPU", "run_blocking µs CPU", "ratio"]
+    print(table(headers, hand_offs))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

@@ -159,8 +159,10 @@ class Settings(BaseSettings):
         16,
         ge=1,
         description="Database connections per orchestrator process, and as many request "
-        "threads, so that no request waits for a connection or opens a new one. Parked "
-        "claims hold neither; one process is one core of Python, which 16 threads keep busy.",
+        "threads, so that no request waits for a connection or opens a new one: three in four "
+        "for imagefleet's own calls (the submit, the worker protocol, duties), the rest for "
+        "FastAPI's plain routes (job reads, the dashboard). Parked claims hold neither; one "
+        "process is one core of Python, which 16 threads keep busy.",
     )
     # What a job's lease time costs, by the GPU name workers report: training bills, and every
     # other cost (job records, /v1/usage, /metrics, the dashboard) for GPU types that no pool

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from starlette.concurrency import run_in_threadpool
 
+from imagefleet.blocking import run_blocking
 from imagefleet.compat.a1111 import READ_ERRORS, a1111_key
 from imagefleet.compat.a1111_mapping import SCHEDULERS, model_title
 from imagefleet.orchestrator.deps import AppSettings, Db, Lifecycle
@@ -32,7 +32,7 @@ def _models(db: Database, kind: ModelKind) -> list[Model]:
     "/sd-models", summary="Registered checkpoints, as the web UI lists them", responses=READ_ERRORS
 )
 async def sd_models(db: Db, key: ApiKey = Key) -> list[dict[str, Any]]:
-    found = await run_in_threadpool(_models, db, ModelKind.checkpoint)
+    found = await run_blocking(_models, db, ModelKind.checkpoint)
     return [
         {
             "title": model_title(m.name, m.version, m.sha256),
@@ -50,7 +50,7 @@ async def sd_models(db: Db, key: ApiKey = Key) -> list[dict[str, Any]]:
     "/loras", summary="Registered LoRAs (use them as <lora:name:weight>)", responses=READ_ERRORS
 )
 async def loras(db: Db, key: ApiKey = Key) -> list[dict[str, Any]]:
-    found = await run_in_threadpool(_models, db, ModelKind.lora)
+    found = await run_blocking(_models, db, ModelKind.lora)
     return [
         {"name": m.name, "alias": m.name, "path": f"{m.name}@{m.version}", "metadata": {}}
         for m in found
@@ -93,9 +93,7 @@ async def options(settings: AppSettings, db: Db, key: ApiKey = Key) -> dict[str,
     current = settings.compat_default_model
     if current:
         found = [
-            m
-            for m in await run_in_threadpool(_models, db, ModelKind.checkpoint)
-            if m.name == current
+            m for m in await run_blocking(_models, db, ModelKind.checkpoint) if m.name == current
         ]
         if found:
             current = model_title(found[0].name, found[0].version, found[0].sha256)
@@ -109,10 +107,10 @@ async def options(settings: AppSettings, db: Db, key: ApiKey = Key) -> dict[str,
 
 @router.get("/progress", summary="Progress of your newest running job", responses=READ_ERRORS)
 async def progress(lifecycle: Lifecycle, key: ApiKey = Key) -> dict[str, Any]:
-    running, _ = await run_in_threadpool(
+    running, _ = await run_blocking(
         lambda: lifecycle.list_jobs(key, status=JobStatus.running, cursor=None, limit=1)
     )
-    queued, _ = await run_in_threadpool(
+    queued, _ = await run_blocking(
         lambda: lifecycle.list_jobs(key, status=JobStatus.queued, cursor=None, limit=50)
     )
     job = running[0] if running else None

@@ -19,9 +19,9 @@ from typing import Any
 
 from fastapi import Request
 from PIL import Image
-from starlette.concurrency import run_in_threadpool
 
 from imagefleet.api_views import JobView
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import ApiError, InvalidField, JobDidNotSucceed, JobStillRunning
 from imagefleet.images import InvalidImage, inspect_image
 from imagefleet.orchestrator.events import EventBus, wait_for_end
@@ -61,7 +61,7 @@ async def store_image(
     returns its id, width and height."""
     lifecycle = lifecycle_of(request)
     try:
-        info = await run_in_threadpool(
+        info = await run_blocking(
             inspect_image, data, max_pixels=lifecycle.settings.max_input_pixels
         )
     except InvalidImage as exc:
@@ -110,7 +110,7 @@ async def submit_all(request: Request, key: ApiKey, jobs: list[Any]) -> list[Job
     lifecycle = lifecycle_of(request)
     rows = []
     for job in jobs:
-        row, _ = await run_in_threadpool(lifecycle.submit, key, job)
+        row, _ = await run_blocking(lifecycle.submit, key, job)
         rows.append(row)
     return rows
 
@@ -139,9 +139,9 @@ async def wait_all(request: Request, key: ApiKey, rows: list[JobRow]) -> list[Fi
         if end.status is not JobStatus.succeeded:
             reason = end.error_message or end.error_code or end.status.value
             raise JobDidNotSucceed(end.id, end.status.value, reason)
-        view = (await run_in_threadpool(render_jobs, request, [end]))[0]
+        view = (await run_blocking(render_jobs, request, [end]))[0]
         files = [
-            (await run_in_threadpool(lifecycle.output_file, key, end.id, output.index))[0]
+            (await run_blocking(lifecycle.output_file, key, end.id, output.index))[0]
             for output in view.outputs
         ]
         finished.append(Finished(view, files))
@@ -168,7 +168,7 @@ async def _cancel_left(lifecycle: JobLifecycle, key: ApiKey, rows: list[JobRow])
     """Cancels the jobs of a request whose client went away; raises `ClientGone`."""
     cancelled = []
     for row in rows:
-        after = await run_in_threadpool(lifecycle.cancel, key, row.id)
+        after = await run_blocking(lifecycle.cancel, key, row.id)
         if after.status is JobStatus.cancelled:
             cancelled.append(row.id)
     log.info("compat client disconnected; cancelled %s", ", ".join(cancelled) or "nothing")

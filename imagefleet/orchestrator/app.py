@@ -15,10 +15,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
-from starlette.concurrency import run_in_threadpool
 
-from imagefleet import __version__
+from imagefleet import __version__, blocking
 from imagefleet.artifacts.factory import artifact_store_for
+from imagefleet.blocking import run_blocking
 from imagefleet.compat import a1111 as compat_a1111
 from imagefleet.compat import a1111_info as compat_a1111_info
 from imagefleet.compat import openai as compat_openai
@@ -74,14 +74,16 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # As many request threads as pooled connections: no thread waits for a connection.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
-        await run_in_threadpool(db.upgrade if settings.migrate_on_start else db.check_schema)
+        own, framework = blocking.split_threads(settings.db_pool_size)
+        blocking.configure(own)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = framework
+        await run_blocking(db.upgrade if settings.migrate_on_start else db.check_schema)
         # Workers could not renew leases while this replica was down; give them one lease's
         # time to reach it again before the reaper counts them as gone.
-        await run_in_threadpool(app.state.lifecycle.grace_leases)
+        await run_blocking(app.state.lifecycle.grace_leases)
         # A misconfigured bucket is reported now, not at the first upload.
-        await run_in_threadpool(app.state.artifacts.check)
-        await run_in_threadpool(app.state.pools.seed, time.time())
+        await run_blocking(app.state.artifacts.check)
+        await run_blocking(app.state.pools.seed, time.time())
         signal = app.state.work_signal = WorkSignal(
             LISTENING_RECHECK_SECONDS,
             listening=not db.is_sqlite,
@@ -103,7 +105,7 @@ def create_app(settings: Settings | None = None, *, run_duties: bool = True) -> 
             if run_duties
             else []
         )
-        if run_duties and settings.autoscale and await run_in_threadpool(app.state.pools.pools):
+        if run_duties and settings.autoscale and await run_blocking(app.state.pools.pools):
             app.state.autoscaler = Autoscaler(db, settings, app.state.pools)
             duties.append(asyncio.create_task(app.state.autoscaler.run_forever()))
         try:
@@ -218,9 +220,9 @@ async def _reap_forever(app: FastAPI) -> None:
     while True:
         await asyncio.sleep(lifecycle.settings.reaper_interval_seconds)
         try:
-            if await run_in_threadpool(lifecycle.reap_expired):
+            if await run_blocking(lifecycle.reap_expired):
                 app.state.work_signal.announce()
-            await run_in_threadpool(lifecycle.fail_unservable)
+            await run_blocking(lifecycle.fail_unservable)
         except (OperationalError, DatabaseUnavailable) as exc:
             log.warning("lease reaper: database unavailable (%s); retrying", type(exc).__name__)
         except Exception:
@@ -235,7 +237,7 @@ async def _expire_forever(app: FastAPI) -> None:
     while True:
         await asyncio.sleep(settings.retention_interval_seconds)
         try:
-            await run_in_threadpool(
+            await run_blocking(
                 lambda: purge_expired(
                     app.state.db,
                     app.state.artifacts,
@@ -244,6 +246,6 @@ async def _expire_forever(app: FastAPI) -> None:
                     max_batches=20,
                 )
             )
-            await run_in_threadpool(sweep_final_checkpoints, app.state.db, app.state.artifacts)
+            await run_blocking(sweep_final_checkpoints, app.state.db, app.state.artifacts)
         except Exception:
             log.exception("retention pass failed; retrying")

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.concurrency import run_in_threadpool
 
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import Forbidden, QuotaExceeded, Unauthorized
 from imagefleet.store.keys import ApiKey, Scope, authenticate
 
@@ -122,7 +122,7 @@ async def check_key(request: Request, token: str | None, audience: str) -> ApiKe
             with db.read() as conn:
                 return authenticate(conn, token)
 
-        key = await run_in_threadpool(lookup)
+        key = await run_blocking(lookup)
         if key is None:
             raise Unauthorized("invalid or revoked API key")
         cache.put(token, key)

@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from starlette.concurrency import run_in_threadpool
-
+from imagefleet.blocking import run_blocking
 from imagefleet.config import Settings
 from imagefleet.orchestrator.autoscaler_pools import PoolService
 from imagefleet.orchestrator.autoscaler_records import DecisionLog
@@ -87,12 +86,12 @@ class Autoscaler:
         try:
             while True:
                 try:
-                    await run_in_threadpool(self.tick)
+                    await run_blocking(self.tick)
                 except Exception:
                     log.exception("autoscaler pass failed; retrying")
                 await asyncio.sleep(self.settings.autoscale_interval_seconds)
         finally:
-            await run_in_threadpool(self.close)
+            await run_blocking(self.close)
 
     def close(self) -> None:
         """Closes the providers' clients (the local provider drains its workers) and hands the

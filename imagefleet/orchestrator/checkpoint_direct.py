@@ -19,9 +19,8 @@ worker hashes each checkpoint it downloads and passes over one that does not mat
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
-
 from imagefleet.artifacts.base import verify_direct_upload
+from imagefleet.blocking import run_blocking
 from imagefleet.checkpoint_protocol import CheckpointUploadTarget, StoredCheckpoint
 from imagefleet.errors import InvalidField, StaleAttempt
 from imagefleet.orchestrator.checkpoint_transitions import (
@@ -55,33 +54,33 @@ class DirectCheckpoints(CheckpointTransitions):
         """Checks the object the worker put and runs the `checkpoint` transition for it."""
         store = self._file_store()
         try:
-            job = await run_in_threadpool(self.check_current, worker_key, attempt_id)
+            job = await run_blocking(self.check_current, worker_key, attempt_id)
         except StaleAttempt:
-            await run_in_threadpool(self._drop_unrecorded, attempt_id, step)
+            await run_blocking(self._drop_unrecorded, attempt_id, step)
             raise
         self._check_step(job, step)
         key = checkpoint_key(job.id, attempt_id, step)
         try:  # ArtifactTooLarge (the object is deleted) is the route's 413
-            info = await run_in_threadpool(
+            info = await run_blocking(
                 verify_direct_upload, store, key, self.settings.max_upload_bytes
             )
         except FileNotFoundError as exc:
             raise InvalidField(("path", "step"), str(exc)) from exc
         if info.size_bytes != stored.size_bytes:
-            await run_in_threadpool(store.delete, key)
+            await run_blocking(store.delete, key)
             raise InvalidField(
                 ("body", "size_bytes"),
                 f"the stored checkpoint is {info.size_bytes} bytes, not the {stored.size_bytes} "
                 "reported: the upload was cut short or replaced; it was deleted, upload it again",
             )
         try:
-            receipt, doomed = await run_in_threadpool(
+            receipt, doomed = await run_blocking(
                 self.checkpoint, worker_key, attempt_id, step, key, info.size_bytes, stored.sha256
             )
         except StaleAttempt:
-            await run_in_threadpool(self._drop_unrecorded, attempt_id, step)
+            await run_blocking(self._drop_unrecorded, attempt_id, step)
             raise
-        await run_in_threadpool(self._delete_files, doomed)
+        await run_blocking(self._delete_files, doomed)
         return receipt
 
     def _drop_unrecorded(self, attempt_id: str, step: int) -> None:

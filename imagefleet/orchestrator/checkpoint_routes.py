@@ -5,9 +5,9 @@ translates one request into one lifecycle call."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from imagefleet.artifacts.base import ArtifactTooLarge
+from imagefleet.blocking import run_blocking
 from imagefleet.checkpoint_protocol import CheckpointUploadTarget, StoredCheckpoint
 from imagefleet.errors import InvalidField, PayloadTooLarge, UnsupportedMediaType
 from imagefleet.orchestrator.checkpoint_transitions import CHECKPOINT_MEDIA_TYPE
@@ -117,4 +117,4 @@ def post_resume(
     responses=error_responses(422),
 )
 async def get_training(key: ClientKey, job_id: str, lifecycle: Lifecycle) -> TrainingView:
-    return await run_in_threadpool(lifecycle.training_view, key, job_id)
+    return await run_blocking(lifecycle.training_view, key, job_id)

@@ -18,12 +18,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 
 from imagefleet.api_views import ModelView
 from imagefleet.artifacts.base import ArtifactStore
 from imagefleet.artifacts.local import LocalArtifactStore
 from imagefleet.artifacts.s3 import S3ArtifactStore
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import InvalidField, NotFound, StaleAttempt
 from imagefleet.kinds import get_kind
 from imagefleet.kinds.base import CheckpointPolicy, ResultModel
@@ -80,18 +80,18 @@ class CheckpointTransitions(WorkerFiles):
         file deleted again. Checkpoints beyond `keep_last` are deleted from storage after the
         transition committed."""
         store = self._file_store()
-        job = await run_in_threadpool(self.check_current, worker_key, attempt_id)
+        job = await run_blocking(self.check_current, worker_key, attempt_id)
         self._check_step(job, step)
         key = checkpoint_key(job.id, attempt_id, step)
         size, sha256 = await store.put_stream(key, chunks, self.settings.max_upload_bytes)
         try:
-            receipt, doomed = await run_in_threadpool(
+            receipt, doomed = await run_blocking(
                 self.checkpoint, worker_key, attempt_id, step, key, size, sha256
             )
         except StaleAttempt:
-            await run_in_threadpool(store.delete, key)
+            await run_blocking(store.delete, key)
             raise
-        await run_in_threadpool(self._delete_files, doomed)
+        await run_blocking(self._delete_files, doomed)
         return receipt
 
     @retry_conflicts

@@ -11,9 +11,9 @@ import math
 import time
 
 from fastapi import Request, WebSocket
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import Forbidden, QuotaExceeded, Unauthorized
 from imagefleet.store.keys import ApiKey, authenticate
 
@@ -49,7 +49,7 @@ async def lookup(connection: HTTPConnection) -> ApiKey:
         with db.read() as conn:
             return authenticate(conn, token)
 
-    key = await run_in_threadpool(find)
+    key = await run_blocking(find)
     if key is None:
         raise Unauthorized("invalid or revoked API key")
     if key.scope not in CLIENT_SCOPES:

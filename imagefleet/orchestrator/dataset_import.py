@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
 
 from imagefleet import netguard
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import InvalidField
 from imagefleet.orchestrator.input_transitions import InputTransitions
 from imagefleet.store import inputs as input_sql
@@ -70,7 +70,7 @@ class DatasetImports(InputTransitions):
                 (*LOC, "sha256"),
                 f"the fetched dataset has sha256 {digest}, not the {source.sha256} given",
             )
-        row = await run_in_threadpool(self._imported_before, owner, digest)
+        row = await run_blocking(self._imported_before, owner, digest)
         if row is None:
             try:
                 row = await self.upload_input(owner, data, DATASET_CONTENT_TYPE)
@@ -113,7 +113,7 @@ class DatasetImports(InputTransitions):
                 "read s3:// datasets with: give a url, or upload the zip"
             )
         try:
-            data: bytes = await run_in_threadpool(reader, bucket, key, limit)
+            data: bytes = await run_blocking(reader, bucket, key, limit)
         except (FileNotFoundError, ValueError) as exc:
             raise DatasetImportError(str(exc)) from exc
         except Exception as exc:  # the store's errors name the bucket and what went wrong

@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 
+from imagefleet.blocking import run_blocking
 from imagefleet.deployments.manifest import Manifest, PipelineType, load_manifest
 from imagefleet.deployments.package import PackageInvalid, package_files, package_sha256
 from imagefleet.deployments.protocol import ALIAS_PATTERN, NAME_PATTERN
@@ -131,12 +131,12 @@ class DeploymentTransitions(TransitionBase):
         check_name(name)
         if alias is not None:
             check_alias(alias, ("query", "alias"))
-        manifest = await run_in_threadpool(self.validate, data)
+        manifest = await run_blocking(self.validate, data)
         version = package_sha256(data)
         key = f"deployments/{name}/{version}.tar.gz"
-        await run_in_threadpool(self._check_models, manifest)
+        await run_blocking(self._check_models, manifest)
         await self._file_store().put_stream(key, _once(data), len(data))
-        return await run_in_threadpool(
+        return await run_blocking(
             self._record, owner, name, version, manifest, key, len(data), alias, public
         )
 

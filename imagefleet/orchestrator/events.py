@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 
+from imagefleet.blocking import run_blocking
 from imagefleet.protocol import JobStatus
 from imagefleet.store import events as event_sql
 from imagefleet.store.database import EVENTS_CHANNEL, Database
@@ -127,7 +127,7 @@ async def wait_for_end(
     deadline = loop.time() + timeout
     while True:
         waiter = bus.job_waiter(job_id)
-        row: JobRow = await run_in_threadpool(lifecycle.get, owner, job_id)
+        row: JobRow = await run_blocking(lifecycle.get, owner, job_id)
         if row.status.is_final:
             return row
         remaining = deadline - loop.time()

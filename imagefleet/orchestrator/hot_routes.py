@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imagefleet.blocking import run_blocking
 from imagefleet.orchestrator import routes_submit, routes_worker
 from imagefleet.orchestrator.auth import check_key
 from imagefleet.orchestrator.body_limit import replaying
@@ -94,7 +94,7 @@ def _route(
 
 def _in_thread(function: Callable[..., BaseModel], *args: Any) -> Awaitable[BaseModel]:
     """A plain `def` route runs in the thread pool, as FastAPI would run it."""
-    return run_in_threadpool(function, *args)
+    return run_blocking(function, *args)
 
 
 _WORKER = "/v1/worker"

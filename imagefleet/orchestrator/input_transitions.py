@@ -8,8 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 
-from starlette.concurrency import run_in_threadpool
-
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import InvalidField
 from imagefleet.images import EXTENSIONS, InvalidImage, inspect_image
 from imagefleet.orchestrator.transitions import TransitionBase
@@ -29,7 +28,7 @@ class InputTransitions(TransitionBase):
         if content_type == DATASET_CONTENT_TYPE:
             return await self._upload_dataset(owner, data)
         try:
-            info = await run_in_threadpool(
+            info = await run_blocking(
                 inspect_image, data, max_pixels=self.settings.max_input_pixels
             )
         except InvalidImage as exc:
@@ -53,14 +52,14 @@ class InputTransitions(TransitionBase):
             height=info.height,
             created_at=self.clock(),
         )
-        await run_in_threadpool(self._record_input, row)
+        await run_blocking(self._record_input, row)
         return row
 
     async def _upload_dataset(self, owner: ApiKey, data: bytes) -> input_sql.InputRow:
         """A training dataset (a zip of images and captions), validated in full here: corrupt
         archives, undecodable images and unsafe entries are a 422 before any job names it."""
         try:
-            summary = await run_in_threadpool(summarize_zip, data)
+            summary = await run_blocking(summarize_zip, data)
         except DatasetError as exc:
             problems = "; ".join(exc.problems[:20])
             raise InvalidField(("body",), f"{exc}{': ' + problems if problems else ''}") from exc
@@ -80,7 +79,7 @@ class InputTransitions(TransitionBase):
             images=summary.images,
             uncaptioned=summary.uncaptioned,
         )
-        await run_in_threadpool(self._record_input, row)
+        await run_blocking(self._record_input, row)
         return row
 
     def _record_input(self, row: input_sql.InputRow) -> None:

@@ -16,8 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
 from imagefleet.orchestrator.deps import ClientKey, Db, Lifecycle, WorkerKey
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute, error_responses
@@ -90,7 +90,7 @@ def _running_attempt(db: Database, key: ApiKey, attempt_id: str) -> attempt_sql.
 async def put_preview(
     request: Request, key: WorkerKey, db: Db, attempt_id: str, step: int = 0, total_steps: int = 0
 ) -> Response:
-    attempt = await run_in_threadpool(_running_attempt, db, key, attempt_id)
+    attempt = await run_blocking(_running_attempt, db, key, attempt_id)
     content_type = request.headers.get("content-type", "").split(";")[0].strip()
     if content_type not in TYPES:
         raise UnsupportedMediaType(f"a preview is {' or '.join(TYPES)}, got {content_type!r}")
@@ -112,7 +112,7 @@ async def put_preview(
 async def get_preview(
     request: Request, key: ClientKey, job_id: str, lifecycle: Lifecycle
 ) -> Response:
-    await run_in_threadpool(lifecycle.get, key, job_id)  # the owner's (or an admin's) only
+    await run_blocking(lifecycle.get, key, job_id)  # the owner's (or an admin's) only
     preview = store_of(request).get(job_id)
     if preview is None:
         raise NotFound(f"job {job_id} has no preview (yet, or on this replica)")

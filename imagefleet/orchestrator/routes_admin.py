@@ -4,9 +4,9 @@ autoscaler follows)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Query
-from starlette.concurrency import run_in_threadpool
 
 from imagefleet.api_views import ModelView, NodeEventView, NodeView
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import NotFound
 from imagefleet.models.registry import Registration, RegistrationError, register
 from imagefleet.orchestrator.deps import AdminKey, Db, Lifecycle
@@ -62,7 +62,7 @@ async def register_model(key: AdminKey, body: ModelRegistration, db: Db) -> Mode
         fetch_configs=body.fetch_configs,
     )
     try:
-        model = await run_in_threadpool(register, db, request)
+        model = await run_blocking(register, db, request)
     except RegistrationError as exc:
         raise exc.as_invalid_field() from exc
     return model_view(model)

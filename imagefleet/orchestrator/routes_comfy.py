@@ -17,9 +17,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocketDisconnect
 
+from imagefleet.blocking import run_blocking
 from imagefleet.comfy.graph import GraphError, GraphInvalid, parse_graph
 from imagefleet.comfy.nodes import NodeSpec
 from imagefleet.comfy.protocol import ComfyPrompt, PromptAccepted, PromptRejected, UploadedImage
@@ -117,7 +117,7 @@ async def post_prompt(request: Request, key: ComfyKey, lifecycle: Lifecycle, sig
         return _rejected(summary, by_node)
     job = ComfyJob(params=ComfyParams(graph=body.prompt, client_id=body.client_id))
     try:
-        row, _ = await run_in_threadpool(lifecycle.submit, key, job)
+        row, _ = await run_blocking(lifecycle.submit, key, job)
     except (InvalidField, NotFound) as exc:
         summary, by_node = comfy_views.node_errors(_located(exc))
         return _rejected(summary, by_node)
@@ -221,7 +221,7 @@ def get_queue(key: ComfyKey, lifecycle: Lifecycle) -> dict[str, Any]:
 )
 async def post_queue(request: Request, key: ComfyKey, lifecycle: Lifecycle) -> dict[str, Any]:
     body = await _json_object(request)
-    return await run_in_threadpool(_delete_pending, key, lifecycle, body)
+    return await run_blocking(_delete_pending, key, lifecycle, body)
 
 
 def _delete_pending(key: ApiKey, lifecycle: JobLifecycle, body: dict[str, Any]) -> dict[str, Any]:
@@ -241,7 +241,7 @@ def _delete_pending(key: ApiKey, lifecycle: JobLifecycle, body: dict[str, Any]) 
 )
 async def interrupt(request: Request, key: ComfyKey, lifecycle: Lifecycle) -> dict[str, Any]:
     body = await _json_object(request)
-    return await run_in_threadpool(_interrupt_running, key, lifecycle, body)
+    return await run_blocking(_interrupt_running, key, lifecycle, body)
 
 
 def _interrupt_running(
@@ -340,7 +340,7 @@ async def websocket(websocket: WebSocket, clientId: str | None = None) -> None:
     remaining: int | None = None
     with contextlib.suppress(WebSocketDisconnect):
         while True:
-            rows, indices = await run_in_threadpool(_watched, lifecycle, key, connected, clientId)
+            rows, indices = await run_blocking(_watched, lifecycle, key, connected, clientId)
             waiting = sum(1 for row in rows if not row.status.is_final)
             if remaining is None:
                 await websocket.send_json(comfy_events.status(waiting, clientId))

@@ -6,9 +6,9 @@ in deployments.py, and a run is an ordinary job submitted through the lifecycle 
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from imagefleet.api_views import JobView
+from imagefleet.blocking import run_blocking
 from imagefleet.deployments.protocol import (
     AliasView,
     DeploymentView,
@@ -96,7 +96,7 @@ async def deploy(
 
 @router.get("", response_model=list[DeploymentView], summary="Your deployments and public ones")
 async def list_deployments(key: ClientKey, lifecycle: Lifecycle) -> list[DeploymentView]:
-    shown = await run_in_threadpool(_transitions(lifecycle).list_deployments, key)
+    shown = await run_blocking(_transitions(lifecycle).list_deployments, key)
     return [_view(item, key) for item in shown]
 
 
@@ -107,7 +107,7 @@ async def list_deployments(key: ClientKey, lifecycle: Lifecycle) -> list[Deploym
     responses=error_responses(404, 422),
 )
 async def show_deployment(name: str, key: ClientKey, lifecycle: Lifecycle) -> DeploymentView:
-    return _view(await run_in_threadpool(_transitions(lifecycle).show, key, name), key)
+    return _view(await run_blocking(_transitions(lifecycle).show, key, name), key)
 
 
 @router.post(
@@ -119,7 +119,7 @@ async def show_deployment(name: str, key: ClientKey, lifecycle: Lifecycle) -> De
 async def promote(
     name: str, alias: str, body: PromoteRequest, key: ClientKey, lifecycle: Lifecycle
 ) -> DeploymentView:
-    shown = await run_in_threadpool(_transitions(lifecycle).promote, key, name, alias, body.version)
+    shown = await run_blocking(_transitions(lifecycle).promote, key, name, alias, body.version)
     return _view(shown, key)
 
 
@@ -130,7 +130,7 @@ async def promote(
     responses=error_responses(403, 404, 409, 422),
 )
 async def rollback(name: str, alias: str, key: ClientKey, lifecycle: Lifecycle) -> DeploymentView:
-    shown = await run_in_threadpool(_transitions(lifecycle).rollback, key, name, alias)
+    shown = await run_blocking(_transitions(lifecycle).rollback, key, name, alias)
     return _view(shown, key)
 
 
@@ -157,7 +157,7 @@ async def run_deployment(
         deployment=name, version=body.version, alias=body.alias, inputs=body.inputs, seed=body.seed
     )
     job = WorkflowJob(params=params)
-    submitted, view = await run_in_threadpool(submit_and_show, request, key, job, None)
+    submitted, view = await run_blocking(submit_and_show, request, key, job, None)
     row = submitted.row
     signal.announce(WorkHint(row.kind, row.pixels, row.required_vram_mb, row.id))
     return view

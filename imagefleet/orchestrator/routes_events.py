@@ -17,8 +17,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
+from imagefleet.blocking import run_blocking
 from imagefleet.events_protocol import JobEvent, JobEventType
 from imagefleet.orchestrator.deps import AppSettings, ClientKey, Db, Lifecycle
 from imagefleet.orchestrator.events import EventBus
@@ -102,7 +102,7 @@ async def job_events(
     last_event_id: LastEventId = None,
     after: After = None,
 ) -> StreamingResponse:
-    await run_in_threadpool(lifecycle.get, key, job_id)  # 404 before the stream starts
+    await run_blocking(lifecycle.get, key, job_id)  # 404 before the stream starts
     stream = _job_stream(
         request, key, job_id, _start(last_event_id, after) or 0, settings.events_stream_max_seconds
     )
@@ -125,7 +125,7 @@ async def key_events(
 ) -> StreamingResponse:
     start = _start(last_event_id, after)
     if start is None:  # a live feed: from now on
-        start = await run_in_threadpool(_last_id, db, key)
+        start = await run_blocking(_last_id, db, key)
     stream = _key_stream(request, key, start, settings.events_stream_max_seconds)
     return StreamingResponse(stream, media_type="text/event-stream", headers=_HEADERS)
 
@@ -157,7 +157,7 @@ async def _job_events(
     last_write = loop.time()
     while True:
         waiter = bus.job_waiter(job_id)  # before reading: an event committed meanwhile wakes it
-        rows = await run_in_threadpool(_read_job, db, job_id, after)
+        rows = await run_blocking(_read_job, db, job_id, after)
         if not rows and after == 0 and (ended := await _ended_without_events(request, key, job_id)):
             yield sse(ended)  # a job that finished before this server recorded events
             return
@@ -198,7 +198,7 @@ async def _key_events(
     last_write = loop.time()
     while True:
         waiter = bus.owner_waiter(key.id)
-        rows = await run_in_threadpool(_read_owner, db, key.id, after)
+        rows = await run_blocking(_read_owner, db, key.id, after)
         for row in rows:
             yield sse(await _event(request, key, row))
             after, last_write = row.id, loop.time()
@@ -240,10 +240,10 @@ async def _ended_without_events(request: Request, key: ApiKey, job_id: str) -> J
     """The final event of a job that has none recorded (finished before the event log
     existed), with id 0; None for every other job."""
     lifecycle = request.app.state.lifecycle
-    row = await run_in_threadpool(lifecycle.get, key, job_id)
+    row = await run_blocking(lifecycle.get, key, job_id)
     if not row.status.is_final:
         return None
-    job = (await run_in_threadpool(render_jobs, request, [row]))[0]
+    job = (await run_blocking(render_jobs, request, [row]))[0]
     return JobEvent(
         id=0,
         event=JobEventType(row.status.value),
@@ -259,8 +259,8 @@ async def _event(request: Request, key: ApiKey, row: event_sql.EventRow) -> JobE
     job = None
     if kind.is_final:
         lifecycle = request.app.state.lifecycle
-        found = await run_in_threadpool(lifecycle.get, key, row.job_id)
-        job = (await run_in_threadpool(render_jobs, request, [found]))[0]
+        found = await run_blocking(lifecycle.get, key, row.job_id)
+        job = (await run_blocking(render_jobs, request, [found]))[0]
     return JobEvent(
         id=row.id,
         event=kind,

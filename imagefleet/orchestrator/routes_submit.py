@@ -8,9 +8,9 @@ No `from __future__ import annotations` here: the submit route's body annotation
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from imagefleet.api_views import InputView, JobView
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import InvalidField, PayloadTooLarge, UnsupportedMediaType
 from imagefleet.images import EXTENSIONS
 from imagefleet.orchestrator.deps import ClientKey, Lifecycle
@@ -118,7 +118,7 @@ def submit_router(job_type: Any) -> APIRouter:
     async def output_as_input(
         key: ClientKey, job_id: str, index: int, lifecycle: Lifecycle
     ) -> InputView:
-        data, content_type, _ = await run_in_threadpool(lifecycle.output_file, key, job_id, index)
+        data, content_type, _ = await run_blocking(lifecycle.output_file, key, job_id, index)
         row = await lifecycle.upload_input(key, data, content_type)
         return input_view(row)
 
@@ -133,7 +133,7 @@ async def submit(
     (hot_routes.py)."""
     lifecycle: JobLifecycle = request.app.state.lifecycle
     job = await lifecycle.import_dataset_sources(key, job)  # train_lora url/s3 datasets
-    submitted, view = await run_in_threadpool(submit_and_show, request, key, job, idempotency_key)
+    submitted, view = await run_blocking(submit_and_show, request, key, job, idempotency_key)
     row = submitted.row
     if submitted.replayed or submitted.combo is None:
         response.status_code = 200

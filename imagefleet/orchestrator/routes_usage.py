@@ -7,8 +7,8 @@ import time
 
 from fastapi import APIRouter, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.concurrency import run_in_threadpool
 
+from imagefleet.blocking import run_blocking
 from imagefleet.orchestrator import usage
 from imagefleet.orchestrator.deps import AdminKey, ClientKey, Db, Pools
 from imagefleet.orchestrator.openapi_errors import DocumentedRoute
@@ -31,8 +31,8 @@ async def get_usage(
 ) -> KeyUsageView:
     now = time.time()
     start = (now // DAY - (days - 1)) * DAY
-    prices = await run_in_threadpool(pools.prices)
-    return await run_in_threadpool(usage.key_usage, db, key.id, prices, start, now)
+    prices = await run_blocking(pools.prices)
+    return await run_blocking(usage.key_usage, db, key.id, prices, start, now)
 
 
 @router.get(
@@ -47,8 +47,8 @@ async def get_fleet_usage(
     hours: float = Query(24.0, gt=0, le=24 * 366, description="The last N hours."),
 ) -> FleetUsageView:
     now = time.time()
-    prices = await run_in_threadpool(pools.prices)
-    return await run_in_threadpool(usage.admin_usage, db, prices, now - hours * 3600, now)
+    prices = await run_blocking(pools.prices)
+    return await run_blocking(usage.admin_usage, db, prices, now - hours * 3600, now)
 
 
 metrics_router = APIRouter(tags=["ops"])
@@ -65,5 +65,5 @@ metrics_router = APIRouter(tags=["ops"])
 )
 async def metrics(request: Request) -> Response:
     registry: CollectorRegistry = request.app.state.metrics
-    body = await run_in_threadpool(generate_latest, registry)
+    body = await run_blocking(generate_latest, registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -7,9 +7,9 @@ import random
 import time
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from imagefleet.artifacts.base import ArtifactTooLarge
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import InvalidField, PayloadTooLarge
 from imagefleet.orchestrator.claim_answers import WorkerDraining, claim_answer
 from imagefleet.orchestrator.deps import Lifecycle, Signal, WorkerKey
@@ -63,7 +63,7 @@ async def claim(
         try:
             taken = []
             try:
-                taken = await run_in_threadpool(
+                taken = await run_blocking(
                     lifecycle.claim_batch, key, body, woken, signal.empty_looks, woken_for
                 )
             except (NodeQuarantined, WorkerDraining) as exc:
@@ -175,7 +175,7 @@ async def complete_inline(
 async def fail(
     key: WorkerKey, attempt_id: str, body: FailRequest, lifecycle: Lifecycle, signal: Signal
 ) -> AttemptResult:
-    outcome = await run_in_threadpool(lifecycle.fail, key, attempt_id, body)
+    outcome = await run_blocking(lifecycle.fail, key, attempt_id, body)
     if outcome.job_status is JobStatus.queued:
         signal.announce()
     return outcome

@@ -17,10 +17,10 @@ from urllib.parse import urlparse
 
 import httpx
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 
 from imagefleet import netguard, webhook_signing
 from imagefleet.api_views import WebhookDeliveryView
+from imagefleet.blocking import run_blocking
 from imagefleet.config import Settings
 from imagefleet.store import webhooks as webhook_sql
 from imagefleet.store.database import Database
@@ -100,7 +100,7 @@ class WebhookDispatcher:
             with self.db.write() as conn:
                 return webhook_sql.take_due(conn, time.time(), lease, BATCH)
 
-        batch = await run_in_threadpool(take)
+        batch = await run_blocking(take)
         await asyncio.gather(*(self._send(http, delivery) for delivery in batch))
         return len(batch)
 
@@ -110,7 +110,7 @@ class WebhookDispatcher:
         try:
             host = urlparse(delivery.url).hostname or ""
             if not self.settings.webhook_allow_private:
-                await run_in_threadpool(netguard.check_public_host, host, PRIVATE_HINT)
+                await run_blocking(netguard.check_public_host, host, PRIVATE_HINT)
             body = delivery.payload.encode()
             headers = {
                 "Content-Type": "application/json",
@@ -129,7 +129,7 @@ class WebhookDispatcher:
                 error = f"HTTP {status}"
         except (httpx.HTTPError, netguard.PrivateAddressError) as exc:
             error = f"{type(exc).__name__}: {exc}"[:1000]
-        await run_in_threadpool(self._record, delivery, status, error)
+        await run_blocking(self._record, delivery, status, error)
 
     def _record(
         self, delivery: webhook_sql.Delivery, status: int | None, error: str | None

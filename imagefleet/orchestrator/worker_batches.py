@@ -9,8 +9,8 @@ import binascii
 from collections.abc import AsyncIterator
 
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import InvalidField, NotFound, StaleAttempt
 from imagefleet.orchestrator.transitions import to_datetime
 from imagefleet.orchestrator.work_signal import WorkSignal
@@ -96,10 +96,10 @@ class WorkerBatches(WorkerTransitions):
         job = self.claimed_here(worker_key, attempt_id)
         if job is None:
             try:
-                job = await run_in_threadpool(self.check_current, worker_key, attempt_id)
+                job = await run_blocking(self.check_current, worker_key, attempt_id)
             except StaleAttempt:
                 # A repeat of a completion that succeeded gets the same answer; any other 409.
-                return await run_in_threadpool(
+                return await run_blocking(
                     self._complete_stored, worker_key, attempt_id, _plain(request), [], None, signal
                 )
         store = self._file_store()
@@ -117,12 +117,12 @@ class WorkerBatches(WorkerTransitions):
             )
             stored.append(StoredFile(output.index, key, size, sha256, output.content_type))
         try:
-            return await run_in_threadpool(
+            return await run_blocking(
                 self._complete_stored, worker_key, attempt_id, _plain(request), stored, job, signal
             )
         except (StaleAttempt, NotFound):
             # Nothing refers to them: the refused completion recorded nothing.
-            await run_in_threadpool(self._delete_files, [file.key for file in stored])
+            await run_blocking(self._delete_files, [file.key for file in stored])
             raise
 
 

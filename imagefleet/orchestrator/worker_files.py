@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
-from starlette.concurrency import run_in_threadpool
 
 from imagefleet.artifacts.base import (
     ArtifactUploadRejected,
     MultipartPlan,
     verify_direct_upload,
 )
+from imagefleet.blocking import run_blocking
 from imagefleet.errors import (
     BadRequest,
     InvalidField,
@@ -84,10 +84,10 @@ class WorkerFiles(TransitionBase):
         ownership check before streaming keeps a stale attempt from storing anything; the one
         in `record_upload` is the one that counts."""
         store = self._file_store()
-        job = await run_in_threadpool(self.check_current, worker_key, attempt_id)
+        job = await run_blocking(self.check_current, worker_key, attempt_id)
         key = self._checked_output_key(job, attempt_id, index, content_type)
         size, sha256 = await store.put_stream(key, chunks, self.settings.max_upload_bytes)
-        await run_in_threadpool(
+        await run_blocking(
             lambda: self.record_upload(
                 worker_key,
                 attempt_id,
