@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy
 from fastapi.testclient import TestClient
 from sqlalchemy import event
 from sqlalchemy.engine.default import CACHE_HIT
@@ -131,7 +130,7 @@ def test_each_call_of_a_lifecycle_is_one_transaction_within_its_statement_budget
 ) -> None:
     _warm(api, keys, model)
     postgresql = settings.database_url.startswith("postgresql")
-    measured = _measured(_lifecycle(api, keys, model))
+    measured = _measured(api, _lifecycle(api, keys, model))
     _check(measured, postgresql)
     if postgresql:
         assert sum(taken[0] for taken in measured.values()) <= 12
@@ -141,7 +140,7 @@ def test_a_completion_that_claims_the_next_job_is_one_transaction(
     api: TestClient, keys: Keys, settings: Settings, model: Model
 ) -> None:
     _warm(api, keys, model)
-    measured = _measured(_lifecycle(api, keys, model, follow=True))
+    measured = _measured(api, _lifecycle(api, keys, model, follow=True))
     assert "complete + claim" in measured
     _check(measured, settings.database_url.startswith("postgresql"))
 
@@ -157,29 +156,31 @@ def test_a_warm_lifecycle_compiles_no_statement(
     for _ in _lifecycle(api, keys, model, follow=True):
         pass
     recorder = Recorder()
-    for call in _recorded(recorder, _lifecycle(api, keys, model, follow=True)):
+    for call in _recorded(api, recorder, _lifecycle(api, keys, model, follow=True)):
         assert not recorder.compiled, (call, recorder.compiled)
 
 
-def _measured(calls: Iterator[str]) -> dict[str, tuple[int, int, int, list[str]]]:
+def _measured(api: TestClient, calls: Iterator[str]) -> dict[str, tuple[int, int, int, list[str]]]:
     """What each call of `calls` sent, by its name (the last of a repeated name)."""
     recorder = Recorder()
     measured: dict[str, tuple[int, int, int, list[str]]] = {}
-    for call in _recorded(recorder, calls):
+    for call in _recorded(api, recorder, calls):
         measured[call] = recorder.take()
     return measured
 
 
-def _recorded(recorder: Recorder, calls: Iterator[str]) -> Iterator[str]:
-    """`calls`, with every statement they send recorded by `recorder`."""
-    event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", recorder)
-    event.listen(sqlalchemy.engine.Engine, "begin", recorder.on_begin)
+def _recorded(api: TestClient, recorder: Recorder, calls: Iterator[str]) -> Iterator[str]:
+    """`calls`, with every statement the app's engine sends recorded by `recorder` (only this
+    app's: a thread of an earlier test's server in the same process is no part of it)."""
+    engine = api.app.state.db.engine  # type: ignore[attr-defined]
+    event.listen(engine, "before_cursor_execute", recorder)
+    event.listen(engine, "begin", recorder.on_begin)
     try:
         recorder.take()
         yield from calls
     finally:
-        event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", recorder)
-        event.remove(sqlalchemy.engine.Engine, "begin", recorder.on_begin)
+        event.remove(engine, "before_cursor_execute", recorder)
+        event.remove(engine, "begin", recorder.on_begin)
 
 
 def _check(measured: dict[str, tuple[int, int, int, list[str]]], postgresql: bool) -> None:
