@@ -41,6 +41,7 @@ from sqlalchemy import (
 
 from imagefleet.protocol import JobStatus, ModelRole
 from imagefleet.store.attempts import COUNTED_OUTCOMES, failed_nodes
+from imagefleet.store.bound_lists import in_bound_list
 from imagefleet.store.job_models import JobModel
 from imagefleet.store.models import to_model
 from imagefleet.store.tables import attempts, job_models, jobs, models
@@ -114,14 +115,16 @@ def hard_limits(worker: WorkerLimits, now: float) -> list[ColumnElement[bool]]:
     """The WHERE conditions every probe shares: queued, a kind the worker serves, its pixels, its
     VRAM (when reported), not backing off, and never failed on this node unless it may retry
     there now."""
-    return _limits(worker.node_id, worker.kinds, worker.max_pixels, now, worker.vram_mb or None)
+    kinds = jobs.c.kind.in_(worker.kinds)
+    return _limits(worker.node_id, kinds, worker.max_pixels, now, worker.vram_mb or None)
 
 
 def _limits(
-    node_id: Any, kinds: Any, max_pixels: Any, now: Any, vram_mb: Any | None
+    node_id: Any, kinds: ColumnElement[bool], max_pixels: Any, now: Any, vram_mb: Any | None
 ) -> list[ColumnElement[bool]]:
     """`hard_limits` with each value given either as itself or as a bound parameter (the claim's
-    statements are built once per shape, with bound parameters)."""
+    statements are built once per shape, with bound parameters); `kinds`: the condition on the
+    job's kind."""
     failed_here = (
         select(attempts.c.id)
         .where(
@@ -133,7 +136,7 @@ def _limits(
     )
     conditions: list[ColumnElement[bool]] = [
         jobs.c.status == QUEUED,
-        jobs.c.kind.in_(kinds),
+        kinds,
         jobs.c.pixels <= max_pixels,
         or_(jobs.c.run_after.is_(None), jobs.c.run_after <= now),
         # Most jobs were never tried, so the subquery rarely runs.
@@ -156,7 +159,7 @@ def _limits(
 def bound_limits(vram: bool) -> list[ColumnElement[bool]]:
     return _limits(
         bindparam("node"),
-        bindparam("kinds", expanding=True),
+        in_bound_list(jobs.c.kind, "kinds"),
         bindparam("max_pixels"),
         bindparam("now"),
         bindparam("vram") if vram else None,
@@ -181,7 +184,7 @@ def _rows_by_id(vram: bool) -> Executable:
     return (
         select(*_COLUMNS, owner_service.c.served_at, *(c.label(f"m_{c.name}") for c in in_combo))
         .select_from(joined)
-        .where(jobs.c.id.in_(bindparam("ids", expanding=True)), *recheck)
+        .where(in_bound_list(jobs.c.id, "ids"), *recheck)
         .order_by(jobs.c.id, job_models.c.position)
         .with_for_update(skip_locked=True, of=jobs)
     )
