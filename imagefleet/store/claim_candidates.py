@@ -130,7 +130,9 @@ def _limits(
         .where(
             attempts.c.job_id == jobs.c.id,
             attempts.c.node_id == node_id,
-            attempts.c.outcome.in_(COUNTED_OUTCOMES),
+            # Not `IN (...)`: a literal list is an expanding parameter too, rendered again at
+            # every execution in every probe branch (store/bound_lists.py).
+            or_(*(attempts.c.outcome == outcome for outcome in COUNTED_OUTCOMES)),
         )
         .exists()
     )
