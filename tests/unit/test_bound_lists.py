@@ -41,3 +41,16 @@ def test_the_element_has_a_cache_key() -> None:
     first = in_bound_list(things.c.id, "ids")
     assert first._generate_cache_key() == in_bound_list(things.c.id, "ids")._generate_cache_key()
     assert first._generate_cache_key() != in_bound_list(things.c.id, "other")._generate_cache_key()
+
+
+def test_the_claims_look_and_candidates_read_have_no_expanding_parameter_on_postgresql() -> None:
+    """Every expanding parameter is rendered again at each execution, once per place it occurs
+    (a literal `IN` list is one too): the claim's statements, run for every claim, have none."""
+    from imagefleet.store.claim_candidates import _rows_by_id
+    from imagefleet.store.claim_probes import _blocks_and_probes
+
+    shapes = (("priority", 8), ("owner", 1), ("combo", 2), ("checkpoint", 2))
+    dialect = postgresql.psycopg.dialect()  # type: ignore[attr-defined]
+    for vram in (False, True):
+        for statement in (_blocks_and_probes(shapes, vram), _rows_by_id(vram)):
+            assert "POSTCOMPILE" not in str(statement.compile(dialect=dialect))
