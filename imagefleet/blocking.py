@@ -1,13 +1,14 @@
 """Blocking calls (a transaction, a file, an S3 request) made from the event loop, on the
 orchestrator's request threads.
 
-Starlette's `run_blocking` hands each call to anyio's worker threads: a capacity limiter
-token, a cancel scope and a condition-variable queue per call, about 105 µs of CPU per call
-with 16 calls in flight here, where `loop.run_in_executor` on a `ThreadPoolExecutor` (a C queue)
-takes about 45 µs (bench/hot_routes.py measures both on the lean path). A lifecycle makes
-four to six such calls, and a py-spy profile of a busy server put 8% of its samples in the
-hand-off (docs/benchmarks.md). So imagefleet's own blocking calls go through `run_blocking`;
-only FastAPI's plain `def` routes and dependencies still use anyio's threads.
+Starlette's `run_in_threadpool` hands each call to anyio's worker threads: a capacity limiter
+token, a cancel scope and a condition-variable queue per call, about 105 µs of CPU per call with
+16 calls in flight here, where `loop.run_in_executor` on a `ThreadPoolExecutor` (a C queue)
+takes about 45 µs (a micro-benchmark of an empty call; bench/hot_routes.py measures both on the
+lean path). A lifecycle makes four to six such calls, and a py-spy profile of a busy server put
+5-9% of its samples in the hand-off (docs/benchmarks.md). So imagefleet's own blocking calls go
+through `run_blocking`; only FastAPI's plain `def` routes and dependencies still use anyio's
+threads.
 
 The two pools share the process's database connections (`split_threads`), so that no thread
 waits for a connection. A call keeps anyio's semantics: it runs in a copy of the caller's
@@ -55,6 +56,9 @@ def configure(threads: int) -> None:
 
 def _pool() -> ThreadPoolExecutor:
     global _executor
+    executor = _executor
+    if executor is not None:  # every call but the first: no lock
+        return executor
     with _lock:
         if _executor is None:
             _executor = ThreadPoolExecutor(_threads, thread_name_prefix="imagefleet-request")

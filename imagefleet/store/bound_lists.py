@@ -37,10 +37,6 @@ class InBoundList(ColumnElement[bool]):
         self.name = name
 
 
-def in_bound_list(column: ColumnElement[Any], name: str) -> InBoundList:
-    return InBoundList(column, name)
-
-
 @compiles(InBoundList)
 def _expanding(element: InBoundList, compiler: Any, **kw: Any) -> str:
     in_list = element.column.in_(bindparam(element.name, expanding=True))

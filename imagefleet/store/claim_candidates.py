@@ -41,7 +41,7 @@ from sqlalchemy import (
 
 from imagefleet.protocol import JobStatus, ModelRole
 from imagefleet.store.attempts import COUNTED_OUTCOMES, failed_nodes
-from imagefleet.store.bound_lists import in_bound_list
+from imagefleet.store.bound_lists import InBoundList
 from imagefleet.store.job_models import JobModel
 from imagefleet.store.models import to_model
 from imagefleet.store.tables import attempts, job_models, jobs, models
@@ -161,7 +161,7 @@ def _limits(
 def bound_limits(vram: bool) -> list[ColumnElement[bool]]:
     return _limits(
         bindparam("node"),
-        in_bound_list(jobs.c.kind, "kinds"),
+        InBoundList(jobs.c.kind, "kinds"),
         bindparam("max_pixels"),
         bindparam("now"),
         bindparam("vram") if vram else None,
@@ -186,7 +186,7 @@ def _rows_by_id(vram: bool) -> Executable:
     return (
         select(*_COLUMNS, owner_service.c.served_at, *(c.label(f"m_{c.name}") for c in in_combo))
         .select_from(joined)
-        .where(in_bound_list(jobs.c.id, "ids"), *recheck)
+        .where(InBoundList(jobs.c.id, "ids"), *recheck)
         .order_by(jobs.c.id, job_models.c.position)
         .with_for_update(skip_locked=True, of=jobs)
     )

@@ -8,10 +8,10 @@ from typing import Any
 from sqlalchemy import Column, MetaData, String, Table, create_engine, event, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from imagefleet.store.bound_lists import in_bound_list
+from imagefleet.store.bound_lists import InBoundList
 
 things = Table("things", MetaData(), Column("id", String(8), primary_key=True))
-BY_IDS = select(things.c.id).where(in_bound_list(things.c.id, "ids")).order_by(things.c.id)
+BY_IDS = select(things.c.id).where(InBoundList(things.c.id, "ids")).order_by(things.c.id)
 
 
 def test_on_postgresql_the_list_is_one_array_parameter() -> None:
@@ -38,9 +38,9 @@ def test_on_sqlite_it_is_an_in_list_the_primary_key_can_answer() -> None:
 
 
 def test_the_element_has_a_cache_key() -> None:
-    first = in_bound_list(things.c.id, "ids")
-    assert first._generate_cache_key() == in_bound_list(things.c.id, "ids")._generate_cache_key()
-    assert first._generate_cache_key() != in_bound_list(things.c.id, "other")._generate_cache_key()
+    first = InBoundList(things.c.id, "ids")
+    assert first._generate_cache_key() == InBoundList(things.c.id, "ids")._generate_cache_key()
+    assert first._generate_cache_key() != InBoundList(things.c.id, "other")._generate_cache_key()
 
 
 def test_the_claims_look_and_candidates_read_have_no_expanding_parameter_on_postgresql() -> None:
